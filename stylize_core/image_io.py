@@ -1,0 +1,347 @@
+"""Image bytes <-> RGB uint8 arrays: guarded decode, encode, and resize helpers.
+
+``decode_image`` is the only way untrusted bytes become pixels in this project. It checks the pixel
+count from the header before any pixel data is decoded, refuses truncated files instead of padding
+them, applies EXIF orientation and maps every Pillow mode to (H, W, 3) uint8 RGB. Every failure is an
+``ImageDecodeError`` subclass whose ``error_type`` is the short name written into metrics rows.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+
+import numpy as np
+import PIL
+from PIL import Image, ImageFile, ImageOps
+
+DEFAULT_MAX_PIXELS: int = 64_000_000
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+)
+FORMAT_EXTENSIONS: dict[str, str] = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
+
+_WHITE = (255, 255, 255, 255)
+# Pillow modes that always carry alpha; "P" and others may too, via info["transparency"].
+_ALPHA_MODES = frozenset({"LA", "PA", "RGBA", "RGBa"})
+_ORIENTATION_TAG = 0x0112
+# Substrings of Pillow/decoder messages that mean "the data stopped early". Pillow's "broken data
+# stream" is deliberately absent: a complete PNG with a damaged IDAT says the same, so that case is
+# settled by _declares_more_than_present instead.
+_TRUNCATION_MARKERS = (
+    "truncated",
+    "unexpected end",
+    "premature end",
+    "end of file",
+    "not enough data",
+)
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+)
+
+
+class ImageDecodeError(ValueError):
+    """Base class of every decode failure; ``error_type`` names the kind in metrics rows."""
+
+    error_type: str = "decode"
+
+
+class EmptyImageError(ImageDecodeError):
+    """No bytes at all, or an image with a zero width or height."""
+
+    error_type = "empty"
+
+
+class UnidentifiedImageError(ImageDecodeError):
+    """The bytes are not an image in any format Pillow knows."""
+
+    error_type = "unidentified"
+
+
+class TruncatedImageError(ImageDecodeError):
+    """The file stops before all pixel data is present (never silently padded)."""
+
+    error_type = "truncated"
+
+
+class DecompressionBombError(ImageDecodeError):
+    """The header declares more pixels than allowed; raised before pixel data is decoded."""
+
+    error_type = "too_large"
+
+
+class CorruptImageError(ImageDecodeError):
+    """Any other failure raised by Pillow or a decoder."""
+
+    error_type = "corrupt"
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode image bytes to a C-contiguous (H, W, 3) uint8 RGB array.
+
+    EXIF orientation is applied, transparency is composited on white, high-bit-depth greyscale is
+    scaled by its real bit depth, and animated files give their first frame. Raises a subclass of
+    ``ImageDecodeError``; ``max_pixels`` is checked from the header before decoding. Pillow's own
+    global bomb limit (``Image.MAX_IMAGE_PIXELS``) still applies on top and is reported the same way.
+    """
+    if max_pixels <= 0:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    if not data:
+        raise EmptyImageError("empty input: 0 bytes")
+    data = bytes(data)
+    try:
+        img = Image.open(io.BytesIO(data))  # lazy: parses the header only
+    except MemoryError:
+        raise  # the process is out of memory; not a property of this file
+    except Exception as exc:  # noqa: BLE001 - every decoder failure becomes a typed error
+        raise _classify(exc, data, max_pixels) from exc
+    with img:  # closes the parsed file; transposed/converted copies are independent
+        width, height = img.size
+        if width <= 0 or height <= 0:
+            raise EmptyImageError(f"image has a zero dimension: {width}x{height}")
+        if width * height > max_pixels:
+            raise DecompressionBombError(
+                f"image has {width}x{height} = {width * height} pixels, "
+                f"more than the limit of {max_pixels}"
+            )
+        bits = _source_bits(img)
+        try:
+            img.load()
+            rgb = _to_rgb(_exif_transposed(img), bits)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _classify(exc, data, max_pixels) from exc
+    return rgb
+
+
+def encode_image(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
+    """Encode an (H, W, 3) uint8 RGB array as ``jpeg``, ``png`` or ``webp`` bytes.
+
+    ``quality`` (1..100) applies to jpeg and webp; png is lossless and ignores it.
+    """
+    _check_rgb_array(image)
+    key = fmt.lower()
+    key = "jpeg" if key == "jpg" else key
+    if key not in FORMAT_EXTENSIONS:
+        raise ValueError(f"unsupported output format {fmt!r}; expected one of {sorted(FORMAT_EXTENSIONS)}")
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
+        raise ValueError(f"quality must be an int in 1..100, got {quality!r}")
+    pil = Image.fromarray(np.ascontiguousarray(image))
+    buf = io.BytesIO()
+    if key == "png":
+        pil.save(buf, format="PNG")
+    else:
+        pil.save(buf, format=key.upper(), quality=int(quality))
+    return buf.getvalue()
+
+
+def resize_max_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """Downscale (never upscale) so max(H, W) <= max_side, keeping aspect; None/0 -> unchanged.
+
+    Uses Lanczos (``Image.Resampling.LANCZOS``). The input array is returned as is when no resize
+    is needed.
+    """
+    _check_rgb_array(image)
+    if not max_side:
+        return image
+    if max_side < 0:
+        raise ValueError(f"max_side must be positive, None or 0, got {max_side}")
+    height, width = image.shape[:2]
+    longest = max(height, width)
+    if longest <= max_side:
+        return image
+    scale = max_side / longest
+    # The long side lands exactly on max_side; the short side rounds but never vanishes.
+    new_w = max_side if width == longest else max(1, round(width * scale))
+    new_h = max_side if height == longest else max(1, round(height * scale))
+    return _resize(image, new_w, new_h)
+
+
+def resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
+    """Resize (up or down) so min(H, W) == short_side, keeping aspect (Lanczos)."""
+    _check_rgb_array(image)
+    if short_side <= 0:
+        raise ValueError(f"short_side must be positive, got {short_side}")
+    height, width = image.shape[:2]
+    shortest = min(height, width)
+    if shortest == short_side:
+        return image
+    scale = short_side / shortest
+    new_w = short_side if width == shortest else max(1, round(width * scale))
+    new_h = short_side if height == shortest else max(1, round(height * scale))
+    return _resize(image, new_w, new_h)
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    pil = Image.fromarray(np.ascontiguousarray(image))
+    out = pil.resize((width, height), Image.Resampling.LANCZOS)
+    return np.array(out, dtype=np.uint8)  # (height, width, 3), writeable copy
+
+
+def _check_rgb_array(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"expected a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected dtype uint8, got {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected shape (H, W, 3), got {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"image has a zero dimension: shape {image.shape}")
+
+
+# --- decode internals ---------------------------------------------------------------------------
+
+
+def _exif_transposed(img: Image.Image) -> Image.Image:
+    """Apply EXIF orientation; an unreadable EXIF block must not lose an otherwise good image."""
+    try:
+        # exif_transpose copies even when nothing changes; skip it for the common upright case.
+        if img.getexif().get(_ORIENTATION_TAG, 1) not in range(2, 9):
+            return img
+        return ImageOps.exif_transpose(img)
+    except (SyntaxError, ValueError, KeyError, TypeError, IndexError, EOFError, OSError, struct.error):
+        return img
+
+
+def _source_bits(img: Image.Image) -> int | None:
+    """Bit depth of integer greyscale data, read before load() (which clears ``tile``)."""
+    if not img.mode.startswith("I"):
+        return None
+    if img.format == "TIFF":
+        bits = getattr(img, "tag_v2", {}).get(258)
+        if isinstance(bits, tuple):
+            bits = bits[0] if bits else None
+        if isinstance(bits, int) and 0 < bits <= 32:
+            return bits
+    if img.mode.startswith("I;16"):
+        return 16
+    rawmode = None
+    if img.tile:
+        args = img.tile[0][3]
+        rawmode = args[0] if isinstance(args, tuple) and args else args
+    match = re.match(r"I;(\d+)", rawmode) if isinstance(rawmode, str) else None
+    if match:
+        return int(match.group(1))
+    return None  # decided from the data in _integer_grey_to_u8
+
+
+def _to_rgb(img: Image.Image, bits: int | None) -> np.ndarray:
+    """Any Pillow mode -> (H, W, 3) uint8 RGB, C-contiguous."""
+    mode = img.mode
+    if mode.startswith("I") or mode == "F":
+        values = np.asarray(img)  # (H, W)
+        grey = _float_grey_to_u8(values) if mode == "F" else _integer_grey_to_u8(values, bits)
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if mode == "La":
+        return _premultiplied_grey_on_white(np.asarray(img))
+    if _has_alpha(img):
+        # Composite on white: dropping alpha would expose whatever colour hides under
+        # transparent pixels (often black).
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE)
+        img = Image.alpha_composite(background, rgba)
+    rgb = img if img.mode == "RGB" else img.convert("RGB")
+    return np.array(rgb, dtype=np.uint8, order="C")
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
+        return True
+    palette = img.palette if img.mode == "P" else None
+    return palette is not None and palette.mode == "RGBA"
+
+
+def _integer_grey_to_u8(values: np.ndarray, bits: int | None) -> np.ndarray:
+    """Scale integer greyscale by its bit depth: 2**bits - 1 -> 255, rounded, never clipped at 255."""
+    values = values.astype(np.int64)
+    if bits is None:
+        bits = 16 if values.size == 0 or values.max() <= 0xFFFF else 32
+    # Mode "I" is signed 32-bit, so 32-bit data tops out at 2**31 - 1.
+    top = (1 << 31) - 1 if bits >= 32 else (1 << bits) - 1
+    values = np.clip(values, 0, top)
+    return ((values * 255 + top // 2) // top).astype(np.uint8)
+
+
+def _float_grey_to_u8(values: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1] or [0, 255] keep their meaning; larger ranges are scaled by their max."""
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    peak = float(values.max()) if values.size else 0.0
+    if peak <= 1.0:
+        values = values * 255.0
+    elif peak > 255.0:
+        values = values * (255.0 / peak)
+    return np.rint(np.clip(values, 0.0, 255.0)).astype(np.uint8)
+
+
+def _premultiplied_grey_on_white(la: np.ndarray) -> np.ndarray:
+    """Premultiplied grey+alpha over white is simply L + (255 - a)."""
+    la = la.astype(np.int32)  # (H, W, 2)
+    grey = np.clip(la[:, :, 0] + (255 - la[:, :, 1]), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+
+
+# --- error classification -----------------------------------------------------------------------
+
+
+def _classify(exc: Exception, data: bytes, max_pixels: int) -> ImageDecodeError:
+    """Map whatever Pillow raised to one of our typed errors, with a short message."""
+    fmt = _sniff_format(data)
+    if isinstance(exc, ImageDecodeError):
+        return exc
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = int(found.group(1)) if found else None
+        if pixels is not None and pixels > max_pixels:
+            return DecompressionBombError(
+                f"image has {pixels} pixels, more than the limit of {max_pixels}"
+            )
+        return DecompressionBombError(f"image rejected by Pillow's size limit: {exc}")
+    message = str(exc)
+    what = f"{fmt} data" if fmt else "image data"
+    if (
+        isinstance(exc, EOFError)
+        or any(marker in message.lower() for marker in _TRUNCATION_MARKERS)
+        or _declares_more_than_present(data)
+    ):
+        return TruncatedImageError(f"truncated {what} ({len(data)} bytes): {message or type(exc).__name__}")
+    if isinstance(exc, PIL.UnidentifiedImageError):
+        if fmt is None:
+            return UnidentifiedImageError(
+                f"not a recognised image format ({len(data)} bytes, starts with {data[:8]!r})"
+            )
+        return CorruptImageError(f"{fmt} signature but the header cannot be parsed ({len(data)} bytes)")
+    return CorruptImageError(f"cannot decode {what}: {type(exc).__name__}: {message}")
+
+
+def _sniff_format(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    for signature, name in _SIGNATURES:
+        if data.startswith(signature):
+            return name
+    return None
+
+
+def _declares_more_than_present(data: bytes) -> bool:
+    """True when the container's own length fields point past the end of the bytes we have."""
+    if data[:4] == b"RIFF" and len(data) >= 8:
+        return len(data) < struct.unpack("<I", data[4:8])[0] + 8
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        pos = 8
+        while pos + 8 <= len(data):
+            length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+            pos += 12 + length  # header + data + CRC
+            if kind == b"IEND":
+                return pos > len(data)
+        return True  # ran out of bytes before IEND
+    if data.startswith(b"\xff\xd8\xff"):
+        return b"\xff\xd9" not in data[-4096:]
+    return False
