@@ -61,16 +61,19 @@ class LossMeter:
         h, w = content.shape[-2:]
         scale = self.short_side / min(h, w)
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        both = torch.cat([content.float(), output.float()]).to(self.device)  # (2B, 3, H, W): one VGG pass
-        both = F.interpolate(both, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
-            feats = self.vgg(both)
-        c_loss = sum(content_loss(feats[k][n:], feats[k][:n], reduction="none") for k in self.content_layers)
+        def resized(x: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(x.float().to(self.device), size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+
         targets = self.targets.get(style)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
+            # The input only needs the (shallow) content layers; the deep style layers are for outputs.
+            content_feats = self.vgg(resized(content), self.content_layers)
+            out_feats = self.vgg(resized(output), self.content_layers + tuple(targets or ()))
+        c_loss = sum(content_loss(out_feats[k], content_feats[k], reduction="none") for k in self.content_layers)
         if targets is None:
             s_loss = torch.full((n,), float("nan"))
         else:
-            s_loss = style_loss({k: feats[k][n:] for k in targets}, targets, reduction="none")
+            s_loss = style_loss(out_feats, targets, reduction="none")
         t_loss = tv_loss(output, reduction="none")
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

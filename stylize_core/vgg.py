@@ -163,12 +163,17 @@ class VGGFeatures(nn.Module):
         # Always frozen: no dropout/batch-norm here, but keep eval() semantics whatever a trainer calls.
         return super().train(False)
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """``layers`` (a subset of :attr:`layers`) stops the pass at the deepest one asked for."""
+        wanted = set(self.layers if layers is None else layers)
+        if not wanted <= set(self.layers):
+            raise ValueError(f"layers {sorted(wanted - set(self.layers))} were not built into this network")
         x = (images - self.mean) / self.std  # new tensor: callers' images stay untouched
-        wanted = set(self.layers)
         out: dict[str, torch.Tensor] = {}
         for name, module in zip(self._names, self.features):
             x = module(x)
             if name in wanted:
                 out[name] = x
+                if len(out) == len(wanted):
+                    break
         return out
