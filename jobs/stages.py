@@ -1,0 +1,232 @@
+"""The batch job's stages as plain functions and one actor class, run by jobs/pipeline.py.
+
+Nothing here imports Ray: each stage maps a numpy batch (``dict[str, np.ndarray]``) to another, so
+it is testable without a cluster. Every input leaves the read stage as exactly one row, and the
+stylize stage turns each row into exactly one row per style, errors included.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from stylize_core.checkpoint import StyleModel, StyleModelError, load_style_model
+from stylize_core.image_io import FORMAT_EXTENSIONS, ImageDecodeError, decode_image, encode_image, resize_max_side
+from stylize_core.stylizer import Stylizer, StylizerConfig, resolve_device
+from stylize_core.vgg import VGGFeatures
+
+from .settings import JobSettings
+from .storage import StorageOptions, UnsafePathError, exists, output_uri, read_bytes, write_bytes_atomic
+
+EMPTY_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
+
+
+def storage_options(settings: JobSettings) -> StorageOptions:
+    return StorageOptions(endpoint_url=settings.endpoint_url, region=settings.region, profile=settings.profile)
+
+
+def output_key(settings: JobSettings, rel_path: str, style: str) -> str:
+    return output_uri(settings.output, style, rel_path, FORMAT_EXTENSIONS[settings.format])
+
+
+def _column(batch: dict[str, np.ndarray], name: str, n: int, default) -> list:
+    return list(batch[name]) if name in batch else [default] * n
+
+
+def read_decode(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str, np.ndarray]:
+    """uri, rel_path -> one row per input: the decoded image or an error; which styles remain to do."""
+    opts = storage_options(settings)
+    uris = [str(u) for u in batch["uri"]]
+    rel_paths = [str(r) for r in batch["rel_path"]]
+    rows: dict[str, list] = {k: [] for k in (
+        "uri", "rel_path", "input_bytes", "status", "error_type", "error", "image", "width", "height", "decode_ms", "todo_styles",
+    )}
+    for uri, rel in zip(uris, rel_paths):
+        start = time.perf_counter()
+        status, error_type, error, image, nbytes, todo = "ok", "", "", EMPTY_IMAGE, -1, list(settings.styles)
+        try:
+            keys = {style: output_key(settings, rel, style) for style in settings.styles}
+            if settings.skip_existing:
+                todo = [style for style, key in keys.items() if not exists(key, opts)]
+            if todo:
+                data = read_bytes(uri, opts)
+                nbytes = len(data)
+                image = decode_image(data, max_pixels=settings.max_pixels)
+        except UnsafePathError as exc:
+            status, error_type, error = "error", "unsafe_path", str(exc)
+        except ImageDecodeError as exc:
+            status, error_type, error = "error", exc.error_type, str(exc)
+        except FileNotFoundError as exc:
+            status, error_type, error = "error", "not_found", f"input disappeared before it was read: {exc}"
+        except Exception as exc:  # storage/network/permission: the row says why, the run goes on
+            status, error_type, error = "error", "read_error", f"{type(exc).__name__}: {exc}"
+        rows["uri"].append(uri)
+        rows["rel_path"].append(rel)
+        rows["input_bytes"].append(nbytes)
+        rows["status"].append(status)
+        rows["error_type"].append(error_type)
+        rows["error"].append(error)
+        rows["width"].append(int(image.shape[1]) if image.size else -1)
+        rows["height"].append(int(image.shape[0]) if image.size else -1)
+        if image.size and settings.max_side:
+            image = resize_max_side(image, settings.max_side)
+        rows["image"].append(image)
+        rows["decode_ms"].append((time.perf_counter() - start) * 1000)
+        rows["todo_styles"].append(",".join(todo))
+    out = {k: np.array(v) for k, v in rows.items() if k != "image"}
+    images = np.empty(len(rows["image"]), dtype=object)
+    images[:] = rows["image"]
+    out["image"] = images
+    return out
+
+
+def load_styles(settings: JobSettings, blobs: dict[str, bytes] | None = None) -> dict[str, StyleModel]:
+    """Each style's checkpoint, from pre-read bytes when the driver already fetched them."""
+    opts = storage_options(settings)
+    opener: Callable[[str], bytes] = lambda uri: read_bytes(uri, opts)  # noqa: E731
+    return {
+        name: load_style_model(uri, opener=opener, data=(blobs or {}).get(name))
+        for name, uri in settings.styles.items()
+    }
+
+
+def load_style_images(settings: JobSettings) -> dict[str, np.ndarray]:
+    opts = storage_options(settings)
+    return {name: decode_image(read_bytes(uri, opts)) for name, uri in settings.style_images.items()}
+
+
+class StylizeActor:
+    """Holds the style networks and the VGG loss network (built once); stylises batches of rows."""
+
+    def __init__(self, settings: JobSettings, style_blobs: dict[str, bytes] | None = None) -> None:
+        self.settings = settings
+        device = resolve_device(settings.device)
+        if device.type == "cpu":
+            threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // max(1, settings.actors or 1))
+            torch.set_num_threads(threads)
+        self.device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        self.styles = load_styles(settings, style_blobs)
+        self.sha256 = {name: sm.sha256 for name, sm in self.styles.items()}
+        style_images = load_style_images(settings)
+        vgg = None
+        if settings.metrics or settings.method == "optimize":
+            from stylize_core.stylizer import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+
+            opts = storage_options(settings)
+            vgg = VGGFeatures(
+                settings.vgg, DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS, settings.vgg_weights,
+                opener=lambda uri: read_bytes(uri, opts),
+            )
+        self.loss_model = vgg.loss_model if vgg is not None else ""
+        config = StylizerConfig(
+            device=settings.device, channels_last=settings.channels_last, bf16=settings.bf16,
+            metrics=settings.metrics, metrics_short_side=settings.metrics_size, strength=settings.strength,
+            preserve_color=settings.preserve_color, max_batch=settings.batch_size,
+        )
+        self.stylizer = Stylizer(self.styles, vgg, config, style_images=style_images)
+        self.optimizer = None
+        if settings.method == "optimize":
+            from .optimize_stage import OptimizeRunner
+
+            self.optimizer = OptimizeRunner(settings, self.stylizer, style_images)
+
+    def _run(self, images: list[np.ndarray], style: str):
+        if self.optimizer is not None:
+            return self.optimizer.stylize(images, style)
+        return self.stylizer.stylize(images, style)
+
+    def _stylize_safely(self, images: list[np.ndarray], style: str) -> list:
+        """Results per image; a failing batch is retried image by image so one bad input fails alone."""
+        try:
+            return self._run(images, style)
+        except Exception:
+            if len(images) == 1:
+                raise
+        results = []
+        for image in images:
+            try:
+                results.append(self._run([image], style)[0])
+            except Exception as exc:  # e.g. out of memory on one huge image
+                results.append(exc)
+        return results
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["uri"])
+        images = list(batch["image"])
+        status = list(batch["status"])
+        todo = [str(t).split(",") if str(t) else [] for t in batch["todo_styles"]]
+        cols: dict[str, list] = {k: [] for k in (
+            "row", "style", "model_sha256", "status", "error_type", "error", "out_image", "out_width", "out_height",
+            "content_loss", "style_loss", "tv_loss", "stylize_ms", "metrics_ms",
+        )}
+        for style in self.settings.styles:
+            ready = [i for i in range(n) if status[i] == "ok" and style in todo[i]]
+            try:
+                results = dict(zip(ready, self._stylize_safely([np.asarray(images[i]) for i in ready], style)))
+            except Exception as exc:
+                results = {i: exc for i in ready}
+            for i in range(n):
+                res = results.get(i)
+                row_status, etype, err = status[i], str(batch["error_type"][i]), str(batch["error"][i])
+                if row_status == "ok" and style not in todo[i]:
+                    row_status = "skipped"
+                elif isinstance(res, Exception):
+                    row_status, etype, err = "error", "stylize_error", f"{type(res).__name__}: {res}"
+                ok = row_status == "ok"
+                cols["row"].append(i)
+                cols["style"].append(style)
+                cols["model_sha256"].append(self.sha256[style])
+                cols["status"].append(row_status)
+                cols["error_type"].append(etype)
+                cols["error"].append(err)
+                out = res.image if ok else EMPTY_IMAGE
+                cols["out_image"].append(out)
+                cols["out_width"].append(int(out.shape[1]) if ok else -1)
+                cols["out_height"].append(int(out.shape[0]) if ok else -1)
+                for key in ("content_loss", "style_loss", "tv_loss"):
+                    cols[key].append(float(getattr(res, key)) if ok else float("nan"))
+                cols["stylize_ms"].append(float(res.stylize_ms) if ok else float("nan"))
+                cols["metrics_ms"].append(float(res.metrics_ms) if ok else float("nan"))
+        rows = cols.pop("row")
+        out = {k: np.asarray(batch[k])[rows] for k in ("uri", "rel_path", "input_bytes", "width", "height", "decode_ms")}
+        out.update({k: np.array(v) for k, v in cols.items() if k != "out_image"})
+        images_out = np.empty(len(rows), dtype=object)
+        images_out[:] = cols["out_image"]
+        out["out_image"] = images_out
+        out["loss_model"] = np.array([self.loss_model] * len(rows))
+        out["device"] = np.array([self.device_name] * len(rows))
+        return out
+
+
+def encode_write(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str, np.ndarray]:
+    """Encode and atomically write each ok output; returns metrics rows (no pixels)."""
+    opts = storage_options(settings)
+    n = len(batch["uri"])
+    status = [str(s) for s in batch["status"]]
+    error_type = [str(s) for s in batch["error_type"]]
+    error = [str(s) for s in batch["error"]]
+    out_uris, encode_ms, output_bytes = [""] * n, [float("nan")] * n, [-1] * n
+    for i in range(n):
+        if status[i] not in ("ok", "skipped"):
+            continue
+        try:
+            out_uris[i] = output_key(settings, str(batch["rel_path"][i]), str(batch["style"][i]))
+            if status[i] == "ok":
+                start = time.perf_counter()
+                data = encode_image(np.asarray(batch["out_image"][i]), settings.format, settings.quality)
+                write_bytes_atomic(out_uris[i], data, opts)
+                encode_ms[i] = (time.perf_counter() - start) * 1000
+                output_bytes[i] = len(data)
+        except Exception as exc:
+            status[i], error_type[i], error[i] = "error", "write_error", f"{type(exc).__name__}: {exc}"
+    out = {k: v for k, v in batch.items() if k != "out_image"}
+    out.update(
+        status=np.array(status), error_type=np.array(error_type), error=np.array(error),
+        output_uri=np.array(out_uris), encode_ms=np.array(encode_ms), output_bytes=np.array(output_bytes),
+        run_id=np.array([settings.run_id] * n),
+    )
+    return out

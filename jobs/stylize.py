@@ -1,0 +1,179 @@
+"""The batch job: ``python -m jobs.stylize --input URI --output URI --style NAME=CHECKPOINT_URI``.
+
+Lists the inputs, streams them through Ray Data (read/decode tasks -> stylize actor pool ->
+encode/write tasks), writes one metrics row per input x style as Parquet, then a run summary and
+a contact sheet. Exit status: 0 when the error rate is within --max-error-rate, 1 when it is not,
+2 when the job could not run at all (bad input prefix, unloadable checkpoint, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from stylize_core.checkpoint import StyleModelError, load_style_model
+
+from . import ray_runtime
+from .contact_sheet import contact_sheet_png
+from .metrics import MetricsWriter, RunCounts, to_table
+from .settings import JobSettings, build_parser, parse_args, resolve  # noqa: F401  (build_parser: manifests' tests)
+from .stages import StylizeActor, encode_write, read_decode, storage_options
+from .storage import InputFile, join_uri, list_images, read_bytes, redact, write_bytes_atomic
+
+
+class JobError(RuntimeError):
+    """The job cannot start or finish; the message says why and what to do."""
+
+
+def _log(msg: str) -> None:
+    print(f"[stylize] {msg}", file=sys.stderr, flush=True)
+
+
+def load_style_blobs(settings: JobSettings) -> dict[str, bytes]:
+    """Read every checkpoint once on the driver (fail fast, and actors need not hit storage again)."""
+    opts = storage_options(settings)
+    blobs: dict[str, bytes] = {}
+    for name, uri in settings.styles.items():
+        try:
+            blobs[name] = read_bytes(uri, opts)
+            load_style_model(uri, data=blobs[name])
+        except FileNotFoundError:
+            raise JobError(f"style {name!r}: checkpoint not found: {uri}") from None
+        except StyleModelError as exc:
+            raise JobError(f"style {name!r}: {exc}") from None
+    return blobs
+
+
+def plan_actors(settings: JobSettings) -> tuple[int, float]:
+    """(actor count, GPUs per actor): one actor per GPU when the cluster has GPUs, else one CPU actor."""
+    gpus = ray_runtime.cluster_gpus()
+    per_actor = settings.gpus_per_actor if settings.gpus_per_actor is not None else (1.0 if gpus else 0.0)
+    actors = settings.actors or (max(1, int(gpus // per_actor)) if per_actor else 1)
+    return actors, per_actor
+
+
+def run(settings: JobSettings) -> dict:
+    """Run the job; returns the summary (also written to ``{output}/_runs/{run_id}.json``)."""
+    started = time.time()
+    opts = storage_options(settings)
+    try:
+        inputs: list[InputFile] = list_images(settings.input, opts)
+    except FileNotFoundError as exc:
+        raise JobError(f"input not found: {exc}") from None
+    blobs = load_style_blobs(settings)
+    styles = list(settings.styles)
+    _log(f"run {settings.run_id}: {len(inputs)} inputs x {len(styles)} style(s) -> {settings.output}")
+
+    ray_runtime.init_ray(settings.address, quiet=settings.quiet)
+    ray_runtime.configure_data(progress_bars=not settings.quiet)
+    actors, gpus_per_actor = plan_actors(settings)
+    settings.actors = actors
+    writer = MetricsWriter(settings.output, settings.run_id, opts)
+    counts = RunCounts()
+    seen: set[bytes] = set()
+    expected = len(inputs) * len(styles)
+    last_log = time.time()
+    if inputs:
+        batches = ray_runtime.stylize_dataset(
+            [{"uri": f.uri, "rel_path": f.rel_path} for f in inputs],
+            read_fn=functools.partial(read_decode, settings=settings),
+            read_batch_size=settings.read_batch_size,
+            actor_cls=StylizeActor,
+            actor_kwargs={"settings": settings, "style_blobs": blobs},
+            actors=actors,
+            batch_size=settings.batch_size,
+            gpus_per_actor=gpus_per_actor,
+            cpus_per_actor=settings.cpus_per_actor,
+            write_fn=functools.partial(encode_write, settings=settings),
+        )
+        for batch in batches:
+            table = to_table(batch)
+            # A retried block must not count twice: keep the first row per (input, style).
+            keys = [hashlib.blake2b(f"{u}\0{s}".encode(), digest_size=12).digest()
+                    for u, s in zip(table.column("input_uri").to_pylist(), table.column("style").to_pylist())]
+            fresh = [i for i, k in enumerate(keys) if k not in seen]
+            seen.update(keys)
+            if len(fresh) < table.num_rows:
+                table = table.take(fresh)
+            writer.add(table)
+            counts.add(table, keep_examples=settings.contact_sheet)
+            if not settings.quiet and time.time() - last_log > 10:
+                last_log = time.time()
+                _log(f"{counts.rows}/{expected} rows, {counts.by_status['error']} errors")
+    writer.flush()
+    if counts.rows != expected:
+        raise JobError(f"accounting mismatch: {expected} input x style pairs listed but {counts.rows} rows came back")
+
+    wall = time.time() - started
+    summary = {
+        "run_id": settings.run_id,
+        "input": settings.input,
+        "output": settings.output,
+        "inputs": len(inputs),
+        "styles": {name: {"uri": settings.styles[name], "sha256": hashlib.sha256(blobs[name]).hexdigest(),
+                          "counts": dict(counts.by_style.get(name, {}))} for name in styles},
+        "rows": counts.rows,
+        "counts": dict(counts.by_status),
+        "errors_by_type": dict(counts.by_error_type),
+        "error_rate": counts.error_rate,
+        "max_error_rate": settings.max_error_rate,
+        "passed": counts.error_rate <= settings.max_error_rate,
+        "wall_s": round(wall, 3),
+        "images_per_s": round(counts.by_status["ok"] / wall, 3) if wall else None,
+        "stylize_ms_total": round(counts.stylize_ms, 1),
+        "metrics_ms_total": round(counts.metrics_ms, 1),
+        "actors": actors,
+        "gpus_per_actor": gpus_per_actor,
+        "metrics_files": writer.files,
+        "config": redact(settings.to_dict()),
+    }
+    runs = join_uri(settings.output, "_runs")
+    sheet = contact_sheet_png(counts.examples, opts) if settings.contact_sheet else None
+    if sheet:
+        summary["contact_sheet"] = join_uri(runs, f"{settings.run_id}_contact.png")
+        write_bytes_atomic(summary["contact_sheet"], sheet, opts)
+    summary["summary_uri"] = join_uri(runs, f"{settings.run_id}.json")
+    write_bytes_atomic(summary["summary_uri"], json.dumps(summary, indent=2, sort_keys=True).encode(), opts)
+    return summary
+
+
+def describe(summary: dict) -> str:
+    """A short human summary of a run."""
+    counts = summary["counts"]
+    lines = [
+        f"run {summary['run_id']}: {summary['inputs']} inputs, {summary['rows']} rows in {summary['wall_s']:.1f}s "
+        f"({summary['images_per_s']} images/s)",
+        "  " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+    ]
+    if summary["errors_by_type"]:
+        lines.append("  errors: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["errors_by_type"].items())))
+    lines.append(f"  error rate {summary['error_rate']:.2%} (limit {summary['max_error_rate']:.2%}): "
+                 + ("PASS" if summary["passed"] else "FAIL"))
+    lines.append(f"  summary: {summary['summary_uri']}")
+    if "contact_sheet" in summary:
+        lines.append(f"  contact sheet: {summary['contact_sheet']}")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = resolve(args)
+    try:
+        summary = run(settings)
+    except JobError as exc:
+        _log(f"error: {exc}")
+        return 2
+    print(describe(summary))
+    return 0 if summary["passed"] else 1
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return main(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
