@@ -128,15 +128,21 @@ class VGGFeatures(nn.Module):
         depth = max(names.index(name) for name in self.layers) + 1
         self._names = names[:depth]
 
-        builder = torchvision.models.vgg16 if arch == "vgg16" else torchvision.models.vgg19
+        # Only the convolutional trunk: building the full classifier (120M parameters) just to drop
+        # it would cost seconds per actor start.
+        cfg = torchvision.models.vgg.cfgs["D" if arch == "vgg16" else "E"]
         if weights.startswith("random:"):
             seed = int(weights.split(":", 1)[1])
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                features = builder(weights=None).features
+                features = torchvision.models.vgg.make_layers(cfg)
+                for module in features.modules():
+                    if isinstance(module, nn.Conv2d):  # torchvision's own VGG init
+                        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                        nn.init.zeros_(module.bias)
             self.loss_model = f"{arch}/random:{seed}"
         else:
-            features = builder(weights=None).features
+            features = torchvision.models.vgg.make_layers(cfg)
             if weights == "imagenet":
                 state = _features_state(_load_imagenet_state(arch, allow_download))
                 self.loss_model = f"{arch}/imagenet"
