@@ -165,6 +165,12 @@ class JobSettings:
     profile: str | None = None
     demo: bool = False
 
+    @property
+    def style_names(self) -> list[str]:
+        """Styles of this run: the checkpoints, plus (optimize) styles given only as a style image."""
+        extra = [n for n in self.style_images if n not in self.styles] if self.method == "optimize" else []
+        return list(self.styles) + extra
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -172,8 +178,12 @@ class JobSettings:
 def resolve(args: argparse.Namespace) -> JobSettings:
     """Turn parsed flags into settings, filling the embedded demo defaults when --input is absent."""
     demo = args.input is None
-    styles = dict(_name_uri(s) for s in (args.style or [])) or {"demo": demo_checkpoint()}
+    styles = dict(_name_uri(s) for s in (args.style or []))
     style_images = dict(_name_uri(s) for s in (args.style_image or []))
+    if not styles and not (args.method == "optimize" and style_images):
+        styles = {"demo": demo_checkpoint()}
+    if args.method == "feedforward" and set(style_images) - set(styles):
+        raise SystemExit(f"--style-image names {sorted(set(style_images) - set(styles))} match no --style")
     if args.quality < 1 or args.quality > 100:
         raise SystemExit(f"--quality must be within 1..100, got {args.quality}")
     return JobSettings(

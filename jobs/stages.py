@@ -7,6 +7,7 @@ stylize stage turns each row into exactly one row per style, errors included.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -14,8 +15,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from stylize_core.checkpoint import StyleModel, StyleModelError, load_style_model
+from stylize_core.checkpoint import StyleModel, load_style_model
+from stylize_core.gatys import GatysConfig
+from stylize_core.gatys_stylizer import GatysStylizer
 from stylize_core.image_io import FORMAT_EXTENSIONS, ImageDecodeError, decode_image, encode_image, resize_max_side
+from stylize_core.loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, LossMeter
 from stylize_core.stylizer import Stylizer, StylizerConfig, resolve_device
 from stylize_core.vgg import VGGFeatures
 
@@ -47,9 +51,9 @@ def read_decode(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str
     )}
     for uri, rel in zip(uris, rel_paths):
         start = time.perf_counter()
-        status, error_type, error, image, nbytes, todo = "ok", "", "", EMPTY_IMAGE, -1, list(settings.styles)
+        status, error_type, error, image, nbytes, todo = "ok", "", "", EMPTY_IMAGE, -1, settings.style_names
         try:
-            keys = {style: output_key(settings, rel, style) for style in settings.styles}
+            keys = {style: output_key(settings, rel, style) for style in settings.style_names}
             if settings.skip_existing:
                 todo = [style for style, key in keys.items() if not exists(key, opts)]
             if todo:
@@ -109,34 +113,46 @@ class StylizeActor:
             threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // max(1, settings.actors or 1))
             torch.set_num_threads(threads)
         self.device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        self.styles = load_styles(settings, style_blobs)
-        self.sha256 = {name: sm.sha256 for name, sm in self.styles.items()}
+        opts = storage_options(settings)
+        opener = lambda uri: read_bytes(uri, opts)  # noqa: E731
+        checkpoints = load_styles(settings, style_blobs)
         style_images = load_style_images(settings)
+        for name, sm in checkpoints.items():
+            if sm.style_image is not None:
+                style_images.setdefault(name, sm.style_image)
+        self.sha256 = {name: sm.sha256 for name, sm in checkpoints.items()}
+        for name, uri in settings.style_images.items():  # optimize-only styles: identified by their image
+            self.sha256.setdefault(name, hashlib.sha256(opener(uri)).hexdigest())
         vgg = None
-        if settings.metrics or settings.method == "optimize":
-            from stylize_core.stylizer import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
-
-            opts = storage_options(settings)
-            vgg = VGGFeatures(
-                settings.vgg, DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS, settings.vgg_weights,
-                opener=lambda uri: read_bytes(uri, opts),
-            )
+        if settings.metrics:
+            vgg = VGGFeatures(settings.vgg, DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS, settings.vgg_weights, opener=opener)
         self.loss_model = vgg.loss_model if vgg is not None else ""
-        config = StylizerConfig(
-            device=settings.device, channels_last=settings.channels_last, bf16=settings.bf16,
-            metrics=settings.metrics, metrics_short_side=settings.metrics_size, strength=settings.strength,
-            preserve_color=settings.preserve_color, max_batch=settings.batch_size,
-        )
-        self.stylizer = Stylizer(self.styles, vgg, config, style_images=style_images)
-        self.optimizer = None
         if settings.method == "optimize":
-            from .optimize_stage import OptimizeRunner
-
-            self.optimizer = OptimizeRunner(settings, self.stylizer, style_images)
+            meter = None
+            if vgg is not None:
+                meter = LossMeter(vgg, style_images, short_side=settings.metrics_size, device=resolve_device(settings.device))
+            missing = [n for n in settings.style_names if n not in style_images]
+            if missing:
+                raise ValueError(f"--method optimize needs a style image for {missing}: pass --style-image NAME=URI")
+            gatys = GatysConfig(
+                steps=settings.optimize_steps, pyramid_levels=settings.optimize_levels,
+                optimizer=settings.optimizer, preserve_color=settings.preserve_color,
+            )
+            self.stylizer = GatysStylizer(
+                {n: style_images[n] for n in settings.style_names}, gatys, arch=settings.vgg,
+                weights=settings.vgg_weights, opener=opener, device=settings.device,
+                strength=settings.strength, meter=meter,
+            )
+            self.loss_model = self.stylizer.loss_model
+        else:
+            config = StylizerConfig(
+                device=settings.device, channels_last=settings.channels_last, bf16=settings.bf16,
+                metrics=settings.metrics, metrics_short_side=settings.metrics_size, strength=settings.strength,
+                preserve_color=settings.preserve_color, max_batch=settings.batch_size,
+            )
+            self.stylizer = Stylizer(checkpoints, vgg, config, style_images=style_images)
 
     def _run(self, images: list[np.ndarray], style: str):
-        if self.optimizer is not None:
-            return self.optimizer.stylize(images, style)
         return self.stylizer.stylize(images, style)
 
     def _stylize_safely(self, images: list[np.ndarray], style: str) -> list:
@@ -163,7 +179,7 @@ class StylizeActor:
             "row", "style", "model_sha256", "status", "error_type", "error", "out_image", "out_width", "out_height",
             "content_loss", "style_loss", "tv_loss", "stylize_ms", "metrics_ms",
         )}
-        for style in self.settings.styles:
+        for style in self.settings.style_names:
             ready = [i for i in range(n) if status[i] == "ok" and style in todo[i]]
             try:
                 results = dict(zip(ready, self._stylize_safely([np.asarray(images[i]) for i in ready], style)))

@@ -66,7 +66,7 @@ def run(settings: JobSettings) -> dict:
     except FileNotFoundError as exc:
         raise JobError(f"input not found: {exc}") from None
     blobs = load_style_blobs(settings)
-    styles = list(settings.styles)
+    styles = settings.style_names
     _log(f"run {settings.run_id}: {len(inputs)} inputs x {len(styles)} style(s) -> {settings.output}")
 
     ray_runtime.init_ray(settings.address, quiet=settings.quiet)
@@ -115,7 +115,8 @@ def run(settings: JobSettings) -> dict:
         "input": settings.input,
         "output": settings.output,
         "inputs": len(inputs),
-        "styles": {name: {"uri": settings.styles[name], "sha256": hashlib.sha256(blobs[name]).hexdigest(),
+        "styles": {name: {"checkpoint": settings.styles.get(name), "style_image": settings.style_images.get(name),
+                          "sha256": hashlib.sha256(blobs[name]).hexdigest() if name in blobs else None,
                           "counts": dict(counts.by_style.get(name, {}))} for name in styles},
         "rows": counts.rows,
         "counts": dict(counts.by_status),

@@ -1,20 +1,22 @@
 """Image bytes <-> RGB uint8 arrays: guarded decode, encode, and resize helpers.
 
-``decode_image`` is the only way untrusted bytes become pixels in this project. It checks the pixel
-count from the header before any pixel data is decoded, refuses truncated files instead of padding
-them, applies EXIF orientation and maps every Pillow mode to (H, W, 3) uint8 RGB. Every failure is an
-``ImageDecodeError`` subclass whose ``error_type`` is the short name written into metrics rows.
+``decode_image`` is the only way untrusted bytes become pixels in this project. It checks the
+pixel count from the header before any pixel data is decoded, refuses truncated files instead of
+padding them, applies EXIF orientation and maps every Pillow mode to (H, W, 3) uint8 RGB. Every
+failure is an ``ImageDecodeError`` subclass whose ``error_type`` is the short name written into
+metrics rows.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import struct
 
 import numpy as np
 import PIL
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageOps
 
 DEFAULT_MAX_PIXELS: int = 64_000_000
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -22,6 +24,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 )
 FORMAT_EXTENSIONS: dict[str, str] = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
 
+# Pillow plugins tried on untrusted bytes. An allowlist keeps exotic parsers (and EPS, which shells
+# out to Ghostscript) away from user data. JPEG covers MPO (multi-picture camera JPEGs) too.
+_DECODE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 _WHITE = (255, 255, 255, 255)
 # Pillow modes that always carry alpha; "P" and others may too, via info["transparency"].
 _ALPHA_MODES = frozenset({"LA", "PA", "RGBA", "RGBa"})
@@ -60,7 +65,7 @@ class EmptyImageError(ImageDecodeError):
 
 
 class UnidentifiedImageError(ImageDecodeError):
-    """The bytes are not an image in any format Pillow knows."""
+    """The bytes are not an image in any supported format."""
 
     error_type = "unidentified"
 
@@ -88,8 +93,9 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
 
     EXIF orientation is applied, transparency is composited on white, high-bit-depth greyscale is
     scaled by its real bit depth, and animated files give their first frame. Raises a subclass of
-    ``ImageDecodeError``; ``max_pixels`` is checked from the header before decoding. Pillow's own
-    global bomb limit (``Image.MAX_IMAGE_PIXELS``) still applies on top and is reported the same way.
+    ``ImageDecodeError``; ``max_pixels`` is checked from the header before decoding. Pillow's
+    own global bomb limit (``Image.MAX_IMAGE_PIXELS``) still applies on top and is reported the
+    same way. MemoryError is not caught: it is a property of the process, not of the file.
     """
     if max_pixels <= 0:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
@@ -97,7 +103,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         raise EmptyImageError("empty input: 0 bytes")
     data = bytes(data)
     try:
-        img = Image.open(io.BytesIO(data))  # lazy: parses the header only
+        img = Image.open(io.BytesIO(data), formats=_openable_formats())  # lazy: header only
     except MemoryError:
         raise  # the process is out of memory; not a property of this file
     except Exception as exc:  # noqa: BLE001 - every decoder failure becomes a typed error
@@ -111,10 +117,10 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
                 f"image has {width}x{height} = {width * height} pixels, "
                 f"more than the limit of {max_pixels}"
             )
-        bits = _source_bits(img)
+        top = _integer_top(img)
         try:
             img.load()
-            rgb = _to_rgb(_exif_transposed(img), bits)
+            rgb = _to_rgb(_exif_transposed(img), top)
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -131,8 +137,9 @@ def encode_image(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> byt
     key = fmt.lower()
     key = "jpeg" if key == "jpg" else key
     if key not in FORMAT_EXTENSIONS:
-        raise ValueError(f"unsupported output format {fmt!r}; expected one of {sorted(FORMAT_EXTENSIONS)}")
-    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
+        raise ValueError(f"unsupported output format {fmt!r}; expected {sorted(FORMAT_EXTENSIONS)}")
+    is_int = isinstance(quality, (int, np.integer)) and not isinstance(quality, bool)
+    if not is_int or not 1 <= quality <= 100:
         raise ValueError(f"quality must be an int in 1..100, got {quality!r}")
     pil = Image.fromarray(np.ascontiguousarray(image))
     buf = io.BytesIO()
@@ -200,6 +207,13 @@ def _check_rgb_array(image: np.ndarray) -> None:
 # --- decode internals ---------------------------------------------------------------------------
 
 
+@functools.cache
+def _openable_formats() -> tuple[str, ...]:
+    """The allowlist minus formats this Pillow build cannot open (Image.open raises KeyError)."""
+    Image.init()
+    return tuple(name for name in _DECODE_FORMATS if name in Image.OPEN)
+
+
 def _exif_transposed(img: Image.Image) -> Image.Image:
     """Apply EXIF orientation; an unreadable EXIF block must not lose an otherwise good image."""
     try:
@@ -207,38 +221,37 @@ def _exif_transposed(img: Image.Image) -> Image.Image:
         if img.getexif().get(_ORIENTATION_TAG, 1) not in range(2, 9):
             return img
         return ImageOps.exif_transpose(img)
-    except (SyntaxError, ValueError, KeyError, TypeError, IndexError, EOFError, OSError, struct.error):
+    except (SyntaxError, ValueError, KeyError, TypeError, IndexError, EOFError, OSError,
+            struct.error):
         return img
 
 
-def _source_bits(img: Image.Image) -> int | None:
-    """Bit depth of integer greyscale data, read before load() (which clears ``tile``)."""
+def _integer_top(img: Image.Image) -> int | None:
+    """Largest value the source's integer greyscale can hold (4095 for 12-bit, 65535 for 16-bit).
+
+    Read from the decoder's raw mode before load(), which clears ``tile``; None when unknown.
+    """
     if not img.mode.startswith("I"):
         return None
-    if img.format == "TIFF":
-        bits = getattr(img, "tag_v2", {}).get(258)
-        if isinstance(bits, tuple):
-            bits = bits[0] if bits else None
-        if isinstance(bits, int) and 0 < bits <= 32:
-            return bits
-    if img.mode.startswith("I;16"):
-        return 16
     rawmode = None
     if img.tile:
         args = img.tile[0][3]
         rawmode = args[0] if isinstance(args, tuple) and args else args
-    match = re.match(r"I;(\d+)", rawmode) if isinstance(rawmode, str) else None
+    match = re.fullmatch(r"I;(\d+)[A-Z]*", rawmode) if isinstance(rawmode, str) else None
     if match:
-        return int(match.group(1))
-    return None  # decided from the data in _integer_grey_to_u8
+        bits = int(match.group(1))
+        signed = rawmode.endswith("S")
+        # Mode "I" is int32, so nothing above 2**31 - 1 survives into the array anyway.
+        return min((1 << (bits - 1 if signed else bits)) - 1, (1 << 31) - 1)
+    return 0xFFFF if img.mode.startswith("I;16") else None
 
 
-def _to_rgb(img: Image.Image, bits: int | None) -> np.ndarray:
+def _to_rgb(img: Image.Image, top: int | None) -> np.ndarray:
     """Any Pillow mode -> (H, W, 3) uint8 RGB, C-contiguous."""
     mode = img.mode
     if mode.startswith("I") or mode == "F":
         values = np.asarray(img)  # (H, W)
-        grey = _float_grey_to_u8(values) if mode == "F" else _integer_grey_to_u8(values, bits)
+        grey = _float_grey_to_u8(values) if mode == "F" else _integer_grey_to_u8(values, top)
         return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
     if mode == "La":
         return _premultiplied_grey_on_white(np.asarray(img))
@@ -259,13 +272,11 @@ def _has_alpha(img: Image.Image) -> bool:
     return palette is not None and palette.mode == "RGBA"
 
 
-def _integer_grey_to_u8(values: np.ndarray, bits: int | None) -> np.ndarray:
-    """Scale integer greyscale by its bit depth: 2**bits - 1 -> 255, rounded, never clipped at 255."""
+def _integer_grey_to_u8(values: np.ndarray, top: int | None) -> np.ndarray:
+    """Scale integer greyscale so ``top`` -> 255, rounded; never clipped at 255."""
     values = values.astype(np.int64)
-    if bits is None:
-        bits = 16 if values.size == 0 or values.max() <= 0xFFFF else 32
-    # Mode "I" is signed 32-bit, so 32-bit data tops out at 2**31 - 1.
-    top = (1 << 31) - 1 if bits >= 32 else (1 << bits) - 1
+    if top is None:  # e.g. PPM, which Pillow already stretches to 16 bits
+        top = 0xFFFF if values.size == 0 or values.max() <= 0xFFFF else (1 << 31) - 1
     values = np.clip(values, 0, top)
     return ((values * 255 + top // 2) // top).astype(np.uint8)
 
@@ -311,13 +322,16 @@ def _classify(exc: Exception, data: bytes, max_pixels: int) -> ImageDecodeError:
         or any(marker in message.lower() for marker in _TRUNCATION_MARKERS)
         or _declares_more_than_present(data)
     ):
-        return TruncatedImageError(f"truncated {what} ({len(data)} bytes): {message or type(exc).__name__}")
+        detail = message or type(exc).__name__
+        return TruncatedImageError(f"truncated {what} ({len(data)} bytes): {detail}")
     if isinstance(exc, PIL.UnidentifiedImageError):
         if fmt is None:
             return UnidentifiedImageError(
                 f"not a recognised image format ({len(data)} bytes, starts with {data[:8]!r})"
             )
-        return CorruptImageError(f"{fmt} signature but the header cannot be parsed ({len(data)} bytes)")
+        return CorruptImageError(
+            f"{fmt} signature but the header cannot be parsed ({len(data)} bytes)"
+        )
     return CorruptImageError(f"cannot decode {what}: {type(exc).__name__}: {message}")
 
 

@@ -1,0 +1,397 @@
+"""All storage I/O of the project: listing inputs, reading and atomically writing bytes, confined
+output keys, and redaction of secrets before anything is logged.
+
+Works on local paths, ``file://``, ``s3://`` (s3fs) and any other fsspec URI. Functions take plain
+URI strings plus a picklable :class:`StorageOptions`, so they run unchanged inside Ray workers;
+filesystem objects are built lazily and cached per process, never shipped between processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import io
+import os
+import posixpath
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+try:
+    from stylize_core.image_io import IMAGE_EXTENSIONS
+except ImportError:  # image_io absent or its deps missing: the same set, kept in sync by hand
+    IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
+MANIFEST_SUFFIXES: tuple[str, ...] = (".parquet", ".csv")
+_S3_PROTOCOLS = frozenset({"s3", "s3a"})
+_LOCAL_PROTOCOLS = frozenset({"file", "local"})
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
+_STYLE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_EXT_RE = re.compile(r"\.[A-Za-z0-9]{1,16}")
+_TMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """Non-secret S3 settings; credentials always come from the standard AWS chain (env vars,
+    ~/.aws files, AWS_PROFILE, instance roles). ``endpoint_url``/``region`` default to the AWS_* env
+    of the process building the options (the driver), so Ray workers without that env agree."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    anon: bool = False
+
+    def __post_init__(self) -> None:
+        env = os.environ
+        if self.endpoint_url is None and env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() != "true":
+            # The service-specific variable wins, as in botocore.
+            endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+            object.__setattr__(self, "endpoint_url", endpoint or None)
+        if self.region is None:
+            object.__setattr__(self, "region", env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict, safe to log (userinfo in the endpoint URL is stripped)."""
+        return redact(asdict(self))
+
+    def s3fs_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``s3fs.S3FileSystem``; no credentials, botocore resolves those."""
+        region = {"region_name": self.region} if self.region else None
+        kwargs = {"endpoint_url": self.endpoint_url, "client_kwargs": region, "profile": self.profile}
+        return {"anon": self.anon, **{k: v for k, v in kwargs.items() if v}}
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input image. ``version``: the S3 ETag (unquoted), locally ``f"{size}-{mtime_ns}"``."""
+
+    uri: str
+    rel_path: str
+    size: int | None
+    version: str | None
+
+
+class UnsafePathError(ValueError):
+    """A relative path or style name that could escape the output prefix."""
+
+
+def split_protocol(uri: str) -> tuple[str | None, str]:
+    """``"s3://b/k"`` -> ``("s3", "b/k")``; a plain path -> ``(None, path)``."""
+    m = _SCHEME_RE.match(uri)
+    return (m.group(1).lower(), m.group(2)) if m else (None, uri)
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """Join path segments onto ``base``, keeping its scheme and never producing ``//`` in the path."""
+    protocol, rest = split_protocol(base)
+    head = re.sub(r"/{2,}", "/", rest).rstrip("/")
+    segments = [s for part in parts for s in part.split("/") if s]
+    path = "/".join(([head] if head or rest.startswith("/") else []) + segments) or rest[:1]
+    return f"{protocol}://{path}" if protocol else path
+
+
+_FS_CACHE: dict[Any, fsspec.AbstractFileSystem] = {}
+_FS_LOCK = threading.Lock()
+_FS_PID = os.getpid()
+
+
+def _cached_fs(key: Any, factory: Callable[[], fsspec.AbstractFileSystem]) -> fsspec.AbstractFileSystem:
+    global _FS_PID
+    with _FS_LOCK:
+        if _FS_PID != os.getpid():  # forked child: the parent's clients and event loop are unusable
+            _FS_CACHE.clear()
+            _FS_PID = os.getpid()
+        if key not in _FS_CACHE:
+            _FS_CACHE[key] = factory()
+        return _FS_CACHE[key]
+
+
+def clear_filesystem_cache() -> None:
+    """Forget cached filesystem instances (tests; after credentials change)."""
+    with _FS_LOCK:
+        _FS_CACHE.clear()
+
+
+def _make_s3(options: StorageOptions) -> fsspec.AbstractFileSystem:
+    import s3fs  # local import: local-only jobs need not load botocore
+
+    # No listings cache: other workers and processes write the same prefixes concurrently.
+    return s3fs.S3FileSystem(**options.s3fs_kwargs(), use_listings_cache=False, skip_instance_cache=True)
+
+
+def get_filesystem(uri: str, options: StorageOptions | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """``(filesystem, path without protocol)`` for ``uri``; local paths come back absolute."""
+    if "::" in uri:  # chained fsspec URL (simplecache::s3://...): fsspec parses it
+        return fsspec.core.url_to_fs(uri)
+    protocol, rest = split_protocol(uri)
+    if protocol is None or protocol in _LOCAL_PROTOCOLS:
+        return _cached_fs(("file", None), LocalFileSystem), os.path.abspath(os.path.expanduser(rest))
+    if protocol in _S3_PROTOCOLS:
+        opts = options if options is not None else StorageOptions()
+        return _cached_fs(("s3", opts), lambda: _make_s3(opts)), rest.strip("/")
+    return fsspec.core.url_to_fs(uri)  # fsspec caches its own instances per protocol and kwargs
+
+
+def _has_ext(name: str, exts: frozenset[str]) -> bool:
+    return posixpath.splitext(name)[1].lower() in exts
+
+
+def _raise(err: OSError) -> None:
+    raise err
+
+
+def _list_local(root: str, exts: frozenset[str]) -> list[InputFile]:
+    def entry(full: str, rel: str) -> InputFile:
+        st = os.stat(full)
+        return InputFile(full, rel, st.st_size, f"{st.st_size}-{st.st_mtime_ns}")
+
+    if os.path.isfile(root):
+        if not _has_ext(root, exts):
+            raise ValueError(f"{root} is neither a directory, a manifest {MANIFEST_SUFFIXES} nor an image")
+        return [entry(root, os.path.basename(root))]
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"input path does not exist: {root}")
+    out = []
+    # An unreadable subdirectory must fail loudly, not silently shrink the input (onerror raises).
+    # Symlinked directories are not followed (cycles); symlinked files are.
+    for dirpath, _dirs, files in os.walk(root, onerror=_raise):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            if _has_ext(name, exts) and os.path.isfile(full):
+                out.append(entry(full, os.path.relpath(full, root).replace(os.sep, "/")))
+    return sorted(out, key=lambda f: f.uri)
+
+
+def _remote_file(fs: fsspec.AbstractFileSystem, protocol: str | None, info: Mapping, rel: str) -> InputFile:
+    name = info["name"]
+    uri = f"{protocol}://{name}" if protocol in _S3_PROTOCOLS else fs.unstrip_protocol(name)
+    etag = info.get("ETag") or info.get("etag")
+    return InputFile(uri, rel, info.get("size"), str(etag).strip('"') if etag else None)
+
+
+def list_images(
+    uri: str, options: StorageOptions | None = None, extensions: Iterable[str] = IMAGE_EXTENSIONS
+) -> list[InputFile]:
+    """Images under a prefix (recursive, sorted by uri), one image, or a manifest (``.parquet``/``.csv``,
+    see :func:`read_manifest`). An empty S3 prefix cannot be told from a missing one: both raise
+    ``FileNotFoundError``."""
+    if uri.lower().rstrip("/").endswith(MANIFEST_SUFFIXES):
+        return read_manifest(uri, options)
+    exts = frozenset(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+    fs, path = get_filesystem(uri, options)
+    if isinstance(fs, LocalFileSystem):
+        return _list_local(path, exts)
+    protocol = split_protocol(uri)[0]
+    fs.invalidate_cache(path)
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"input prefix does not exist or is empty: {redact(uri)}") from None
+    if info["type"] != "directory":
+        if not _has_ext(path, exts):
+            raise ValueError(f"{redact(uri)} is neither a prefix, a manifest {MANIFEST_SUFFIXES} nor an image")
+        return [_remote_file(fs, protocol, info, posixpath.basename(info["name"]))]
+    root = path.rstrip("/") + "/"
+    found = fs.find(path, detail=True)  # s3fs pages through listings of more than 1000 keys
+    out = [
+        _remote_file(fs, protocol, entry, name[len(root):])
+        for name, entry in found.items()
+        if entry.get("type") == "file" and name.startswith(root) and _has_ext(name, exts)
+    ]
+    return sorted(out, key=lambda f: f.uri)
+
+
+def _manifest_columns(fs: fsspec.AbstractFileSystem, path: str, uri: str) -> tuple[list, list | None]:
+    if path.lower().rstrip("/").endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        dataset = pq.ParquetDataset(path, filesystem=fs)  # a file or a directory of part files
+        names = dataset.schema.names
+        if "uri" not in names:
+            raise ValueError(f"manifest {redact(uri)} has no 'uri' column (columns: {names})")
+        table = dataset.read(columns=[c for c in ("uri", "rel_path") if c in names])
+        rels = table.column("rel_path").to_pylist() if "rel_path" in names else None
+        return table.column("uri").to_pylist(), rels
+    with fs.open(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+        reader = csv.reader(text)
+        header = [h.strip() for h in next(reader, [])]
+        if "uri" not in header:
+            raise ValueError(f"manifest {redact(uri)} has no 'uri' column (header: {header})")
+        iu, ir = header.index("uri"), header.index("rel_path") if "rel_path" in header else None
+        rows = [row for row in reader if any(cell.strip() for cell in row)]  # skip blank lines
+    uris = [row[iu] if iu < len(row) else "" for row in rows]
+    return uris, None if ir is None else [row[ir] if ir < len(row) else None for row in rows]
+
+
+def _derive_rel_paths(uris: list[str]) -> list[str]:
+    """Paths relative to the common directory of the uris within each bucket (or the local disk)."""
+    groups: dict[str, list[int]] = {}
+    paths: list[str] = []
+    for i, u in enumerate(uris):
+        protocol, rest = split_protocol(u)
+        if protocol is None or protocol in _LOCAL_PROTOCOLS:
+            group, path = "local", os.path.abspath(os.path.expanduser(rest))
+        else:
+            group, _, path = rest.partition("/")
+        groups.setdefault(group, []).append(i)
+        paths.append(path)
+    rels = [""] * len(uris)
+    for group, idx in groups.items():
+        dirs = [posixpath.dirname(paths[i]) for i in idx]
+        common = "" if not all(dirs) else posixpath.commonpath(dirs)
+        prefix = f"{group}/" if len(groups) > 1 else ""  # several buckets: keep equal keys apart
+        for i in idx:
+            rels[i] = prefix + paths[i][len(common):].lstrip("/")
+    return rels
+
+
+def read_manifest(uri: str, options: StorageOptions | None = None) -> list[InputFile]:
+    """Entries of a ``.parquet``/``.csv`` manifest with a ``uri`` and optional ``rel_path`` column.
+
+    Entries keep the manifest's order, are not filtered by extension and are not stat'ed (size and
+    version None), so millions of rows stay cheap. Relative entries resolve against the manifest's
+    directory; missing ``rel_path`` values come from :func:`_derive_rel_paths`."""
+    fs, path = get_filesystem(uri, options)
+    raw_uris, raw_rels = _manifest_columns(fs, path, uri)
+    base = os.path.dirname(path) if isinstance(fs, LocalFileSystem) else uri.rstrip("/").rsplit("/", 1)[0]
+    uris = []
+    for row, value in enumerate(raw_uris, start=1):
+        u = "" if value is None else str(value).strip()
+        if not u:
+            raise ValueError(f"manifest {redact(uri)}: entry {row} has an empty uri")
+        absolute = split_protocol(u)[0] is not None or u.startswith(("/", "~"))
+        uris.append(u if absolute else join_uri(base, u))
+    derived = _derive_rel_paths(uris)
+    given = raw_rels or [None] * len(uris)
+    rels = [r.strip() if isinstance(r, str) and r.strip() else d for r, d in zip(given, derived)]
+    return [InputFile(u, r, None, None) for u, r in zip(uris, rels)]
+
+
+def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:
+    """The whole object; ``FileNotFoundError`` if absent."""
+    fs, path = get_filesystem(uri, options)
+    return fs.cat_file(path)
+
+
+def _write_local_atomic(path: str, data: bytes) -> None:
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
+    # os.open with 0o666 honours the umask (mkstemp would leave the final file 0600).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(uri: str, data: bytes, options: StorageOptions | None = None) -> None:
+    """Write ``data`` so that the final name only ever holds complete content."""
+    fs, path = get_filesystem(uri, options)
+    data = bytes(data)
+    if isinstance(fs, LocalFileSystem):
+        _write_local_atomic(path, data)
+    elif split_protocol(uri)[0] in _S3_PROTOCOLS:
+        fs.pipe_file(path, data)  # an S3 object appears only once its PUT (or multipart) completes
+    else:
+        tmp = f"{posixpath.dirname(path)}/{_TMP_PREFIX}{uuid.uuid4().hex}"
+        try:
+            fs.pipe_file(tmp, data)
+            fs.mv(tmp, path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                fs.rm_file(tmp)
+            raise
+
+
+def exists(uri: str, options: StorageOptions | None = None) -> bool:
+    """True if a file (or a non-empty prefix/directory) exists at ``uri``."""
+    fs, path = get_filesystem(uri, options)
+    return fs.exists(path)
+
+
+def remove(uri: str, options: StorageOptions | None = None, missing_ok: bool = True) -> None:
+    """Delete one file."""
+    fs, path = get_filesystem(uri, options)
+    if fs.exists(path):  # checked first: S3 deletes of absent keys succeed silently
+        fs.rm_file(path)
+    elif not missing_ok:
+        raise FileNotFoundError(f"no such file: {redact(uri)}")
+
+
+def remove_prefix(uri: str, options: StorageOptions | None = None) -> None:
+    """Recursively delete everything under ``uri``; absent is fine. Refuses a bucket or fs root."""
+    fs, path = get_filesystem(uri, options)
+    bare = path.strip("/")
+    if not bare or (split_protocol(uri)[0] in _S3_PROTOCOLS and "/" not in bare):
+        raise ValueError(f"refusing to delete a whole bucket or root: {redact(uri)}")
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(path, recursive=True)
+
+
+def safe_rel_components(rel_path: str) -> list[str]:
+    """Validated, normalised components of a relative path; ``UnsafePathError`` if it could escape."""
+    if not isinstance(rel_path, str) or not rel_path:
+        raise UnsafePathError("empty relative path")
+    if any(ord(c) < 32 or ord(c) == 127 for c in rel_path):
+        raise UnsafePathError(f"control character (e.g. NUL) in relative path {rel_path!r}")
+    p = rel_path.replace("\\", "/")  # a Windows-made manifest must not smuggle '..\\' past the check
+    if p.startswith("/") or re.match(r"^[A-Za-z]:", p):
+        raise UnsafePathError(f"absolute relative path {rel_path!r}")
+    parts = [s for s in p.split("/") if s not in ("", ".")]
+    if ".." in parts:
+        raise UnsafePathError(f"'..' in relative path {rel_path!r}")
+    if not parts:
+        raise UnsafePathError(f"relative path {rel_path!r} names no file")
+    return parts
+
+
+def output_uri(output: str, style: str, rel_path: str, ext: str) -> str:
+    """``{output}/{style}/{rel_path with its extension replaced by ext}``, confined to that prefix."""
+    if not isinstance(style, str) or not _STYLE_RE.fullmatch(style):
+        raise UnsafePathError(f"unsafe style name {style!r}: must match {_STYLE_RE.pattern}")
+    ext = ext if ext.startswith(".") else f".{ext}"
+    if not _EXT_RE.fullmatch(ext):
+        raise UnsafePathError(f"unsafe extension {ext!r}")
+    parts = safe_rel_components(rel_path)
+    parts[-1] = posixpath.splitext(parts[-1])[0] + ext
+    return join_uri(output, style, *parts)
+
+
+_SECRET_KEY_RE = re.compile(r"secret|passw(or)?d|token|keyid|accesskey|credential|authorization|apikey|privatekey")
+_URL_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]+@")
+# Signed URLs carry credentials in the query (X-Amz-Credential, X-Amz-Signature, ...).
+_QUERY_SECRET_RE = re.compile(
+    r"([?&][^=&#\s]*(?:secret|password|token|credential|signature|key-?id|access-?key)[^=&#\s]*=)[^&#\s]*", re.I
+)
+_REDACTED = "***"
+
+
+def _is_secret_key(key: Any) -> bool:
+    return bool(_SECRET_KEY_RE.search(re.sub(r"[^a-z0-9]", "", str(key).lower())))
+
+
+def redact(obj: Any) -> Any:
+    """Deep copy of ``obj`` with secret-looking mapping values replaced by ``"***"``, and URL userinfo
+    (``s3://KEY:SECRET@bucket``) and signed-URL query credentials removed from strings."""
+    if isinstance(obj, str):
+        return _QUERY_SECRET_RE.sub(rf"\1{_REDACTED}", _URL_USERINFO_RE.sub(r"\1", obj))
+    if isinstance(obj, Mapping):
+        return {k: (_REDACTED if v is not None and _is_secret_key(k) else redact(v)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return type(obj)(redact(v) for v in obj)
+    return copy.deepcopy(obj)
