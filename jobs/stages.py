@@ -37,25 +37,23 @@ def output_key(settings: JobSettings, rel_path: str, style: str) -> str:
     return output_uri(settings.output, style, rel_path, FORMAT_EXTENSIONS[settings.format])
 
 
-def _column(batch: dict[str, np.ndarray], name: str, n: int, default) -> list:
-    return list(batch[name]) if name in batch else [default] * n
-
-
 def read_decode(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str, np.ndarray]:
     """uri, rel_path -> one row per input: the decoded image or an error; which styles remain to do."""
     opts = storage_options(settings)
     uris = [str(u) for u in batch["uri"]]
     rel_paths = [str(r) for r in batch["rel_path"]]
+    planned = [str(t).split(",") if str(t) else [] for t in batch["todo_styles"]] if "todo_styles" in batch else None
     rows: dict[str, list] = {k: [] for k in (
         "uri", "rel_path", "input_bytes", "status", "error_type", "error", "image", "width", "height", "decode_ms", "todo_styles",
     )}
-    for uri, rel in zip(uris, rel_paths):
+    for n, (uri, rel) in enumerate(zip(uris, rel_paths)):
         start = time.perf_counter()
-        status, error_type, error, image, nbytes, todo = "ok", "", "", EMPTY_IMAGE, -1, settings.style_names
+        todo = settings.style_names if planned is None else [s for s in settings.style_names if s in planned[n]]
+        status, error_type, error, image, nbytes = "ok", "", "", EMPTY_IMAGE, -1
         try:
             keys = {style: output_key(settings, rel, style) for style in settings.style_names}
             if settings.skip_existing:
-                todo = [style for style, key in keys.items() if not exists(key, opts)]
+                todo = [style for style in todo if not exists(keys[style], opts)]
             if todo:
                 data = read_bytes(uri, opts)
                 nbytes = len(data)

@@ -14,7 +14,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from stylize_core.checkpoint import StyleModelError, load_style_model
 
@@ -57,14 +57,23 @@ def plan_actors(settings: JobSettings) -> tuple[int, float]:
     return actors, per_actor
 
 
-def run(settings: JobSettings) -> dict:
-    """Run the job; returns the summary (also written to ``{output}/_runs/{run_id}.json``)."""
+def run(
+    settings: JobSettings,
+    inputs: Sequence[InputFile] | None = None,
+    todo: Mapping[str, Sequence[str]] | None = None,
+) -> dict:
+    """Run the job; returns the summary (also written to ``{output}/_runs/{run_id}.json``).
+
+    ``inputs`` replaces the listing of ``settings.input`` (the nightly catalog passes its plan);
+    ``todo`` maps an input URI to the styles to render for it (others become ``skipped`` rows).
+    """
     started = time.time()
     opts = storage_options(settings)
-    try:
-        inputs: list[InputFile] = list_images(settings.input, opts)
-    except FileNotFoundError as exc:
-        raise JobError(f"input not found: {exc}") from None
+    if inputs is None:
+        try:
+            inputs = list_images(settings.input, opts)
+        except FileNotFoundError as exc:
+            raise JobError(f"input not found: {exc}") from None
     blobs = load_style_blobs(settings)
     styles = settings.style_names
     _log(f"run {settings.run_id}: {len(inputs)} inputs x {len(styles)} style(s) -> {settings.output}")
@@ -80,7 +89,11 @@ def run(settings: JobSettings) -> dict:
     last_log = time.time()
     if inputs:
         batches = ray_runtime.stylize_dataset(
-            [{"uri": f.uri, "rel_path": f.rel_path} for f in inputs],
+            [
+                {"uri": f.uri, "rel_path": f.rel_path}
+                | ({"todo_styles": ",".join(todo.get(f.uri, ()))} if todo is not None else {})
+                for f in inputs
+            ],
             read_fn=functools.partial(read_decode, settings=settings),
             read_batch_size=settings.read_batch_size,
             actor_cls=StylizeActor,
