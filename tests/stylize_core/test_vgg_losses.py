@@ -1,0 +1,126 @@
+"""VGG loss network naming/trimming/weights, and the losses' known values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from stylize_core.losses import StyleTargetCache, content_loss, gram_matrix, style_grams, style_loss, tv_loss
+from stylize_core.vgg import VGGFeatures, VGGWeightsError, imagenet_weights_path, layer_names
+
+
+def test_layer_names():
+    v16, v19 = layer_names("vgg16"), layer_names("vgg19")
+    assert len(v16) == len(torchvision.models.vgg16().features) == 31
+    assert len(v19) == len(torchvision.models.vgg19().features) == 37
+    assert v16[:5] == ["conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1"]
+    assert v16[-2:] == ["relu5_3", "pool5"] and v19[-2:] == ["relu5_4", "pool5"]
+    assert "relu3_4" in v19 and "relu3_4" not in v16
+    with pytest.raises(ValueError):
+        layer_names("vgg11")
+
+
+def test_trimmed_after_deepest_layer_frozen_and_named_outputs():
+    vgg = VGGFeatures("vgg16", ["relu2_2", "relu1_2"], "random:0")
+    assert len(vgg.features) == layer_names("vgg16").index("relu2_2") + 1 == 9
+    assert vgg.layers == ("relu1_2", "relu2_2")  # network order
+    assert not any(p.requires_grad for p in vgg.parameters())
+    x = torch.rand(2, 3, 32, 32) * 255
+    x0 = x.clone()
+    out = vgg(x)
+    assert list(out) == ["relu1_2", "relu2_2"]
+    assert out["relu1_2"].shape == (2, 64, 32, 32) and out["relu2_2"].shape == (2, 128, 16, 16)
+    torch.testing.assert_close(x, x0)  # normalisation never in place
+    assert list(vgg(x, ["relu1_2"])) == ["relu1_2"]
+    with pytest.raises(ValueError):
+        VGGFeatures("vgg16", ["relu5_4"], "random:0")  # vgg19-only name
+
+
+def test_random_weights_are_deterministic_and_recorded():
+    a, b, c = (VGGFeatures("vgg19", ["relu3_1"], w) for w in ("random:7", "random:7", "random:8"))
+    x = torch.rand(1, 3, 24, 24) * 255
+    torch.testing.assert_close(a(x)["relu3_1"], b(x)["relu3_1"])
+    assert not torch.allclose(a(x)["relu3_1"], c(x)["relu3_1"])
+    assert a.loss_model == "vgg19/random:7"
+
+
+def test_state_dict_file_torchvision_layout(tmp_path):
+    full = torchvision.models.vgg16().state_dict()
+    path = tmp_path / "vgg16.pth"
+    torch.save(full, path)
+    vgg = VGGFeatures("vgg16", ["relu1_1"], str(path))
+    torch.testing.assert_close(vgg.features[0].weight, full["features.0.weight"])
+    assert vgg.loss_model.startswith("vgg16/sha256:")
+    with pytest.raises(VGGWeightsError, match="not a vgg19 state dict"):
+        VGGFeatures("vgg19", ["relu1_1"], str(path))
+    with pytest.raises(VGGWeightsError, match="not found"):
+        VGGFeatures("vgg16", ["relu1_1"], str(tmp_path / "missing.pth"))
+
+
+def test_imagenet_missing_names_the_file_to_stage(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(VGGWeightsError) as err:
+        VGGFeatures("vgg16", ["relu1_1"], "imagenet", allow_download=False)
+    expected = imagenet_weights_path("vgg16")
+    assert expected.startswith(str(tmp_path)) and expected.endswith("vgg16-397923af.pth")
+    assert expected in str(err.value)
+    # staged in TORCH_HOME, it loads offline
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(torchvision.models.vgg16().state_dict(), expected)
+    assert VGGFeatures("vgg16", ["relu1_1"], "imagenet", allow_download=False).loss_model == "vgg16/imagenet"
+
+
+def test_gram_matrix_known_values():
+    f = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 2, 1, 2)  # C=2, H=1, W=2
+    g = gram_matrix(f)
+    expected = torch.tensor([[[1 + 4, 3 + 8], [3 + 8, 9 + 16]]]) / (2 * 1 * 2)
+    torch.testing.assert_close(g, expected)
+    # size-normalised: tiling the same feature map does not change the Gram matrix up to the channel count
+    torch.testing.assert_close(gram_matrix(f.repeat(1, 1, 3, 2)), expected)
+
+
+def test_losses_known_values_and_reductions():
+    a = torch.zeros(2, 1, 2, 2)
+    b = torch.ones(2, 1, 2, 2)
+    b[1] *= 3
+    torch.testing.assert_close(content_loss(a, b, reduction="none"), torch.tensor([1.0, 9.0]))
+    torch.testing.assert_close(content_loss(a, b), torch.tensor(5.0))
+    img = torch.zeros(1, 1, 3, 3)
+    img[..., :, 1] = 6.0  # one bright column: every horizontal pair differs by 6, vertical pairs by 0
+    torch.testing.assert_close(tv_loss(img), torch.tensor(6.0))  # 6 horizontal pairs, each |6|
+    feats = {"a": torch.ones(1, 2, 2, 2)}
+    targets = {"a": gram_matrix(torch.ones(1, 2, 2, 2))}
+    assert style_loss(feats, targets).item() == 0.0
+    targets = {"a": torch.zeros(1, 2, 2)}
+    # gram of ones: every entry 4/8 = 0.5 -> mse 0.25, weighted x2
+    torch.testing.assert_close(style_loss(feats, targets, {"a": 2.0}), torch.tensor(0.5))
+    with pytest.raises(ValueError):
+        content_loss(a, b, reduction="sum")
+
+
+def test_style_targets_cached_and_multiscale():
+    calls = []
+
+    class OneByOne(nn.Module):  # a 1x1-conv stand-in encoder (pystiche habit)
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            calls.append(x.shape[-1])
+            return {"f": torch.relu(self.conv(x / 255))}
+
+    torch.manual_seed(0)
+    enc = OneByOne()
+    import numpy as np
+
+    style = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    cache = StyleTargetCache()
+    g1 = cache.get(enc, style, ["f"])
+    g2 = cache.get(enc, style, ["f"])
+    assert g1 is g2 and len(cache) == 1 and calls == [32]
+    multi = style_grams(enc, torch.from_numpy(style).permute(2, 0, 1)[None].float(), ["f"], scales=(1.0, 0.5))
+    assert calls[-2:] == [32, 16] and multi["f"].shape == (1, 4, 4)
+    assert not torch.allclose(multi["f"], g1["f"])
