@@ -1,0 +1,89 @@
+"""Training throughput on CPU: steps/s and images/s of one worker (StyleTrainer.step), and
+optionally of the Ray Train job end to end (``--ray-workers N``). Prints numbers; asserts nothing.
+
+    python benchmarks/bench_train.py                      # per-worker step, a few sizes
+    python benchmarks/bench_train.py --ray-workers 2      # + jobs.train on synthetic images
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from stylize_core.training import StyleTrainer, TrainConfig  # noqa: E402
+from stylize_core.vgg import VGGFeatures  # noqa: E402
+
+
+def bench_step(size: int, batch: int, steps: int, style_layers: tuple[str, ...], threads: int) -> dict[str, float]:
+    """Time ``steps`` optimiser steps after one warm-up step."""
+    torch.set_num_threads(threads)
+    config = TrainConfig(image_size=size, batch_size=batch, vgg_weights="random:0", style_layers=style_layers)
+    layers = tuple(dict.fromkeys(config.content_layers + style_layers))
+    vgg = VGGFeatures(config.vgg, layers, "random:0")
+    style = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    trainer = StyleTrainer(config, style, device="cpu", vgg=vgg, autocast_dtype=None)
+    x = torch.rand(batch, 3, size, size) * 255  # (B, 3, S, S)
+    trainer.step(x)  # warm-up: allocator, oneDNN kernels
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.step(x)
+    seconds = time.perf_counter() - start
+    return {"size": size, "batch": batch, "style_layers": len(style_layers), "threads": threads,
+            "steps_per_s": steps / seconds, "images_per_s": steps * batch / seconds, "s_per_step": seconds / steps}
+
+
+def bench_ray(workers: int, images: int, size: int, steps: int) -> dict[str, float]:
+    """jobs.train end to end on synthetic PNGs (includes Ray start-up and export in wall time)."""
+    from PIL import Image
+
+    from jobs import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        content = os.path.join(tmp, "content")
+        os.makedirs(content)
+        rng = np.random.default_rng(0)
+        for i in range(images):
+            Image.fromarray(rng.integers(0, 255, (size + 8, size + 8, 3), dtype=np.uint8)).save(f"{content}/{i}.png")
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(f"{tmp}/style.png")
+        args = train.parse_args([
+            "--content", content, "--style-image", f"{tmp}/style.png", "--output", f"{tmp}/out",
+            "--steps", str(steps), "--epochs", "1000", "--image-size", str(size), "--batch-size", "2",
+            "--workers", str(workers), "--cpus-per-worker", str(1.0 / workers), "--vgg-weights", "random:0",
+            "--checkpoint-every", str(steps), "--log-every", str(steps),
+        ])
+        start = time.perf_counter()
+        rc = train.main(args)
+        wall = time.perf_counter() - start
+        with open(f"{tmp}/out/train_summary.json") as f:
+            summary = json.load(f)
+    fit = summary["fit_seconds"]
+    return {"workers": workers, "rc": rc, "steps": steps, "fit_s": fit, "wall_s": wall,
+            "steps_per_s": steps / fit, "images_per_s_per_worker": steps * 2 / fit}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--ray-workers", type=int, default=0, help="also run jobs.train with this many workers")
+    args = p.parse_args()
+    full = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+    for size, batch, layers in [(64, 4, full), (128, 2, full), (128, 2, full[:3]), (256, 4, full)]:
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
+                          for k, v in bench_step(size, batch, args.steps, layers, args.threads).items()}), flush=True)
+    if args.ray_workers:
+        result = bench_ray(args.ray_workers, images=8, size=64, steps=4 * args.steps)
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

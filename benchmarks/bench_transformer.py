@@ -1,0 +1,82 @@
+"""TransformerNet throughput on the current device, against an fp32 matmul's rate in the same run.
+
+    python benchmarks/bench_transformer.py [--sizes 256 512] [--batch 4] [--seconds 10]
+
+Prints images/s, achieved GFLOP/s (counted with torch's FlopCounterMode: ~20.2 GFLOP per 256x256
+image, scaling with pixels) and the ratio to the matmul rate. On CUDA it also runs bf16 autocast
+with channels_last. Numbers only; nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from stylize_core.transformer_net import TransformerNet
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: torch.device, seconds: float) -> tuple[int, float]:
+    fn()  # warm-up (allocator, kernels, autotuning)
+    sync(device)
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        runs += 1
+    sync(device)
+    return runs, time.perf_counter() - start
+
+
+def matmul_gflops(device: torch.device, seconds: float, n: int = 2048) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    runs, elapsed = timed(lambda: a @ b, device, seconds)
+    return 2 * n**3 * runs / elapsed / 1e9
+
+
+def flops_per_image(model: torch.nn.Module, size: int, device: torch.device) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(torch.zeros(1, 3, size, size, device=device))
+    return float(counter.get_total_flops())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    model = TransformerNet().to(device).eval()
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
+    mm = matmul_gflops(device, args.seconds / 2)
+    print(f"device: {name}; fp32 matmul 2048^3: {mm:.1f} GFLOP/s")
+    variants = [("fp32", torch.contiguous_format, None), ("fp32 channels_last", torch.channels_last, None)]
+    if device.type == "cuda":
+        variants.append(("bf16 channels_last", torch.channels_last, torch.bfloat16))
+    for size in args.sizes:
+        gflop = flops_per_image(model, size, device) / 1e9
+        for label, fmt, dtype in variants:
+            m = model.to(memory_format=fmt)
+            x = (torch.rand(args.batch, 3, size, size, device=device) * 255).contiguous(memory_format=fmt)
+
+            def step() -> None:
+                with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    m(x)
+
+            runs, elapsed = timed(step, device, args.seconds)
+            ips = runs * args.batch / elapsed
+            print(f"{size}px batch {args.batch} {label:>20}: {ips:8.2f} images/s  {ips * gflop:8.1f} GFLOP/s "
+                  f"({gflop:.1f} GFLOP/image)  ratio to matmul {ips * gflop / mm:.2f}")
+
+
+if __name__ == "__main__":
+    main()
