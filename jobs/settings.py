@@ -164,6 +164,9 @@ class JobSettings:
     region: str | None = None
     profile: str | None = None
     demo: bool = False
+    # Fault injection for tests: the first stylize batch to see this path missing creates it and kills
+    # its actor process, so a test can check that Ray's retry loses and duplicates nothing.
+    crash_once_marker: str | None = None
 
     @property
     def style_names(self) -> list[str]:

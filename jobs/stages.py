@@ -169,6 +169,10 @@ class StylizeActor:
         return results
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        marker = self.settings.crash_once_marker
+        if marker and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
         n = len(batch["uri"])
         images = list(batch["image"])
         status = list(batch["status"])

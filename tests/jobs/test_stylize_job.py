@@ -251,3 +251,20 @@ def test_optimize_method(tmp_path, checkpoints):
     (row,) = _read_local_metrics(out, "o")
     assert row["status"] == "ok" and row["style"] == "st" and row["loss_model"] == "vgg19/random:0"
     assert decode_image((out / "st" / "x.png").read_bytes()).shape == (24, 20, 3)
+
+
+def test_actor_crash_is_retried_without_losing_or_duplicating_rows(local_inputs, tmp_path, checkpoints):
+    from jobs.settings import parse_args, resolve
+
+    out = tmp_path / "out"
+    settings = resolve(parse_args([
+        "--input", str(local_inputs), "--output", str(out), "--style", f"mosaic={checkpoints['mosaic']}",
+        "--vgg-weights", "random:0", "--no-metrics", "--quiet", "--run-id", "crash", "--batch-size", "2",
+        "--max-error-rate", "0.2",
+    ]))
+    settings.crash_once_marker = str(tmp_path / "crashed")
+    summary = stylize.run(settings)
+    assert (tmp_path / "crashed").exists()  # an actor really died mid-run
+    rows = _read_local_metrics(out, "crash")
+    assert len(rows) == 9 and len({r["input_uri"] for r in rows}) == 9
+    assert summary["counts"] == {"ok": 8, "error": 1}
