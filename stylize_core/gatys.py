@@ -1,0 +1,396 @@
+"""Gatys et al. (2016) style transfer: optimise the pixels of one image against a loss network.
+
+The image is optimised in 0..255 pixel units and clamped to [0, 255] at every evaluation, so every
+intermediate is a valid image. Loss scales (those of :mod:`stylize_core.losses`):
+
+* content: per-element MSE of the content layers' features (of the ImageNet-normalised input),
+  summed over layers; 0 at a "content" init.
+* style: per layer, MSE between Gram matrices normalised by C·H·W, summed over layers. These raw
+  values are tiny (orders of 1e-6..1e-4 with ImageNet VGG), hence ``style_weight`` 1e6 against
+  ``content_weight`` 1: the same normalisation and weights as PyTorch's own Gatys tutorial.
+  Equal layer weights let the shallow layers (fewer channels, larger Gram entries) dominate, as there.
+* tv: mean absolute difference between neighbouring pixels in 0..255 units, summed over the two
+  directions (roughly 5..30 for photographs). ``tv_weight`` 1e-3 is a light touch: the L1 gradient
+  does not vanish for small differences, so it mostly removes low-amplitude high-frequency noise
+  without blurring edges. Use ~1e-2 for visibly smoother results, 0 to disable.
+
+Colour preservation returns the luminance of the result with the chrominance (YIQ) of the content
+(:func:`stylize_core.color.preserve_color`). The alternative of Gatys et al. 2016b, matching the style
+image's luminance histogram to the content's before optimising, is not implemented here.
+
+The optimisation always runs with autograd on (``inference_mode(False)`` + ``enable_grad``), because
+the Ray actor calls it from inside ``torch.inference_mode()``. An ambient ``torch.autocast`` is left
+as the caller set it; L-BFGS's curvature estimates want float32 gradients, so prefer not to autocast.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .color import preserve_color as _preserve_color
+from .losses import content_loss, image_to_tensor, style_grams, style_loss, tv_loss
+from .vgg import VGGFeatures
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("content", "noise", "style")
+DEFAULT_LR = {"lbfgs": 1.0, "adam": 2.0}
+# L-BFGS runs in calls of this many iterations; its curvature history carries over between calls
+# (same optimiser object); between calls we check for a stall.
+_LBFGS_CHUNK = 20
+# Curvature pairs kept: memory is 2 x history x image size (20 x 2 x 12 MB at 1024^2).
+_LBFGS_HISTORY = 20
+# Mean |change| in grey levels of L-BFGS's first (gradient descent) step at each level.
+_LBFGS_FIRST_STEP = 1.0
+
+
+class _BudgetSpent(Exception):
+    """Stops L-BFGS after exactly ``steps`` evaluations, even in the middle of a line search."""
+
+
+Extractor = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
+
+
+@dataclass
+class GatysConfig:
+    """Settings of one Gatys optimisation (see the module docstring for the loss scales).
+
+    ``steps`` counts loss evaluations (one forward + backward each) per pyramid level: Adam does one
+    update per evaluation; L-BFGS (strong-Wolfe line search) usually one or two evaluations per
+    iteration, stopped at exactly ``steps``, or earlier when it has converged or made no progress
+    in 20 iterations. Each level returns the best image it evaluated.
+    ``lr`` None picks the optimiser's default: 1.0 for L-BFGS (its usual step scale), 2.0 for Adam
+    (pixel units per step at the start; 5..10 converges faster and coarser).
+    """
+
+    content_layers: tuple[str, ...] = ("relu4_2",)
+    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    style_layer_weights: dict[str, float] | None = None
+    content_weight: float = 1.0
+    style_weight: float = 1e6
+    tv_weight: float = 1e-3
+    optimizer: str = "lbfgs"
+    steps: int = 300
+    lr: float | None = None
+    init: str = "content"
+    pyramid_levels: int = 1
+    pyramid_min_side: int = 64
+    style_scales: tuple[float, ...] = (1.0,)
+    style_size: int | None = None
+    preserve_color: bool = False
+    seed: int = 0
+    log_every: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError on settings that cannot run."""
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, not {self.init!r}")
+        if not self.content_layers or not self.style_layers:
+            raise ValueError("content_layers and style_layers must both be non-empty")
+        if self.steps < 1 or self.pyramid_levels < 1 or self.pyramid_min_side < 1:
+            raise ValueError("steps, pyramid_levels and pyramid_min_side must be >= 1")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr must be positive, not {self.lr}")
+        if not self.style_scales or any(not s > 0 for s in self.style_scales):
+            raise ValueError(f"style_scales must be positive, not {self.style_scales}")
+        if self.style_size is not None and self.style_size < 1:
+            raise ValueError(f"style_size must be >= 1 or None, not {self.style_size}")
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """Every layer the loss network must return: content layers, then style layers, deduplicated."""
+        return tuple(dict.fromkeys(self.content_layers + self.style_layers))
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or the optimiser's default when it is None."""
+        return DEFAULT_LR[self.optimizer] if self.lr is None else float(self.lr)
+
+
+@dataclass
+class GatysResult:
+    """Output of :func:`optimize_image`.
+
+    ``trace`` has one entry per loss evaluation: ``{"level", "step", "size": [h, w], "content",
+    "style", "tv", "total"}``; content/style/tv are the unweighted losses (style includes the layer
+    weights), total = content_weight·content + style_weight·style + tv_weight·tv. ``level`` counts
+    the pyramid levels actually run (equal sizes are merged), ``step`` restarts at 0 per level.
+    """
+
+    image: np.ndarray  # (H, W, 3) uint8, the content's size
+    trace: list[dict] = field(default_factory=list)
+    loss_model: str = ""
+
+
+def gatys_vgg(
+    arch: str = "vgg19", weights: str = "imagenet", config: GatysConfig | None = None, **kw: Any
+) -> VGGFeatures:
+    """A :class:`VGGFeatures` returning exactly the layers ``config`` needs (extra kw go to it)."""
+    config = config or GatysConfig()
+    return VGGFeatures(arch, layers=config.layers, weights=weights, **kw)
+
+
+def pyramid_sizes(height: int, width: int, levels: int, min_side: int) -> list[tuple[int, int]]:
+    """(h, w) per coarse-to-fine level, each level twice the previous, the last exactly (height, width).
+
+    A level's short side is never below ``min_side`` (unless the image itself is smaller); levels that
+    would come out the same size are merged, so the list may be shorter than ``levels``.
+    """
+    short = min(height, width)
+    sizes: list[tuple[int, int]] = []
+    for i in range(levels):
+        factor = min(1.0, max(0.5 ** (levels - 1 - i), min_side / short))
+        size = (height, width) if factor == 1.0 else (
+            max(1, math.floor(height * factor + 0.5)), max(1, math.floor(width * factor + 0.5)))
+        if not sizes or size != sizes[-1]:
+            sizes.append(size)
+    return sizes
+
+
+def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (B, 3, H, W); antialiased when shrinking so coarse levels do not alias."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    shrink = size[0] < images.shape[-2] or size[1] < images.shape[-1]
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def _resize_long_side(images: torch.Tensor, long_side: int) -> torch.Tensor:
+    h, w = images.shape[-2:]
+    scale = long_side / max(h, w)
+    return _resize(images, (max(1, round(h * scale)), max(1, round(w * scale))))
+
+
+def _check_image(name: str, image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"{name} must be an (H, W, 3) uint8 RGB array, got {got}")
+    # A copy: Ray batches are read-only and torch.from_numpy warns on those.
+    return np.array(image, copy=True)
+
+
+def _module_tensors(vgg: Extractor) -> list[torch.Tensor]:
+    if isinstance(vgg, torch.nn.Module):
+        return list(itertools.chain(vgg.parameters(), vgg.buffers()))
+    return []
+
+
+def _checked_extractor(vgg: Extractor, needed: Sequence[str]) -> Extractor:
+    """Fail early and clearly when the loss network lacks a layer the config needs."""
+    available = getattr(vgg, "layers", None)
+
+    def missing_error(have: Sequence[str]) -> ValueError:
+        missing = [layer for layer in needed if layer not in have]
+        return ValueError(
+            f"the loss network does not return layer(s) {missing} needed by the Gatys config "
+            f"(it returns {list(have)}); build it with gatys_vgg(config=...) or include those layers"
+        )
+
+    if available is not None and any(layer not in available for layer in needed):
+        raise missing_error(list(available))
+
+    def extract(images: torch.Tensor) -> Mapping[str, torch.Tensor]:
+        feats = vgg(images)
+        if any(layer not in feats for layer in needed):
+            raise missing_error(list(feats))
+        return feats
+
+    return extract
+
+
+def _initial_image(
+    config: GatysConfig, content: torch.Tensor, style: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """Level-0 starting image (1, 3, h, w) in 0..255."""
+    if config.init == "content":
+        return _resize(content, size).clone()
+    if config.init == "style":
+        return _resize(style, size).clone()
+    # Drawn on the CPU so a seed gives the same start on every device.
+    gen = torch.Generator().manual_seed(config.seed)
+    return (torch.rand((1, 3, *size), generator=gen) * 255.0).to(content.device)
+
+
+def optimize_image(
+    content: np.ndarray,
+    style: np.ndarray,
+    vgg: VGGFeatures | Extractor,
+    config: GatysConfig | None = None,
+    *,
+    device: str | torch.device | None = None,
+    callback: Callable[[dict], None] | None = None,
+) -> GatysResult:
+    """Stylise ``content`` (H, W, 3) uint8 towards ``style`` (h, w, 3) uint8 by optimising its pixels.
+
+    ``vgg`` is any module mapping (B, 3, H, W) 0..255 images to ``{layer: features}`` holding every
+    layer of ``config.layers`` (a ValueError says which are missing). ``device`` defaults to the
+    loss network's. ``callback`` receives each trace entry as it is produced. Raises
+    FloatingPointError when the loss becomes non-finite.
+    """
+    config = config or GatysConfig()
+    config.validate()
+    content_np = _check_image("content", content)
+    style_np = _check_image("style", style)
+    extract = _checked_extractor(vgg, config.layers)
+
+    tensors = _module_tensors(vgg)
+    if any(t.is_inference() for t in tensors):
+        raise ValueError("the loss network was built inside torch.inference_mode(); its weights cannot take part "
+                         "in autograd: build it outside inference mode")
+    if device is None:
+        device = tensors[0].device if tensors else torch.device("cpu")
+    device = torch.device(device)
+    if any(t.device.type != device.type for t in tensors):
+        raise ValueError(f"the loss network is on {tensors[0].device}, not {device}: move it with .to(device)")
+
+    with torch.inference_mode(False), torch.enable_grad():
+        return _run(content_np, style_np, extract, config, device, callback,
+                    getattr(vgg, "loss_model", type(vgg).__name__))
+
+
+def _run(
+    content_np: np.ndarray,
+    style_np: np.ndarray,
+    extract: Extractor,
+    config: GatysConfig,
+    device: torch.device,
+    callback: Callable[[dict], None] | None,
+    loss_model: str,
+) -> GatysResult:
+    content = image_to_tensor(content_np, device).contiguous()  # (1, 3, H, W)
+    style = image_to_tensor(style_np, device).contiguous()  # (1, 3, h, w)
+    if config.style_size is not None:
+        style = _resize_long_side(style, config.style_size)
+    # Gram matrices are size-normalised, so one set of style targets serves every pyramid level.
+    style_targets = style_grams(extract, style, config.style_layers, config.style_scales)
+
+    height, width = content.shape[-2:]
+    sizes = pyramid_sizes(height, width, config.pyramid_levels, config.pyramid_min_side)
+    image = _initial_image(config, content, style, sizes[0])
+    del style
+    trace: list[dict] = []
+    for level, size in enumerate(sizes):
+        image = _resize(image, size).detach()  # upsample the previous level's result
+        with torch.no_grad():
+            feats = extract(_resize(content, size))
+            content_targets = {layer: feats[layer].detach() for layer in config.content_layers}
+            del feats
+        image = _optimize_level(image, extract, content_targets, style_targets, config, level, trace, callback)
+        del content_targets
+
+    if config.preserve_color:
+        image = _preserve_color(image, content)
+    out = image[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()  # (H, W, 3)
+    return GatysResult(image=out, trace=trace, loss_model=loss_model)
+
+
+def _optimize_level(
+    start: torch.Tensor,
+    extract: Extractor,
+    content_targets: Mapping[str, torch.Tensor],
+    style_targets: Mapping[str, torch.Tensor],
+    config: GatysConfig,
+    level: int,
+    trace: list[dict],
+    callback: Callable[[dict], None] | None,
+) -> torch.Tensor:
+    """Up to ``config.steps`` loss evaluations at one size; returns the best image evaluated."""
+    # A fresh contiguous leaf: L-BFGS flattens the gradient with .view(), which needs NCHW-contiguous.
+    pixels = start.clamp(0, 255).contiguous().requires_grad_(True)  # (1, 3, h, w)
+    size = [int(pixels.shape[-2]), int(pixels.shape[-1])]
+    weights = torch.tensor([config.content_weight, config.style_weight, config.tv_weight], device=pixels.device)
+    lbfgs = config.optimizer == "lbfgs"
+    lr = config.learning_rate
+    step = 0
+    scale: float | None = None  # L-BFGS objective scale, fixed at the level's first evaluation
+    best_total, best = math.inf, pixels.detach().clone()
+
+    def evaluate() -> torch.Tensor:
+        nonlocal step, scale, best_total
+        if step >= config.steps:
+            raise _BudgetSpent
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            pixels.clamp_(0, 255)  # evaluate (and let L-BFGS move from) a valid image
+        feats = extract(pixels)
+        c = sum(content_loss(feats[layer], content_targets[layer]) for layer in config.content_layers)
+        s = style_loss({layer: feats[layer] for layer in config.style_layers}, style_targets,
+                       config.style_layer_weights)
+        t = tv_loss(pixels)
+        terms = torch.stack([c, s, t])  # (3,)
+        total = (terms * weights).sum()
+        values = torch.cat([terms, total[None]]).tolist()  # one device sync per evaluation
+        entry = {"level": level, "step": step, "size": list(size), "content": values[0],
+                 "style": values[1], "tv": values[2], "total": values[3]}
+        if not all(math.isfinite(v) for v in values):
+            raise FloatingPointError(
+                f"Gatys loss became non-finite at level {level} step {step} ({entry}); "
+                f"lower lr (now {lr}) or the loss weights"
+            )
+        total.backward()
+        with torch.no_grad():
+            grad = pixels.grad  # (1, 3, h, w)
+            # Projected gradient: a pixel clamped at 0 or 255 whose gradient points out of range cannot
+            # move; leaving that component in corrupts L-BFGS's curvature pairs (the clamp undoes the
+            # step it thinks it took) and made it diverge in tests.
+            grad.masked_fill_(((pixels <= 0) & (grad > 0)) | ((pixels >= 255) & (grad < 0)), 0.0)
+            if lbfgs:
+                if scale is None:
+                    # Mean-normalised losses give per-pixel gradients too small for torch L-BFGS's
+                    # absolute thresholds (ys > 1e-10) and float32; rescale so mean |gradient| starts at 1.
+                    grad_l1 = float(grad.abs().sum())
+                    scale = pixels.numel() / grad_l1 if grad_l1 > 0 else 1.0
+                grad.mul_(scale)
+        if values[3] < best_total:  # a budget-stopped line search leaves a trial point
+            best_total = values[3]
+            best.copy_(pixels.detach())
+        trace.append(entry)
+        if callback is not None:
+            callback(dict(entry))
+        if config.log_every and (step % config.log_every == 0 or step == config.steps - 1):
+            logger.info("gatys level %d %s step %d: total %.4g (content %.4g, style %.4g, tv %.4g)",
+                        level, size, step, values[3], values[0], values[1], values[2])
+        step += 1
+        return total.detach() * (scale or 1.0)
+
+    if not lbfgs:
+        optimizer: torch.optim.Optimizer = torch.optim.Adam([pixels], lr=lr)
+        for _ in range(config.steps):
+            evaluate()
+            optimizer.step()
+    else:
+        # Strong-Wolfe line search: without one, L-BFGS zigzagged and blew up in tests (the L1 TV
+        # term is not smooth). Its first iteration is a gradient step of L1 norm `lr` (~lr/N per
+        # pixel in the rescaled units), too small to measure anything on; give that one iteration an
+        # lr that moves pixels by _LBFGS_FIRST_STEP grey levels on average, then use config's lr.
+        optimizer = torch.optim.LBFGS([pixels], lr=_LBFGS_FIRST_STEP * pixels.numel(), max_iter=1,
+                                      max_eval=10 * _LBFGS_CHUNK, tolerance_grad=0.0, tolerance_change=0.0,
+                                      history_size=_LBFGS_HISTORY, line_search_fn="strong_wolfe")
+        group = optimizer.param_groups[0]
+        try:
+            optimizer.step(evaluate)
+            group["lr"], group["max_iter"] = lr, _LBFGS_CHUNK
+            while True:
+                before, best_before = step, best_total
+                optimizer.step(evaluate)
+                if step - before <= 1 or best_total >= best_before:  # converged, or stalled
+                    break
+        except _BudgetSpent:  # the pixels may be mid line search; `best` is what we return
+            pass
+    del optimizer, pixels
+    return best
