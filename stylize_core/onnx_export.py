@@ -1,0 +1,96 @@
+"""Export a style network to ONNX with dynamic batch, height and width.
+
+The TorchScript-based exporter (``dynamo=False``) is used first: for this all-convolutional network
+it is fast (well under a second), honours ``opset`` exactly and names the dynamic axes
+(``batch``/``height``/``width``). The torch.export-based exporter is the fallback for torch builds
+where the old one is gone; it needs opset >= 18 and symbolic ``dynamic_shapes``.
+``torch.onnx`` is imported lazily so that importing :mod:`stylize_core` stays cheap.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+
+import torch
+
+from .transformer_net import TransformerNet
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+_DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
+
+
+def export_onnx(
+    model: TransformerNet,
+    path: str,
+    *,
+    opset: int = 17,
+    example_size: tuple[int, int] = (256, 256),
+) -> str:
+    """Write ``model`` (float32, eval mode, on CPU) to ``path`` as ONNX and return ``path``.
+
+    The graph takes ``input`` (N, 3, H, W) float32 RGB in 0..255 and returns ``output`` of the
+    same layout; N, H and W are dynamic (outputs match inputs when H, W are multiples of 4).
+    The caller's model is not modified (a CPU float32 copy is exported).
+    """
+    import torch.onnx  # lazy: pulls in onnx/onnxscript machinery
+
+    net = copy.deepcopy(model).float().cpu().eval()
+    example = torch.rand(1, 3, *example_size) * 255.0  # (1, 3, H, W)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        with warnings.catch_warnings():
+            # The old exporter announces its deprecation and notes that instance norm exports
+            # with train=True; both are expected (InstanceNorm2d here has no running stats).
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                net,
+                (example,),
+                path,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: _DYNAMIC_AXES, OUTPUT_NAME: _DYNAMIC_AXES},
+            )
+    except (TypeError, RuntimeError, AttributeError, NotImplementedError):
+        dim = torch.export.Dim.DYNAMIC
+        torch.onnx.export(
+            net,
+            (example,),
+            path,
+            dynamo=True,
+            opset_version=max(opset, 18),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"x": {0: dim, 2: dim, 3: dim}},
+        )
+    return path
+
+
+def onnx_bytes(model: TransformerNet, *, opset: int = 17, example_size: tuple[int, int] = (256, 256)) -> bytes:
+    """:func:`export_onnx` into memory (for writers that upload bytes to a URI)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(model, os.path.join(tmp, "model.onnx"), opset=opset, example_size=example_size)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def onnx_max_abs_diff(model: TransformerNet, onnx_data: bytes, size: tuple[int, int] = (64, 96)) -> float | None:
+    """Max |ONNX - PyTorch| on one random (1, 3, *size) image in 0..255, or None without onnxruntime."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    import numpy as np
+
+    x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0)) * 255.0  # (1, 3, H, W)
+    session = onnxruntime.InferenceSession(onnx_data, providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        ref = copy.deepcopy(model).float().cpu().eval()(x).numpy()
+    return float(np.abs(out - ref).max())

@@ -1,0 +1,390 @@
+"""Training a feed-forward style network (Johnson et al. 2016), single process.
+
+:class:`StyleTrainer` owns the network, Adam, the frozen VGG loss network and the style Gram
+targets (computed once); ``step(batch)`` is one optimisation step. The same object runs inside each
+Ray Train worker (``jobs/train.py``), where the model is wrapped for data parallelism.
+
+Run ``python -m stylize_core.training --demo OUT.pth`` to train the small demo network shipped in
+``stylize_core/assets/`` (how it was made: ``stylize_core/assets/README.md``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .checkpoint import checkpoint_bytes
+from .image_io import resize_max_side, resize_short_side
+from .losses import content_loss, image_to_tensor, style_grams, style_loss, tv_loss
+from .transformer_net import TransformerNet
+from .vgg import Opener, VGGFeatures
+
+# The style image travels inside every checkpoint; this bounds its size there.
+STYLE_IMAGE_MAX_SIDE = 512
+LOSS_KEYS = ("content", "style", "tv", "total")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved (``asdict``) inside every checkpoint.
+
+    Training stops at ``steps`` optimiser steps or after ``epochs`` passes over the content images,
+    whichever comes first. Weights follow pytorch/examples ``fast_neural_style`` (same Gram
+    normalisation, same 0..255 images), so its published settings carry over.
+    """
+
+    style_name: str = "style"
+    image_size: int = 256
+    batch_size: int = 4
+    steps: int = 2000
+    epochs: int = 1
+    lr: float = 1e-3
+    content_weight: float = 1e5
+    style_weight: float = 1e10
+    tv_weight: float = 0.0
+    vgg: str = "vgg16"
+    vgg_weights: str = "imagenet"
+    content_layers: tuple[str, ...] = ("relu2_2",)
+    style_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+    style_size: int | None = None  # long side of the style image for the targets; None: as given
+    style_scales: tuple[float, ...] = (1.0,)
+    seed: int = 42
+    log_every: int = 50
+    checkpoint_every: int = 500
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Rebuild from ``asdict`` output (lists become tuples; unknown keys are an error)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys: {unknown}")
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**kwargs)
+
+
+def prepare_content(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8: resize the short side to ``size``, centre crop."""
+    resized = resize_short_side(np.ascontiguousarray(image[..., :3]), size)  # (h, w, 3), min(h, w) == size
+    h, w = resized.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return np.ascontiguousarray(resized[top : top + size, left : left + size])
+
+
+def prepare_style(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """Downscale (never upscale) so the long side is at most ``max_side``; None keeps the size.
+    Always a new, writable array (inputs may be read-only views, e.g. from Ray's object store)."""
+    return np.array(resize_max_side(np.ascontiguousarray(image[..., :3]), max_side))
+
+
+def _resolve_autocast(device: torch.device, autocast_dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if autocast_dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if autocast_dtype in (None, "none", torch.float32):
+        return None
+    if isinstance(autocast_dtype, str):
+        return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16}[autocast_dtype]
+    return autocast_dtype
+
+
+class StyleTrainer:
+    """Model + Adam + VGG loss network + cached style targets, with resumable state.
+
+    ``autocast_dtype``: ``"auto"`` (bf16 on CUDA, off on CPU), ``None`` (off) or a dtype. The
+    losses and Gram matrices are always accumulated in float32 (see :func:`gram_matrix`).
+    ``self.model`` may be replaced by a wrapper (DDP) after construction; :attr:`net` is always the
+    bare :class:`TransformerNet`, and the optimiser keeps working since wrappers share parameters.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        style_image: np.ndarray,
+        *,
+        device: torch.device | str | None = None,
+        model: TransformerNet | None = None,
+        vgg: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None,
+        opener: Opener | None = None,
+        autocast_dtype: torch.dtype | Literal["auto"] | None = "auto",
+        channels_last: bool = False,
+    ) -> None:
+        self.config = config
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if model is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed)  # same init on every worker and every rerun
+                model = TransformerNet()
+        self.channels_last = channels_last
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model: torch.nn.Module = model.to(self.device, memory_format=memory_format)
+        if vgg is None:
+            layers = tuple(dict.fromkeys(config.content_layers + config.style_layers))
+            vgg = VGGFeatures(config.vgg, layers, config.vgg_weights, opener=opener).to(self.device)
+        self.vgg = vgg
+        self.loss_model: str = getattr(vgg, "loss_model", "custom")
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.autocast_dtype = _resolve_autocast(self.device, autocast_dtype)
+        self.style_image = prepare_style(style_image, config.style_size)
+        self.style_targets = style_grams(
+            self.vgg, image_to_tensor(self.style_image, self.device), config.style_layers, config.style_scales
+        )  # {layer: (1, C, C)}, computed once
+        self.step_count = 0
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+        # Set by a data-parallel caller to average the logged losses over workers.
+        self.metrics_reducer: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    def net(self) -> TransformerNet:
+        """The bare style network (unwrapped from DDP or similar)."""
+        return getattr(self.model, "module", self.model)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def losses(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Weighted content/style/TV/total losses (scalars, with grad) for a (B, 3, S, S) 0..255 batch."""
+        cfg = self.config
+        x = batch.to(self.device, torch.float32, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            y = self.model(x)  # (B, 3, S, S), 0..255, unclamped
+            feats_y = self.vgg(y)
+            with torch.no_grad():
+                feats_x = self.vgg(x)
+        content = sum(content_loss(feats_y[layer], feats_x[layer]) for layer in cfg.content_layers)
+        style = style_loss(feats_y, self.style_targets)
+        tv = tv_loss(y) if cfg.tv_weight else y.new_zeros((), dtype=torch.float32)
+        content, style, tv = cfg.content_weight * content, cfg.style_weight * style, cfg.tv_weight * tv
+        return {"content": content, "style": style, "tv": tv, "total": content + style + tv}
+
+    def step(self, batch: torch.Tensor) -> dict[str, float]:
+        """One Adam step on a (B, 3, S, S) float batch in 0..255; returns the logged losses."""
+        self.model.train()
+        losses = self.losses(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        self.optimizer.step()
+        self.step_count += 1
+        values = torch.stack([losses[k].detach().float() for k in LOSS_KEYS])  # (4,)
+        if self.metrics_reducer is not None:
+            values = self.metrics_reducer(values)
+        record = {"step": self.step_count, "epoch": self.epoch, "images": int(batch.shape[0])}
+        record.update({k: float(v) for k, v in zip(LOSS_KEYS, values.cpu().tolist())})
+        self.history.append(record)
+        return record
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: weights, optimiser, counters, loss history, config."""
+        return {
+            "model": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step_count,
+            "epoch": self.epoch,
+            "history": [dict(r) for r in self.history],
+            "config": asdict(self.config),
+            "loss_model": self.loss_model,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict` (the config may differ, e.g. more ``steps``)."""
+        self.net.load_state_dict(state["model"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step_count = int(state["step"])
+        self.epoch = int(state.get("epoch", 0))
+        self.history = [dict(r) for r in state.get("history", [])]
+
+    def checkpoint_bytes(self, *, half: bool = False, **extra: Any) -> bytes:
+        """The trained network in this project's checkpoint format, with the style image and the
+        full training config recorded."""
+        return checkpoint_bytes(
+            self.net,
+            style_image=prepare_style(self.style_image, STYLE_IMAGE_MAX_SIDE),
+            half=half,
+            style=self.config.style_name,
+            training_config=asdict(self.config),
+            loss_model=self.loss_model,
+            steps=self.step_count,
+            epochs=self.epoch,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **extra,
+        )
+
+    def save(self, path: str, *, half: bool = False, **extra: Any) -> None:
+        """Write :meth:`checkpoint_bytes` to a local ``path``."""
+        with open(path, "wb") as f:
+            f.write(self.checkpoint_bytes(half=half, **extra))
+
+
+def batches_per_epoch(num_images: int, batch_size: int) -> int:
+    """Full batches in one pass (the last partial batch is dropped, as in data-parallel training)."""
+    return num_images // batch_size
+
+
+def train_local(
+    content_images: Sequence[np.ndarray],
+    style_image: np.ndarray,
+    config: TrainConfig,
+    *,
+    trainer: StyleTrainer | None = None,
+    on_checkpoint: Callable[[StyleTrainer], None] | None = None,
+    log: Callable[[str], None] | None = print,
+    **trainer_kwargs: Any,
+) -> StyleTrainer:
+    """Train on in-memory images until ``config.steps`` or ``config.epochs``, whichever is first.
+
+    Images are prepared once (:func:`prepare_content`) and shuffled each epoch with a generator
+    seeded by ``(seed, epoch)``, so a run is reproducible. Pass a ``trainer`` restored with
+    :meth:`StyleTrainer.load_state_dict` to continue a run; ``on_checkpoint`` is called every
+    ``checkpoint_every`` steps and at the end.
+    """
+    data = np.stack([prepare_content(img, config.image_size) for img in content_images])  # (N, S, S, 3)
+    per_epoch = batches_per_epoch(len(data), config.batch_size)
+    if per_epoch == 0:
+        raise ValueError(f"{len(data)} content images are fewer than one batch of {config.batch_size}")
+    trainer = trainer or StyleTrainer(config, style_image, **trainer_kwargs)
+    batches = torch.from_numpy(data).permute(0, 3, 1, 2)  # (N, 3, S, S) uint8
+    start_step = trainer.step_count
+    # On resume mid-epoch, skip the batches this epoch already used (earlier epochs were full).
+    first = min(max(trainer.step_count - trainer.epoch * per_epoch, 0), per_epoch)
+    while trainer.step_count < config.steps and trainer.epoch < config.epochs:
+        order = np.random.default_rng([config.seed, trainer.epoch]).permutation(len(data))
+        for b in range(first, per_epoch):
+            idx = torch.from_numpy(order[b * config.batch_size : (b + 1) * config.batch_size])
+            record = trainer.step(batches[idx].float())  # (B, 3, S, S)
+            if log and (trainer.step_count % config.log_every == 0 or trainer.step_count == 1):
+                log(progress_line(record, config))
+            if on_checkpoint and config.checkpoint_every and trainer.step_count % config.checkpoint_every == 0:
+                on_checkpoint(trainer)
+            if trainer.step_count >= config.steps:
+                break
+        else:
+            trainer.epoch += 1
+        first = 0
+    every = config.checkpoint_every
+    if on_checkpoint and trainer.step_count != start_step and (not every or trainer.step_count % every):
+        on_checkpoint(trainer)
+    return trainer
+
+
+def progress_line(record: dict[str, float], config: TrainConfig) -> str:
+    """One human-readable progress line for a history record."""
+    width = len(str(config.steps))
+    return (
+        f"step {int(record['step']):>{width}}/{config.steps} epoch {int(record['epoch'])} "
+        f"content {record['content']:.4g} style {record['style']:.4g} "
+        f"tv {record['tv']:.4g} total {record['total']:.4g}"
+    )
+
+
+# --- demo network (python -m stylize_core.training --demo OUT.pth) --------------------------------
+
+DEMO_CONTENT = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "stereo_motorcycle")
+
+
+def demo_content_images() -> list[np.ndarray]:
+    """Photos shipped inside the scikit-image wheel (no download), plus their mirror images."""
+    import skimage.data  # optional dependency: only the demo needs it
+
+    images = []
+    for name in DEMO_CONTENT:
+        img = getattr(skimage.data, name)()
+        img = img[0] if isinstance(img, tuple) else img  # stereo_motorcycle -> (left, right, disp)
+        images += [img[..., :3], np.ascontiguousarray(img[:, ::-1, :3])]
+    return images
+
+
+def mosaic_style_image(size: int = 256, cells: int = 90, seed: int = 0) -> np.ndarray:
+    """A procedural mosaic: Voronoi tiles in saturated colours with dark grout, (size, size, 3) uint8."""
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(0, size, (cells, 2))  # (K, 2) tile centres
+    palette = np.array(
+        [[230, 57, 70], [252, 191, 73], [42, 157, 143], [38, 70, 83], [244, 162, 97], [69, 123, 157], [241, 250, 238]],
+        dtype=np.float32,
+    )
+    colours = palette[rng.integers(0, len(palette), cells)] * rng.uniform(0.8, 1.1, (cells, 1))  # (K, 3)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    dist = np.hypot(yy[..., None] - points[:, 0], xx[..., None] - points[:, 1])  # (H, W, K)
+    nearest = np.sort(dist, axis=-1)[..., :2]  # (H, W, 2)
+    image = colours[dist.argmin(-1)]  # (H, W, 3)
+    shade = 1.0 - 0.25 * np.clip(nearest[..., 0] / (size / np.sqrt(cells)), 0, 1)  # darker tile edges
+    image = image * shade[..., None]
+    grout = (nearest[..., 1] - nearest[..., 0]) < 2.5  # pixels near the border of two tiles
+    image[grout] = (30, 24, 20)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _preview(trainer: StyleTrainer, images: Sequence[np.ndarray], size: int, path: str) -> None:
+    """Save style | before | after rows as a PNG to judge the demo by eye."""
+    net = trainer.net.eval()
+    rows = []
+    style = prepare_content(trainer.style_image, size)
+    for img in images:
+        x = prepare_content(img, size)
+        with torch.no_grad():
+            y = net(image_to_tensor(x, trainer.device)).clamp(0, 255)[0].permute(1, 2, 0)  # (S, S, 3)
+        rows.append(np.concatenate([style, x, y.round().byte().cpu().numpy()], axis=1))
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+
+
+def _demo_main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import time
+
+    p = argparse.ArgumentParser(description="Train the small demo style network on scikit-image photos.")
+    p.add_argument("--demo", required=True, metavar="OUT.pth", help="where to write the fp16 checkpoint")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--image-size", type=int, default=96)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--content-weight", type=float, default=5e5)
+    p.add_argument("--style-weight", type=float, default=1e10)
+    p.add_argument("--tv-weight", type=float, default=0.0)
+    p.add_argument("--vgg-weights", default="random:0", help="random:SEED, imagenet, or a state-dict path")
+    p.add_argument("--style-layers", default="relu1_2,relu2_2,relu3_3")
+    p.add_argument("--style-image", default=None, help="image file; default: the procedural mosaic")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (fixed for reproducibility)")
+    p.add_argument("--preview", default="/tmp/demo_mosaic_preview.png", help="before/after PNG")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    style = mosaic_style_image() if args.style_image is None else np.asarray(Image.open(args.style_image).convert("RGB"))
+    config = TrainConfig(
+        style_name="demo_mosaic" if args.style_image is None else "demo",
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        epochs=10**6,  # the step count is the limit
+        lr=args.lr,
+        content_weight=args.content_weight,
+        style_weight=args.style_weight,
+        tv_weight=args.tv_weight,
+        vgg_weights=args.vgg_weights,
+        style_layers=tuple(args.style_layers.split(",")),
+        seed=0,
+        log_every=20,
+        checkpoint_every=0,
+    )
+    images = demo_content_images()
+    start = time.perf_counter()
+    trainer = train_local(images, style, config, device="cpu", autocast_dtype=None)
+    seconds = time.perf_counter() - start
+    trainer.save(args.demo, half=True, demo=True, train_seconds=round(seconds, 1))
+    _preview(trainer, [images[0], images[2], images[6]], args.image_size * 2, args.preview)
+    print(f"trained {trainer.step_count} steps in {seconds:.1f} s -> {args.demo} (preview {args.preview})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_demo_main())
