@@ -3,30 +3,24 @@
     python -m jobs.train --content s3://bucket/coco/ --style-image s3://bucket/mosaic.jpg \\
         --output s3://bucket/models/mosaic --workers 4 --steps 40000 --vgg-weights imagenet
 
-Content images are listed with :func:`jobs.storage.list_images` and streamed through Ray Data
-(read + decode + resize/crop on CPU tasks), split equally over the workers. Undecodable files are
-skipped and counted (once per URI) in ``{output}/train_summary.json``. Each worker holds a
-:class:`stylize_core.training.StyleTrainer` (the style targets are computed once per worker); the
-model is wrapped in DDP (NCCL on GPUs, gloo on CPUs) and runs under bf16 autocast on GPUs.
-
-Layout of ``{output}``::
-
-    {name}/checkpoint_00000500/train_state.pt   Ray Train checkpoints (model, Adam, step, history)
-    final/style.pth            this project's checkpoint (training config, loss model, style image)
-    final/style_examples.pth   bare state dict for pytorch/examples fast_neural_style (strict load)
-    final/style.onnx           ONNX, dynamic batch/height/width
-    loss_history.csv, loss_history.png, train_summary.json
+Content images (:func:`jobs.storage.list_images`) stream through Ray Data (read, decode, crop on CPU
+tasks), split equally over the workers; undecodable files are skipped and counted once per URI.
+Each worker holds a :class:`~stylize_core.training.StyleTrainer` (style targets computed once per
+worker) wrapped in DDP (NCCL on GPUs with bf16 autocast, gloo on CPUs). ``{output}`` receives Ray
+Train checkpoints (``{name}/checkpoint_NNNNNNNN/train_state.pt``), ``final/style.pth`` (project
+format), ``final/style_examples.pth`` (pytorch/examples), ``final/style.onnx``,
+``loss_history.csv``/``.png`` and ``train_summary.json``.
 
 Resume: rerun the same command (same ``--output`` and ``--name``). Ray Train V2 (the default in
-Ray 2.60; ``RAY_TRAIN_V2_ENABLED`` unset or 1) finds the run's checkpoint snapshot under
-``{output}/{name}`` and hands the latest checkpoint to the workers: the step count, Adam state and
-loss history continue. The data position is not saved: an interrupted epoch restarts from its
-first batch. ``--steps``/``--epochs`` may be raised on a rerun to train further.
+Ray 2.60) finds the run's checkpoint snapshot under ``{output}/{name}`` and the workers continue
+from the latest checkpoint: step count, Adam state and loss history. The data position is not
+saved, so an interrupted epoch restarts from its first batch. Raise ``--steps`` to train further.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -39,10 +33,19 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+import torch
+import torch.distributed as dist
 
-from stylize_core.training import TrainConfig
+from stylize_core.checkpoint import checkpoint_bytes, examples_state_dict
+from stylize_core.image_io import ImageDecodeError, decode_image
+from stylize_core.onnx_export import onnx_bytes, onnx_max_abs_diff
+from stylize_core.training import STYLE_IMAGE_MAX_SIDE, StyleTrainer, TrainConfig, prepare_content, prepare_style
+from stylize_core.training import progress_line
+from stylize_core.transformer_net import TransformerNet
 
 from .config import parse_with_config
+from .storage import StorageOptions, get_filesystem, join_uri, list_images, read_bytes, redact, split_protocol
+from .storage import write_bytes_atomic
 
 STATE_FILE = "train_state.pt"
 HISTORY_COLUMNS = ("step", "epoch", "images", "content", "style", "tv", "total")
@@ -51,10 +54,6 @@ _DEFAULTS = TrainConfig()
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else tuple(value)
-
-
-def _floats(value: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in _csv(value))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,37 +77,32 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--image-size", type=int, default=_DEFAULTS.image_size, help="content crop size (px)")
     opt.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="images per step per worker")
     opt.add_argument("--lr", type=float, default=_DEFAULTS.lr, help="Adam learning rate")
-    opt.add_argument("--content-weight", type=float, default=_DEFAULTS.content_weight)
-    opt.add_argument("--style-weight", type=float, default=_DEFAULTS.style_weight)
-    opt.add_argument("--tv-weight", type=float, default=_DEFAULTS.tv_weight)
-    opt.add_argument("--seed", type=int, default=_DEFAULTS.seed)
-    opt.add_argument("--autocast", choices=("auto", "bf16", "fp16", "none"), default="auto",
-                     help="mixed precision: auto = bf16 on GPU, off on CPU")
+    opt.add_argument("--content-weight", type=float, default=_DEFAULTS.content_weight, help="feature loss weight")
+    opt.add_argument("--style-weight", type=float, default=_DEFAULTS.style_weight, help="Gram loss weight")
+    opt.add_argument("--tv-weight", type=float, default=_DEFAULTS.tv_weight, help="total variation weight")
+    opt.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="model init and shuffling")
+    opt.add_argument("--autocast", choices=("auto", "bf16", "fp16", "none"), default="auto", help="auto: bf16 on GPU")
 
     loss = p.add_argument_group("loss network")
-    loss.add_argument("--vgg", choices=("vgg16", "vgg19"), default=_DEFAULTS.vgg)
-    loss.add_argument("--vgg-weights", default=_DEFAULTS.vgg_weights,
-                      help="imagenet (torchvision cache on every node), a state-dict PATH or URI, or random:SEED")
-    loss.add_argument("--content-layers", type=_csv, default=_DEFAULTS.content_layers, help="comma-separated")
-    loss.add_argument("--style-layers", type=_csv, default=_DEFAULTS.style_layers, help="comma-separated")
+    loss.add_argument("--vgg", choices=("vgg16", "vgg19"), default=_DEFAULTS.vgg, help="loss network")
+    loss.add_argument("--vgg-weights", default=_DEFAULTS.vgg_weights, help="imagenet|PATH|URI|random:SEED")
+    loss.add_argument("--content-layers", type=_csv, default=",".join(_DEFAULTS.content_layers), help="comma-separated")
+    loss.add_argument("--style-layers", type=_csv, default=",".join(_DEFAULTS.style_layers), help="comma-separated")
     loss.add_argument("--style-size", type=int, default=None, help="long side of the style image [as given]")
-    loss.add_argument("--style-scales", type=_floats, default=_DEFAULTS.style_scales,
-                      help="comma-separated scale factors; Gram targets are averaged over them")
+    loss.add_argument("--style-scales", type=_csv, default="1.0", help="comma-separated; Gram targets averaged")
 
     run = p.add_argument_group("cluster, checkpoints and logging")
     run.add_argument("--workers", type=int, default=1, help="data-parallel training workers")
     run.add_argument("--gpus-per-worker", type=float, default=None, help="[1 if the cluster has GPUs, else 0]")
-    run.add_argument("--cpus-per-worker", type=float, default=1.0,
-                     help="CPUs reserved per worker (leave some for the Ray Data decode tasks)")
+    run.add_argument("--cpus-per-worker", type=float, default=1.0, help="leave some CPUs for Ray Data decode tasks")
     run.add_argument("--address", default=None, help="Ray cluster address [RAY_ADDRESS or a local Ray]")
     run.add_argument("--checkpoint-every", type=int, default=_DEFAULTS.checkpoint_every, help="steps")
     run.add_argument("--keep-checkpoints", type=int, default=2, help="Ray Train checkpoints kept")
     run.add_argument("--max-failures", type=int, default=0, help="automatic restarts from the latest checkpoint")
     run.add_argument("--log-every", type=int, default=_DEFAULTS.log_every, help="progress line every N steps")
     run.add_argument("--read-batch-size", type=int, default=16, help="images per Ray Data decode task batch")
-    run.add_argument("--onnx-opset", type=int, default=17)
-    run.add_argument("--fail-at-step", type=int, default=None,
-                     help="testing: make the workers crash right after this step (to exercise resume)")
+    run.add_argument("--onnx-opset", type=int, default=17, help="ONNX opset of final/style.onnx")
+    run.add_argument("--fail-at-step", type=int, default=None, help="testing: crash the workers after this step")
     return p
 
 
@@ -118,9 +112,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parse_with_config(parser, argv)
     for attr in ("content_layers", "style_layers"):
         setattr(args, attr, _csv(getattr(args, attr)))
-    args.style_scales = _floats(args.style_scales) if isinstance(args.style_scales, str) else tuple(
-        float(s) for s in args.style_scales
-    )
+    args.style_scales = tuple(float(v) for v in _csv(args.style_scales))
     missing = [f"--{a.replace('_', '-')}" for a in ("content", "style_image", "output") if not getattr(args, a)]
     if missing:
         parser.error(f"missing required option(s): {', '.join(missing)} (flags or --config)")
@@ -140,28 +132,29 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 # --- Ray Data: read + decode + crop, bad files reported to a ledger actor ----------------------------
 
 
-class _SkipLedger:
-    """Undecodable content files, one entry per URI (epochs and restarts re-read the same files)."""
+class _RunLedger:
+    """Driver-owned facts gathered from the workers: undecodable content files (one entry per URI;
+    epochs and restarts re-read the same files) and the step this invocation started from."""
 
     def __init__(self) -> None:
         self._items: dict[str, dict[str, str]] = {}
+        self.start_step: int | None = None
+
+    def started(self, step: int) -> None:
+        if self.start_step is None:  # automatic restarts (--max-failures) keep the first value
+            self.start_step = step
 
     def add(self, items: list[dict[str, str]]) -> None:
         for item in items:
             self._items.setdefault(item["uri"], item)
 
-    def items(self) -> list[dict[str, str]]:
-        return [self._items[k] for k in sorted(self._items)]
+    def summary(self) -> dict[str, Any]:
+        return {"skipped": [self._items[k] for k in sorted(self._items)], "start_step": self.start_step}
 
 
 def _read_content_batch(batch: dict[str, np.ndarray], *, size: int, options: Any, ledger: Any) -> dict[str, np.ndarray]:
     """Ray Data UDF: {"uri": (n,)} -> {"image": (m, size, size, 3) uint8}, m <= n (bad files dropped)."""
     import ray
-
-    from stylize_core.image_io import ImageDecodeError, decode_image
-    from stylize_core.training import prepare_content
-
-    from .storage import read_bytes
 
     images, bad = [], []
     for uri in batch["uri"]:
@@ -172,45 +165,39 @@ def _read_content_batch(batch: dict[str, np.ndarray], *, size: int, options: Any
             bad.append({"uri": uri, "error_type": getattr(exc, "error_type", "read"), "error": str(exc)[:300]})
     if bad:
         ray.get(ledger.add.remote(bad))
-    stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)  # (m, S, S, 3)
-    return {"image": stacked}
+    return {"image": np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)}  # (m, S, S, 3)
 
 
 # --- the worker loop --------------------------------------------------------------------------------
 
 
-def _report(trainer: Any, rank: int, ledger: Any, *, final: bool = False) -> None:
+def _report(trainer: Any, rank: int, ledger: Any) -> None:
     """Every rank must call ray.train.report (a barrier); only rank 0 writes the checkpoint."""
     import ray
     import ray.train
-    import torch
 
     metrics = dict(trainer.history[-1]) if trainer.history else {"step": trainer.step_count}
-    metrics["final"] = final
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
     state = trainer.state_dict()
-    state["skipped"] = ray.get(ledger.items.remote())
+    state["skipped"] = ray.get(ledger.summary.remote())["skipped"]
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(state, os.path.join(tmp, STATE_FILE))
-        ray.train.report(
-            metrics,
-            checkpoint=ray.train.Checkpoint.from_directory(tmp),
-            checkpoint_dir_name=f"checkpoint_{trainer.step_count:08d}",
-        )
+        checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{trainer.step_count:08d}")
+
+
+def _mean_over_workers(values: torch.Tensor, world: int) -> torch.Tensor:
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values / world
 
 
 def _train_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train per-worker loop: restore, wrap in DDP, stream shards, step, checkpoint."""
+    import ray
     import ray.train
     import ray.train.torch
-    import torch
-    import torch.distributed as dist
-
-    from stylize_core.training import StyleTrainer, progress_line
-
-    from .storage import read_bytes
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -222,21 +209,19 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     trainer = StyleTrainer(config, loop_config["style_image"], device=device, opener=opener, autocast_dtype=autocast)
 
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint, skipped = ray.train.get_checkpoint(), []
     if checkpoint:
         with checkpoint.as_directory() as directory:
             state = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
         trainer.load_state_dict(state)
+        skipped = state.get("skipped", [])
         if rank == 0:
-            ledger.add.remote(state.get("skipped", []))
             print(f"resumed from step {trainer.step_count} (epoch {trainer.epoch})", flush=True)
+    if rank == 0:
+        ray.get([ledger.add.remote(skipped), ledger.started.remote(trainer.step_count)])
     trainer.model = ray.train.torch.prepare_model(trainer.model)  # DDP when world > 1
-    if world > 1:
-        def average(values: torch.Tensor) -> torch.Tensor:
-            dist.all_reduce(values, op=dist.ReduceOp.SUM)
-            return values / world
-
-        trainer.metrics_reducer = average
+    if world > 1:  # log losses averaged over the workers, not rank 0's alone
+        trainer.metrics_reducer = functools.partial(_mean_over_workers, world=world)
 
     shard = ray.train.get_dataset_shard("train")
     last_reported = trainer.step_count
@@ -262,13 +247,10 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
                 break
         else:
             if batches == 0:  # equal shards: every rank sees this together
-                raise RuntimeError(
-                    f"no full batch of {config.batch_size} decodable images per worker in an epoch: "
-                    "add images, lower --batch-size or --workers"
-                )
+                raise RuntimeError(f"no full batch of {config.batch_size} decodable images per worker in an epoch")
             trainer.epoch += 1
     if trainer.step_count != last_reported:
-        _report(trainer, rank, ledger, final=True)
+        _report(trainer, rank, ledger)
 
 
 # --- driver: run the trainer, then export ---------------------------------------------------------
@@ -279,21 +261,16 @@ def _storage_for(output: str, options: Any) -> tuple[str, Any]:
     project's fsspec filesystem (custom S3 endpoints and credentials included)."""
     import pyarrow.fs
 
-    from .storage import get_filesystem, split_protocol
-
-    protocol = split_protocol(output)[0]
     fs, path = get_filesystem(output, options)
-    if protocol in (None, "file", "local"):
+    if split_protocol(output)[0] in (None, "file", "local"):
         return path, None
     return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
 
 
 def history_csv(history: Sequence[dict[str, float]]) -> bytes:
     """Loss history as CSV bytes (one row per step)."""
-    lines = [",".join(HISTORY_COLUMNS)]
-    lines += [",".join(repr(r.get(c, "")) if isinstance(r.get(c), float) else str(r.get(c, "")) for c in HISTORY_COLUMNS)
-              for r in history]
-    return ("\n".join(lines) + "\n").encode()
+    rows = [",".join(HISTORY_COLUMNS)] + [",".join(str(r.get(c, "")) for c in HISTORY_COLUMNS) for r in history]
+    return ("\n".join(rows) + "\n").encode()
 
 
 def history_plot_png(history: Sequence[dict[str, float]], title: str) -> bytes:
@@ -309,10 +286,7 @@ def history_plot_png(history: Sequence[dict[str, float]], title: str) -> bytes:
         values = [r[key] for r in history]
         if any(v > 0 for v in values):
             ax.plot(steps, values, label=key, linewidth=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("weighted loss")
-    ax.set_title(title)
+    ax.set(yscale="log", xlabel="step", ylabel="weighted loss", title=title)
     ax.legend()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
@@ -320,37 +294,11 @@ def history_plot_png(history: Sequence[dict[str, float]], title: str) -> bytes:
     return buf.getvalue()
 
 
-def _onnx_check(model: Any, onnx_data: bytes) -> float | None:
-    """Max |ONNX - PyTorch| on a 64x96 image (0..255 scale), or None without onnxruntime."""
-    try:
-        import onnxruntime
-    except ImportError:
-        return None
-    import torch
-
-    x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0)) * 255  # (1, 3, H, W)
-    session = onnxruntime.InferenceSession(onnx_data, providers=["CPUExecutionProvider"])
-    out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    with torch.no_grad():
-        ref = model(x).numpy()
-    return float(np.abs(out - ref).max())
-
-
 def export_final(state: dict[str, Any], style_image: np.ndarray, output: str, options: Any, *,
                  extra: dict[str, Any], opset: int = 17) -> dict[str, Any]:
     """Write final/style.pth, final/style_examples.pth, final/style.onnx, loss history CSV + PNG."""
-    import torch
-
-    from stylize_core.checkpoint import checkpoint_bytes, examples_state_dict
-    from stylize_core.onnx_export import onnx_bytes
-    from stylize_core.training import STYLE_IMAGE_MAX_SIDE, prepare_style
-    from stylize_core.transformer_net import TransformerNet
-
-    from .storage import join_uri, write_bytes_atomic
-
     model = TransformerNet()
     model.load_state_dict(state["model"], strict=True)
-    model.eval()
     config = state["config"]
     uris = {k: join_uri(output, *p) for k, p in {
         "checkpoint": ("final", "style.pth"), "examples_state_dict": ("final", "style_examples.pth"),
@@ -368,27 +316,19 @@ def export_final(state: dict[str, Any], style_image: np.ndarray, output: str, op
     write_bytes_atomic(uris["onnx"], onnx_data, options)
     write_bytes_atomic(uris["history_csv"], history_csv(state["history"]), options)
     write_bytes_atomic(uris["history_png"], history_plot_png(state["history"], config["style_name"]), options)
-    return {"artifacts": uris, "onnx_max_abs_diff": _onnx_check(model, onnx_data)}
+    return {"artifacts": uris, "onnx_max_abs_diff": onnx_max_abs_diff(model, onnx_data)}
 
 
 def main(args: argparse.Namespace) -> int:
     """Run the training job; returns a process exit code."""
     import ray
     import ray.train
-    import torch
     from ray.train.torch import TorchTrainer
 
-    from stylize_core.image_io import decode_image
-
     from .ray_runtime import init_ray
-    from .storage import StorageOptions, join_uri, list_images, read_bytes, redact, write_bytes_atomic
 
-    try:
-        from ray.train.v2._internal.constants import is_v2_enabled
-        if not is_v2_enabled():
-            print("warning: RAY_TRAIN_V2_ENABLED=0: rerunning will not resume from checkpoints", file=sys.stderr)
-    except ImportError:
-        pass
+    if os.environ.get("RAY_TRAIN_V2_ENABLED", "1").lower() in ("0", "false"):  # V1 resumes only via .restore()
+        print("warning: RAY_TRAIN_V2_ENABLED=0: a rerun will not resume from the checkpoints", file=sys.stderr)
     options = StorageOptions()
     config = train_config_from_args(args)
     files = list_images(args.content, options)
@@ -398,10 +338,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     init_ray(args.address)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    gpus = args.gpus_per_worker
-    if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    ledger = ray.remote(num_cpus=0)(_SkipLedger).remote()
+    gpus = args.gpus_per_worker if args.gpus_per_worker is not None else min(1.0, ray.cluster_resources().get("GPU", 0))
+    ledger = ray.remote(num_cpus=0)(_RunLedger).remote()
     uris = [f.uri for f in files]
     np.random.default_rng(config.seed).shuffle(uris)  # spread listing order (often by source) over shards
     dataset = ray.data.from_items([{"uri": u} for u in uris]).map_batches(
@@ -436,23 +374,21 @@ def main(args: argparse.Namespace) -> int:
         return 1
     seconds = time.perf_counter() - start
     if result.checkpoint is None:
-        print("error: training produced no checkpoint", file=sys.stderr)
-        return 1
+        raise RuntimeError("training finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:
         state = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
-    skipped = [dict(s) for s in state.get("skipped", [])]
-    known = {s["uri"] for s in skipped}
-    skipped += [s for s in ray.get(ledger.items.remote()) if s["uri"] not in known]
+    ledger_summary = ray.get(ledger.summary.remote())  # seeded from the checkpoint on resume
+    skipped = list({s["uri"]: dict(s) for s in [*state.get("skipped", []), *ledger_summary["skipped"]]}.values())
     extra = {"content_images": len(files), "skipped_files": len(skipped), "workers": args.workers}
     exported = export_final(state, style_image, args.output, options, extra=extra, opset=args.onnx_opset)
     history = state["history"]
+    resumed_from = ledger_summary["start_step"] or 0
     summary = {
-        "style": config.style_name, "steps": state["step"], "epochs": state["epoch"],
-        "loss_model": state["loss_model"], "workers": args.workers, "device": "gpu" if gpus > 0 else "cpu",
-        "content_images": len(files), "skipped_files": len(skipped), "skipped": skipped,
-        "first_step_this_run": history[0]["step"] if history else None,
-        "fit_seconds": round(seconds, 2), "final_losses": history[-1] if history else None,
-        "training_config": asdict(config), **exported,
+        "style": config.style_name, "steps": state["step"], "epochs": state["epoch"], "loss_model": state["loss_model"],
+        "workers": args.workers, "device": "gpu" if gpus > 0 else "cpu", "content_images": len(files),
+        "skipped_files": len(skipped), "skipped": skipped, "resumed_from_step": resumed_from,
+        "steps_this_run": state["step"] - resumed_from, "fit_seconds": round(seconds, 2),
+        "final_losses": history[-1] if history else None, "training_config": asdict(config), **exported,
     }
     write_bytes_atomic(join_uri(args.output, "train_summary.json"), json.dumps(summary, indent=2).encode(), options)
     print(json.dumps(redact({k: v for k, v in summary.items() if k not in ("training_config", "skipped")}), indent=2))

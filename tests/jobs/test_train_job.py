@@ -1,0 +1,135 @@
+"""Tests for jobs/train.py: the CLI, and real Ray Train runs (2 CPU workers, 32 px images, random VGG)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from jobs import train
+from jobs.storage import read_bytes
+from stylize_core.checkpoint import load_style_model
+from stylize_core.transformer_net import TransformerNet
+
+FAST = ["--image-size", "32", "--vgg-weights", "random:0", "--style-layers", "relu1_2,relu2_2", "--log-every", "1"]
+
+
+def _png(seed: int, shape: tuple[int, int] = (40, 48)) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (*shape, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _onnx_matches(onnx_data: bytes, model: TransformerNet) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(onnx_data, providers=["CPUExecutionProvider"])
+    for shape in [(1, 3, 32, 32), (2, 3, 48, 64)]:  # dynamic batch, height and width
+        x = torch.rand(*shape) * 255
+        out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        with torch.no_grad():
+            ref = model(x).numpy()
+        assert out.shape == shape and np.abs(out - ref).max() < 1e-2
+
+
+def test_help_documents_every_option() -> None:
+    parser = train.build_parser()
+    text = parser.format_help()
+    for action in parser._actions:
+        assert action.help, f"{action.option_strings} has no help"
+        assert action.option_strings[-1] in text
+    for flag in ("--content", "--style-image", "--output", "--steps", "--epochs", "--workers", "--gpus-per-worker",
+                 "--vgg", "--vgg-weights", "--content-layers", "--style-layers", "--checkpoint-every", "--address"):
+        assert flag in text
+
+
+def test_config_file_gives_defaults_and_flags_override(tmp_path) -> None:
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("content: /data/coco\nstyle_image: /data/wave.jpg\noutput: /out\nsteps: 7\nimage_size: 64\n"
+                   "style_layers: [relu1_2, relu2_2]\nstyle_scales: [1.0, 0.5]\n")
+    args = train.parse_args(["--config", str(cfg), "--steps", "9", "--content-layers", "relu1_2,relu2_2"])
+    assert (args.steps, args.image_size, args.content) == (9, 64, "/data/coco")
+    config = train.train_config_from_args(args)
+    assert config.style_layers == ("relu1_2", "relu2_2") and config.content_layers == ("relu1_2", "relu2_2")
+    assert config.style_scales == (1.0, 0.5) and config.style_name == "wave"
+    with pytest.raises(SystemExit):
+        train.parse_args(["--content", "/data"])  # no --style-image / --output
+    cfg.write_text("stpes: 3\n")
+    with pytest.raises(SystemExit):
+        train.parse_args(["--config", str(cfg)])  # a typo never goes unnoticed
+
+
+def test_history_csv_and_plot() -> None:
+    history = [{"step": i, "epoch": 0, "images": 2, "content": 1.0 / i, "style": 2.0 / i, "tv": 0.0, "total": 3.0 / i}
+               for i in range(1, 4)]
+    rows = list(csv.DictReader(io.StringIO(train.history_csv(history).decode())))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3] and float(rows[1]["total"]) == pytest.approx(1.5)
+    assert train.history_plot_png(history, "t").startswith(b"\x89PNG")
+
+
+def test_two_workers_crash_resume_and_exports(ray_local: None, tmp_path) -> None:
+    content = tmp_path / "content"
+    content.mkdir()
+    for i in range(7):
+        (content / f"img{i}.png").write_bytes(_png(i))
+    (content / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 4)
+    (tmp_path / "wave.png").write_bytes(_png(99, (64, 64)))
+    out = tmp_path / "out"
+    argv = ["--content", str(content), "--style-image", str(tmp_path / "wave.png"), "--output", str(out),
+            "--steps", "6", "--epochs", "100", "--batch-size", "1", "--workers", "2", "--cpus-per-worker", "0.5",
+            "--checkpoint-every", "2", *FAST]
+
+    # 7 good images over 2 workers: 3 per worker and epoch. Crash right after step 5.
+    assert train.main(train.parse_args([*argv, "--fail-at-step", "5"])) == 1
+    assert (out / "train" / "checkpoint_00000004" / train.STATE_FILE).exists()
+    assert not (out / "final").exists()
+
+    assert train.main(train.parse_args(argv)) == 0  # the same command resumes
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 6 and summary["resumed_from_step"] == 4 and summary["steps_this_run"] == 2
+    assert summary["content_images"] == 8 and summary["skipped_files"] == 1
+    assert summary["skipped"][0]["uri"].endswith("broken.jpg") and summary["skipped"][0]["error_type"]
+    assert summary["onnx_max_abs_diff"] < 1e-2
+
+    rows = list(csv.DictReader((out / "loss_history.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]  # continuous across the crash
+    assert all(int(r["images"]) == 2 for r in rows) and all(np.isfinite(float(r["total"])) for r in rows)
+    assert (out / "loss_history.png").read_bytes().startswith(b"\x89PNG")
+
+    loaded = load_style_model(str(out / "final" / "style.pth"))
+    meta = loaded.metadata
+    assert meta["steps"] == 6 and meta["style"] == "wave" and meta["loss_model"] == "vgg16/random:0"
+    assert meta["training_config"]["image_size"] == 32 and meta["skipped_files"] == 1
+    assert loaded.style_image is not None and loaded.style_image.shape == (64, 64, 3)
+
+    bare = torch.load(out / "final" / "style_examples.pth", weights_only=True)
+    examples_net = TransformerNet()
+    examples_net.load_state_dict(bare, strict=True)  # pytorch/examples' layout, strictly
+    for key, value in loaded.model.state_dict().items():
+        torch.testing.assert_close(bare[key], value)
+    _onnx_matches((out / "final" / "style.onnx").read_bytes(), examples_net.eval())
+
+
+def test_s3_content_and_output(ray_local: None, s3_client, s3_bucket: str, tmp_path) -> None:
+    for i in range(4):
+        s3_client.put_object(Bucket=s3_bucket, Key=f"coco/{i}.png", Body=_png(i))
+    s3_client.put_object(Bucket=s3_bucket, Key="styles/mosaic.png", Body=_png(7, (48, 48)))
+    out = f"s3://{s3_bucket}/models/mosaic"
+    argv = ["--content", f"s3://{s3_bucket}/coco/", "--style-image", f"s3://{s3_bucket}/styles/mosaic.png",
+            "--output", out, "--steps", "2", "--epochs", "10", "--batch-size", "2", "--workers", "1",
+            "--checkpoint-every", "2", *FAST]
+    assert train.main(train.parse_args(argv)) == 0
+    keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="models/")["Contents"]}
+    assert f"models/mosaic/train/checkpoint_00000002/{train.STATE_FILE}" in keys
+    for name in ("final/style.pth", "final/style_examples.pth", "final/style.onnx", "loss_history.csv",
+                 "loss_history.png", "train_summary.json"):
+        assert f"models/mosaic/{name}" in keys
+    loaded = load_style_model("style.pth", data=read_bytes(f"{out}/final/style.pth"))
+    assert loaded.metadata["steps"] == 2 and loaded.metadata["style"] == "mosaic"
+    summary = json.loads(read_bytes(f"{out}/train_summary.json"))
+    assert summary["skipped_files"] == 0 and summary["content_images"] == 4
