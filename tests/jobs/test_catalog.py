@@ -1,0 +1,284 @@
+"""The nightly catalog: plan logic without Ray, then real nights on moto S3 and on local disk."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from jobs import catalog
+from jobs import ledger as L
+from jobs.settings import JobSettings
+from jobs.storage import InputFile, StorageOptions, exists, get_filesystem, read_bytes, write_bytes_atomic
+from stylize_core.checkpoint import checkpoint_bytes
+from stylize_core.transformer_net import TransformerNet
+
+
+def _png(seed: int, shape: tuple[int, int] = (32, 40)) -> bytes:
+    arr = np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _checkpoint(seed: int) -> bytes:
+    torch.manual_seed(seed)
+    style = np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    return checkpoint_bytes(TransformerNet(), style_image=style)
+
+
+def _config(tmp_path, source: str, output: str, styles: dict[str, str], **extra) -> str:
+    cfg = {"source": source, "output": output, "styles": styles, "vgg_weights": "random:0", "no_metrics": True,
+           "quiet": True, "contact_sheet": 0, "batch_size": 4, **extra}
+    path = tmp_path / f"nightly-{len(list(tmp_path.glob('nightly-*')))}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def _night(cfg: str, run_id: str, *flags: str) -> dict:
+    assert catalog.cli(["--config", cfg, "--run-id", run_id, *flags]) == 0
+    return json.loads(read_bytes(f"{yaml.safe_load(open(cfg))['output']}/_runs/{run_id}.json"))
+
+
+def _metrics(output: str, run_id: str) -> list[dict]:
+    fs, path = get_filesystem(f"{output}/_metrics/run_id={run_id}")
+    return [row for f in sorted(fs.ls(path, detail=False))
+            for row in pq.read_table(io.BytesIO(fs.cat_file(f))).to_pylist()]
+
+
+def _rendered(output: str, run_id: str) -> set[tuple[str, str]]:
+    """(input file name, style) of the ok rows a night rendered."""
+    return {(r["input_uri"].rsplit("/", 1)[-1], r["style"]) for r in _metrics(output, run_id) if r["status"] == "ok"}
+
+
+# ---------------------------------------------------------------- plan logic, no Ray
+
+
+def _settings(**kw) -> JobSettings:
+    return JobSettings(input="/cat", output="/out", styles={"a": "/a.pth", "b": "/b.pth"}, run_id="r", **kw)
+
+
+def _entry(uri: str, style: str, version: str, sha: str, out: str) -> L.LedgerEntry:
+    return L.LedgerEntry(uri, uri.rsplit("/", 1)[-1], style, version, sha, out, "old", dt.datetime.now(dt.timezone.utc))
+
+
+def test_build_plan_classifies_each_pair():
+    s = _settings()
+    files = [InputFile(f"/cat/{n}.png", f"{n}.png", 1, v) for n, v in (("same", "v1"), ("edited", "v2"), ("fresh", "v1"))]
+    versions = {f.uri: f.version for f in files}
+    ledger = {e.key: e for e in [
+        _entry("/cat/same.png", "a", "v1", "shaA", "/out/a/same.jpg"),
+        _entry("/cat/same.png", "b", "v1", "OLD", "/out/b/same.jpg"),  # b's checkpoint changed
+        _entry("/cat/edited.png", "a", "v1", "shaA", "/out/a/edited.jpg"),  # input changed
+        _entry("/cat/edited.png", "b", "v2", "shaB", "/out/b/edited.png"),  # output key changed (format)
+        _entry("/cat/gone.png", "a", "v1", "shaA", "/out/a/gone.jpg"),  # input deleted
+        _entry("/cat/same.png", "retired", "v1", "x", "/out/retired/same.jpg"),  # style dropped from config
+        _entry("/cat/gone.png", "retired", "v1", "x", "/out/retired/gone.jpg"),
+    ]}
+    plan = catalog.build_plan(s, files, versions, {"a": "shaA", "b": "shaB"}, ledger)
+    names = lambda pairs: sorted(p.input.rel_path for p in pairs)  # noqa: E731
+    a, b, retired = plan.styles["a"], plan.styles["b"], plan.styles["retired"]
+    assert (names(a.new), names(a.changed), a.unchanged) == (["fresh.png"], ["edited.png"], 1)
+    assert [e.input_uri for e in a.deleted] == ["/cat/gone.png"]
+    assert (names(b.new), names(b.changed), b.unchanged, b.deleted) == (["fresh.png"], ["edited.png", "same.png"], 0, [])
+    assert not retired.configured and retired.unchanged == 1 and len(retired.deleted) == 1
+    assert {p.output_uri for p in plan.todo() if p.style == "b"} == {f"/out/b/{n}.jpg" for n in ("fresh", "edited", "same")}
+    assert plan.total("deleted") == 2 and len(plan.todo()) == 5
+
+    full = catalog.build_plan(s, files, versions, {"a": "shaA", "b": "shaB"}, ledger, full=True)
+    assert len(full.todo()) == 6 and full.total("unchanged") == 1  # only the unconfigured style's row stays
+    text = catalog.describe_plan(plan)
+    assert "retired" in text and "not configured" in text and "to render: 5" in text
+
+
+def test_ledger_and_history_round_trip(tmp_path):
+    out = str(tmp_path / "out")
+    assert L.read_ledger(out) == {} and L.read_history(out).num_rows == 0
+    e = _entry("/cat/x.png", "a", "v", "sha", "/out/a/x.jpg")
+    L.write_ledger(out, {e.key: e})
+    assert L.read_ledger(out) == {e.key: e}
+    for n in range(2):
+        L.append_history(out, {"run_id": f"r{n}", "status": "ok", "processed": n})
+    assert L.read_history(out).column("run_id").to_pylist() == ["r0", "r1"]
+
+
+def test_config_keys_map_onto_job_settings(tmp_path):
+    cfg = _config(tmp_path, "s3://b/cat", "s3://b/out", {"mosaic": "s3://b/m.pth", "candy": "s3://b/c.pth"},
+                  quality=70, max_side=64, max_error_rate=0.2, format="png")
+    args = catalog.parse_args(["--config", cfg, "--dry-run", "--quality", "80"])
+    s = catalog.resolve(args)
+    assert (s.input, s.output, s.styles) == ("s3://b/cat", "s3://b/out", {"mosaic": "s3://b/m.pth", "candy": "s3://b/c.pth"})
+    assert (s.quality, s.max_side, s.max_error_rate, s.format, s.vgg_weights, s.metrics) == (80, 64, 0.2, "png", "random:0", False)
+    assert args.dry_run and not args.full
+    no_source = tmp_path / "bad.yaml"
+    no_source.write_text(yaml.safe_dump({"output": "/o", "styles": {"a": "/a.pth"}}))
+    with pytest.raises(SystemExit, match="source"):
+        catalog.resolve(catalog.parse_args(["--config", str(no_source)]))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump({"source": "/c", "output": "/o", "styles": {"a": "/a"}, "qualty": 3}))
+    with pytest.raises(SystemExit, match="qualty"):
+        catalog.parse_args(["--config", str(typo)])
+
+
+def test_missing_source_or_checkpoint_exit_2(tmp_path, capsys):
+    ckpt = tmp_path / "a.pth"
+    ckpt.write_bytes(_checkpoint(0))
+    (tmp_path / "cat").mkdir()
+    assert catalog.cli(["--source", str(tmp_path / "nope"), "--output", str(tmp_path / "o"), "--style", f"a={ckpt}"]) == 2
+    assert catalog.cli(["--source", str(tmp_path / "cat"), "--output", str(tmp_path / "o"),
+                        "--style", f"a={tmp_path / 'missing.pth'}"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- real nights
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_incremental_nights_on_s3(s3_bucket, s3_client, tmp_path, capsys):
+    root = f"s3://{s3_bucket}"
+    src, out = f"{root}/catalog", f"{root}/out"
+    for n, name in enumerate(["a.png", "b.png", "sub/c.png", "sub/d.png"]):
+        write_bytes_atomic(f"{src}/{name}", _png(n))
+    write_bytes_atomic(f"{root}/models/a.pth", _checkpoint(0))
+    cfg = _config(tmp_path, src, out, {"a": f"{root}/models/a.pth"})
+
+    def keys(prefix: str) -> set[str]:
+        pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket, Prefix=prefix)
+        return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+    def modified(key: str) -> dt.datetime:
+        return s3_client.head_object(Bucket=s3_bucket, Key=key)["LastModified"]
+
+    # Dry run: the plan is printed, nothing is written.
+    assert catalog.cli(["--config", cfg, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "new" in printed and "to render: 4 pair(s)" in printed
+    assert keys("out/") == set()
+
+    n1 = _night(cfg, "n1")
+    assert (n1["processed"], n1["skipped"], n1["deleted"], n1["errors"]) == (4, 0, 0, 0)
+    assert {"plan_s", "render_s", "commit_s", "wall_s"} <= set(n1["timings"])
+    assert {f"out/a/{n}.jpg" for n in ("a", "b", "sub/c", "sub/d")} <= keys("out/a/")
+
+    n2 = _night(cfg, "n2")
+    assert (n2["processed"], n2["skipped"], n2["deleted"], n2["errors"], n2["pipeline"]) == (0, 4, 0, 0, None)
+    assert not keys("out/_metrics/run_id=n2/")
+
+    before = {k: modified(f"out/a/{k}.jpg") for k in ("a", "sub/d")}
+    write_bytes_atomic(f"{src}/e.png", _png(10))
+    write_bytes_atomic(f"{src}/sub/f.png", _png(11))
+    write_bytes_atomic(f"{src}/b.png", _png(12))  # changed content -> new ETag
+    s3_client.delete_object(Bucket=s3_bucket, Key="catalog/sub/c.png")
+    n3 = _night(cfg, "n3")
+    assert (n3["processed"], n3["skipped"], n3["deleted"], n3["errors"]) == (3, 2, 1, 0)
+    assert _rendered(out, "n3") == {("e.png", "a"), ("f.png", "a"), ("b.png", "a")}
+    assert "out/a/sub/c.jpg" not in keys("out/a/")
+    assert {k: modified(f"out/a/{k}.jpg") for k in before} == before  # untouched outputs not rewritten
+    ledger = L.read_ledger(out)
+    assert sorted(uri.rsplit("/", 1)[-1] for uri, _ in ledger) == ["a.png", "b.png", "d.png", "e.png", "f.png"]
+    b_etag = s3_client.head_object(Bucket=s3_bucket, Key="catalog/b.png")["ETag"].strip('"')
+    assert ledger[(f"{src}/b.png", "a")].input_version == b_etag
+
+    # A new style renders only itself.
+    write_bytes_atomic(f"{root}/models/b.pth", _checkpoint(1))
+    cfg2 = _config(tmp_path, src, out, {"a": f"{root}/models/a.pth", "b": f"{root}/models/b.pth"})
+    n4 = _night(cfg2, "n4")
+    assert (n4["processed"], n4["skipped"], n4["plan"]["b"]["new"], n4["plan"]["a"]["unchanged"]) == (5, 5, 5, 5)
+    assert {style for _, style in _rendered(out, "n4")} == {"b"}
+    assert {r["status"] for r in _metrics(out, "n4")} == {"ok"}  # no skipped rows for style a either
+
+    # A changed checkpoint re-renders that style only.
+    write_bytes_atomic(f"{root}/models/a.pth", _checkpoint(2))
+    n5 = _night(cfg2, "n5")
+    assert (n5["processed"], n5["plan"]["a"]["changed"], n5["plan"]["b"]["unchanged"]) == (5, 5, 5)
+    assert {style for _, style in _rendered(out, "n5")} == {"a"}
+    ledger = L.read_ledger(out)
+    assert len(ledger) == 10 and {e.model_sha256 for (_, s), e in ledger.items() if s == "a"} == {n5["style_sha256"]["a"]}
+    assert all(exists(e.output_uri) for e in ledger.values())
+
+    history = L.read_history(out).to_pydict()
+    assert history["run_id"] == ["n1", "n2", "n3", "n4", "n5"]
+    assert history["processed"] == [4, 0, 3, 5, 5] and history["deleted"] == [0, 0, 1, 0, 0]
+    assert set(history["status"]) == {"ok"}
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_crashed_night_is_finished_by_the_next(tmp_path, monkeypatch):
+    src, out = tmp_path / "cat", str(tmp_path / "out")
+    src.mkdir()
+    for n in range(6):
+        (src / f"img{n}.png").write_bytes(_png(n))
+    (src / "broken.png").write_bytes(b"not an image")  # fails every night, never enters the ledger
+    ckpt = tmp_path / "a.pth"
+    ckpt.write_bytes(_checkpoint(0))
+    cfg = _config(tmp_path, str(src), out, {"a": str(ckpt)}, max_error_rate=0.5)
+    real_render = catalog._render
+
+    def dies_midway(settings, pairs):
+        real_render(settings, [p for p in pairs if p.input.rel_path in ("img0.png", "img1.png", "img2.png")])
+        raise RuntimeError("node lost")
+
+    monkeypatch.setattr(catalog, "_render", dies_midway)
+    with pytest.raises(RuntimeError, match="node lost"):
+        catalog.run_night(catalog.resolve(catalog.parse_args(["--config", cfg, "--run-id", "dead"])))
+    monkeypatch.undo()
+    assert L.read_ledger(out) == {}  # nothing claimed: the night never committed
+    assert sorted(os.listdir(f"{out}/a")) == ["img0.jpg", "img1.jpg", "img2.jpg"]
+    assert os.path.exists(f"{out}/_catalog/journal/dead.parquet")
+    assert L.read_history(out).to_pydict()["status"] == ["failed"]
+
+    n2 = _night(cfg, "n2")
+    assert (n2["recovered"], n2["processed"], n2["errors"], n2["passed"]) == (3, 3, 1, True)
+    assert _rendered(out, "n2") == {(f"img{n}.png", "a") for n in (3, 4, 5)}
+    ledger = L.read_ledger(out)
+    assert sorted(k for k in ledger) == sorted((str(src / f"img{n}.png"), "a") for n in range(6))
+    assert {e.run_id for e in ledger.values()} == {"dead", "n2"}
+    assert sorted(os.listdir(f"{out}/a")) == [f"img{n}.jpg" for n in range(6)]  # once each, no temp files
+    assert os.listdir(f"{out}/_catalog/journal") == []
+
+    # A night dying between its ledger write and its deletes leaves a tombstone, not an orphan. It also
+    # retries the broken input (errors never enter the ledger).
+    os.remove(src / "img5.png")
+    real_remove = L.remove_files
+    calls = []
+
+    def dies_deleting(uris, options=None):
+        calls.append(list(uris))
+        raise OSError("lost the store")
+
+    monkeypatch.setattr(L, "remove_files", dies_deleting)
+    with pytest.raises(OSError):
+        catalog.run_night(catalog.resolve(catalog.parse_args(["--config", cfg, "--run-id", "dead2"])))
+    monkeypatch.setattr(L, "remove_files", real_remove)
+    assert (str(src / "img5.png"), "a") not in L.read_ledger(out)  # the ledger let go before the delete
+    assert os.path.exists(f"{out}/a/img5.jpg") and calls == [[f"{out}/a/img5.jpg"]]
+    assert os.listdir(f"{out}/_catalog/tombstones") == ["dead2.json"]
+    assert [(r["input_uri"].rsplit("/", 1)[-1], r["status"]) for r in _metrics(out, "dead2")] == [("broken.png", "error")]
+    os.remove(src / "broken.png")
+    n4 = _night(cfg, "n4")  # nothing to render; the orphan dead2 left is cleaned up
+    assert (n4["processed"], n4["errors"], n4["deleted"], n4["removed_outputs"], n4["pipeline"]) == (0, 0, 0, 1, None)
+    assert not os.path.exists(f"{out}/a/img5.jpg") and os.listdir(f"{out}/_catalog/tombstones") == []
+    assert len(L.read_ledger(out)) == 5
+
+
+def test_output_mtimes_and_versions(tmp_path, s3_bucket):
+    local = tmp_path / "x.png"
+    local.write_bytes(b"abc")
+    s3 = f"s3://{s3_bucket}/k/x.png"
+    write_bytes_atomic(s3, b"abc")
+    opts = StorageOptions()
+    times = L.output_mtimes([str(local), s3, str(tmp_path / "none"), f"s3://{s3_bucket}/none"], opts)
+    assert times[str(local)] and times[s3] and times[str(tmp_path / "none")] is None and times[f"s3://{s3_bucket}/none"] is None
+    versions = L.input_versions([InputFile(str(local), "x.png", None, None), InputFile(s3, "x.png", None, None)], opts)
+    st = os.stat(local)
+    assert versions[str(local)] == f"{st.st_size}-{st.st_mtime_ns}"
+    assert versions[s3] == "900150983cd24fb0d6963f7d28e17f72"  # md5("abc"): the S3 ETag
