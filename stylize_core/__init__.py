@@ -22,15 +22,18 @@ from .image_io import (
 from .loss_meter import LossMeter
 from .losses import StyleTargetCache, content_loss, gram_matrix, style_grams, style_loss, tv_loss
 from .stylizer import Stylizer, StylizerConfig, StyleResult
+from .onnx_export import export_onnx
+from .training import StyleTrainer, TrainConfig, prepare_content, train_local
 from .transformer_net import TransformerNet
 from .vgg import VGGFeatures, VGGWeightsError, layer_names
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "FORMAT_EXTENSIONS", "IMAGE_EXTENSIONS", "DecompressionBombError", "GatysConfig",
     "GatysResult", "GatysStylizer", "ImageDecodeError", "LossMeter", "StyleModel", "StyleModelError",
-    "StyleResult", "StyleTargetCache", "Stylizer", "StylizerConfig", "TransformerNet", "TruncatedImageError",
+    "StyleResult", "StyleTargetCache", "StyleTrainer", "Stylizer", "StylizerConfig", "TrainConfig",
+    "TransformerNet", "TruncatedImageError",
     "VGGFeatures", "VGGWeightsError", "blend", "checkpoint_bytes", "content_loss", "decode_image",
-    "encode_image", "examples_state_dict", "gatys_vgg", "gram_matrix", "layer_names", "load_style_model",
-    "optimize_image", "preserve_color", "resize_max_side", "resize_short_side", "save_style_model",
-    "style_grams", "style_loss", "tv_loss",
+    "encode_image", "examples_state_dict", "export_onnx", "gatys_vgg", "gram_matrix", "layer_names", "load_style_model",
+    "optimize_image", "prepare_content", "preserve_color", "resize_max_side", "resize_short_side", "save_style_model",
+    "style_grams", "style_loss", "train_local", "tv_loss",
 ]
