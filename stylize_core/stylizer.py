@@ -27,7 +27,7 @@ class StylizerConfig:
     """How a :class:`Stylizer` runs. ``device="auto"`` picks CUDA when available."""
 
     device: str = "auto"
-    channels_last: bool = True  # NHWC: faster convolutions on CUDA (tensor cores) and oneDNN CPUs
+    channels_last: bool = True  # CUDA only
     bf16: bool = True  # autocast on CUDA only; CPU stays float32
     metrics: bool = True
     metrics_short_side: int = 256  # a full-res VGG pass costs more than the style network itself
@@ -116,7 +116,7 @@ class Stylizer:
         self.config = config or StylizerConfig()
         self.device = resolve_device(self.config.device)
         self.cuda = self.device.type == "cuda"
-        memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        memory_format = torch.channels_last if self.cuda and self.config.channels_last else torch.contiguous_format
         self.styles = dict(styles)
         self.models = {
             name: sm.model.to(self.device, memory_format=memory_format).eval().requires_grad_(False)
@@ -146,7 +146,7 @@ class Stylizer:
     def _to_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         arr = np.stack(images)  # (B, H, W, 3) uint8
         x = torch.from_numpy(arr).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()  # (B, 3, H, W)
-        if self.config.channels_last:
+        if self.cuda and self.config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
