@@ -22,7 +22,8 @@ from . import ray_runtime
 from .contact_sheet import contact_sheet_png
 from .metrics import MetricsWriter, RunCounts, to_table
 from .settings import JobSettings, build_parser, parse_args, resolve  # noqa: F401  (build_parser: manifests' tests)
-from .stages import StylizeActor, encode_write, read_decode, storage_options
+from .stages import encode_write, read_decode, storage_options
+from .stylize_actor import StylizeActor
 from .storage import InputFile, join_uri, list_images, read_bytes, redact, write_bytes_atomic
 
 

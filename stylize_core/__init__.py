@@ -1,39 +1,43 @@
 """Pure-PyTorch neural style transfer core: models, losses, Gatys optimisation, image I/O.
 
-Never imports Ray, s3fs or pyarrow: the job layer (``jobs/``) brings those.
+Never imports Ray, s3fs or pyarrow: the job layer (``jobs/``) brings those. Public names load
+lazily (PEP 562), so ``stylize_core.image_io`` (Pillow + NumPy) is usable without importing torch:
+Ray's decode/encode task workers start seconds faster and leave the CPU to the stylize actors.
 """
 
-from .checkpoint import StyleModel, StyleModelError, checkpoint_bytes, examples_state_dict, load_style_model, save_style_model
-from .color import blend, preserve_color
-from .gatys import GatysConfig, GatysResult, gatys_vgg, optimize_image
-from .gatys_stylizer import GatysStylizer
-from .image_io import (
-    DEFAULT_MAX_PIXELS,
-    FORMAT_EXTENSIONS,
-    IMAGE_EXTENSIONS,
-    DecompressionBombError,
-    ImageDecodeError,
-    TruncatedImageError,
-    decode_image,
-    encode_image,
-    resize_max_side,
-    resize_short_side,
-)
-from .loss_meter import LossMeter
-from .losses import StyleTargetCache, content_loss, gram_matrix, style_grams, style_loss, tv_loss
-from .stylizer import Stylizer, StylizerConfig, StyleResult
-from .onnx_export import export_onnx
-from .training import StyleTrainer, TrainConfig, prepare_content, train_local
-from .transformer_net import TransformerNet
-from .vgg import VGGFeatures, VGGWeightsError, layer_names
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_MAX_PIXELS", "FORMAT_EXTENSIONS", "IMAGE_EXTENSIONS", "DecompressionBombError", "GatysConfig",
-    "GatysResult", "GatysStylizer", "ImageDecodeError", "LossMeter", "StyleModel", "StyleModelError",
-    "StyleResult", "StyleTargetCache", "StyleTrainer", "Stylizer", "StylizerConfig", "TrainConfig",
-    "TransformerNet", "TruncatedImageError",
-    "VGGFeatures", "VGGWeightsError", "blend", "checkpoint_bytes", "content_loss", "decode_image",
-    "encode_image", "examples_state_dict", "export_onnx", "gatys_vgg", "gram_matrix", "layer_names", "load_style_model",
-    "optimize_image", "prepare_content", "preserve_color", "resize_max_side", "resize_short_side", "save_style_model",
-    "style_grams", "style_loss", "train_local", "tv_loss",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    ".checkpoint": ["StyleModel", "StyleModelError", "checkpoint_bytes", "examples_state_dict", "load_style_model",
+                    "save_style_model"],
+    ".color": ["blend", "preserve_color"],
+    ".gatys": ["GatysConfig", "GatysResult", "gatys_vgg", "optimize_image"],
+    ".gatys_stylizer": ["GatysStylizer"],
+    ".image_io": ["DEFAULT_MAX_PIXELS", "FORMAT_EXTENSIONS", "IMAGE_EXTENSIONS", "DecompressionBombError",
+                  "ImageDecodeError", "TruncatedImageError", "decode_image", "encode_image", "resize_max_side",
+                  "resize_short_side"],
+    ".loss_meter": ["LossMeter"],
+    ".losses": ["StyleTargetCache", "content_loss", "gram_matrix", "style_grams", "style_loss", "tv_loss"],
+    ".onnx_export": ["export_onnx"],
+    ".stylizer": ["StyleResult", "Stylizer", "StylizerConfig"],
+    ".training": ["StyleTrainer", "TrainConfig", "prepare_content", "train_local"],
+    ".transformer_net": ["TransformerNet"],
+    ".vgg": ["VGGFeatures", "VGGWeightsError", "layer_names"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'stylize_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
