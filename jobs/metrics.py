@@ -15,7 +15,9 @@ from .storage import StorageOptions, join_uri, remove_prefix, write_bytes_atomic
 
 # One row per input x style. Documented in README.md ("Metrics schema"); keep both in step.
 SCHEMA = pa.schema([
-    ("run_id", pa.string()),
+    # Dictionary-typed like the hive partition column `run_id=...` that readers infer from the
+    # directory, so reading all of `_metrics/` at once merges instead of failing on the type.
+    ("run_id", pa.dictionary(pa.int32(), pa.string())),
     ("input_uri", pa.string()),
     ("rel_path", pa.string()),
     ("input_bytes", pa.int64()),
@@ -46,7 +48,7 @@ ROWS_PER_FILE = 100_000
 
 def _nullable(values: list, typ: pa.DataType) -> list:
     """-1 sizes, empty strings and NaN losses are 'no value': store them as nulls."""
-    if pa.types.is_string(typ):
+    if pa.types.is_string(typ) or pa.types.is_dictionary(typ):
         return [None if v in ("", None) else str(v) for v in values]
     if pa.types.is_integer(typ):
         return [None if v is None or int(v) < 0 else int(v) for v in values]

@@ -15,6 +15,10 @@ from .config import parse_with_config
 
 DEFAULT_OUTPUT = "./out"
 DEFAULT_MAX_SIDE = 512  # for the embedded demo run only: sample photos go up to 3 MP
+DEFAULT_MAX_ERROR_RATE = 0.01
+# scikit-image's data folder holds one TIFF (multipage_rgb.tif) that Pillow cannot read: the demo shows
+# it as an error row, and its budget allows that one file out of ~30.
+DEMO_MAX_ERROR_RATE = 0.05
 STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -115,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--read-batch-size", type=int, default=16, help="images per read/decode task batch (default: %(default)s)")
 
     o = p.add_argument_group("outcome")
-    o.add_argument("--max-error-rate", type=_fraction, default=0.01,
-                   help="exit non-zero when errors / attempted exceed this (default: %(default)s)")
+    o.add_argument("--max-error-rate", type=_fraction, default=None,
+                   help=f"exit non-zero when errors / rows exceed this (default: {DEFAULT_MAX_ERROR_RATE}; "
+                   f"{DEMO_MAX_ERROR_RATE} for the embedded demo)")
     o.add_argument("--contact-sheet", type=int, default=6, help="inputs shown on the contact sheet; 0 for none")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--config", metavar="FILE", help="YAML file with the same keys (underscores); flags override it")
@@ -220,7 +225,8 @@ def resolve(args: argparse.Namespace) -> JobSettings:
         cpus_per_actor=args.cpus_per_actor,
         torch_threads=args.torch_threads,
         read_batch_size=args.read_batch_size,
-        max_error_rate=args.max_error_rate,
+        max_error_rate=args.max_error_rate if args.max_error_rate is not None
+        else (DEMO_MAX_ERROR_RATE if demo else DEFAULT_MAX_ERROR_RATE),
         contact_sheet=args.contact_sheet,
         quiet=args.quiet,
         endpoint_url=args.endpoint_url,

@@ -198,6 +198,9 @@ def test_local_rerun_skip_existing_and_error_budget(local_inputs, tmp_path, chec
     assert sorted(r["status"] for r in rows).count("skipped") == 8
     assert all(r["output_uri"] for r in rows if r["status"] == "skipped")
     assert {p: (out / p).stat().st_mtime_ns for p in outputs} == mtimes  # not rewritten
+    # all runs read back at once, the run id coming from both the column and the hive partition
+    every = pq.read_table(str(out / "_metrics")).to_pylist()
+    assert sorted({r["run_id"] for r in every}) == ["r1", "r2"] and len(every) == 18
     assert not list(out.rglob(".tmp-*"))  # atomic writes leave no temp files behind
 
 
