@@ -19,7 +19,6 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
-import torchvision
 from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,7 +46,9 @@ def layer_names(arch: str) -> list[str]:
     return names
 
 
-def _imagenet_weights(arch: str) -> torchvision.models.WeightsEnum:
+def _imagenet_weights(arch: str) -> "torchvision.models.WeightsEnum":  # noqa: F821
+    import torchvision  # lazy: importing torchvision costs seconds, and only VGG needs it
+
     enum = torchvision.models.VGG16_Weights if arch == "vgg16" else torchvision.models.VGG19_Weights
     return enum.IMAGENET1K_V1
 
@@ -130,6 +131,8 @@ class VGGFeatures(nn.Module):
 
         # Only the convolutional trunk: building the full classifier (120M parameters) just to drop
         # it would cost seconds per actor start.
+        import torchvision.models.vgg
+
         cfg = torchvision.models.vgg.cfgs["D" if arch == "vgg16" else "E"]
         if weights.startswith("random:"):
             seed = int(weights.split(":", 1)[1])
