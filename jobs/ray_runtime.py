@@ -44,7 +44,7 @@ def configure_data(progress_bars: bool) -> None:
 def stylize_dataset(
     items: list[dict[str, Any]],
     *,
-    read_fn: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+    read_fn: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None,
     read_batch_size: int,
     actor_cls: type,
     actor_kwargs: dict[str, Any],
@@ -52,12 +52,23 @@ def stylize_dataset(
     batch_size: int,
     gpus_per_actor: float,
     cpus_per_actor: float,
-    write_fn: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+    write_fn: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """items -> read/decode tasks -> stylize actor pool -> encode/write tasks; yields metrics batches."""
-    blocks = max(1, min(len(items), 4 * max(1, int(cluster_cpus())), -(-len(items) // read_batch_size)))
+    """items -> read/decode tasks -> stylize actor pool -> encode/write tasks; yields metrics batches.
+
+    With ``read_fn``/``write_fn`` None the actor does its own reading and writing (fused stages): one
+    stage, so no task workers are started and no pixels pass through the object store.
+    """
+    fused = read_fn is None and write_fn is None
+    per_block = batch_size if fused else read_batch_size
+    blocks = max(1, min(len(items), 4 * max(1, int(cluster_cpus())), -(-len(items) // per_block)))
+    if fused:
+        # About one block per actor call keeps every actor busy to the end (an actor takes a whole
+        # block); capped so a catalog of millions is not millions of tiny objects.
+        blocks = max(1, min(-(-len(items) // batch_size), 64 * actors))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
-    ds = ds.map_batches(read_fn, batch_size=read_batch_size, batch_format="numpy", num_cpus=1)
+    if read_fn is not None:
+        ds = ds.map_batches(read_fn, batch_size=read_batch_size, batch_format="numpy", num_cpus=1)
     actor_args: dict[str, Any] = {"num_cpus": cpus_per_actor}
     if gpus_per_actor:
         actor_args["num_gpus"] = gpus_per_actor
@@ -67,9 +78,10 @@ def stylize_dataset(
         batch_size=batch_size,
         batch_format="numpy",
         concurrency=actors,
-        max_restarts=-1,  # a dead actor is replaced; its in-flight batch is retried, not lost
-        max_task_retries=-1,
+        # Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1: a dead actor is
+        # replaced and its in-flight batch retried, not lost (tests/jobs kill one to check).
         **actor_args,
     )
-    ds = ds.map_batches(write_fn, batch_size=batch_size, batch_format="numpy", num_cpus=1)
+    if write_fn is not None:
+        ds = ds.map_batches(write_fn, batch_size=batch_size, batch_format="numpy", num_cpus=1)
     yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)

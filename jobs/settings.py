@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--torch-threads", type=int, default=0,
                    help="intra-op threads per CPU actor (default: the node's cores / actors)")
     r.add_argument("--read-batch-size", type=int, default=16, help="images per read/decode task batch (default: %(default)s)")
+    r.add_argument("--stages", choices=["auto", "split", "fused"], default="auto",
+                   help="split: decode and encode in CPU tasks beside the actor pool; fused: inside the actors. "
+                   "auto (default): split for GPU actors, fused for CPU actors, whose cores those tasks would share")
 
     o = p.add_argument_group("outcome")
     o.add_argument("--max-error-rate", type=_fraction, default=None,
@@ -162,6 +165,7 @@ class JobSettings:
     cpus_per_actor: float = 1.0
     torch_threads: int = 0
     read_batch_size: int = 16
+    stages: str = "auto"
     max_error_rate: float = 0.01
     contact_sheet: int = 6
     quiet: bool = False
@@ -225,6 +229,7 @@ def resolve(args: argparse.Namespace) -> JobSettings:
         cpus_per_actor=args.cpus_per_actor,
         torch_threads=args.torch_threads,
         read_batch_size=args.read_batch_size,
+        stages=args.stages,
         max_error_rate=args.max_error_rate if args.max_error_rate is not None
         else (DEMO_MAX_ERROR_RATE if demo else DEFAULT_MAX_ERROR_RATE),
         contact_sheet=args.contact_sheet,

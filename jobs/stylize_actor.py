@@ -18,7 +18,7 @@ from stylize_core.stylizer import Stylizer, StylizerConfig, resolve_device
 from stylize_core.vgg import VGGFeatures
 
 from .settings import JobSettings
-from .stages import EMPTY_IMAGE, storage_options
+from .stages import EMPTY_IMAGE, encode_write, read_decode, storage_options
 from .storage import read_bytes
 
 
@@ -154,3 +154,14 @@ class StylizeActor:
         out["loss_model"] = np.array([self.loss_model] * len(rows))
         out["device"] = np.array([self.device_name] * len(rows))
         return out
+
+
+class FusedStylizeActor(StylizeActor):
+    """Read/decode, stylise and encode/write in one call, for pools of CPU actors.
+
+    Without a GPU to keep fed, separate decode and encode tasks only compete with the network for
+    the same cores, and each task worker Ray starts costs seconds of imports; one stage avoids both.
+    """
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return encode_write(super().__call__(read_decode(batch, self.settings)), self.settings)

@@ -112,6 +112,7 @@ def test_s3_end_to_end(s3_bucket, checkpoints, capsys):
         "--style", f"mosaic={checkpoints['mosaic']}", "--style", f"ink=s3://{s3_bucket}/models/ink.pth",
         "--vgg-weights", "random:0", "--run-id", "e2e", "--format", "png", "--batch-size", "4",
         "--max-pixels", "1000000", "--max-error-rate", "0.5", "--quiet",
+        "--stages", "split",  # decode/encode tasks beside the actors; the local tests run CPU's default, fused
     ])
     assert code == 0
 
@@ -256,18 +257,51 @@ def test_optimize_method(tmp_path, checkpoints):
     assert decode_image((out / "st" / "x.png").read_bytes()).shape == (24, 20, 3)
 
 
-def test_actor_crash_is_retried_without_losing_or_duplicating_rows(local_inputs, tmp_path, checkpoints):
+@pytest.mark.parametrize("stages", ["split", "fused"])
+def test_actor_crash_is_retried_without_losing_or_duplicating_rows(local_inputs, tmp_path, checkpoints, stages):
     from jobs.settings import parse_args, resolve
 
     out = tmp_path / "out"
     settings = resolve(parse_args([
         "--input", str(local_inputs), "--output", str(out), "--style", f"mosaic={checkpoints['mosaic']}",
         "--vgg-weights", "random:0", "--no-metrics", "--quiet", "--run-id", "crash", "--batch-size", "2",
-        "--max-error-rate", "0.2",
+        "--max-error-rate", "0.2", "--stages", stages,
     ]))
     settings.crash_once_marker = str(tmp_path / "crashed")
     summary = stylize.run(settings)
     assert (tmp_path / "crashed").exists()  # an actor really died mid-run
+    assert summary["stages"] == stages
     rows = _read_local_metrics(out, "crash")
     assert len(rows) == 9 and len({r["input_uri"] for r in rows}) == 9
     assert summary["counts"] == {"ok": 8, "error": 1}
+
+
+def test_split_and_fused_stages_write_the_same_outputs_and_rows(local_inputs, tmp_path, checkpoints):
+    """Decoding/encoding in tasks beside the actors or inside them is a scheduling choice only."""
+    volatile = {"decode_ms", "stylize_ms", "encode_ms", "metrics_ms", "output_uri", "run_id"}
+    results = {}
+    for stages in ("split", "fused"):
+        out = tmp_path / stages
+        code = stylize.cli([
+            "--input", str(local_inputs), "--output", str(out), "--style", f"mosaic={checkpoints['mosaic']}",
+            "--style", f"ink={checkpoints['ink']}", "--vgg-weights", "random:0", "--quiet", "--run-id", stages,
+            "--format", "png", "--max-error-rate", "0.2", "--stages", stages,
+        ])
+        assert code == 0
+        summary = json.loads((out / "_runs" / f"{stages}.json").read_text())
+        assert summary["stages"] == stages
+        rows = sorted(_read_local_metrics(out, stages), key=lambda r: (r["input_uri"], r["style"]))
+        files = {p.relative_to(out).as_posix(): p.read_bytes() for d in ("mosaic", "ink") for p in (out / d).rglob("*")
+                 if p.is_file()}
+        results[stages] = ([{k: v for k, v in r.items() if k not in volatile} for r in rows], files)
+    (rows_split, files_split), (rows_fused, files_fused) = results["split"], results["fused"]
+    assert len(rows_split) == 18 and sum(r["status"] == "ok" for r in rows_split) == 16
+    assert files_split.keys() == files_fused.keys() and len(files_split) == 16
+    for key, data in files_split.items():  # same pixels, not just the same names
+        assert np.array_equal(decode_image(data), decode_image(files_fused[key])), key
+    for a, b in zip(rows_split, rows_fused, strict=True):
+        for k in a:
+            if isinstance(a[k], float):
+                assert b[k] == pytest.approx(a[k], rel=1e-4), (k, a, b)
+            else:
+                assert a[k] == b[k], (k, a, b)
