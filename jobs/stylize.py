@@ -15,15 +15,13 @@ import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
-
-from stylize_core.checkpoint import StyleModelError, load_style_model
+from concurrent.futures import ThreadPoolExecutor
 
 from . import ray_runtime
 from .contact_sheet import contact_sheet_png
 from .metrics import MetricsWriter, RunCounts, to_table
 from .settings import JobSettings, build_parser, parse_args, resolve  # noqa: F401  (build_parser: manifests' tests)
 from .stages import encode_write, read_decode, storage_options
-from .stylize_actor import StylizeActor
 from .storage import InputFile, join_uri, list_images, read_bytes, redact, write_bytes_atomic
 
 
@@ -37,6 +35,8 @@ def _log(msg: str) -> None:
 
 def load_style_blobs(settings: JobSettings) -> dict[str, bytes]:
     """Read every checkpoint once on the driver (fail fast, and actors need not hit storage again)."""
+    from stylize_core.checkpoint import StyleModelError, load_style_model  # torch: seconds to import
+
     opts = storage_options(settings)
     blobs: dict[str, bytes] = {}
     for name, uri in settings.styles.items():
@@ -70,16 +70,25 @@ def run(
     """
     started = time.time()
     opts = storage_options(settings)
-    if inputs is None:
+
+    def prepare() -> tuple[Sequence[InputFile], dict[str, bytes]]:
         try:
-            inputs = list_images(settings.input, opts)
+            listed = list_images(settings.input, opts) if inputs is None else inputs
         except FileNotFoundError as exc:
             raise JobError(f"input not found: {exc}") from None
-    blobs = load_style_blobs(settings)
+        blobs = load_style_blobs(settings)
+        from . import stylize_actor  # noqa: F401  (torch, stylize_core: imported here, off the critical path)
+
+        return listed, blobs
+
+    # Listing, fetching checkpoints and importing torch to check them take seconds each: they overlap
+    # Ray's start-up. ray.init stays on the main thread, where it installs its signal handlers.
+    with ThreadPoolExecutor(1, thread_name_prefix="stylize-prepare") as pool:
+        prepared = pool.submit(prepare)
+        ray_runtime.init_ray(settings.address, quiet=settings.quiet)
+        inputs, blobs = prepared.result()
     styles = settings.style_names
     _log(f"run {settings.run_id}: {len(inputs)} inputs x {len(styles)} style(s) -> {settings.output}")
-
-    ray_runtime.init_ray(settings.address, quiet=settings.quiet)
     ray_runtime.configure_data(progress_bars=not settings.quiet)
     actors, gpus_per_actor = plan_actors(settings)
     settings.actors = actors
@@ -88,6 +97,8 @@ def run(
     seen: set[bytes] = set()
     expected = len(inputs) * len(styles)
     last_log = time.time()
+    fused = settings.stages == "fused" or (settings.stages == "auto" and not gpus_per_actor)
+    from .stylize_actor import FusedStylizeActor, StylizeActor
     if inputs:
         batches = ray_runtime.stylize_dataset(
             [
@@ -95,15 +106,15 @@ def run(
                 | ({"todo_styles": ",".join(todo.get(f.uri, ()))} if todo is not None else {})
                 for f in inputs
             ],
-            read_fn=functools.partial(read_decode, settings=settings),
+            read_fn=None if fused else functools.partial(read_decode, settings=settings),
             read_batch_size=settings.read_batch_size,
-            actor_cls=StylizeActor,
+            actor_cls=FusedStylizeActor if fused else StylizeActor,
             actor_kwargs={"settings": settings, "style_blobs": blobs},
             actors=actors,
             batch_size=settings.batch_size,
             gpus_per_actor=gpus_per_actor,
             cpus_per_actor=settings.cpus_per_actor,
-            write_fn=functools.partial(encode_write, settings=settings),
+            write_fn=None if fused else functools.partial(encode_write, settings=settings),
         )
         for batch in batches:
             table = to_table(batch)
@@ -144,6 +155,7 @@ def run(
         "metrics_ms_total": round(counts.metrics_ms, 1),
         "actors": actors,
         "gpus_per_actor": gpus_per_actor,
+        "stages": "fused" if fused else "split",
         "metrics_files": writer.files,
         "config": redact(settings.to_dict()),
     }
