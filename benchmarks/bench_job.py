@@ -2,7 +2,8 @@
 
     python benchmarks/bench_job.py [--images 48] [--size 512] [--workdir /tmp/stylize-bench]
 
-(a) plain loop: read, decode, forward, encode, write, one image at a time;
+(a) plain loop: read, decode, forward, encode, write, one image at a time (timed after its model is
+    loaded; the cost of a process that imports torch and loads the checkpoint is printed beside it);
 (b) `python -m jobs.stylize ... --no-metrics` as a subprocess, start-up included;
 (c) the same job with metrics on, to report the metrics overhead (metrics time / stylize time).
 Prints images/s and ratios; asserts nothing about speed.
@@ -60,6 +61,14 @@ def plain_loop(paths: list[str], checkpoint: str, out: str) -> float:
     return time.perf_counter() - start
 
 
+def process_start(checkpoint: str) -> float:
+    """Wall time of a fresh process that imports torch and loads the checkpoint: a plain loop's start-up."""
+    code = "import torch; from stylize_core.checkpoint import load_style_model; load_style_model(%r)" % checkpoint
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - start
+
+
 def job(inputs: str, checkpoint: str, out: str, metrics: bool) -> tuple[float, dict]:
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "jobs.stylize", "--input", inputs, "--output", out, "--style", f"s={checkpoint}",
@@ -91,10 +100,15 @@ def main() -> None:
     print(f"{n} images {args.size}x{args.size}, torch threads {torch.get_num_threads()}, checkpoint {checkpoint}")
 
     loop_s = plain_loop(paths, checkpoint, os.path.join(args.workdir, "loop"))
-    print(f"(a) plain loop:           {n / loop_s:6.3f} images/s  ({loop_s:.1f}s)")
+    start_s = process_start(checkpoint)
+    print(f"(a) plain loop:           {n / loop_s:6.3f} images/s  ({loop_s:.1f}s; a process to run it starts in {start_s:.1f}s)")
     job_s, summary = job(inputs, checkpoint, os.path.join(args.workdir, "job"), metrics=False)
     assert summary["counts"].get("ok") == n, summary["counts"]
-    print(f"(b) job, metrics off:     {n / job_s:6.3f} images/s  ({job_s:.1f}s incl. start-up)  ratio b/a {loop_s / job_s:.2f}")
+    steady = summary["stylize_ms_total"] / 1000 / summary["actors"]  # actors run side by side
+    print(f"(b) job, metrics off:     {n / job_s:6.3f} images/s  ({job_s:.1f}s incl. start-up)  ratio b/a {loop_s / job_s:.2f}, "
+          f"with the loop's start-up {(loop_s + start_s) / job_s:.2f}")
+    print(f"    of which in the network (per actor): {steady:.1f}s; start-up, I/O and Ray around it: {job_s - steady:.1f}s "
+          f"({summary['stages']} stages)")
     job_m, summary_m = job(inputs, checkpoint, os.path.join(args.workdir, "job_m"), metrics=True)
     overhead = summary_m["metrics_ms_total"] / summary_m["stylize_ms_total"]
     print(f"(c) job, metrics on:      {n / job_m:6.3f} images/s  ({job_m:.1f}s)  metrics time / stylize time {overhead:.0%}")
