@@ -12,6 +12,7 @@ import torch
 from stylize_core.checkpoint import StyleModel, load_style_model
 from stylize_core.gatys import GatysConfig
 from stylize_core.gatys_stylizer import GatysStylizer
+from stylize_core.host import retain_freed_memory
 from stylize_core.image_io import decode_image
 from stylize_core.loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, LossMeter
 from stylize_core.stylizer import Stylizer, StylizerConfig, resolve_device
@@ -42,6 +43,7 @@ class StylizeActor:
 
     def __init__(self, settings: JobSettings, style_blobs: dict[str, bytes] | None = None) -> None:
         self.settings = settings
+        retain_freed_memory()  # reuse activation buffers instead of page-faulting them in per image
         device = resolve_device(settings.device)
         if device.type == "cpu":
             threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // max(1, settings.actors or 1))

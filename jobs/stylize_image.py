@@ -28,6 +28,7 @@ import torch
 from stylize_core.checkpoint import StyleModelError, load_style_model
 from stylize_core.gatys import INITS, OPTIMIZERS, GatysConfig
 from stylize_core.gatys_stylizer import GatysStylizer
+from stylize_core.host import retain_freed_memory
 from stylize_core.image_io import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, ImageDecodeError, decode_image, encode_image, resize_max_side
 from stylize_core.loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, LossMeter
 from stylize_core.stylizer import Stylizer, StylizerConfig, StyleResult, resolve_device
@@ -335,6 +336,7 @@ def _stylize(engine: Engine, images: list[np.ndarray]) -> list[StyleResult | Bas
 
 def main(args: argparse.Namespace) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 some inputs failed, 2 nothing ran)."""
+    retain_freed_memory()
     opts = StorageOptions(endpoint_url=args.endpoint_url, region=args.region, profile=args.profile)
     opener: Callable[[str], bytes] = lambda uri: read_bytes(uri, opts)  # noqa: E731
     try:

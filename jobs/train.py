@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 
 from stylize_core.checkpoint import checkpoint_bytes, examples_state_dict
+from stylize_core.host import retain_freed_memory
 from stylize_core.image_io import ImageDecodeError, decode_image
 from stylize_core.onnx_export import onnx_bytes, onnx_max_abs_diff
 from stylize_core.training import STYLE_IMAGE_MAX_SIDE, StyleTrainer, TrainConfig, prepare_content, prepare_style
@@ -199,6 +200,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    retain_freed_memory()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     config = TrainConfig.from_dict(loop_config["train_config"])

@@ -16,6 +16,7 @@ _EXPORTS = {
     ".color": ["blend", "preserve_color"],
     ".gatys": ["GatysConfig", "GatysResult", "gatys_vgg", "optimize_image"],
     ".gatys_stylizer": ["GatysStylizer"],
+    ".host": ["retain_freed_memory"],
     ".image_io": ["DEFAULT_MAX_PIXELS", "FORMAT_EXTENSIONS", "IMAGE_EXTENSIONS", "DecompressionBombError",
                   "ImageDecodeError", "TruncatedImageError", "decode_image", "encode_image", "resize_max_side",
                   "resize_short_side"],

@@ -356,6 +356,9 @@ def _demo_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (fixed for reproducibility)")
     p.add_argument("--preview", default="/tmp/demo_mosaic_preview.png", help="before/after PNG")
     args = p.parse_args(argv)
+    from .host import retain_freed_memory
+
+    retain_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
