@@ -16,6 +16,18 @@ from torch import nn
 SIZE_MULTIPLE = 4
 
 
+class InstanceNorm(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d(affine=True)`` (same parameters, same state-dict keys) that runs on CPU as a
+    group norm with one channel per group: the same arithmetic through a kernel 3-4x faster than
+    instance norm's batch-norm-over-a-reshape (7.8 ms vs 2.4 ms for 32x512x512 on 2 cores).
+    CUDA and ONNX export keep the stock operator (cuDNN's own path; ONNX InstanceNormalization)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or torch.onnx.is_in_onnx_export() or self.track_running_stats or x.dim() != 4:
+            return super().forward(x)
+        return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+
+
 class ConvLayer(nn.Module):
     """Reflection-padded convolution (padding keeps the size at stride 1)."""
 
@@ -34,9 +46,9 @@ class ResidualBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv1 = ConvLayer(channels, channels, kernel_size=3, stride=1)
-        self.in1 = nn.InstanceNorm2d(channels, affine=True)
+        self.in1 = InstanceNorm(channels, affine=True)
         self.conv2 = ConvLayer(channels, channels, kernel_size=3, stride=1)
-        self.in2 = nn.InstanceNorm2d(channels, affine=True)
+        self.in2 = InstanceNorm(channels, affine=True)
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,20 +83,20 @@ class TransformerNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = ConvLayer(3, 32, kernel_size=9, stride=1)
-        self.in1 = nn.InstanceNorm2d(32, affine=True)
+        self.in1 = InstanceNorm(32, affine=True)
         self.conv2 = ConvLayer(32, 64, kernel_size=3, stride=2)
-        self.in2 = nn.InstanceNorm2d(64, affine=True)
+        self.in2 = InstanceNorm(64, affine=True)
         self.conv3 = ConvLayer(64, 128, kernel_size=3, stride=2)
-        self.in3 = nn.InstanceNorm2d(128, affine=True)
+        self.in3 = InstanceNorm(128, affine=True)
         self.res1 = ResidualBlock(128)
         self.res2 = ResidualBlock(128)
         self.res3 = ResidualBlock(128)
         self.res4 = ResidualBlock(128)
         self.res5 = ResidualBlock(128)
         self.deconv1 = UpsampleConvLayer(128, 64, kernel_size=3, stride=1, upsample=2)
-        self.in4 = nn.InstanceNorm2d(64, affine=True)
+        self.in4 = InstanceNorm(64, affine=True)
         self.deconv2 = UpsampleConvLayer(64, 32, kernel_size=3, stride=1, upsample=2)
-        self.in5 = nn.InstanceNorm2d(32, affine=True)
+        self.in5 = InstanceNorm(32, affine=True)
         self.deconv3 = ConvLayer(32, 3, kernel_size=9, stride=1)
         self.relu = nn.ReLU()
 
