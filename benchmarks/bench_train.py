@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from stylize_core.host import retain_freed_memory  # noqa: E402
 from stylize_core.training import StyleTrainer, TrainConfig  # noqa: E402
 from stylize_core.vgg import VGGFeatures  # noqa: E402
 
@@ -80,6 +81,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--ray-workers", type=int, default=0, help="also run jobs.train with this many workers")
     args = p.parse_args()
+    # as jobs.train's workers do; STYLIZE_MALLOC_TUNING=0 measures malloc's defaults
+    print(json.dumps({"malloc_tuned": retain_freed_memory()}))
     full = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
     for size, batch, layers in [(64, 4, full), (128, 2, full), (128, 2, full[:3]), (256, 4, full)]:
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v

@@ -15,6 +15,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from stylize_core.host import retain_freed_memory
 from stylize_core.transformer_net import TransformerNet
 
 
@@ -54,11 +55,12 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
+    tuned = retain_freed_memory()  # as the job's actors do; STYLIZE_MALLOC_TUNING=0 measures malloc's defaults
     device = torch.device(args.device)
     model = TransformerNet().to(device).eval()
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
     mm = matmul_gflops(device, args.seconds / 2)
-    print(f"device: {name}; fp32 matmul 2048^3: {mm:.1f} GFLOP/s")
+    print(f"device: {name}; fp32 matmul 2048^3: {mm:.1f} GFLOP/s; malloc tuned: {tuned}")
     variants = [("fp32", torch.contiguous_format, None), ("fp32 channels_last", torch.channels_last, None)]
     if device.type == "cuda":
         variants.append(("bf16 channels_last", torch.channels_last, torch.bfloat16))
