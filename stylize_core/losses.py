@@ -32,6 +32,9 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     sums over H·W lose too much precision.
     """
     b, c, h, w = features.shape
+    if c > 1 and not features.is_contiguous() and features.is_contiguous(memory_format=torch.channels_last):
+        f = features.permute(0, 2, 3, 1).reshape(b, h * w, c).float()  # (B, N, C): a view of NHWC memory
+        return torch.bmm(f.transpose(1, 2), f) / (c * h * w)  # (B, C, C)
     f = features.reshape(b, c, h * w).float()  # (B, C, N)
     return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)  # (B, C, C)
 

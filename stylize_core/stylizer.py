@@ -139,6 +139,7 @@ class Stylizer:
                 short_side=self.config.metrics_short_side,
                 device=self.device,
                 bf16=self.config.bf16,
+                channels_last=self.config.channels_last,
             )
 
     @property

@@ -79,6 +79,10 @@ def test_gram_matrix_known_values():
     torch.testing.assert_close(g, expected)
     # size-normalised: tiling the same feature map does not change the Gram matrix up to the channel count
     torch.testing.assert_close(gram_matrix(f.repeat(1, 1, 3, 2)), expected)
+    # channels_last features (the loss meter's layout) give the same matrix, also as a non-square map
+    torch.testing.assert_close(gram_matrix(f.contiguous(memory_format=torch.channels_last)), expected)
+    g = torch.randn(2, 5, 3, 4)
+    torch.testing.assert_close(gram_matrix(g.contiguous(memory_format=torch.channels_last)), gram_matrix(g))
 
 
 def test_losses_known_values_and_reductions():
