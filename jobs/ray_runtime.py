@@ -53,6 +53,7 @@ def stylize_dataset(
     gpus_per_actor: float,
     cpus_per_actor: float,
     write_fn: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None,
+    actor_env: dict[str, str] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """items -> read/decode tasks -> stylize actor pool -> encode/write tasks; yields metrics batches.
 
@@ -72,6 +73,8 @@ def stylize_dataset(
     actor_args: dict[str, Any] = {"num_cpus": cpus_per_actor}
     if gpus_per_actor:
         actor_args["num_gpus"] = gpus_per_actor
+    if actor_env:  # merged per variable with the job's own runtime env
+        actor_args["runtime_env"] = {"env_vars": dict(actor_env)}
     ds = ds.map_batches(
         actor_cls,
         fn_constructor_kwargs=actor_kwargs,

@@ -17,6 +17,8 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from stylize_core.host import malloc_env
+
 from . import ray_runtime
 from .contact_sheet import contact_sheet_png
 from .metrics import MetricsWriter, RunCounts, to_table
@@ -115,6 +117,7 @@ def run(
             gpus_per_actor=gpus_per_actor,
             cpus_per_actor=settings.cpus_per_actor,
             write_fn=None if fused else functools.partial(encode_write, settings=settings),
+            actor_env=malloc_env(),
         )
         for batch in batches:
             table = to_table(batch)

@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 
 from stylize_core.checkpoint import checkpoint_bytes, examples_state_dict
-from stylize_core.host import retain_freed_memory
+from stylize_core.host import malloc_env, retain_freed_memory
 from stylize_core.image_io import ImageDecodeError, decode_image
 from stylize_core.onnx_export import onnx_bytes, onnx_max_abs_diff
 from stylize_core.training import STYLE_IMAGE_MAX_SIDE, StyleTrainer, TrainConfig, prepare_content, prepare_style
@@ -363,6 +363,8 @@ def main(args: argparse.Namespace) -> int:
             name=args.name, storage_path=storage_path, storage_filesystem=storage_fs,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=max(1, args.keep_checkpoints)),
             failure_config=ray.train.FailureConfig(max_failures=args.max_failures),
+            # the training loop runs in a thread of each worker: see stylize_core.host.malloc_env
+            worker_runtime_env={"env_vars": malloc_env()},
         ),
         datasets={"train": dataset},
     )

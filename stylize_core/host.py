@@ -11,7 +11,8 @@ and 15.9 s of kernel time in a 28 s loop; with freed memory kept for reuse, 0.2 
 The cost is that up to ``retain_bytes`` of freed memory stays with the process instead of going back
 to the OS, which is what a long-lived actor or trainer wants. Applications opt in (the library never
 changes process state on import): the stylize actors, the local CLI and the training workers call
-:func:`retain_freed_memory`. ``STYLIZE_MALLOC_TUNING=0`` turns it off.
+:func:`retain_freed_memory`, and the actors also start with :func:`malloc_env` in their environment.
+``STYLIZE_MALLOC_TUNING=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -32,6 +33,26 @@ DEFAULT_RETAIN_BYTES = 1 << 30
 _applied: int | None = None
 
 
+def _disabled() -> bool:
+    return os.environ.get("STYLIZE_MALLOC_TUNING", "1").strip().lower() in ("0", "false", "no", "off")
+
+
+def malloc_env(retain_bytes: int = DEFAULT_RETAIN_BYTES) -> dict[str, str]:
+    """The same settings as environment variables, for worker processes started later (Ray actors).
+
+    Set at process start they also cover threads that took an arena before any code of ours ran:
+    Ray calls an actor's methods from an executor thread that may exist before ``__init__``, and such
+    a thread keeps page-faulting in every large buffer (measured: 33 k faults per 512 px image).
+    With tuning turned off, it passes that on instead.
+    """
+    if _disabled():
+        return {"STYLIZE_MALLOC_TUNING": "0"}
+    if not sys.platform.startswith("linux"):
+        return {}
+    return {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(retain_bytes),
+            "MALLOC_TRIM_THRESHOLD_": str(retain_bytes)}
+
+
 def retain_freed_memory(retain_bytes: int = DEFAULT_RETAIN_BYTES) -> bool:
     """Ask glibc malloc to serve allocations up to ``retain_bytes`` from its heap and keep up to that
     much freed memory for reuse. Returns True when applied (Linux with glibc), False otherwise.
@@ -39,7 +60,7 @@ def retain_freed_memory(retain_bytes: int = DEFAULT_RETAIN_BYTES) -> bool:
     global _applied
     if not 0 < retain_bytes < 2**31:
         raise ValueError(f"retain_bytes must be in (0, 2**31), got {retain_bytes}")
-    if os.environ.get("STYLIZE_MALLOC_TUNING", "1").strip().lower() in ("0", "false", "no", "off"):
+    if _disabled():
         return False
     if _applied == retain_bytes:
         return True
