@@ -31,27 +31,15 @@ from fsspec.implementations.local import LocalFileSystem
 
 from .storage import InputFile, StorageOptions, get_filesystem, join_uri, read_bytes, remove, write_bytes_atomic
 
-LEDGER_SCHEMA = pa.schema([
-    ("input_uri", pa.string()),
-    ("rel_path", pa.string()),
-    ("style", pa.string()),
-    ("input_version", pa.string()),
-    ("model_sha256", pa.string()),
-    ("output_uri", pa.string()),
-    ("run_id", pa.string()),
-    ("updated_at", pa.timestamp("us", tz="UTC")),
-])
+# What the ledger records per input x style and the journal plans per input x style: the same columns.
+_ENTRY_FIELDS = [
+    (name, pa.string())
+    for name in ("input_uri", "rel_path", "style", "input_version", "model_sha256", "output_uri", "run_id")
+]
 
-JOURNAL_SCHEMA = pa.schema([
-    ("input_uri", pa.string()),
-    ("rel_path", pa.string()),
-    ("style", pa.string()),
-    ("input_version", pa.string()),
-    ("model_sha256", pa.string()),
-    ("output_uri", pa.string()),
-    ("run_id", pa.string()),
-    ("planned_at", pa.float64()),  # epoch seconds, driver clock
-])
+LEDGER_SCHEMA = pa.schema(_ENTRY_FIELDS + [("updated_at", pa.timestamp("us", tz="UTC"))])
+
+JOURNAL_SCHEMA = pa.schema(_ENTRY_FIELDS + [("planned_at", pa.float64())])  # epoch seconds, driver clock
 
 HISTORY_SCHEMA = pa.schema([
     ("run_id", pa.string()),

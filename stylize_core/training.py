@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import checkpoint_bytes
+from .host import retain_freed_memory
 from .image_io import resize_max_side, resize_short_side
 from .losses import content_loss, image_to_tensor, style_grams, style_loss, tv_loss
 from .transformer_net import TransformerNet
@@ -356,8 +357,6 @@ def _demo_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (fixed for reproducibility)")
     p.add_argument("--preview", default="/tmp/demo_mosaic_preview.png", help="before/after PNG")
     args = p.parse_args(argv)
-    from .host import retain_freed_memory
-
     retain_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
