@@ -60,13 +60,12 @@ def stylize_dataset(
     With ``read_fn``/``write_fn`` None the actor does its own reading and writing (fused stages): one
     stage, so no task workers are started and no pixels pass through the object store.
     """
-    fused = read_fn is None and write_fn is None
-    per_block = batch_size if fused else read_batch_size
-    blocks = max(1, min(len(items), 4 * max(1, int(cluster_cpus())), -(-len(items) // per_block)))
-    if fused:
+    if read_fn is None and write_fn is None:
         # About one block per actor call keeps every actor busy to the end (an actor takes a whole
         # block); capped so a catalog of millions is not millions of tiny objects.
         blocks = max(1, min(-(-len(items) // batch_size), 64 * actors))
+    else:
+        blocks = max(1, min(len(items), 4 * max(1, int(cluster_cpus())), -(-len(items) // read_batch_size)))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
     if read_fn is not None:
         ds = ds.map_batches(read_fn, batch_size=read_batch_size, batch_format="numpy", num_cpus=1)
