@@ -16,7 +16,6 @@ not run (missing source or checkpoint, bad config).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import io
 import json
@@ -25,13 +24,14 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow.parquet as pq
+from pydantic import model_validator
 
+from . import cli_settings, stylize
 from . import ledger as L
-from . import settings as job_settings
-from . import stylize
-from .config import parse_with_config
+from .cli_settings import option
 from .settings import JobSettings
 from .stages import output_key, storage_options
 from .storage import InputFile, StorageOptions, UnsafePathError, join_uri, list_images, read_bytes, write_bytes_atomic
@@ -208,7 +208,7 @@ def describe_plan(plan: NightPlan) -> str:
 def _render(settings: JobSettings, pairs: Sequence[Pair]) -> dict:
     """Run the batch job on exactly these pairs; returns its summary."""
     styles = {p.style for p in pairs}  # styles with no work tonight: no model load, no skipped rows
-    sub = dataclasses.replace(settings, styles={s: u for s, u in settings.styles.items() if s in styles},
+    sub = settings.replace(styles={s: u for s, u in settings.styles.items() if s in styles},
                               style_images={s: u for s, u in settings.style_images.items() if s in styles})
     todo: dict[str, list[str]] = {}
     inputs: dict[str, InputFile] = {}
@@ -274,7 +274,7 @@ def _commit(settings: JobSettings, plan: NightPlan, rows: list[dict], ledger: L.
 def run_night(settings: JobSettings, *, full: bool = False, dry_run: bool = False) -> dict:
     """Plan, render, commit one night; returns its summary (also ``{output}/_runs/{run_id}.json``)."""
     opts = storage_options(settings)
-    settings = dataclasses.replace(settings, skip_existing=False)  # the ledger decides, not existence
+    settings = settings.replace(skip_existing=False)  # the ledger decides, not existence
     started, t0 = L.now_utc(), time.time()
     plan = plan_night(settings, full=full)
     plan_s = time.time() - t0
@@ -339,42 +339,47 @@ def _record_failure(settings: JobSettings, history: dict, timings: dict, t0: flo
 # ---------------------------------------------------------------- command line
 
 
+class CatalogSettings(JobSettings):
+    """The batch job's settings (every option works here too) plus the catalog's own."""
+
+    input: str | None = option(None, "catalog prefix URI (the job's --input; `source:` in YAML)", flag="--source",
+                               group="nightly catalog", min_length=1)
+    output: str | None = option(None, "output prefix URI: outputs, _metrics/, _runs/ and the _catalog/ ledger",
+                                group="nightly catalog", min_length=1)
+    dry_run: bool = option(False, "print the plan per style and write nothing", group="nightly catalog")
+    full: bool = option(False, "re-render every input x style", group="nightly catalog")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _required(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            missing = [n for n, k in (("source", "input"), ("output", "output")) if not data.get(k)]
+            if not (data.get("styles") or data.get("style_images")):
+                missing.append("styles")
+            if missing:
+                raise ValueError(f"the nightly catalog needs {', '.join(missing)} (in --config or as flags)")
+            if data.get("skip_existing"):
+                _log("ignoring skip_existing: the ledger decides what to render")
+                data = {**data, "skip_existing": False}
+        return data
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The batch job's flags (all of them work here too) plus the catalog's own."""
-    p = job_settings.build_parser()
-    p.prog = "python -m jobs.catalog"
-    p.description = ("Nightly incremental run: render only new or changed (input, style) pairs of the catalog "
-                     "under --source, remove outputs of deleted inputs, keep a ledger under {output}/_catalog/. "
-                     "A YAML --config takes every option with underscores, plus `source` and `styles: {name: uri}`.")
-    g = p.add_argument_group("nightly catalog")
-    g.add_argument("--source", help="catalog prefix URI (the job's --input)")
-    g.add_argument("--styles", action="append", metavar="NAME=CHECKPOINT_URI",
-                   help="same as --style (in YAML: `styles: {name: uri}`)")
-    g.add_argument("--dry-run", action="store_true", help="print the plan per style and write nothing")
-    g.add_argument("--full", action="store_true", help="re-render every input x style")
-    p.set_defaults(output=None)  # no ./out default: a nightly ledger must live somewhere chosen
-    return p
+    return cli_settings.build_parser(
+        CatalogSettings, "python -m jobs.catalog",
+        "Nightly incremental run: render only new or changed (input, style) pairs of the catalog under --source, "
+        "remove outputs of deleted inputs, keep a ledger under {output}/_catalog/. A YAML --config takes every "
+        "option with underscores, `source` and `styles: {name: uri}`.")
 
 
-def resolve(args: argparse.Namespace) -> JobSettings:
-    """Parsed flags -> job settings; ``source``/``styles`` are the job's ``input``/``style``."""
-    if args.source and args.input and args.source != args.input:
-        raise SystemExit(f"source {args.source!r} and input {args.input!r} disagree: give one")
-    args.input = args.source or args.input
-    args.style = (args.style or []) + (args.styles or [])
-    missing = [n for n, v in (("source", args.input), ("output", args.output),
-                              ("styles", args.style or args.style_image)) if not v]
-    if missing:
-        raise SystemExit(f"the nightly catalog needs {', '.join(missing)} (in --config or as flags)")
-    if args.skip_existing:
-        _log("ignoring skip_existing: the ledger decides what to render")
-    return job_settings.resolve(args)
+def parse_args(argv: Sequence[str] | None = None) -> CatalogSettings:
+    """Validated settings from flags and ``--config``; exits 2 with one line when they are invalid."""
+    return cli_settings.parse(CatalogSettings, argv, build_parser())
 
 
-def main(args: argparse.Namespace) -> int:
-    settings = resolve(args)
+def main(settings: CatalogSettings) -> int:
     try:
-        summary = run_night(settings, full=args.full, dry_run=args.dry_run)
+        summary = run_night(settings, full=settings.full, dry_run=settings.dry_run)
     except JobError as exc:
         _log(f"error: {exc}")
         return 2
@@ -385,10 +390,6 @@ def main(args: argparse.Namespace) -> int:
           f"deleted {summary['deleted']}, recovered {summary['recovered']}, errors {summary['errors']} "
           f"in {summary['timings']['wall_s']:.1f}s; summary {summary['summary_uri']}")
     return 0 if summary["passed"] else 1
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    return parse_with_config(build_parser(), argv)
 
 
 def cli(argv: Sequence[str] | None = None) -> int:

@@ -18,6 +18,8 @@ from .settings import JobSettings
 from .storage import StorageOptions, UnsafePathError, exists, output_uri, read_bytes, write_bytes_atomic
 
 EMPTY_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
+# error_type of rows from an actor that could not build its stylizer: the driver stops the run (exit 2)
+SETUP_ERROR = "setup_error"
 
 
 def storage_options(settings: JobSettings) -> StorageOptions:

@@ -8,7 +8,6 @@ a contact sheet. Exit status: 0 when the error rate is within --max-error-rate, 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import json
@@ -17,13 +16,16 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from stylize_core.host import malloc_env
 
 from . import ray_runtime
 from .contact_sheet import contact_sheet_png
 from .metrics import MetricsWriter, RunCounts, to_table
-from .settings import JobSettings, build_parser, parse_args, resolve  # noqa: F401  (build_parser: manifests' tests)
-from .stages import encode_write, read_decode, storage_options
+from .settings import JobSettings, build_parser, parse_args  # noqa: F401  (build_parser: manifests' tests)
+from .stages import SETUP_ERROR, encode_write, read_decode, storage_options
 from .storage import InputFile, join_uri, list_images, read_bytes, redact, write_bytes_atomic
 
 
@@ -37,19 +39,28 @@ def _log(msg: str) -> None:
 
 def load_style_blobs(settings: JobSettings) -> dict[str, bytes]:
     """Read every checkpoint once on the driver (fail fast, and actors need not hit storage again)."""
-    from stylize_core.checkpoint import StyleModelError, load_style_model  # torch: seconds to import
+    from stylize_core.builder import SetupError, load_checkpoints  # torch: seconds to import
 
     opts = storage_options(settings)
-    blobs: dict[str, bytes] = {}
-    for name, uri in settings.styles.items():
-        try:
-            blobs[name] = read_bytes(uri, opts)
-            load_style_model(uri, data=blobs[name])
-        except FileNotFoundError:
-            raise JobError(f"style {name!r}: checkpoint not found: {uri}") from None
-        except StyleModelError as exc:
-            raise JobError(f"style {name!r}: {exc}") from None
-    return blobs
+    raw: dict[str, bytes] = {}
+
+    def opener(uri: str) -> bytes:
+        raw[uri] = read_bytes(uri, opts)
+        return raw[uri]
+
+    try:
+        load_checkpoints(settings.styles, opener)
+    except SetupError as exc:
+        raise JobError(str(exc)) from None
+    return {name: raw[uri] for name, uri in settings.styles.items()}
+
+
+def _raise_setup_error(table: pa.Table) -> None:
+    """Actors that could not build their stylizer (weights not staged, ...) answer every row with
+    ``setup_error``: the run cannot start, so stop with the actor's message (exit 2)."""
+    errors = pc.filter(table.column("error"), pc.equal(table.column("error_type"), SETUP_ERROR))
+    if len(errors):
+        raise JobError(errors[0].as_py())
 
 
 def plan_actors(settings: JobSettings) -> tuple[int, float]:
@@ -111,7 +122,9 @@ def run(
             read_fn=None if fused else functools.partial(read_decode, settings=settings),
             read_batch_size=settings.read_batch_size,
             actor_cls=FusedStylizeActor if fused else StylizeActor,
-            actor_kwargs={"settings": settings, "style_blobs": blobs},
+            # Actors read the checkpoints themselves: megabytes of constructor arguments would go through
+            # the object store, which Ray flags as an error for restartable actors.
+            actor_kwargs={"settings": settings},
             actors=actors,
             batch_size=settings.batch_size,
             gpus_per_actor=gpus_per_actor,
@@ -121,6 +134,7 @@ def run(
         )
         for batch in batches:
             table = to_table(batch)
+            _raise_setup_error(table)
             # A retried block must not count twice: keep the first row per (input, style).
             keys = [hashlib.blake2b(f"{u}\0{s}".encode(), digest_size=12).digest()
                     for u, s in zip(table.column("input_uri").to_pylist(), table.column("style").to_pylist())]
@@ -190,8 +204,7 @@ def describe(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def main(args: argparse.Namespace) -> int:
-    settings = resolve(args)
+def main(settings: JobSettings) -> int:
     try:
         summary = run(settings)
     except JobError as exc:

@@ -2,91 +2,57 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from stylize_core.checkpoint import StyleModel, load_style_model
+from stylize_core.builder import SetupError, StylizerSpec, build_stylizer
 from stylize_core.gatys import GatysConfig
-from stylize_core.gatys_stylizer import GatysStylizer
 from stylize_core.host import retain_freed_memory
-from stylize_core.image_io import decode_image
-from stylize_core.loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, LossMeter
-from stylize_core.stylizer import Stylizer, StylizerConfig, resolve_device
-from stylize_core.vgg import VGGFeatures
+from stylize_core.stylizer import resolve_device
 
 from .settings import JobSettings
-from .stages import EMPTY_IMAGE, encode_write, read_decode, storage_options
+from .stages import EMPTY_IMAGE, SETUP_ERROR, encode_write, read_decode, storage_options
 from .storage import read_bytes
 
 
-def load_styles(settings: JobSettings, blobs: dict[str, bytes] | None = None) -> dict[str, StyleModel]:
-    """Each style's checkpoint, from pre-read bytes when the driver already fetched them."""
-    opts = storage_options(settings)
-    opener: Callable[[str], bytes] = lambda uri: read_bytes(uri, opts)  # noqa: E731
-    return {
-        name: load_style_model(uri, opener=opener, data=(blobs or {}).get(name))
-        for name, uri in settings.styles.items()
-    }
-
-
-def load_style_images(settings: JobSettings) -> dict[str, np.ndarray]:
-    opts = storage_options(settings)
-    return {name: decode_image(read_bytes(uri, opts)) for name, uri in settings.style_images.items()}
+def stylizer_spec(settings: JobSettings) -> StylizerSpec:
+    """The stylizer the job's settings ask for (the local CLI builds its own spec the same way)."""
+    return StylizerSpec(
+        styles=settings.styles, style_images=settings.style_images, method=settings.method, vgg=settings.vgg,
+        vgg_weights=settings.vgg_weights, metrics=settings.metrics, metrics_size=settings.metrics_size,
+        device=settings.device, bf16=settings.bf16, channels_last=settings.channels_last,
+        strength=settings.strength, preserve_color=settings.preserve_color, max_batch=settings.batch_size,
+        gatys=GatysConfig(steps=settings.optimize_steps, pyramid_levels=settings.optimize_levels,
+                          optimizer=settings.optimizer, preserve_color=settings.preserve_color),
+        max_style_pixels=settings.max_pixels,
+    )
 
 
 class StylizeActor:
     """Holds the style networks and the VGG loss network (built once); stylises batches of rows."""
 
-    def __init__(self, settings: JobSettings, style_blobs: dict[str, bytes] | None = None) -> None:
+    def __init__(self, settings: JobSettings) -> None:
         self.settings = settings
         retain_freed_memory()  # reuse activation buffers instead of page-faulting them in per image
-        device = resolve_device(settings.device)
-        if device.type == "cpu":
+        if resolve_device(settings.device).type == "cpu":
             threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // max(1, settings.actors or 1))
             torch.set_num_threads(threads)
-        self.device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         opts = storage_options(settings)
-        opener = lambda uri: read_bytes(uri, opts)  # noqa: E731
-        checkpoints = load_styles(settings, style_blobs)
-        style_images = load_style_images(settings)
-        for name, sm in checkpoints.items():
-            if sm.style_image is not None:
-                style_images.setdefault(name, sm.style_image)
-        self.sha256 = {name: sm.sha256 for name, sm in checkpoints.items()}
-        for name, uri in settings.style_images.items():  # optimize-only styles: identified by their image
-            self.sha256.setdefault(name, hashlib.sha256(opener(uri)).hexdigest())
-        vgg = None
-        if settings.metrics:
-            vgg = VGGFeatures(settings.vgg, DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS, settings.vgg_weights, opener=opener)
-        self.loss_model = vgg.loss_model if vgg is not None else ""
-        if settings.method == "optimize":
-            meter = None
-            if vgg is not None:
-                meter = LossMeter(vgg, style_images, short_side=settings.metrics_size, device=resolve_device(settings.device))
-            missing = [n for n in settings.style_names if n not in style_images]
-            if missing:
-                raise ValueError(f"--method optimize needs a style image for {missing}: pass --style-image NAME=URI")
-            gatys = GatysConfig(
-                steps=settings.optimize_steps, pyramid_levels=settings.optimize_levels,
-                optimizer=settings.optimizer, preserve_color=settings.preserve_color,
-            )
-            self.stylizer = GatysStylizer(
-                {n: style_images[n] for n in settings.style_names}, gatys, arch=settings.vgg,
-                weights=settings.vgg_weights, opener=opener, device=settings.device,
-                strength=settings.strength, meter=meter,
-            )
-            self.loss_model = self.stylizer.loss_model
-        else:
-            config = StylizerConfig(
-                device=settings.device, channels_last=settings.channels_last, bf16=settings.bf16,
-                metrics=settings.metrics, metrics_short_side=settings.metrics_size, strength=settings.strength,
-                preserve_color=settings.preserve_color, max_batch=settings.batch_size,
-            )
-            self.stylizer = Stylizer(checkpoints, vgg, config, style_images=style_images)
+        # A constructor that raises leaves Ray retrying and logging tracebacks; instead every row this
+        # actor is given says why it cannot run, and the driver stops with that one line (exit 2).
+        self.setup_error = ""
+        try:
+            built = build_stylizer(stylizer_spec(settings), lambda uri: read_bytes(uri, opts))
+        except SetupError as exc:
+            self.setup_error = str(exc)
+            self.stylizer, self.sha256, self.loss_model, self.device_name = None, {}, "", ""
+            return
+        self.stylizer = built.stylizer
+        self.sha256 = built.model_sha256
+        self.loss_model = built.loss_model
+        self.device_name = built.device_name
 
     def _run(self, images: list[np.ndarray], style: str):
         return self.stylizer.stylize(images, style)
@@ -106,11 +72,18 @@ class StylizeActor:
                 results.append(exc)
         return results
 
+    def _setup_error_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One ``setup_error`` row per input x style, nothing read or stylised."""
+        styles = self.settings.style_names
+        rows = np.repeat(np.arange(len(batch["uri"])), len(styles))
+        out = {k: np.asarray(batch[k])[rows] for k in ("uri", "rel_path")}
+        out.update(style=np.array(styles * len(batch["uri"])), status=np.full(len(rows), "error"),
+                   error_type=np.full(len(rows), SETUP_ERROR), error=np.full(len(rows), self.setup_error))
+        return out
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        marker = self.settings.crash_once_marker
-        if marker and not os.path.exists(marker):
-            open(marker, "w").close()
-            os._exit(1)
+        if self.setup_error:
+            return self._setup_error_rows(batch)
         n = len(batch["uri"])
         images = list(batch["image"])
         status = list(batch["status"])
@@ -135,7 +108,7 @@ class StylizeActor:
                 ok = row_status == "ok"
                 cols["row"].append(i)
                 cols["style"].append(style)
-                cols["model_sha256"].append(self.sha256[style])
+                cols["model_sha256"].append(self.sha256.get(style, ""))
                 cols["status"].append(row_status)
                 cols["error_type"].append(etype)
                 cols["error"].append(err)
@@ -166,4 +139,6 @@ class FusedStylizeActor(StylizeActor):
     """
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.setup_error:  # nothing to read for: the driver stops at the first such row
+            return self._setup_error_rows(batch)
         return encode_write(super().__call__(read_decode(batch, self.settings)), self.settings)

@@ -22,18 +22,21 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-import torch
+from typing import Literal
 
-from stylize_core.checkpoint import StyleModelError, load_style_model
+import numpy as np
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from stylize_core.builder import SetupError as BuildError
+from stylize_core.builder import StylizerSpec, build_stylizer, load_checkpoints
 from stylize_core.gatys import INITS, OPTIMIZERS, GatysConfig
 from stylize_core.gatys_stylizer import GatysStylizer
 from stylize_core.host import retain_freed_memory
 from stylize_core.image_io import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, ImageDecodeError, decode_image, encode_image, resize_max_side
-from stylize_core.loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, LossMeter
-from stylize_core.stylizer import Stylizer, StylizerConfig, StyleResult, resolve_device
-from stylize_core.vgg import VGGFeatures, VGGWeightsError
+from stylize_core.stylizer import Stylizer, StyleResult
 
+from . import cli_settings
+from .cli_settings import option
 from .settings import demo_checkpoint
 from .storage import StorageOptions, join_uri, read_bytes, split_protocol, write_bytes_atomic
 
@@ -46,113 +49,95 @@ class SetupError(Exception):
     """Nothing can run (exit 2): bad option combination, missing checkpoint, style image or weights."""
 
 
-def _fraction(value: str) -> float:
-    f = float(value)
-    if not 0.0 <= f <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number within [0, 1], got {value}")
-    return f
+_FF, _METRICS, _GATYS, _STORAGE = ("feed-forward (default method)", "metrics and loss network",
+                                   "Gatys optimisation (--optimize)", "storage (URIs)")
 
 
-def _positive_int(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return n
+class ImageSettings(BaseModel):
+    """``python -m jobs.stylize_image`` options, from flags and ``--config`` YAML alike."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[str] = option(..., "input image files (paths or URIs)", positional=True, metavar="IN", min_length=1)
+    output: str = option(..., "with one input and a name ending in .jpg/.jpeg/.png/.webp: the output file (its "
+                         "extension picks the format); otherwise a directory receiving {stem}.{ext} per input (two "
+                         "inputs with the same stem are refused). Required", short="-o", metavar="OUT", min_length=1)
+    format: Literal["jpeg", "png", "webp"] | None = option(None, "output format (default: from OUT's extension, else jpeg)")
+    quality: int = option(90, "JPEG/WebP quality 1-100", ge=1, le=100)
+    max_side: int | None = option(None, "downscale inputs whose longer side exceeds N pixels before stylising "
+                                  "(default: keep size)", metavar="N", ge=1)
+    max_pixels: int = option(64_000_000, "refuse inputs with more pixels than this (decompression bombs)", ge=1)
+    strength: float = option(1.0, "style strength, 0 (the input unchanged) .. 1 (full style)", ge=0, le=1)
+    preserve_color: bool = option(False, "keep the input's colours (luminance-only transfer)")
+    device: str = option("auto", "torch device: auto (CUDA when present), cpu, cuda, cuda:N",
+                         pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    json_rows: bool = option(False, "print one JSON object per input on stdout (status, output, size, losses, timings; "
+                        "losses are null without --metrics); human-readable progress is then suppressed", flag="--json")
+    quiet: bool = option(False, "no progress lines (errors are still printed)", short="-q")
+
+    checkpoint: str | None = option(None, "style network: this project's checkpoint or a pytorch/examples "
+                                    "fast_neural_style .pth (default: the shipped demo model)",
+                                    metavar="PATH_OR_URI", group=_FF, min_length=1)
+    batch_size: int = option(4, "images read and stylised together; same-sized ones share a forward pass",
+                             group=_FF, ge=1, le=1024)
+
+    metrics: bool = option(False, "measure content, style and TV loss of each output with the VGG loss network",
+                           group=_METRICS)
+    vgg: Literal["vgg16", "vgg19"] | None = option(None, "loss network (default: vgg16 for metrics, vgg19 for "
+                                                   "--optimize)", group=_METRICS)
+    vgg_weights: str = option("imagenet", "loss network weights: torchvision's ImageNet weights from its cache, a "
+                              "state dict path/URI, or random:SEED (tests and demos only)",
+                              metavar="imagenet|PATH|URI|random:SEED", group=_METRICS, min_length=1)
+    metrics_size: int = option(256, "short side at which losses are measured", group=_METRICS, ge=16)
+    style_image: str | None = option(None, "style image: the target of --optimize (required there); for feed-forward "
+                                     "metrics, overrides the style image stored in the checkpoint (bare "
+                                     "pytorch/examples files have none)", metavar="PATH_OR_URI", group=_METRICS)
+
+    optimize: bool = option(False, "optimise each image's pixels towards --style-image instead of using a "
+                            "checkpoint (slow)", group=_GATYS)
+    steps: int = option(100, "loss evaluations per pyramid level", group=_GATYS, ge=1)
+    levels: int = option(2, "coarse-to-fine pyramid levels", group=_GATYS, ge=1, le=8)
+    optimizer: Literal[tuple(OPTIMIZERS)] = option("lbfgs", "optimiser", group=_GATYS)  # type: ignore[valid-type]
+    init: Literal[tuple(INITS)] = option("content", "starting image", group=_GATYS)  # type: ignore[valid-type]
+    content_weight: float = option(1.0, "content loss weight", group=_GATYS, ge=0, allow_inf_nan=False)
+    style_weight: float = option(1e6, "style loss weight", group=_GATYS, ge=0, allow_inf_nan=False)
+    tv_weight: float = option(1e-3, "total-variation weight", group=_GATYS, ge=0, allow_inf_nan=False)
+    lr: float | None = option(None, "learning rate (default: 1.0 for lbfgs, 2.0 for adam)", group=_GATYS, gt=0)
+    seed: int = option(0, "seed of the noise init", group=_GATYS)
+
+    endpoint_url: str | None = option(None, "S3 endpoint (default: AWS_ENDPOINT_URL or AWS's own)", group=_STORAGE)
+    region: str | None = option(None, "S3 region (default: from the AWS environment/config)", group=_STORAGE)
+    profile: str | None = option(None, "AWS profile for credentials (default: the standard AWS chain)", group=_STORAGE)
+
+    @model_validator(mode="after")
+    def _method_options(self) -> ImageSettings:
+        if self.optimize and self.style_image is None:
+            raise ValueError("--optimize needs --style-image (the style to optimise towards)")
+        if self.optimize and self.checkpoint is not None:
+            raise ValueError("--checkpoint and --optimize exclude each other: --optimize uses --style-image only")
+        return self
 
 
-def _quality(value: str) -> int:
-    q = int(value)
-    if not 1 <= q <= 100:
-        raise argparse.ArgumentTypeError(f"expected an integer within 1..100, got {value}")
-    return q
-
-
-def _non_negative(value: str) -> float:
-    f = float(value)
-    if not f >= 0.0 or not math.isfinite(f):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value}")
-    return f
+DESCRIPTION = (
+    "Stylise image files on this machine (no Ray) with a style network checkpoint, or with\n"
+    "per-image Gatys optimisation (--optimize). Inputs and outputs may be local paths or URIs\n"
+    "(s3://, file://, any fsspec URI).\n\n"
+    "exit status: 0 all written; 1 some inputs failed (reported on stderr, the others are still\n"
+    "written); 2 nothing ran (bad options, missing checkpoint, style image or VGG weights)."
+)
+EPILOG = (f"examples:\n  {PROG} photo.jpg --checkpoint mosaic.pth -o styled.jpg\n"
+          f"  {PROG} a.jpg b.png --checkpoint s3://models/mosaic.pth -o out/ --format png --json --metrics\n"
+          f"  {PROG} photo.jpg --optimize --style-image starry.jpg -o out/ --levels 3")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of the local, Ray-free stylisation tool."""
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Stylise image files on this machine (no Ray) with a style network checkpoint, or with\n"
-        "per-image Gatys optimisation (--optimize). Inputs and outputs may be local paths or URIs\n"
-        "(s3://, file://, any fsspec URI).\n\n"
-        "exit status: 0 all written; 1 some inputs failed (reported on stderr, the others are still\n"
-        "written); 2 nothing ran (bad options, missing checkpoint, style image or VGG weights).",
-        epilog=f"examples:\n  {PROG} photo.jpg --checkpoint mosaic.pth -o styled.jpg\n"
-        f"  {PROG} a.jpg b.png --checkpoint s3://models/mosaic.pth -o out/ --format png --json --metrics\n"
-        f"  {PROG} photo.jpg --optimize --style-image starry.jpg -o out/ --levels 3",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("inputs", nargs="+", metavar="IN", help="input image files (paths or URIs)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="with one input and a name ending in .jpg/.jpeg/.png/.webp: the output file (its "
-                   "extension picks the format); otherwise a directory receiving {stem}.{ext} per input "
-                   "(two inputs with the same stem are refused)")
-    p.add_argument("--format", choices=sorted(FORMAT_EXTENSIONS), default=None,
-                   help="output format (default: from OUT's extension, else jpeg)")
-    p.add_argument("--quality", type=_quality, default=90, help="JPEG/WebP quality 1-100 (default: %(default)s)")
-    p.add_argument("--max-side", type=_positive_int, default=None, metavar="N",
-                   help="downscale inputs whose longer side exceeds N pixels before stylising (default: keep size)")
-    p.add_argument("--max-pixels", type=_positive_int, default=64_000_000,
-                   help="refuse inputs with more pixels than this (decompression bombs) (default: %(default)s)")
-    p.add_argument("--strength", type=_fraction, default=1.0,
-                   help="style strength, 0 (the input unchanged) .. 1 (full style) (default: %(default)s)")
-    p.add_argument("--preserve-color", action="store_true", help="keep the input's colours (luminance-only transfer)")
-    p.add_argument("--device", default="auto", help="torch device: auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object per input on stdout (status, output, size, losses, timings; "
-                   "losses are null without --metrics); human-readable progress is then suppressed")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines (errors are still printed)")
-
-    ff = p.add_argument_group("feed-forward (default method)")
-    ff.add_argument("--checkpoint", default=None, metavar="PATH_OR_URI",
-                    help="style network: this project's checkpoint or a pytorch/examples fast_neural_style .pth "
-                    "(default: the shipped demo model)")
-    ff.add_argument("--batch-size", type=_positive_int, default=4,
-                    help="images read and stylised together; same-sized ones share a forward pass (default: %(default)s)")
-
-    m = p.add_argument_group("metrics and loss network")
-    m.add_argument("--metrics", action="store_true",
-                   help="measure content, style and TV loss of each output with the VGG loss network")
-    m.add_argument("--vgg", choices=["vgg16", "vgg19"], default=None,
-                   help="loss network (default: vgg16 for metrics, vgg19 for --optimize)")
-    m.add_argument("--vgg-weights", default="imagenet", metavar="imagenet|PATH|URI|random:SEED",
-                   help="loss network weights: torchvision's ImageNet weights from its cache, a state dict "
-                   "path/URI, or random:SEED (tests and demos only) (default: %(default)s)")
-    m.add_argument("--metrics-size", type=_positive_int, default=256,
-                   help="short side at which losses are measured (default: %(default)s)")
-    m.add_argument("--style-image", default=None, metavar="PATH_OR_URI",
-                   help="style image: the target of --optimize (required there); for feed-forward metrics, "
-                   "overrides the style image stored in the checkpoint (bare pytorch/examples files have none)")
-
-    g = p.add_argument_group("Gatys optimisation (--optimize)")
-    g.add_argument("--optimize", action="store_true",
-                   help="optimise each image's pixels towards --style-image instead of using a checkpoint (slow)")
-    g.add_argument("--steps", type=_positive_int, default=100, help="loss evaluations per pyramid level (default: %(default)s)")
-    g.add_argument("--levels", type=_positive_int, default=2, help="coarse-to-fine pyramid levels (default: %(default)s)")
-    g.add_argument("--optimizer", choices=list(OPTIMIZERS), default="lbfgs", help="optimiser (default: %(default)s)")
-    g.add_argument("--init", choices=list(INITS), default="content", help="starting image (default: %(default)s)")
-    g.add_argument("--content-weight", type=_non_negative, default=1.0, help="content loss weight (default: %(default)s)")
-    g.add_argument("--style-weight", type=_non_negative, default=1e6, help="style loss weight (default: %(default)s)")
-    g.add_argument("--tv-weight", type=_non_negative, default=1e-3, help="total-variation weight (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=None, help="learning rate (default: 1.0 for lbfgs, 2.0 for adam)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the noise init (default: %(default)s)")
-
-    s = p.add_argument_group("storage (URIs)")
-    s.add_argument("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL or AWS's own)")
-    s.add_argument("--region", help="S3 region (default: from the AWS environment/config)")
-    s.add_argument("--profile", help="AWS profile for credentials (default: the standard AWS chain)")
-    return p
+    return cli_settings.build_parser(ImageSettings, PROG, DESCRIPTION, EPILOG)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse ``argv`` (default: ``sys.argv[1:]``)."""
-    return build_parser().parse_args(argv)
+def parse_args(argv: Sequence[str] | None = None) -> ImageSettings:
+    """Validated settings from ``argv`` (default: ``sys.argv[1:]``); exits 2 with one line when invalid."""
+    return cli_settings.parse(ImageSettings, argv, build_parser())
 
 
 def _basename(uri: str) -> str:
@@ -207,68 +192,38 @@ class Engine:
     checkpoint_sha256: str = ""
 
 
-def _check_device(device: str) -> None:
-    try:
-        dev = resolve_device(device)
-    except RuntimeError as exc:
-        raise SetupError(f"--device {device}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SetupError(f"--device {device}: CUDA is not available on this machine; use cpu or auto")
-
-
-def _load_style_image(uri: str, opener: Callable[[str], bytes], max_pixels: int) -> np.ndarray:
-    try:
-        return decode_image(opener(uri), max_pixels=max_pixels)
-    except (OSError, ImageDecodeError) as exc:
-        raise SetupError(f"cannot read style image {uri}: {type(exc).__name__}: {exc}") from None
-
-
-def build_engine(args: argparse.Namespace, opener: Callable[[str], bytes]) -> Engine:
-    """Load the models the options ask for; SetupError when they cannot be loaded."""
-    _check_device(args.device)
-    arch = args.vgg or ("vgg19" if args.optimize else "vgg16")
-    style_image = _load_style_image(args.style_image, opener, args.max_pixels) if args.style_image else None
-    metric_layers = DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS
-    try:
-        if args.optimize:
-            if style_image is None:
-                raise SetupError("--optimize needs --style-image (the style to optimise towards)")
-            if args.checkpoint is not None:
-                raise SetupError("--checkpoint and --optimize exclude each other: --optimize uses --style-image only")
-            style = posixpath.splitext(_basename(args.style_image))[0] or "style"
-            config = GatysConfig(
-                steps=args.steps, pyramid_levels=args.levels, optimizer=args.optimizer, init=args.init,
-                content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
-                lr=args.lr, seed=args.seed, preserve_color=args.preserve_color,
-            )
-            meter = None
-            if args.metrics:
-                vgg = VGGFeatures(arch, metric_layers, args.vgg_weights, opener=opener)
-                meter = LossMeter(vgg, {style: style_image}, short_side=args.metrics_size,
-                                  device=resolve_device(args.device))
-            gatys = GatysStylizer({style: style_image}, config, arch=arch, weights=args.vgg_weights, opener=opener,
-                                  device=args.device, strength=args.strength, meter=meter)
-            return Engine(gatys, style, "optimize", gatys.loss_model)
-
-        source = args.checkpoint or demo_checkpoint()
+def build_engine(args: ImageSettings, opener: Callable[[str], bytes]) -> Engine:
+    """Load the models the options ask for (the job's actors use the same builder); SetupError when
+    they cannot be loaded."""
+    source = args.checkpoint or demo_checkpoint()
+    loaded = None
+    if args.optimize:
+        style = posixpath.splitext(_basename(args.style_image))[0] or "style"
+        styles, style_images = {}, {style: args.style_image}
+    else:
         try:
-            model = load_style_model(source, opener=opener)
-        except (FileNotFoundError, IsADirectoryError):
+            model = load_checkpoints({"style": source}, opener)["style"]
+        except BuildError as exc:
             hint = "" if args.checkpoint else " (the demo model is not installed; pass --checkpoint PATH_OR_URI)"
-            raise SetupError(f"style checkpoint not found: {source}{hint}") from None
-        except (StyleModelError, OSError) as exc:
-            raise SetupError(str(exc)) from None
+            raise SetupError(f"{exc}{hint}") from None
         style = str(model.metadata.get("style") or posixpath.splitext(_basename(source))[0] or "style")
-        vgg = VGGFeatures(arch, metric_layers, args.vgg_weights, opener=opener) if args.metrics else None
-        config = StylizerConfig(device=args.device, metrics=args.metrics, metrics_short_side=args.metrics_size,
-                                strength=args.strength, preserve_color=args.preserve_color, max_batch=args.batch_size)
-        overrides = {style: style_image} if style_image is not None else None
-        stylizer = Stylizer({style: model}, vgg, config, style_images=overrides)
-        return Engine(stylizer, style, "feedforward", stylizer.loss_model, model.sha256)
-    except VGGWeightsError as exc:
+        styles, loaded = {style: source}, {style: model}
+        style_images = {style: args.style_image} if args.style_image else {}
+    spec = StylizerSpec(
+        styles=styles, style_images=style_images, method="optimize" if args.optimize else "feedforward",
+        vgg=args.vgg or ("vgg19" if args.optimize else "vgg16"), vgg_weights=args.vgg_weights, metrics=args.metrics,
+        metrics_size=args.metrics_size, device=args.device, strength=args.strength,
+        preserve_color=args.preserve_color, max_batch=args.batch_size, max_style_pixels=args.max_pixels,
+        gatys=GatysConfig(steps=args.steps, pyramid_levels=args.levels, optimizer=args.optimizer, init=args.init,
+                          content_weight=args.content_weight, style_weight=args.style_weight,
+                          tv_weight=args.tv_weight, lr=args.lr, seed=args.seed, preserve_color=args.preserve_color),
+    )
+    try:
+        built = build_stylizer(spec, opener, loaded)
+    except BuildError as exc:
         raise SetupError(str(exc)) from None
-    except ValueError as exc:  # e.g. an impossible Gatys setting, or a VGG state dict of the wrong shape
-        raise SetupError(str(exc)) from None
+    method = "optimize" if args.optimize else "feedforward"
+    return Engine(built.stylizer, style, method, built.loss_model, "" if args.optimize else built.model_sha256[style])
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -286,7 +241,7 @@ def _error_type(exc: BaseException) -> str:
 class _Reporter:
     """Prints progress, error lines (stderr) and, with --json, one row per input (stdout)."""
 
-    def __init__(self, args: argparse.Namespace, engine: Engine) -> None:
+    def __init__(self, args: ImageSettings, engine: Engine) -> None:
         self.args, self.engine, self.failed = args, engine, 0
 
     def _base(self, uri: str, out: str) -> dict:
@@ -297,13 +252,13 @@ class _Reporter:
     def error(self, uri: str, out: str, exc: BaseException) -> None:
         self.failed += 1
         print(f"{PROG}: error: {uri}: {_error_type(exc)}: {exc}", file=sys.stderr, flush=True)
-        if self.args.json:
+        if self.args.json_rows:
             row = {**self._base(uri, out), "status": "error", "error_type": _error_type(exc), "error": str(exc)}
             print(json.dumps(row), flush=True)
 
     def ok(self, uri: str, out: str, result: StyleResult) -> None:
         h, w = result.image.shape[:2]
-        if self.args.json:
+        if self.args.json_rows:
             row = {**self._base(uri, out), "status": "ok", "error_type": None, "error": None, "width": w, "height": h,
                    "content_loss": _finite_or_none(result.content_loss), "style_loss": _finite_or_none(result.style_loss),
                    "tv_loss": _finite_or_none(result.tv_loss), "stylize_ms": result.stylize_ms,
@@ -313,7 +268,7 @@ class _Reporter:
             print(f"{uri} -> {out} ({w}x{h}, {result.stylize_ms:.0f} ms)", flush=True)
 
 
-def _read(uri: str, args: argparse.Namespace, opener: Callable[[str], bytes]) -> np.ndarray:
+def _read(uri: str, args: ImageSettings, opener: Callable[[str], bytes]) -> np.ndarray:
     image = decode_image(opener(uri), max_pixels=args.max_pixels)  # (H, W, 3) uint8
     return resize_max_side(image, args.max_side)
 
@@ -334,7 +289,7 @@ def _stylize(engine: Engine, images: list[np.ndarray]) -> list[StyleResult | Bas
     return out
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: ImageSettings) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 some inputs failed, 2 nothing ran)."""
     retain_freed_memory()
     opts = StorageOptions(endpoint_url=args.endpoint_url, region=args.region, profile=args.profile)
@@ -372,7 +327,7 @@ def main(args: argparse.Namespace) -> int:
                 report.error(uri, out, exc)
                 continue
             report.ok(uri, out, result)
-    if report.failed and not args.json:
+    if report.failed and not args.json_rows:
         print(f"{PROG}: {report.failed} of {len(pairs)} input(s) failed", file=sys.stderr, flush=True)
     return 1 if report.failed else 0
 

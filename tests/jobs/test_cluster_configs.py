@@ -15,7 +15,7 @@ import ray
 import yaml
 
 from jobs import catalog, submit
-from jobs.settings import resolve as resolve_job
+from jobs.settings import parse_args as parse_job_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
@@ -116,10 +116,10 @@ def test_entrypoint_parses_with_the_project_parser(source, module, argv):
     except SystemExit:
         pytest.fail(f"{source}: `python -m {module} {shlex.join(argv)}` is rejected by {module}'s parser")
     if module == "jobs.stylize":
-        settings = resolve_job(args)  # NAME=URI forms, value ranges
+        settings = parse_job_settings(argv)  # NAME=URI forms, value ranges
         assert not settings.demo, f"{source}: a cluster run must name its --input"
-    if module in ("jobs.stylize",) and any(a.startswith("s3://") for a in argv):
-        assert args.gpus_per_actor, f"{source}: a GPU-cluster run must ask for GPUs (autoscaling starts at 0)"
+        if any(a.startswith("s3://") for a in argv):
+            assert settings.gpus_per_actor, f"{source}: a GPU-cluster run must ask for GPUs (autoscaling starts at 0)"
 
 
 def test_entrypoint_extraction_rejects_bad_flags():
@@ -199,12 +199,12 @@ def test_nightly_cronjob_creates_a_catalog_rayjob(tmp_path):
     config_map = next(v for v in head["volumes"] if v["name"] == head_mount["name"])["configMap"]["name"]
     local = tmp_path / "nightly.yaml"
     local.write_text(maps[config_map]["data"][config_path.rsplit("/", 1)[-1]])
-    settings = catalog.resolve(catalog.parse_args(["--config", str(local)]))
+    settings = (catalog.parse_args(["--config", str(local)]))
     assert settings.input.startswith("s3://") and len(settings.styles) >= 1 and settings.gpus_per_actor == 1
 
 
 def test_example_nightly_config_resolves():
-    settings = catalog.resolve(catalog.parse_args(["--config", str(CLUSTER / "nightly.example.yaml")]))
+    settings = (catalog.parse_args(["--config", str(CLUSTER / "nightly.example.yaml")]))
     assert settings.output.startswith("s3://") and set(settings.styles) == {"mosaic", "candy"}
 
 

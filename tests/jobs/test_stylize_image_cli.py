@@ -107,8 +107,11 @@ def test_optimize_writes_image_and_metrics(assets, tmp_path, capsys):
 
 def test_optimize_without_style_image_is_a_setup_error(assets, tmp_path, capsys):
     argv = [str(assets["a"]), "--optimize", "-o", str(tmp_path / "x.png"), "--vgg-weights", "random:0"]
-    assert main(parse_args(argv)) == 2
-    assert "--style-image" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv)
+    assert exc.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()  # one line, no usage dump or traceback
+    assert "--style-image" in line
 
 
 def test_bad_inputs_fail_alone(assets, tmp_path, capsys):

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from crash_hooks import crash_once  # tests/jobs/crash_hooks.py
 from PIL import Image
 
 from jobs import stylize
@@ -258,16 +259,15 @@ def test_optimize_method(tmp_path, checkpoints):
 
 
 @pytest.mark.parametrize("stages", ["split", "fused"])
-def test_actor_crash_is_retried_without_losing_or_duplicating_rows(local_inputs, tmp_path, checkpoints, stages):
-    from jobs.settings import parse_args, resolve
-
+def test_actor_crash_is_retried_without_losing_or_duplicating_rows(local_inputs, tmp_path, checkpoints, stages,
+                                                                   monkeypatch):
     out = tmp_path / "out"
-    settings = resolve(parse_args([
+    settings = stylize.parse_args([
         "--input", str(local_inputs), "--output", str(out), "--style", f"mosaic={checkpoints['mosaic']}",
         "--vgg-weights", "random:0", "--no-metrics", "--quiet", "--run-id", "crash", "--batch-size", "2",
         "--max-error-rate", "0.2", "--stages", stages,
-    ]))
-    settings.crash_once_marker = str(tmp_path / "crashed")
+    ])
+    crash_once(monkeypatch, str(tmp_path / "crashed"))
     summary = stylize.run(settings)
     assert (tmp_path / "crashed").exists()  # an actor really died mid-run
     assert summary["stages"] == stages
@@ -305,3 +305,16 @@ def test_split_and_fused_stages_write_the_same_outputs_and_rows(local_inputs, tm
                 assert b[k] == pytest.approx(a[k], rel=1e-4), (k, a, b)
             else:
                 assert a[k] == b[k], (k, a, b)
+
+
+def test_actor_that_cannot_load_its_weights_stops_the_run_with_exit_2(local_inputs, tmp_path, checkpoints, capsys):
+    """The actors' constructor runs on the cluster, where the weights must be staged: its message, one
+    line, exit 2, no metrics or summary written as if the run had happened."""
+    out = tmp_path / "out"
+    missing = tmp_path / "weights" / "vgg16-missing.pth"
+    code = stylize.cli(["--input", str(local_inputs), "--output", str(out), "--style", f"mosaic={checkpoints['mosaic']}",
+                        "--vgg-weights", str(missing), "--quiet", "--run-id", "noweights"])
+    assert code == 2
+    (line,) = [l for l in capsys.readouterr().err.splitlines() if l.startswith("[stylize] error:")]
+    assert str(missing) in line and "Traceback" not in line
+    assert not (out / "_runs").exists() and not list((out / "_metrics").rglob("*.parquet"))

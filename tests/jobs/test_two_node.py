@@ -67,11 +67,11 @@ def test_stylize_actors_run_on_both_nodes(two_nodes, tmp_path):
         Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(inputs / f"p{n}.png")
     torch.manual_seed(0)
     save_style_model(TransformerNet(), str(tmp_path / "s.pth"), style_image=rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
-    settings = stylize.resolve(stylize.parse_args([
+    settings = stylize.parse_args([
         "--input", str(inputs), "--output", str(tmp_path / "out"), "--style", f"s={tmp_path / 's.pth'}",
         "--vgg-weights", "random:0", "--no-metrics", "--contact-sheet", "0", "--quiet", "--run-id", "two-node",
         "--actors", "2", "--cpus-per-actor", "2", "--batch-size", "1", "--read-batch-size", "1",
-    ]))
+    ])
     summary = stylize.run(settings)
     assert summary["counts"] == {"ok": 8} and summary["actors"] == 2
     assert sorted(os.listdir(tmp_path / "out" / "s")) == [f"p{n}.jpg" for n in range(8)]
