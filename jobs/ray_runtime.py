@@ -87,3 +87,34 @@ def stylize_dataset(
     if write_fn is not None:
         ds = ds.map_batches(write_fn, batch_size=batch_size, batch_format="numpy", num_cpus=1)
     yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class _AttemptLedger:
+    """How often each batch (or image) has been started and not finished: a batch whose actor keeps
+    dying is started again and again by Ray's retries, and this count is what notices it. Only
+    unfinished keys are kept, so the ledger stays small however large the run."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, int] = {}
+
+    def begin(self, key: str) -> int:
+        self.started[key] = self.started.get(key, 0) + 1
+        return self.started[key]
+
+    def end(self, key: str) -> None:
+        self.started.pop(key, None)
+
+
+def attempt_ledger(run_id: str) -> Any:
+    """The run's attempt ledger (a named actor, created once, shared by every stylize actor)."""
+    return _AttemptLedger.options(name=f"stylize-attempts-{run_id}", get_if_exists=True).remote()
+
+
+def begin_attempt(ledger: Any, key: str) -> int:
+    """Count one more start of ``key``; returns how many times it has been started unfinished."""
+    return ray.get(ledger.begin.remote(key))
+
+
+def end_attempt(ledger: Any, key: str) -> None:
+    ledger.end.remote(key)  # fire and forget: a lost end only makes a later retry isolate sooner

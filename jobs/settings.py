@@ -111,6 +111,10 @@ class JobSettings(BaseModel):
     cpus_per_actor: float = option(1.0, "CPUs reserved per actor", group=_RAY, ge=0)
     torch_threads: int = option(0, "intra-op threads per CPU actor (default: the node's cores / actors)", group=_RAY, ge=0)
     read_batch_size: int = option(16, "images per read/decode task batch", group=_RAY, ge=1)
+    max_actor_crashes: int = option(
+        2, "times a batch may kill its stylize actor (a sticky CUDA error makes the actor exit so Ray replaces it) "
+        "before its images run one at a time; an image that kills it more often becomes a stylize_error row",
+        group=_RAY, ge=0, le=100)
     stages: Literal["auto", "split", "fused"] = option(
         "auto", "split: decode and encode in CPU tasks beside the actor pool; fused: inside the actors. auto: split for "
         "GPU actors, fused for CPU actors, whose cores those tasks would share", group=_RAY)

@@ -111,7 +111,7 @@ def run(
     expected = len(inputs) * len(styles)
     last_log = time.time()
     fused = settings.stages == "fused" or (settings.stages == "auto" and not gpus_per_actor)
-    from .stylize_actor import FusedStylizeActor, StylizeActor
+    from .stylize_actor import StylizeActor
     if inputs:
         batches = ray_runtime.stylize_dataset(
             [
@@ -121,10 +121,11 @@ def run(
             ],
             read_fn=None if fused else functools.partial(read_decode, settings=settings),
             read_batch_size=settings.read_batch_size,
-            actor_cls=FusedStylizeActor if fused else StylizeActor,
+            actor_cls=StylizeActor,
             # Actors read the checkpoints themselves: megabytes of constructor arguments would go through
             # the object store, which Ray flags as an error for restartable actors.
-            actor_kwargs={"settings": settings},
+            actor_kwargs={"settings": settings, "attempts": ray_runtime.attempt_ledger(settings.run_id),
+                          "fused": fused},
             actors=actors,
             batch_size=settings.batch_size,
             gpus_per_actor=gpus_per_actor,

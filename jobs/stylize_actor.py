@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
+from typing import Any
 
 import numpy as np
 import torch
 
 from stylize_core.builder import SetupError, StylizerSpec, build_stylizer
+from stylize_core.device_errors import is_fatal_device_error
 from stylize_core.gatys import GatysConfig
 from stylize_core.host import retain_freed_memory
 from stylize_core.stylizer import resolve_device
 
+from . import ray_runtime
 from .settings import JobSettings
 from .stages import EMPTY_IMAGE, SETUP_ERROR, encode_write, read_decode, storage_options
 from .storage import read_bytes
@@ -30,11 +35,38 @@ def stylizer_spec(settings: JobSettings) -> StylizerSpec:
     )
 
 
-class StylizeActor:
-    """Holds the style networks and the VGG loss network (built once); stylises batches of rows."""
+EXIT_FATAL_DEVICE_ERROR = 3
 
-    def __init__(self, settings: JobSettings) -> None:
+
+def _exit_for_replacement(exc: BaseException) -> None:
+    """A sticky device error poisons this process's CUDA context: every later batch would fail too.
+    Exit, so that Ray starts a fresh actor and retries the batch (counted by the attempt ledger)."""
+    print(f"[stylize] fatal device error, exiting so Ray replaces this actor: {type(exc).__name__}: {exc}",
+          file=sys.stderr, flush=True)
+    os._exit(EXIT_FATAL_DEVICE_ERROR)
+
+
+def batch_key(uris: np.ndarray) -> str:
+    """A batch's identity across Ray's retries: the same inputs give the same key."""
+    return hashlib.blake2b("\0".join(map(str, uris)).encode(), digest_size=16).hexdigest()
+
+
+class StylizeActor:
+    """Holds the style networks and the VGG loss network (built once); stylises batches of rows.
+
+    A batch that keeps killing its actor (a sticky CUDA error such as an illegal address or ECC
+    error makes the actor exit so Ray replaces it) is retried by Ray; once it has been started more
+    than ``max_actor_crashes`` times, its images run one at a time, and an image started more than
+    that many times becomes a ``stylize_error`` row of its own. No input can loop forever.
+    """
+
+    def __init__(self, settings: JobSettings, attempts: Any = None, fused: bool = False) -> None:
         self.settings = settings
+        self.attempts = attempts  # the run's attempt ledger (jobs.ray_runtime.attempt_ledger)
+        # fused: read/decode and encode/write inside this call, for pools of CPU actors. Without a GPU to
+        # keep fed, separate decode and encode tasks only compete with the network for the same cores,
+        # and each task worker Ray starts costs seconds of imports; one stage avoids both.
+        self.fused = fused
         retain_freed_memory()  # reuse activation buffers instead of page-faulting them in per image
         if resolve_device(settings.device).type == "cpu":
             threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // max(1, settings.actors or 1))
@@ -55,7 +87,37 @@ class StylizeActor:
         self.device_name = built.device_name
 
     def _run(self, images: list[np.ndarray], style: str):
-        return self.stylizer.stylize(images, style)
+        try:
+            return self.stylizer.stylize(images, style)
+        except Exception as exc:
+            if is_fatal_device_error(exc):
+                _exit_for_replacement(exc)
+            raise
+
+    def _begin(self, key: str) -> int:
+        return ray_runtime.begin_attempt(self.attempts, key) if self.attempts is not None else 1
+
+    def _end(self, key: str) -> None:
+        if self.attempts is not None:
+            ray_runtime.end_attempt(self.attempts, key)
+
+    def _one_at_a_time(self, images: list[np.ndarray], uris: list[str], style: str) -> list:
+        """After a batch has killed its actor too often: each image alone, each with its own count."""
+        cap = self.settings.max_actor_crashes
+        results: list = []
+        for image, uri in zip(images, uris):
+            key = f"{uri}\0{style}"
+            started = self._begin(key)
+            if started > cap:
+                results.append(RuntimeError(f"this input killed the stylize actor {started - 1} times "
+                                            f"(--max-actor-crashes {cap}); not retried"))
+            else:
+                try:
+                    results.append(self._run([image], style)[0])
+                except Exception as exc:
+                    results.append(exc)
+            self._end(key)
+        return results
 
     def _stylize_safely(self, images: list[np.ndarray], style: str) -> list:
         """Results per image; a failing batch is retried image by image so one bad input fails alone."""
@@ -82,9 +144,17 @@ class StylizeActor:
         return out
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.setup_error:
+        if self.setup_error:  # nothing to read for: the driver stops at the first such row
             return self._setup_error_rows(batch)
+        if self.fused:
+            return encode_write(self._stylize_rows(read_decode(batch, self.settings)), self.settings)
+        return self._stylize_rows(batch)
+
+    def _stylize_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Decoded rows -> one row per input x style with the output image (or the error)."""
         n = len(batch["uri"])
+        key = batch_key(batch["uri"])
+        isolate = self._begin(key) > self.settings.max_actor_crashes
         images = list(batch["image"])
         status = list(batch["status"])
         todo = [str(t).split(",") if str(t) else [] for t in batch["todo_styles"]]
@@ -94,8 +164,13 @@ class StylizeActor:
         )}
         for style in self.settings.style_names:
             ready = [i for i in range(n) if status[i] == "ok" and style in todo[i]]
+            ready_images = [np.asarray(images[i]) for i in ready]
             try:
-                results = dict(zip(ready, self._stylize_safely([np.asarray(images[i]) for i in ready], style)))
+                if isolate:
+                    found = self._one_at_a_time(ready_images, [str(batch["uri"][i]) for i in ready], style)
+                else:
+                    found = self._stylize_safely(ready_images, style)
+                results = dict(zip(ready, found))
             except Exception as exc:
                 results = {i: exc for i in ready}
             for i in range(n):
@@ -128,17 +203,5 @@ class StylizeActor:
         out["out_image"] = images_out
         out["loss_model"] = np.array([self.loss_model] * len(rows))
         out["device"] = np.array([self.device_name] * len(rows))
+        self._end(key)
         return out
-
-
-class FusedStylizeActor(StylizeActor):
-    """Read/decode, stylise and encode/write in one call, for pools of CPU actors.
-
-    Without a GPU to keep fed, separate decode and encode tasks only compete with the network for
-    the same cores, and each task worker Ray starts costs seconds of imports; one stage avoids both.
-    """
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.setup_error:  # nothing to read for: the driver stops at the first such row
-            return self._setup_error_rows(batch)
-        return encode_write(super().__call__(read_decode(batch, self.settings)), self.settings)

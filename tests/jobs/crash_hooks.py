@@ -1,6 +1,6 @@
 """Test-only fault injection for the job's Ray actors (nothing of it lives in the product).
 
-:func:`crash_once` swaps the job's actor classes for subclasses whose first call (per marker file)
+:func:`crash_once` and :func:`poison` swap the job's actor class for a subclass whose first call (per marker file)
 kills the actor process, as a lost node would. The subclasses are built inside a function, so
 cloudpickle ships them to the Ray workers by value: the workers need not import this test module.
 """
@@ -28,5 +28,33 @@ def crash_once(monkeypatch: pytest.MonkeyPatch, marker: str) -> None:
     """Make the next job run's actors crash once (the job picks its actor class at run time)."""
     from jobs import stylize_actor
 
-    for name in ("StylizeActor", "FusedStylizeActor"):
-        monkeypatch.setattr(stylize_actor, name, crashing(getattr(stylize_actor, name), marker))
+    monkeypatch.setattr(stylize_actor, "StylizeActor", crashing(stylize_actor.StylizeActor, marker))
+
+
+ILLEGAL_ADDRESS = "CUDA error: an illegal memory access was encountered"
+
+
+def poisoned(base: type, marker: tuple[int, int, int]) -> type:
+    """``base`` whose stylizer fails as a sticky CUDA error does (illegal address) whenever an image
+    whose top-left pixel is ``marker`` is in the batch, on every attempt: an input that always kills
+    its actor."""
+
+    def __init__(self, *args, **kwargs):
+        base.__init__(self, *args, **kwargs)
+        real = self.stylizer.stylize
+
+        def stylize(images, style):
+            if any(tuple(int(v) for v in image[0, 0]) == marker for image in images):
+                raise RuntimeError(ILLEGAL_ADDRESS)
+            return real(images, style)
+
+        self.stylizer.stylize = stylize
+
+    return type(f"Poisoned{base.__name__}", (base,), {"__init__": __init__})
+
+
+def poison(monkeypatch: pytest.MonkeyPatch, marker: tuple[int, int, int]) -> None:
+    """Make the next job run's actors die on every batch holding an image marked with ``marker``."""
+    from jobs import stylize_actor
+
+    monkeypatch.setattr(stylize_actor, "StylizeActor", poisoned(stylize_actor.StylizeActor, marker))

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from crash_hooks import crash_once  # tests/jobs/crash_hooks.py
+from crash_hooks import crash_once, poison  # tests/jobs/crash_hooks.py
 from PIL import Image
 
 from jobs import stylize
@@ -318,3 +318,27 @@ def test_actor_that_cannot_load_its_weights_stops_the_run_with_exit_2(local_inpu
     (line,) = [l for l in capsys.readouterr().err.splitlines() if l.startswith("[stylize] error:")]
     assert str(missing) in line and "Traceback" not in line
     assert not (out / "_runs").exists() and not list((out / "_metrics").rglob("*.parquet"))
+
+
+def test_an_input_that_keeps_killing_actors_ends_as_its_own_error_row(tmp_path, checkpoints, monkeypatch):
+    """A sticky CUDA error makes the actor exit so Ray replaces it and retries the batch; after
+    --max-actor-crashes starts the batch runs image by image, and the culprit alone becomes an error."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(3)
+    for n in range(4):
+        arr = rng.integers(10, 250, (16, 20, 3), dtype=np.uint8)
+        if n == 2:
+            arr[0, 0] = (1, 2, 3)
+        (inputs / f"p{n}.png").write_bytes(_png(arr))
+    poison(monkeypatch, (1, 2, 3))
+    out = tmp_path / "out"
+    code = stylize.cli(["--input", str(inputs), "--output", str(out), "--style", f"mosaic={checkpoints['mosaic']}",
+                        "--vgg-weights", "random:0", "--no-metrics", "--quiet", "--run-id", "poison",
+                        "--batch-size", "4", "--max-actor-crashes", "1", "--max-error-rate", "0.5"])
+    assert code == 0
+    rows = {r["rel_path"]: r for r in _read_local_metrics(out, "poison")}
+    assert len(rows) == 4
+    assert {k: r["status"] for k, r in rows.items()} == {"p0.png": "ok", "p1.png": "ok", "p2.png": "error",
+                                                         "p3.png": "ok"}
+    assert rows["p2.png"]["error_type"] == "stylize_error" and "killed the stylize actor" in rows["p2.png"]["error"]
