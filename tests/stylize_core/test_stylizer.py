@@ -9,7 +9,8 @@ import torch
 from stylize_core.checkpoint import checkpoint_bytes, load_style_model
 from stylize_core.color import rgb_to_yiq
 from stylize_core.loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
-from stylize_core.stylizer import Stylizer, StylizerConfig, _batches
+from stylize_core.bucketing import plan_batches
+from stylize_core.stylizer import Stylizer, StylizerConfig
 from stylize_core.transformer_net import TransformerNet
 from stylize_core.vgg import VGGFeatures
 
@@ -60,9 +61,13 @@ def test_batched_equals_one_by_one(styles):
 
 
 def test_batches_group_by_size_and_respect_pixel_budget():
-    images = _images([(8, 8), (8, 8), (4, 4), (8, 8)])
-    assert sorted(map(sorted, _batches(images, max_batch=8, max_pixels=10_000))) == [[0, 1, 3], [2]]
-    assert all(len(b) <= 2 for b in _batches(images, max_batch=8, max_pixels=128))
+    shapes = [(8, 8), (8, 8), (4, 4), (8, 8)]  # both run at the 16x16 minimum network size
+    batches = plan_batches(shapes, max_batch=8, max_pixels=10_000, max_pad_fraction=0.0)
+    assert sorted(sorted(b.indices) for b in batches) == [[0, 1, 2, 3]]
+    shapes = [(32, 32), (32, 32), (20, 20), (32, 32)]
+    batches = plan_batches(shapes, max_batch=8, max_pixels=10_000, max_pad_fraction=0.0)
+    assert sorted(sorted(b.indices) for b in batches) == [[0, 1, 3], [2]]
+    assert all(len(b.indices) <= 2 for b in plan_batches(shapes, max_batch=8, max_pixels=2048, max_pad_fraction=0.0))
 
 
 def test_strength_and_colour_preservation(styles):
