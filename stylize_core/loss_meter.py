@@ -1,9 +1,15 @@
-"""Per-image content/style/TV losses of stylised outputs, as reported in every metrics row."""
+"""Per-image content/style/TV losses of stylised outputs, as reported in every metrics row.
+
+The work is split so a caller running several styles over the same inputs pays for the inputs
+once: :meth:`LossMeter.content_features` (per input) then :meth:`LossMeter.measure_tensors` (per
+output, with those features). :meth:`LossMeter.measure` does both for one batch, as before.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,13 +21,59 @@ from .vgg import VGGFeatures
 DEFAULT_CONTENT_LAYERS = ("relu2_2",)
 DEFAULT_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 
+# VGG16 pools three times before relu4_3; below this short side its deepest maps vanish, so only
+# images smaller than this are scaled up (to exactly this).
+METRICS_MIN_SIDE = 16
+
+Images = torch.Tensor | Sequence[torch.Tensor]
+
+
+@dataclass
+class ContentFeatures:
+    """Content-layer features of some inputs, batched by metric size.
+
+    ``groups[k] = (indices, {layer: (n_k, C, h, w)})``: the inputs (positions in the list given to
+    :meth:`LossMeter.content_features`) that share one metric size, in that order.
+    """
+
+    sizes: list[tuple[int, int]]  # (H, W) of each input
+    groups: list[tuple[list[int], dict[str, torch.Tensor]]]
+
+
+@dataclass
+class PendingLosses:
+    """Per-image losses still on the device (no host sync yet); :meth:`tolist` brings them back."""
+
+    order: list[int]  # values[k] belongs to image order[k]
+    values: dict[str, torch.Tensor]  # {name: (n,)} float32
+
+    def tolist(self) -> dict[str, list[float]]:
+        """``{content_loss|style_loss|tv_loss: [value per image, input order]}`` (syncs the device)."""
+        out = {}
+        for name, v in self.values.items():
+            flat = v.float().cpu().tolist()
+            ordered = [0.0] * len(flat)
+            for k, i in enumerate(self.order):
+                ordered[i] = flat[k]
+            out[name] = ordered
+        return out
+
+
+def _as_list(images: Images) -> list[torch.Tensor]:
+    """A (B, 3, H, W) batch or a list of (1, 3, H, W) / (3, H, W) images -> list of (1, 3, H, W)."""
+    if isinstance(images, torch.Tensor):
+        return list(images.split(1))
+    return [x if x.dim() == 4 else x[None] for x in images]
+
 
 class LossMeter:
     """Measures outputs against their inputs and each style's cached Gram targets.
 
-    Losses are computed with both images resized so the short side is ``short_side``: a full-
-    resolution VGG pass costs more than the style network itself. TV loss uses the full-size output.
-    Style loss is NaN for a style without a style image.
+    Losses are computed with both images resized so the short side is the smaller of the image's
+    own short side and ``short_side`` (never upscaled: a thumbnail is measured at its own size, not
+    at ~30x its pixels; images under METRICS_MIN_SIDE are the one exception). A full-resolution VGG
+    pass costs more than the style network itself. TV loss uses the full-size output. Style loss
+    is NaN for a style without a style image.
     """
 
     def __init__(
@@ -56,35 +108,93 @@ class LossMeter:
             for name, image in style_images.items()
         }
 
-    @torch.inference_mode()
-    def measure(self, content: torch.Tensor, output: torch.Tensor, style: str) -> dict[str, list[float]]:
-        """Per-image losses of (B, 3, H, W) 0..255 ``output`` against ``content``."""
-        n = content.shape[0]
-        start = time.perf_counter()
-        h, w = content.shape[-2:]
-        scale = self.short_side / min(h, w)
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        def resized(x: torch.Tensor) -> torch.Tensor:
-            x = F.interpolate(x.float().to(self.device), size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
-            return x.contiguous(memory_format=self.memory_format)
+    def metric_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (h, w) an image of (``height``, ``width``) is measured at."""
+        short = min(height, width)
+        target = max(METRICS_MIN_SIDE, min(short, self.short_side))
+        if target == short:
+            return height, width
+        scale = target / short
+        return max(1, round(height * scale)), max(1, round(width * scale))
 
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16)
+
+    def _grouped(self, images: list[torch.Tensor]) -> list[tuple[list[int], torch.Tensor]]:
+        """Images resized to their metric sizes and batched by it: [(indices, (n, 3, h, w))]."""
+        by_size: dict[tuple[int, int], dict[tuple[int, int], list[int]]] = {}
+        for i, x in enumerate(images):
+            h, w = x.shape[-2:]
+            by_size.setdefault(self.metric_size(h, w), {}).setdefault((h, w), []).append(i)
+        out = []
+        for size, by_shape in by_size.items():
+            idx, parts = [], []
+            for (h, w), members in by_shape.items():
+                x = torch.cat([images[i] for i in members]).float().to(self.device)  # (n, 3, h0, w0)
+                if (h, w) != size:
+                    down = size[0] < h
+                    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=down)
+                idx += members
+                parts.append(x)
+            batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+            out.append((idx, batch.contiguous(memory_format=self.memory_format)))
+        return out
+
+    @torch.inference_mode()
+    def content_features(self, content: Images) -> ContentFeatures:
+        """Content-layer features of 0..255 inputs: a (B, 3, H, W) batch or a list of images of any sizes.
+
+        Compute once per input and pass to :meth:`measure_tensors` for every style.
+        """
+        images = _as_list(content)
+        groups = []
+        with self._autocast():
+            for idx, x in self._grouped(images):
+                # The input only needs the (shallow) content layers; the deep style layers are for outputs.
+                groups.append((idx, self.vgg(x, self.content_layers)))
+        return ContentFeatures([tuple(x.shape[-2:]) for x in images], groups)
+
+    @torch.inference_mode()
+    def measure_tensors(self, content_feats: ContentFeatures, output: Images, style: str) -> PendingLosses:
+        """Per-image losses of 0..255 ``output`` (same sizes and order as the features' inputs), on the device."""
+        outputs = _as_list(output)
+        sizes = [tuple(x.shape[-2:]) for x in outputs]
+        if sizes != content_feats.sizes:
+            raise ValueError(f"outputs of sizes {sizes} do not match the content features' inputs {content_feats.sizes}")
         targets = self.targets.get(style)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
-            # The input only needs the (shallow) content layers; the deep style layers are for outputs.
-            content_feats = self.vgg(resized(content), self.content_layers)
-            out_feats = self.vgg(resized(output), self.content_layers + tuple(targets or ()))
-        c_loss = sum(content_loss(out_feats[k], content_feats[k], reduction="none") for k in self.content_layers)
-        if targets is None:
-            s_loss = torch.full((n,), float("nan"))
-        else:
-            s_loss = style_loss(out_feats, targets, reduction="none")
-        t_loss = tv_loss(output, reduction="none")
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        per_image_ms = (time.perf_counter() - start) * 1000 / n
-        return {
-            "content_loss": c_loss.float().cpu().tolist(),
-            "style_loss": s_loss.float().cpu().tolist(),
-            "tv_loss": t_loss.float().cpu().tolist(),
-            "metrics_ms": [per_image_ms] * n,
-        }
+        layers = self.content_layers + tuple(targets or ())
+        c_parts, s_parts, t_parts = [], [], []
+        with self._autocast():
+            for idx, feats in content_feats.groups:
+                # `idx` lists same-shaped inputs next to each other (see _grouped), so regrouping the
+                # outputs keeps their order: one batch, in `idx` order
+                ((sub, x),) = self._grouped([outputs[i] for i in idx])
+                assert sub == list(range(len(idx)))
+                out_feats = self.vgg(x, layers)
+                c_parts.append(sum(content_loss(out_feats[k], feats[k], reduction="none") for k in self.content_layers))
+                if targets is None:
+                    s_parts.append(torch.full((len(idx),), float("nan"), device=x.device))
+                else:
+                    s_parts.append(style_loss(out_feats, targets, reduction="none"))
+                start = 0
+                for end in range(1, len(idx) + 1):  # TV on the full-size outputs, per run of one shape
+                    if end == len(idx) or sizes[idx[end]] != sizes[idx[start]]:
+                        run = torch.cat([outputs[i] for i in idx[start:end]])
+                        t_parts.append(tv_loss(run, reduction="none").to(x.device))
+                        start = end
+        order = [i for idx, _ in content_feats.groups for i in idx]
+        values = {"content_loss": c_parts, "style_loss": s_parts, "tv_loss": t_parts}
+        return PendingLosses(order, {k: torch.cat(v).float() for k, v in values.items()})
+
+    @torch.inference_mode()
+    def measure(
+        self, content: Images, output: Images, style: str, content_feats: ContentFeatures | None = None
+    ) -> dict[str, list[float]]:
+        """Per-image losses of 0..255 ``output`` against ``content`` (lists in input order), with
+        ``metrics_ms`` per image. Pass ``content_feats`` from :meth:`content_features` to reuse them."""
+        start = time.perf_counter()
+        feats = content_feats if content_feats is not None else self.content_features(content)
+        losses = self.measure_tensors(feats, output, style).tolist()  # syncs the device
+        n = len(feats.sizes)
+        losses["metrics_ms"] = [(time.perf_counter() - start) * 1000 / max(1, n)] * n
+        return losses

@@ -1,25 +1,27 @@
-"""The object a Ray actor holds: style networks + loss network, built once, applied to batches."""
+"""The object a Ray actor holds: style networks + loss network, built once, applied to batches.
+
+Per call, the images are planned into shape buckets (:mod:`stylize_core.bucketing`), each batch
+is uploaded once and run through every requested style, and the inputs' content features for the
+metrics are computed once for all styles. On CUDA the host never waits inside a call: inputs go
+through pinned memory with non-blocking copies, outputs come back the same way, timing uses CUDA
+events, and the one sync is at the end of the call.
+"""
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from .bucketing import DEFAULT_MAX_PAD_FRACTION, MIN_SIDE, Batch, crop, pad_to, plan_batches  # noqa: F401
 from .checkpoint import StyleModel
 from .color import blend, preserve_color
-from .loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, LossMeter
-from .transformer_net import SIZE_MULTIPLE
+from .loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, LossMeter, PendingLosses
+from .run_stats import DeviceClock, ForwardStats
 from .vgg import VGGFeatures
-
-# The 9x9 reflection pad of the first layer needs sides > 4, and the two stride-2 layers need a few
-# pixels left; smaller images are edge-padded up to this and cropped back.
-MIN_SIDE = 16
 
 
 @dataclass
@@ -29,24 +31,32 @@ class StylizerConfig:
     device: str = "auto"
     # NHWC activations: faster with cuDNN, and with oneDNN on CPU too since InstanceNorm runs as a
     # group norm there (2.91 vs 2.72 images/s at 512 px on AVX-512, 1.85 vs 1.53 limited to AVX2).
+    # On CUDA, benchmarks/bench_gpu.py --memory-format both measures it (not yet run on a GPU).
     channels_last: bool = True
     bf16: bool = True  # autocast on CUDA only; CPU stays float32
     metrics: bool = True
-    metrics_short_side: int = 256  # a full-res VGG pass costs more than the style network itself
+    metrics_short_side: int = 256  # the most: smaller images are measured at their own size
     content_layers: tuple[str, ...] = DEFAULT_CONTENT_LAYERS
     style_layers: tuple[str, ...] = DEFAULT_STYLE_LAYERS
     strength: float = 1.0
     preserve_color: bool = False
     max_batch: int = 8
-    max_batch_pixels: int = 8 * 512 * 512  # bounds activation memory when same-sized images pile up
+    # Bounds activation memory on CUDA: 32 images of 512x512 (the first layers' bf16 activations
+    # are then ~0.5 GiB each).
+    max_batch_pixels: int = 32 * 512 * 512
     # On CPU, batches beyond the caches lose: 512x512 runs at 0.74 of the matmul rate one at a time,
     # 0.66 four at a time (benchmarks/bench_transformer.py, 2-core machine).
     cpu_max_batch_pixels: int = 4 * 256 * 256
+    # Share of a batch's pixels that may be padding (see stylize_core.bucketing for the measurement).
+    max_pad_fraction: float = DEFAULT_MAX_PAD_FRACTION
+    # CPU gains nothing from larger batches, so padding there would only add work and change outputs.
+    cpu_max_pad_fraction: float = 0.0
+    pin_memory: bool = True  # CUDA only: page-locked staging buffers, so copies run asynchronously
 
 
 @dataclass
 class StyleResult:
-    """One stylised image and its metrics (losses are NaN when metrics are off or unavailable)."""
+    """One stylised image and its metrics (losses are NaN when metrics are off or not measured)."""
 
     image: np.ndarray  # (H, W, 3) uint8, the input's size
     content_loss: float = float("nan")
@@ -54,6 +64,7 @@ class StyleResult:
     tv_loss: float = float("nan")
     stylize_ms: float = 0.0
     metrics_ms: float = 0.0
+    measured: bool = False  # whether the losses were measured (metrics on and the input sampled)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -63,49 +74,26 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def _pad_amounts(size: int) -> tuple[int, int]:
-    """(before, after) padding that brings ``size`` to a multiple of SIZE_MULTIPLE, at least MIN_SIDE."""
-    target = max(MIN_SIDE, -(-size // SIZE_MULTIPLE) * SIZE_MULTIPLE)
-    extra = target - size
-    return extra // 2, extra - extra // 2
+@dataclass
+class _Pending:
+    """A batch whose device work is queued; read back after the call's one sync."""
 
-
-def _pad(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    h, w = x.shape[-2:]
-    (top, bottom), (left, right) = _pad_amounts(h), _pad_amounts(w)
-    pads = (left, right, top, bottom)
-    if any(pads):
-        # reflect needs the pad smaller than the side; tiny images fall back to edge replication
-        mode = "reflect" if max(top, bottom) < h and max(left, right) < w else "replicate"
-        x = F.pad(x, pads, mode=mode)
-    return x, pads
-
-
-def _crop(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
-    left, right, top, bottom = pads
-    h, w = x.shape[-2:]
-    return x[..., top : h - bottom, left : w - right]
-
-
-def _batches(images: Sequence[np.ndarray], max_batch: int, max_pixels: int) -> list[list[int]]:
-    """Indices grouped by size (a batch needs one shape), chunked by count and total pixels."""
-    by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, img in enumerate(images):
-        by_size[img.shape[:2]].append(i)
-    out: list[list[int]] = []
-    for (h, w), idx in by_size.items():
-        per_batch = max(1, min(max_batch, max_pixels // max(1, h * w)))
-        out += [idx[i : i + per_batch] for i in range(0, len(idx), per_batch)]
-    return out
+    members: list[int]  # input indices, in batch order
+    pads: list[tuple[int, int, int, int]]
+    measured: list[int]  # positions in `members` that were measured
+    marks: dict[str, Any]  # "start", "uploaded", "content", then per style "<style>:out", "<style>:metrics"
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)  # style -> (B, Hb, Wb, 3) uint8, host
+    losses: dict[str, PendingLosses] = field(default_factory=dict)
 
 
 class Stylizer:
     """Applies one or more style networks to lists of (H, W, 3) uint8 images of any sizes.
 
-    Per-image metrics (content, style and TV loss) use the VGG loss network at
-    ``metrics_short_side``: content loss against the input image, style loss against the style's
-    Gram targets (from the style image stored in the checkpoint, or ``style_images``; NaN when
-    neither exists, e.g. a bare pytorch/examples state dict), TV loss on the full-size output.
+    Per-image metrics (content, style and TV loss) use the VGG loss network at the smaller of
+    the image's short side and ``metrics_short_side``: content loss against the input image, style
+    loss against the style's Gram targets (from the style image stored in the checkpoint, or
+    ``style_images``; NaN when neither exists, e.g. a bare pytorch/examples state dict), TV loss on
+    the full-size output.
     """
 
     def __init__(
@@ -121,10 +109,10 @@ class Stylizer:
         self.config = config or StylizerConfig()
         self.device = resolve_device(self.config.device)
         self.cuda = self.device.type == "cuda"
-        memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        self.memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
         self.styles = dict(styles)
         self.models = {
-            name: sm.model.to(self.device, memory_format=memory_format).eval().requires_grad_(False)
+            name: sm.model.to(self.device, memory_format=self.memory_format).eval().requires_grad_(False)
             for name, sm in self.styles.items()
         }
         self.loss_model = vgg.loss_model if vgg is not None else ""
@@ -141,54 +129,162 @@ class Stylizer:
                 bf16=self.config.bf16,
                 channels_last=self.config.channels_last,
             )
+        self.clock = DeviceClock(self.device)
+        self._stats = ForwardStats(self.device)
 
     @property
     def style_names(self) -> list[str]:
         return list(self.styles)
 
+    def stats(self) -> dict[str, Any]:
+        """Forward passes since construction (or :meth:`reset_stats`); see :meth:`ForwardStats.as_dict`."""
+        return self._stats.as_dict()
+
+    def reset_stats(self) -> None:
+        self._stats.reset()
+
+    def plan(self, shapes: Sequence[tuple[int, int]]) -> list[Batch]:
+        """The forward passes images of these (H, W) sizes would run as, on this device."""
+        cfg = self.config
+        pixels = cfg.max_batch_pixels if self.cuda else min(cfg.max_batch_pixels, cfg.cpu_max_batch_pixels)
+        pad = cfg.max_pad_fraction if self.cuda else cfg.cpu_max_pad_fraction
+        return plan_batches(shapes, max_batch=cfg.max_batch, max_pixels=pixels, max_pad_fraction=pad)
+
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.config.bf16)
 
-    def _to_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        arr = np.stack(images)  # (B, H, W, 3) uint8
-        x = torch.from_numpy(arr).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()  # (B, 3, H, W)
-        if self.config.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+    def _host_buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
+        pin = self.cuda and self.config.pin_memory
+        return torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
 
-    def _sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
+    def _upload(self, images: Sequence[np.ndarray], members: list[int], shape: tuple[int, int]):
+        """One copy of the batch's images to the device, padded to ``shape``: ((B, 3, H, W) float, pads)."""
+        staging = self._host_buffer((sum(images[i].size for i in members),))
+        flat_host = staging.numpy()  # writing through numpy: Ray's batches are read-only arrays
+        offset = 0
+        for i in members:
+            flat_host[offset : offset + images[i].size] = images[i].reshape(-1)
+            offset += images[i].size
+        flat = staging.to(self.device, non_blocking=True)
+        parts, pads, offset = [], [], 0
+        start = 0
+        for end in range(1, len(members) + 1):  # members come grouped by shape: one pad per run
+            if end < len(members) and images[members[end]].shape == images[members[start]].shape:
+                continue
+            h, w, _ = images[members[start]].shape
+            n = end - start
+            x = flat[offset : offset + n * h * w * 3].view(n, h, w, 3).permute(0, 3, 1, 2).float()  # (n, 3, h, w)
+            x, p = pad_to(x, shape)
+            parts.append(x)
+            pads += [p] * n
+            offset += n * h * w * 3
+            start = end
+        x = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return x.contiguous(memory_format=self.memory_format), pads  # (B, 3, H, W) 0..255
+
+    def _download(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) 0..255 float on the device -> (B, H, W, 3) uint8 on the host (asynchronously on CUDA)."""
+        u8 = y.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
+        if not self.cuda:
+            return u8
+        host = self._host_buffer(tuple(u8.shape))
+        return host.copy_(u8, non_blocking=True)
 
     @torch.inference_mode()
-    def stylize(self, images: Sequence[np.ndarray], style: str) -> list[StyleResult]:
-        """Stylise ``images`` with one style; results are in input order."""
-        if style not in self.models:
-            raise KeyError(f"unknown style {style!r}; this Stylizer has {self.style_names}")
+    def stylize_many(
+        self,
+        images: Sequence[np.ndarray],
+        styles: Sequence[str] | None = None,
+        *,
+        measure: Sequence[bool] | None = None,
+    ) -> dict[str, list[StyleResult]]:
+        """Every style in ``styles`` (default: all) over the same images: ``{style: [result per image]}``.
+
+        Each input is uploaded once and its content features computed once for all styles.
+        ``measure[i]`` False skips the metrics of image ``i`` (NaN losses, ``measured=False``).
+        """
+        styles = list(self.models) if styles is None else list(styles)
+        for style in styles:
+            if style not in self.models:
+                raise KeyError(f"unknown style {style!r}; this Stylizer has {self.style_names}")
         for img in images:
             if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or 0 in img.shape:
                 raise ValueError(f"expected a non-empty (H, W, 3) uint8 image, got {img.dtype} {img.shape}")
-        model = self.models[style]
-        results: list[StyleResult | None] = [None] * len(images)
-        budget = self.config.max_batch_pixels if self.cuda else min(self.config.max_batch_pixels, self.config.cpu_max_batch_pixels)
-        for idx in _batches(images, self.config.max_batch, budget):
-            start = time.perf_counter()
-            content = self._to_batch([images[i] for i in idx])  # (B, 3, H, W) 0..255
-            padded, pads = _pad(content)
+        if measure is not None and len(measure) != len(images):
+            raise ValueError(f"measure has {len(measure)} flags for {len(images)} images")
+        if not images or not styles:
+            return {s: [] for s in styles}
+        self._stats.call_started()
+        pending = [self._run_batch(images, b, styles, measure) for b in self.plan([i.shape[:2] for i in images])]
+        self.clock.wait(pending[-1].marks[f"{styles[-1]}:metrics"])  # the call's one sync
+        results = self._collect(images, pending, styles)
+        self._stats.call_ended()
+        return results
+
+    def _run_batch(
+        self, images: Sequence[np.ndarray], batch: Batch, styles: list[str], measure: Sequence[bool] | None
+    ) -> _Pending:
+        """Queue one batch's work for every style; nothing here waits for the device."""
+        members = sorted(batch.indices, key=lambda i: images[i].shape)  # stable: same shapes adjacent
+        marks = {"start": self.clock.mark()}
+        x, pads = self._upload(images, members, batch.shape)  # (B, 3, H, W) 0..255
+        marks["uploaded"] = self.clock.mark()
+        measured = [] if self.meter is None else [j for j, i in enumerate(members) if measure is None or measure[i]]
+        feats = None
+        if measured:
+            feats = self.meter.content_features([crop(x[j : j + 1], pads[j]) for j in measured])
+        marks["content"] = self.clock.mark()
+        done = _Pending(members, pads, measured, marks)
+        real = sum(images[i].shape[0] * images[i].shape[1] for i in members)
+        for style in styles:
             with self._autocast():
-                out = model(padded)
-            out = _crop(out.float(), pads)
+                y = self.models[style](x)
+            y = y.float()
             if self.config.preserve_color:
-                out = preserve_color(out, content)
-            out = blend(out, content, self.config.strength).clamp_(0, 255)
-            out_u8 = out.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
-            self._sync()
-            elapsed = (time.perf_counter() - start) * 1000 / len(idx)
-            losses = self.meter.measure(content, out, style) if self.meter else {}
-            for j, i in enumerate(idx):
-                results[i] = StyleResult(image=out_u8[j], stylize_ms=elapsed, **{k: v[j] for k, v in losses.items()})
-        return results  # type: ignore[return-value]
+                y = preserve_color(y, x)
+            # pixelwise, so blending the padded batch and cropping later equals blending the crops
+            y = blend(y, x, self.config.strength).clamp_(0, 255)  # (B, 3, H, W)
+            done.outputs[style] = self._download(y)
+            marks[f"{style}:out"] = self.clock.mark()
+            if feats is not None:
+                done.losses[style] = self.meter.measure_tensors(feats, [crop(y[j : j + 1], pads[j]) for j in measured], style)
+            marks[f"{style}:metrics"] = self.clock.mark()
+            self._stats.record_forward(len(members), real, len(members) * batch.shape[0] * batch.shape[1])
+        return done
+
+    def _collect(self, images: Sequence[np.ndarray], pending: list[_Pending], styles: list[str]) -> dict[str, list[StyleResult]]:
+        """Results in input order, once the device is done; per-image times are the batch's, amortised."""
+        out: dict[str, list[StyleResult | None]] = {s: [None] * len(images) for s in styles}
+        ms = self.clock.elapsed_ms
+        for p in pending:
+            m, n, shared = p.marks, len(p.members), len(styles)
+            self._stats.record_busy(ms(m["start"], m[f"{styles[-1]}:metrics"]))
+            upload = ms(m["start"], m["uploaded"]) / shared  # each style pays its share of the upload
+            content = ms(m["uploaded"], m["content"]) / shared
+            prev = m["content"]
+            for style in styles:
+                stylize_ms = (upload + ms(prev, m[f"{style}:out"])) / n
+                losses = p.losses[style].tolist() if style in p.losses else {}
+                metrics_ms = (content + ms(m[f"{style}:out"], m[f"{style}:metrics"])) / max(1, len(p.measured))
+                prev = m[f"{style}:metrics"]
+                host = p.outputs[style].numpy()  # (B, Hb, Wb, 3)
+                values = {j: {k: v[q] for k, v in losses.items()} for q, j in enumerate(p.measured)}
+                for j, i in enumerate(p.members):
+                    left, right, top, bottom = p.pads[j]
+                    h, w = host.shape[1:3]
+                    # a copy: results must not keep the (pinned) batch buffer alive
+                    image = np.array(host[j, top : h - bottom, left : w - right])
+                    got = values.get(j)
+                    out[style][i] = StyleResult(
+                        image=image, stylize_ms=stylize_ms, metrics_ms=metrics_ms if got else 0.0,
+                        measured=bool(got), **(got or {}),
+                    )
+        return out  # type: ignore[return-value]
+
+    def stylize(self, images: Sequence[np.ndarray], style: str) -> list[StyleResult]:
+        """Stylise ``images`` with one style; results are in input order."""
+        return self.stylize_many(images, [style])[style]
 
     def stylize_all(self, images: Sequence[np.ndarray]) -> dict[str, list[StyleResult]]:
         """Every style over the same images: ``{style: [result per image]}``."""
-        return {name: self.stylize(images, name) for name in self.models}
+        return self.stylize_many(images)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from importlib import resources
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +12,9 @@ import torch
 from stylize_core.checkpoint import checkpoint_bytes, load_style_model
 from stylize_core.color import rgb_to_yiq
 from stylize_core.loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
-from stylize_core.stylizer import Stylizer, StylizerConfig, _batches
+from stylize_core.bucketing import DEFAULT_MAX_PAD_FRACTION, plan_batches
+from stylize_core.stylizer import Stylizer, StylizerConfig
+from stylize_core.run_stats import DeviceClock, ForwardStats
 from stylize_core.transformer_net import TransformerNet
 from stylize_core.vgg import VGGFeatures
 
@@ -60,9 +65,13 @@ def test_batched_equals_one_by_one(styles):
 
 
 def test_batches_group_by_size_and_respect_pixel_budget():
-    images = _images([(8, 8), (8, 8), (4, 4), (8, 8)])
-    assert sorted(map(sorted, _batches(images, max_batch=8, max_pixels=10_000))) == [[0, 1, 3], [2]]
-    assert all(len(b) <= 2 for b in _batches(images, max_batch=8, max_pixels=128))
+    shapes = [(8, 8), (8, 8), (4, 4), (8, 8)]  # both run at the 16x16 minimum network size
+    batches = plan_batches(shapes, max_batch=8, max_pixels=10_000, max_pad_fraction=0.0)
+    assert sorted(sorted(b.indices) for b in batches) == [[0, 1, 2, 3]]
+    shapes = [(32, 32), (32, 32), (20, 20), (32, 32)]
+    batches = plan_batches(shapes, max_batch=8, max_pixels=10_000, max_pad_fraction=0.0)
+    assert sorted(sorted(b.indices) for b in batches) == [[0, 1, 3], [2]]
+    assert all(len(b.indices) <= 2 for b in plan_batches(shapes, max_batch=8, max_pixels=2048, max_pad_fraction=0.0))
 
 
 def test_strength_and_colour_preservation(styles):
@@ -116,3 +125,180 @@ def test_cuda_bf16_channels_last_close_to_fp32(styles):
     exact = Stylizer(styles, None, StylizerConfig(device="cuda", bf16=False, channels_last=False)).stylize(images, "a")
     for f, e in zip(fast, exact):
         assert np.abs(f.image.astype(int) - e.image.astype(int)).mean() < 4
+
+
+# --- shape buckets, work once per input, timing, stats ---------------------------------------
+
+DEMO = str(resources.files("stylize_core") / "assets" / "demo_mosaic.pth")
+# Measured by benchmarks/bench_bucketing.py --short-side 96 (small images, as here; the demo
+# checkpoint): padding up to 6 % moves outputs by a mean of 2.5 grey levels, the worst image by 4.1
+# (at 256 px: 1.8 and 3.3). The bounds leave room for other photo crops.
+PAD_TOLERANCE_MEAN = 3.0  # over all images
+PAD_TOLERANCE_IMAGE = 6.0  # any one image
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return {"mosaic": load_style_model(DEMO)}
+
+
+def _photo_crops(shapes, seed=0):
+    import skimage.data
+
+    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.rocket()]
+    rng = np.random.default_rng(seed)
+    out = []
+    for k, (h, w) in enumerate(shapes):
+        p = photos[k % len(photos)][::3, ::3]  # (100-213 px): whole scenes in small crops
+        y, x = rng.integers(0, p.shape[0] - h + 1), rng.integers(0, p.shape[1] - w + 1)
+        out.append(np.ascontiguousarray(p[y : y + h, x : x + w]))
+    return out
+
+
+def _count_forwards(model):
+    calls = []
+    handle = model.register_forward_pre_hook(lambda mod, args: calls.append(args[0].shape[0]))
+    return calls, handle
+
+
+def test_window_of_64_images_in_8_sizes_runs_in_few_passes_close_to_per_image(demo):
+    sizes = [(96, 72), (94, 72), (96, 70), (92, 72), (72, 96), (70, 96), (72, 92), (96, 96)]
+    shapes = [sizes[i] for i in np.random.default_rng(3).permutation(np.repeat(np.arange(8), 8))]
+    images = _photo_crops(shapes)
+    # the CUDA planning limits, on CPU (where the defaults keep batches small and unpadded)
+    gpu_like = StylizerConfig(device="cpu", max_batch=64, cpu_max_batch_pixels=64 * 96 * 96,
+                              cpu_max_pad_fraction=DEFAULT_MAX_PAD_FRACTION)
+    stylizer = Stylizer(demo, None, gpu_like)
+    calls, handle = _count_forwards(stylizer.models["mosaic"])
+    try:
+        batched = stylizer.stylize(images, "mosaic")
+    finally:
+        handle.remove()
+    assert len(calls) <= len(images) // 4 and sum(calls) == len(images)
+    stats = stylizer.stats()
+    assert stats["forward_calls"] == len(calls) and stats["images"] == 64
+    assert stats["images_per_forward_hist"] == {str(k): calls.count(k) for k in sorted(set(calls))}
+    assert 0 < stats["pad_fraction"] <= DEFAULT_MAX_PAD_FRACTION and stats["utilisation"] is None
+    assert [r.image.shape for r in batched] == [i.shape for i in images]
+    alone = Stylizer(demo, None, StylizerConfig(device="cpu", max_batch=1))
+    checked = [shapes.index(s) for s in sizes] + [len(shapes) - 1 - shapes[::-1].index(s) for s in sizes]
+    diffs = [np.abs(batched[i].image.astype(int) - alone.stylize([images[i]], "mosaic")[0].image).mean() for i in checked]
+    assert np.mean(diffs) <= PAD_TOLERANCE_MEAN and max(diffs) <= PAD_TOLERANCE_IMAGE, diffs
+
+
+def test_cpu_defaults_keep_small_unpadded_batches(demo):
+    stylizer = Stylizer(demo, None, StylizerConfig(device="cpu", max_batch=64))
+    plan = stylizer.plan([(96, 72), (92, 72)] * 8 + [(256, 256)] * 4)
+    for b in plan:
+        assert len(b.indices) * b.shape[0] * b.shape[1] <= max(StylizerConfig.cpu_max_batch_pixels, b.shape[0] * b.shape[1])
+        assert len({(96, 72) if i % 2 == 0 and i < 16 else (92, 72) if i < 16 else (256, 256) for i in b.indices}) == 1
+
+
+def test_inputs_uploaded_and_content_measured_once_for_all_styles(styles, vgg, monkeypatch):
+    three = dict(styles, c=styles["a"])
+    images = _images([(32, 40), (32, 40), (24, 24)], seed=4)
+    stylizer = Stylizer(three, vgg, StylizerConfig(metrics_short_side=32, max_batch=8))
+    uploads = []
+    real_upload = stylizer._upload
+    monkeypatch.setattr(stylizer, "_upload", lambda *a: uploads.append(1) or real_upload(*a))
+    vgg_calls = []
+    handle = stylizer.meter.vgg.register_forward_pre_hook(lambda mod, args: vgg_calls.append(tuple(args[1])))
+    try:
+        together = stylizer.stylize_all(images)
+    finally:
+        handle.remove()
+    n_batches = len(stylizer.plan([i.shape[:2] for i in images]))
+    assert n_batches == 2 and len(uploads) == n_batches
+    content_passes = [c for c in vgg_calls if c == stylizer.meter.content_layers]
+    assert len(content_passes) == n_batches and len(vgg_calls) == n_batches * (1 + len(three))
+    for name in three:  # the same results as one style at a time
+        for t, s in zip(together[name], stylizer.stylize(images, name)):
+            np.testing.assert_array_equal(t.image, s.image)
+            assert t.content_loss == pytest.approx(s.content_loss, rel=1e-5)
+            assert t.style_loss == pytest.approx(s.style_loss, rel=1e-5) and t.measured
+
+
+def test_measure_flags_skip_metrics_per_image(styles, vgg):
+    images = _images([(24, 24)] * 3, seed=5)
+    stylizer = Stylizer(styles, vgg, StylizerConfig(metrics_short_side=32))
+    full = stylizer.stylize_many(images, ["a"])["a"]
+    part = stylizer.stylize_many(images, ["a"], measure=[True, False, True])["a"]
+    assert [r.measured for r in part] == [True, False, True]
+    assert np.isnan(part[1].content_loss) and part[1].metrics_ms == 0.0
+    for i in (0, 2):
+        assert part[i].content_loss == pytest.approx(full[i].content_loss, rel=1e-5)
+    np.testing.assert_array_equal(part[1].image, full[1].image)
+    with pytest.raises(ValueError):
+        stylizer.stylize_many(images, ["a"], measure=[True])
+    assert stylizer.stylize_many([], ["a"]) == {"a": []}
+
+
+def test_cpu_path_never_touches_cuda_timing(styles, vgg, monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("CUDA timing used on CPU")
+
+    monkeypatch.setattr(torch.cuda, "Event", boom)
+    monkeypatch.setattr(torch.cuda, "synchronize", boom)
+    res = Stylizer(styles, vgg, StylizerConfig(device="cpu", metrics_short_side=32)).stylize(_images([(20, 28)]), "a")[0]
+    assert res.stylize_ms > 0 and res.metrics_ms > 0
+
+
+class _FakeEvent:
+    """Stands in for torch.cuda.Event: the clock's CUDA branch, exercised without a GPU."""
+
+    log: list[str] = []
+
+    def __init__(self, enable_timing=False):
+        assert enable_timing
+        self.t = None
+
+    def record(self):
+        self.t = time.perf_counter()
+        self.log.append("record")
+
+    def synchronize(self):
+        self.log.append("synchronize")
+
+    def elapsed_time(self, end):
+        assert self.t is not None and end.t is not None
+        return (end.t - self.t) * 1000
+
+
+def test_cuda_clock_records_events_and_reads_them_after_one_wait(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "Event", _FakeEvent)
+    _FakeEvent.log = []
+    clock = DeviceClock(torch.device("cuda"))
+    a = clock.mark()
+    time.sleep(0.01)
+    b = clock.mark()
+    clock.wait(b)
+    assert _FakeEvent.log == ["record", "record", "synchronize"]
+    assert clock.elapsed_ms(a, b) >= 10
+    stats = ForwardStats(torch.device("cuda"))
+    stats.call_started()
+    stats.record_forward(8, 8 * 90, 8 * 100)
+    stats.record_busy(5.0)
+    time.sleep(0.01)
+    stats.call_ended()
+    d = stats.as_dict()
+    assert d["busy_s"] == pytest.approx(0.005) and 0 < d["utilisation"] < 1
+    assert d["images_per_forward_mean"] == 8 and d["pad_fraction"] == pytest.approx(0.1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_cuda_buckets_pinned_bf16_close_to_cpu(demo, channels_last):
+    sizes = [(96, 72), (94, 72), (96, 70), (72, 96), (96, 96)]
+    images = _photo_crops(sizes * 4)
+    gpu = Stylizer(demo, None, StylizerConfig(device="cuda", max_batch=64, channels_last=channels_last))
+    assert gpu._host_buffer((16,)).is_pinned()
+    fast = gpu.stylize_all(images)["mosaic"]
+    stats = gpu.stats()
+    assert stats["forward_calls"] < len(images) and 0 < stats["utilisation"] <= 1 and stats["busy_s"] > 0
+    cpu = Stylizer(demo, None, StylizerConfig(device="cpu", max_batch=1))
+    for img, f in zip(images, fast):
+        ref = cpu.stylize([img], "mosaic")[0].image
+        # bf16 plus bucket padding against float32 alone
+        assert np.abs(f.image.astype(int) - ref.astype(int)).mean() < PAD_TOLERANCE_IMAGE + 4
+        assert f.stylize_ms > 0
