@@ -33,6 +33,8 @@ SCHEMA = pa.schema([
     ("height", pa.int32()),
     ("out_width", pa.int32()),
     ("out_height", pa.int32()),
+    ("measured", pa.bool_()),
+    ("forward_images", pa.int32()),
     ("content_loss", pa.float64()),
     ("style_loss", pa.float64()),
     ("tv_loss", pa.float64()),
@@ -50,6 +52,8 @@ def _nullable(values: list, typ: pa.DataType) -> list:
     """-1 sizes, empty strings and NaN losses are 'no value': store them as nulls."""
     if pa.types.is_string(typ) or pa.types.is_dictionary(typ):
         return [None if v in ("", None) else str(v) for v in values]
+    if pa.types.is_boolean(typ):
+        return [None if v is None or int(v) < 0 else bool(int(v)) for v in values]
     if pa.types.is_integer(typ):
         return [None if v is None or int(v) < 0 else int(v) for v in values]
     return [None if v is None or math.isnan(float(v)) else float(v) for v in values]
@@ -81,6 +85,7 @@ class RunCounts:
     ok_pixels: int = 0
     stylize_ms: float = 0.0
     metrics_ms: float = 0.0
+    forward_images: Counter = field(default_factory=Counter)  # images in a forward pass -> ok rows from such passes
     examples: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # style -> [(input, output)]
 
     def add(self, table: pa.Table, keep_examples: int = 0) -> None:
@@ -96,9 +101,19 @@ class RunCounts:
                 self.ok_pixels += (cols["out_width"][i] or 0) * (cols["out_height"][i] or 0)
                 self.stylize_ms += cols["stylize_ms"][i] or 0.0
                 self.metrics_ms += cols["metrics_ms"][i] or 0.0
+                if cols["forward_images"][i]:
+                    self.forward_images[cols["forward_images"][i]] += 1
                 ex = self.examples.setdefault(style, [])
                 if len(ex) < keep_examples:
                     ex.append((cols["input_uri"][i], cols["output_uri"][i]))
+
+    def forward_summary(self) -> dict:
+        """Images per forward pass: mean and histogram ({images: passes}) over the ok rows' passes."""
+        passes = {k: -(-rows // k) for k, rows in sorted(self.forward_images.items())}
+        total = sum(passes.values())
+        images = sum(self.forward_images.values())
+        return {"images_per_forward_mean": round(images / total, 3) if total else None,
+                "images_per_forward_hist": {str(k): v for k, v in passes.items()}}
 
     @property
     def error_rate(self) -> float:

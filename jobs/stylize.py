@@ -171,6 +171,10 @@ def run(
         "images_per_s": round(counts.by_status["ok"] / wall, 3) if wall else None,
         "stylize_ms_total": round(counts.stylize_ms, 1),
         "metrics_ms_total": round(counts.metrics_ms, 1),
+        **counts.forward_summary(),
+        # share of the actors' wall time spent in the network and the loss meter (device time on CUDA)
+        "actor_busy_fraction": round((counts.stylize_ms + counts.metrics_ms) / (wall * 1000 * actors), 3)
+        if wall and actors else None,
         "actors": actors,
         "gpus_per_actor": gpus_per_actor,
         "stages": "fused" if fused else "split",

@@ -14,6 +14,7 @@ from stylize_core.builder import SetupError, StylizerSpec, build_stylizer
 from stylize_core.device_errors import is_fatal_device_error
 from stylize_core.gatys import GatysConfig
 from stylize_core.host import retain_freed_memory
+from stylize_core.sampling import sampled
 from stylize_core.stylizer import resolve_device
 
 from . import ray_runtime
@@ -86,13 +87,45 @@ class StylizeActor:
         self.loss_model = built.loss_model
         self.device_name = built.device_name
 
-    def _run(self, images: list[np.ndarray], style: str):
+    def _run(self, images: list[np.ndarray], styles: list[str], measure: list[bool]) -> dict[str, list]:
+        """``{style: [result per image]}``: each input uploaded once, its content features computed once."""
         try:
-            return self.stylizer.stylize(images, style)
+            return self.stylizer.stylize_many(images, styles, measure=measure)
         except Exception as exc:
             if is_fatal_device_error(exc):
                 _exit_for_replacement(exc)
             raise
+
+    def _run_each(self, images: list[np.ndarray], styles: list[str], measure: list[bool], keys: list[str] | None = None
+                  ) -> dict[str, list]:
+        """Image by image, so one bad input fails alone (an exception in place of its results). With
+        ``keys`` (a batch that killed its actor too often), each image is counted in the attempt
+        ledger, and one started more than --max-actor-crashes times is not run again."""
+        cap = self.settings.max_actor_crashes
+        out: dict[str, list] = {s: [] for s in styles}
+        for n, image in enumerate(images):
+            started = self._begin(keys[n]) if keys else 0
+            try:
+                if started > cap:
+                    raise RuntimeError(f"this input killed the stylize actor {started - 1} times "
+                                       f"(--max-actor-crashes {cap}); not retried")
+                found = {s: r[0] for s, r in self._run([image], styles, [measure[n]]).items()}
+            except Exception as exc:  # e.g. out of memory on one huge image
+                found = {s: exc for s in styles}
+            if keys:
+                self._end(keys[n])
+            for s in styles:
+                out[s].append(found[s])
+        return out
+
+    def _stylize_safely(self, images: list[np.ndarray], styles: list[str], measure: list[bool]) -> dict[str, list]:
+        """Results per style and image; a failing batch is retried image by image so one bad input fails alone."""
+        try:
+            return self._run(images, styles, measure)
+        except Exception:
+            if len(images) == 1:
+                raise
+        return self._run_each(images, styles, measure)
 
     def _begin(self, key: str) -> int:
         return ray_runtime.begin_attempt(self.attempts, key) if self.attempts is not None else 1
@@ -100,39 +133,6 @@ class StylizeActor:
     def _end(self, key: str) -> None:
         if self.attempts is not None:
             ray_runtime.end_attempt(self.attempts, key)
-
-    def _one_at_a_time(self, images: list[np.ndarray], uris: list[str], style: str) -> list:
-        """After a batch has killed its actor too often: each image alone, each with its own count."""
-        cap = self.settings.max_actor_crashes
-        results: list = []
-        for image, uri in zip(images, uris):
-            key = f"{uri}\0{style}"
-            started = self._begin(key)
-            if started > cap:
-                results.append(RuntimeError(f"this input killed the stylize actor {started - 1} times "
-                                            f"(--max-actor-crashes {cap}); not retried"))
-            else:
-                try:
-                    results.append(self._run([image], style)[0])
-                except Exception as exc:
-                    results.append(exc)
-            self._end(key)
-        return results
-
-    def _stylize_safely(self, images: list[np.ndarray], style: str) -> list:
-        """Results per image; a failing batch is retried image by image so one bad input fails alone."""
-        try:
-            return self._run(images, style)
-        except Exception:
-            if len(images) == 1:
-                raise
-        results = []
-        for image in images:
-            try:
-                results.append(self._run([image], style)[0])
-            except Exception as exc:  # e.g. out of memory on one huge image
-                results.append(exc)
-        return results
 
     def _setup_error_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One ``setup_error`` row per input x style, nothing read or stylised."""
@@ -155,26 +155,35 @@ class StylizeActor:
         n = len(batch["uri"])
         key = batch_key(batch["uri"])
         isolate = self._begin(key) > self.settings.max_actor_crashes
-        images = list(batch["image"])
+        uris = [str(u) for u in batch["uri"]]
         status = list(batch["status"])
         todo = [str(t).split(",") if str(t) else [] for t in batch["todo_styles"]]
-        cols: dict[str, list] = {k: [] for k in (
-            "row", "style", "model_sha256", "status", "error_type", "error", "out_image", "out_width", "out_height",
-            "content_loss", "style_loss", "tv_loss", "stylize_ms", "metrics_ms",
-        )}
-        for style in self.settings.style_names:
-            ready = [i for i in range(n) if status[i] == "ok" and style in todo[i]]
-            ready_images = [np.asarray(images[i]) for i in ready]
+        # Rows that need the same styles share one call (usually all of them: todo differs only for
+        # --skip-existing and nightly plans).
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i in range(n):
+            styles = tuple(s for s in self.settings.style_names if s in todo[i])
+            if status[i] == "ok" and styles:
+                groups.setdefault(styles, []).append(i)
+        results: dict[tuple[int, str], Any] = {}
+        for styles, idx in groups.items():
+            images = [np.asarray(batch["image"][i]) for i in idx]
+            measure = [sampled(uris[i], self.settings.metrics_sample) for i in idx]
             try:
                 if isolate:
-                    found = self._one_at_a_time(ready_images, [str(batch["uri"][i]) for i in ready], style)
+                    found = self._run_each(images, list(styles), measure, [uris[i] for i in idx])
                 else:
-                    found = self._stylize_safely(ready_images, style)
-                results = dict(zip(ready, found))
+                    found = self._stylize_safely(images, list(styles), measure)
             except Exception as exc:
-                results = {i: exc for i in ready}
+                found = {s: [exc] * len(idx) for s in styles}
+            results.update({(i, s): r for s in styles for i, r in zip(idx, found[s])})
+        cols: dict[str, list] = {k: [] for k in (
+            "row", "style", "model_sha256", "status", "error_type", "error", "out_image", "out_width", "out_height",
+            "content_loss", "style_loss", "tv_loss", "stylize_ms", "metrics_ms", "measured", "forward_images",
+        )}
+        for style in self.settings.style_names:
             for i in range(n):
-                res = results.get(i)
+                res = results.get((i, style))
                 row_status, etype, err = status[i], str(batch["error_type"][i]), str(batch["error"][i])
                 if row_status == "ok" and style not in todo[i]:
                     row_status = "skipped"
@@ -191,10 +200,12 @@ class StylizeActor:
                 cols["out_image"].append(out)
                 cols["out_width"].append(int(out.shape[1]) if ok else -1)
                 cols["out_height"].append(int(out.shape[0]) if ok else -1)
-                for key in ("content_loss", "style_loss", "tv_loss"):
-                    cols[key].append(float(getattr(res, key)) if ok else float("nan"))
+                for name in ("content_loss", "style_loss", "tv_loss"):
+                    cols[name].append(float(getattr(res, name)) if ok else float("nan"))
                 cols["stylize_ms"].append(float(res.stylize_ms) if ok else float("nan"))
-                cols["metrics_ms"].append(float(res.metrics_ms) if ok else float("nan"))
+                cols["metrics_ms"].append(float(res.metrics_ms) if ok and res.measured else float("nan"))
+                cols["measured"].append(int(res.measured) if ok else -1)  # 1/0, -1: no value
+                cols["forward_images"].append(int(res.forward_images) if ok else -1)
         rows = cols.pop("row")
         out = {k: np.asarray(batch[k])[rows] for k in ("uri", "rel_path", "input_bytes", "width", "height", "decode_ms")}
         out.update({k: np.array(v) for k, v in cols.items() if k != "out_image"})

@@ -47,11 +47,18 @@ class GatysStylizer:
     def style_names(self) -> list[str]:
         return list(self.style_images)
 
-    def stylize(self, images: Sequence[np.ndarray], style: str) -> list[StyleResult]:
+    def stylize_many(
+        self, images: Sequence[np.ndarray], styles: Sequence[str] | None = None, *, measure: Sequence[bool] | None = None
+    ) -> dict[str, list[StyleResult]]:
+        """:meth:`Stylizer.stylize_many`'s contract: every style over the same images, ``measure[i]``
+        False skipping image ``i``'s metrics."""
+        return {s: self.stylize(images, s, measure=measure) for s in (self.style_names if styles is None else styles)}
+
+    def stylize(self, images: Sequence[np.ndarray], style: str, *, measure: Sequence[bool] | None = None) -> list[StyleResult]:
         if style not in self.style_images:
             raise KeyError(f"unknown style {style!r}; this GatysStylizer has {self.style_names}")
         results = []
-        for image in images:
+        for n, image in enumerate(images):
             start = time.perf_counter()
             out = optimize_image(image, self.style_images[style], self.vgg, self.config, device=self.device).image
             with torch.inference_mode():
@@ -61,6 +68,8 @@ class GatysStylizer:
                     stylized = blend(stylized, content, self.strength)
                     out = stylized.round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()
             elapsed = (time.perf_counter() - start) * 1000
-            losses = self.meter.measure(content, stylized, style) if self.meter else {}
-            results.append(StyleResult(image=out, stylize_ms=elapsed, **{k: v[0] for k, v in losses.items()}))
+            measured = self.meter is not None and (measure is None or bool(measure[n]))
+            losses = self.meter.measure(content, stylized, style) if measured else {}
+            results.append(StyleResult(image=out, stylize_ms=elapsed, measured=measured,
+                                       **{k: v[0] for k, v in losses.items()}))
         return results

@@ -65,6 +65,7 @@ class StyleResult:
     stylize_ms: float = 0.0
     metrics_ms: float = 0.0
     measured: bool = False  # whether the losses were measured (metrics on and the input sampled)
+    forward_images: int = 1  # images in the forward pass that produced this output
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -277,7 +278,7 @@ class Stylizer:
                     got = values.get(j)
                     out[style][i] = StyleResult(
                         image=image, stylize_ms=stylize_ms, metrics_ms=metrics_ms if got else 0.0,
-                        measured=bool(got), **(got or {}),
+                        measured=bool(got), forward_images=n, **(got or {}),
                     )
         return out  # type: ignore[return-value]
 

@@ -41,14 +41,14 @@ def poisoned(base: type, marker: tuple[int, int, int]) -> type:
 
     def __init__(self, *args, **kwargs):
         base.__init__(self, *args, **kwargs)
-        real = self.stylizer.stylize
+        real = self.stylizer.stylize_many
 
-        def stylize(images, style):
+        def stylize_many(images, *args, **kwargs):
             if any(tuple(int(v) for v in image[0, 0]) == marker for image in images):
                 raise RuntimeError(ILLEGAL_ADDRESS)
-            return real(images, style)
+            return real(images, *args, **kwargs)
 
-        self.stylizer.stylize = stylize
+        self.stylizer.stylize_many = stylize_many
 
     return type(f"Poisoned{base.__name__}", (base,), {"__init__": __init__})
 

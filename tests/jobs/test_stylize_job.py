@@ -342,3 +342,26 @@ def test_an_input_that_keeps_killing_actors_ends_as_its_own_error_row(tmp_path, 
     assert {k: r["status"] for k, r in rows.items()} == {"p0.png": "ok", "p1.png": "ok", "p2.png": "error",
                                                          "p3.png": "ok"}
     assert rows["p2.png"]["error_type"] == "stylize_error" and "killed the stylize actor" in rows["p2.png"]["error"]
+
+
+def test_metrics_sample_measures_the_same_inputs_for_every_style(local_inputs, tmp_path, checkpoints):
+    from stylize_core.sampling import sampled
+
+    out = tmp_path / "out"
+    summary = stylize.run(stylize.parse_args([
+        "--input", str(local_inputs), "--output", str(out), "--style", f"mosaic={checkpoints['mosaic']}",
+        "--style", f"ink={checkpoints['ink']}", "--vgg-weights", "random:0", "--quiet", "--run-id", "sample",
+        "--metrics-sample", "0.5", "--max-error-rate", "0.2", "--batch-size", "4",
+    ]))
+    rows = [r for r in _read_local_metrics(out, "sample") if r["status"] == "ok"]
+    assert len(rows) == 16
+    for r in rows:
+        assert r["measured"] == sampled(r["input_uri"], 0.5)
+        assert (r["content_loss"] is not None) == r["measured"] and (r["metrics_ms"] is not None) == r["measured"]
+        assert r["tv_loss"] is None or r["measured"]
+        assert r["forward_images"] >= 1
+    by_input = {}
+    for r in rows:
+        by_input.setdefault(r["input_uri"], set()).add(r["measured"])
+    assert all(len(v) == 1 for v in by_input.values())  # every style measured the same inputs
+    assert summary["images_per_forward_mean"] >= 1 and summary["images_per_forward_hist"]
