@@ -392,6 +392,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {len(files)} content images, fewer than --workers x --batch-size", file=sys.stderr)
         return 2
     fixed = not (args.address or os.environ.get("RAY_ADDRESS"))  # a local Ray cannot grow
+    if fixed:
+        # Ray Train's node-preemption watcher has nothing to watch on one machine, and starting it
+        # logs an error-level line (its actor restarts with arguments in the object store) on every run.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     init_ray(args.address)
     ray.data.DataContext.get_current().enable_progress_bars = False
     resources = ray.cluster_resources()
