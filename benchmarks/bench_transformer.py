@@ -1,10 +1,14 @@
 """TransformerNet throughput on the current device, against an fp32 matmul's rate in the same run.
 
     python benchmarks/bench_transformer.py [--sizes 256 512] [--batch 4] [--seconds 10]
+    python benchmarks/bench_transformer.py --archs [--rounds 3] [--seconds 6]
 
 Prints images/s, achieved GFLOP/s (counted with torch's FlopCounterMode: ~20.2 GFLOP per 256x256
 image, scaling with pixels) and the ratio to the matmul rate. On CUDA it also runs bf16 autocast
-with channels_last. Numbers only; nothing here asserts a speed.
+with channels_last. ``--archs`` compares the network sizes at 512x512, one image per forward,
+channels_last (what the Stylizer runs on CPU): default, slim (width 0.25) and slim with
+depthwise-separable residual convs, in alternating rounds (medians), so a busy machine slows all
+of them alike. Numbers only; nothing here asserts a speed.
 """
 
 from __future__ import annotations
@@ -16,7 +20,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from stylize_core.host import retain_freed_memory
-from stylize_core.transformer_net import TransformerNet
+from stylize_core.transformer_net import NetConfig, TransformerNet
+
+ARCHS = {
+    "default": NetConfig(),
+    "slim": NetConfig(width=0.25),
+    "slim+depthwise": NetConfig(width=0.25, depthwise=True),
+}
 
 
 def sync(device: torch.device) -> None:
@@ -48,8 +58,39 @@ def flops_per_image(model: torch.nn.Module, size: int, device: torch.device) -> 
     return float(counter.get_total_flops())
 
 
+def compare_archs(size: int, rounds: int, seconds: float, device: torch.device) -> None:
+    """Alternating rounds over :data:`ARCHS`; prints the median images/s of each and ratios."""
+    import statistics
+
+    fmt = torch.channels_last
+    x = (torch.rand(1, 3, size, size, device=device) * 255).contiguous(memory_format=fmt)  # (1, 3, S, S)
+    models = {}
+    for name, arch in ARCHS.items():
+        torch.manual_seed(0)
+        models[name] = TransformerNet(arch).to(device).eval().to(memory_format=fmt)
+    rates: dict[str, list[float]] = {name: [] for name in ARCHS}
+    for _ in range(rounds):
+        for name, model in models.items():
+            def step(model=model) -> None:
+                with torch.inference_mode():
+                    model(x)
+
+            runs, elapsed = timed(step, device, seconds)
+            rates[name].append(runs / elapsed)
+    base = statistics.median(rates["default"])
+    for name, model in models.items():
+        ips = statistics.median(rates[name])
+        gflop = flops_per_image(model, size, device) / 1e9
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{size}px {name:>15} ({ARCHS[name].describe()}): {params:>9,d} params {gflop:6.1f} GFLOP/image "
+              f"{ips:6.2f} images/s (median of {rounds}: {', '.join(f'{r:.2f}' for r in rates[name])}) "
+              f"x{ips / base:.2f} vs default")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--archs", action="store_true", help="compare default / slim / slim+depthwise at 512 px")
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seconds", type=float, default=10.0)
@@ -61,6 +102,9 @@ def main() -> None:
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
     mm = matmul_gflops(device, args.seconds / 2)
     print(f"device: {name}; fp32 matmul 2048^3: {mm:.1f} GFLOP/s; malloc tuned: {tuned}")
+    if args.archs:
+        compare_archs(512, args.rounds, args.seconds, device)
+        return
     variants = [("fp32", torch.contiguous_format, None), ("fp32 channels_last", torch.channels_last, None)]
     if device.type == "cuda":
         variants.append(("bf16 channels_last", torch.channels_last, torch.bfloat16))

@@ -3,12 +3,23 @@
     python -m jobs.train --content s3://bucket/coco/ --style-image s3://bucket/mosaic.jpg \\
         --output s3://bucket/models/mosaic --workers 4 --steps 40000 --vgg-weights imagenet
 
+Network size: ``--width`` (channel multiplier) and ``--blocks`` (residual blocks) choose the
+architecture (:class:`~stylize_core.transformer_net.NetConfig`, recorded in the checkpoint).
+``--style-image`` given several times trains one multi-style network (conditional instance norm):
+each image of a batch gets one of the styles in turn.
+
+Resources: each worker takes ``--cpus-per-worker`` CPUs; left out, it is planned so that at least
+one CPU stays free for the Ray Data decode tasks (1 when the cluster has room, else a fraction). On
+a local Ray, a request that cannot run (no CPU left for data loading, or more CPUs/GPUs than the
+machine has) is refused at start with exit 2 and one line saying what to pass.
+
 Content images (:func:`jobs.storage.list_images`) stream through Ray Data (read, decode, crop on CPU
 tasks), split equally over the workers; undecodable files are skipped and counted once per URI.
 Each worker holds a :class:`~stylize_core.training.StyleTrainer` (style targets computed once per
 worker) wrapped in DDP (NCCL on GPUs with bf16 autocast, gloo on CPUs). ``{output}`` receives Ray
 Train checkpoints (``{name}/checkpoint_NNNNNNNN/train_state.pt``), ``final/style.pth`` (project
-format), ``final/style_examples.pth`` (pytorch/examples), ``final/style.onnx``,
+format), ``final/style_examples.pth`` (pytorch/examples; only for its own layout: the default size,
+one style), ``final/style.onnx`` (multi-style: a ``style_weights`` input),
 ``loss_history.csv``/``.png`` and ``train_summary.json``.
 
 Resume: rerun the same command (same ``--output`` and ``--name``). Ray Train V2 (the default in
@@ -29,19 +40,17 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, fields
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from stylize_core.checkpoint import checkpoint_bytes, examples_state_dict
+from stylize_core.checkpoint import examples_state_dict
 from stylize_core.host import malloc_env, retain_freed_memory
 from stylize_core.image_io import ImageDecodeError, decode_image
 from stylize_core.onnx_export import onnx_bytes, onnx_max_abs_diff
-from stylize_core.training import STYLE_IMAGE_MAX_SIDE, StyleTrainer, TrainConfig, prepare_content, prepare_style
-from stylize_core.training import progress_line
+from stylize_core.training import StyleTrainer, TrainConfig, prepare_content, progress_line, trained_checkpoint_bytes
 from stylize_core.transformer_net import TransformerNet
 
 from .config import parse_with_config
@@ -66,9 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     io_ = p.add_argument_group("data and outputs")
     io_.add_argument("--content", help="content images: prefix, single image or manifest (.csv/.parquet); any URI")
-    io_.add_argument("--style-image", help="style image URI")
+    io_.add_argument("--style-image", action="append",
+                     help="style image URI; repeat it to train one multi-style network (conditional instance norm)")
     io_.add_argument("--output", help="output prefix (local path or URI): checkpoints, final models, history")
-    io_.add_argument("--style-name", default=None, help="style name recorded in the checkpoint [style image stem]")
+    io_.add_argument("--style-name", action="append",
+                     help="style name recorded in the checkpoint, once per --style-image in order [image stems]")
     io_.add_argument("--name", default="train", help="Ray Train run name under --output (resume key)")
     io_.add_argument("--config", help="YAML file with any of these options (underscored keys); flags override")
 
@@ -84,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="model init and shuffling")
     opt.add_argument("--autocast", choices=("auto", "bf16", "fp16", "none"), default="auto", help="auto: bf16 on GPU")
 
+    net = p.add_argument_group("network size (recorded in the checkpoint; defaults: pytorch/examples' layout)")
+    net.add_argument("--width", type=float, default=_DEFAULTS.width,
+                     help="channel multiplier of the 32/64/128 widths: 0.25 is the slim network (~12x fewer FLOPs)")
+    net.add_argument("--blocks", type=int, default=_DEFAULTS.blocks, help="residual blocks")
+
     loss = p.add_argument_group("loss network")
     loss.add_argument("--vgg", choices=("vgg16", "vgg19"), default=_DEFAULTS.vgg, help="loss network")
     loss.add_argument("--vgg-weights", default=_DEFAULTS.vgg_weights, help="imagenet|PATH|URI|random:SEED")
@@ -95,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = p.add_argument_group("cluster, checkpoints and logging")
     run.add_argument("--workers", type=int, default=1, help="data-parallel training workers")
     run.add_argument("--gpus-per-worker", type=float, default=None, help="[1 if the cluster has GPUs, else 0]")
-    run.add_argument("--cpus-per-worker", type=float, default=1.0, help="leave some CPUs for Ray Data decode tasks")
+    run.add_argument("--cpus-per-worker", type=float, default=None,
+                     help="CPUs reserved per worker [1, or less so that one CPU stays free for data loading]")
     run.add_argument("--address", default=None, help="Ray cluster address [RAY_ADDRESS or a local Ray]")
     run.add_argument("--checkpoint-every", type=int, default=_DEFAULTS.checkpoint_every, help="steps")
     run.add_argument("--keep-checkpoints", type=int, default=2, help="Ray Train checkpoints kept")
@@ -103,7 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-every", type=int, default=_DEFAULTS.log_every, help="progress line every N steps")
     run.add_argument("--read-batch-size", type=int, default=16, help="images per Ray Data decode task batch")
     run.add_argument("--onnx-opset", type=int, default=17, help="ONNX opset of final/style.onnx")
-    run.add_argument("--fail-at-step", type=int, default=None, help="testing: crash the workers after this step")
     return p
 
 
@@ -119,15 +135,52 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"missing required option(s): {', '.join(missing)} (flags or --config)")
     if args.workers < 1 or args.batch_size < 1 or args.steps < 1 or args.epochs < 1:
         parser.error("--workers, --batch-size, --steps and --epochs must be >= 1")
+    if not args.width > 0 or args.blocks < 0:
+        parser.error("--width must be > 0 and --blocks >= 0")
+    if args.cpus_per_worker is not None and args.cpus_per_worker < 0:
+        parser.error("--cpus-per-worker must be >= 0")
+    if args.style_name and len(args.style_name) != len(args.style_image):
+        parser.error(f"{len(args.style_name)} --style-name for {len(args.style_image)} --style-image: give one per image")
     return args
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` recorded in every checkpoint."""
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    stem = os.path.splitext(os.path.basename(args.style_image.rstrip("/")))[0]
-    values["style_name"] = args.style_name or stem or "style"
+    stems = [os.path.splitext(os.path.basename(uri.rstrip("/")))[0] or "style" for uri in args.style_image]
+    names = list(args.style_name or stems)
+    values["style_name"] = names[0] if len(names) == 1 else "+".join(names)
+    values["style_names"] = tuple(names) if len(names) > 1 else ()
     return TrainConfig(**values)
+
+
+# --- resources: data loading always keeps a CPU -----------------------------------------------------
+
+DATA_CPUS = 1.0  # each Ray Data decode task asks for one CPU
+
+
+def plan_cpus_per_worker(
+    workers: int, requested: float | None, cluster_cpus: float, *, fixed: bool
+) -> tuple[float, str | None]:
+    """(CPUs per worker, refusal or None) so that ``DATA_CPUS`` stay free for the decode tasks.
+
+    ``requested`` None plans it: 1 when the cluster has room, else the share of what is left after
+    data loading. ``fixed`` is a cluster that cannot grow (a local Ray): a request that cannot run
+    there is refused with one line saying what to pass, since Ray would wait for it forever.
+    """
+    room = cluster_cpus - DATA_CPUS
+    if requested is None:
+        if cluster_cpus < DATA_CPUS or workers * 1.0 <= room:
+            return 1.0, None  # room for both, or a cluster that is still scaling up
+        return max(0.0, int(room / workers * 100) / 100), None  # floor to 0.01: never over-ask
+    if fixed and workers * requested > room:
+        share = max(0.0, int(room / workers * 100) / 100)
+        return requested, (
+            f"--workers {workers} x --cpus-per-worker {requested:g} leave "
+            f"{max(0.0, cluster_cpus - workers * requested):g} of this Ray's {cluster_cpus:g} CPUs for data loading, "
+            f"which needs {DATA_CPUS:g}: pass --cpus-per-worker {share:g} (or leave it out to plan it)"
+        )
+    return requested, None
 
 
 # --- Ray Data: read + decode + crop, bad files reported to a ledger actor ----------------------------
@@ -209,7 +262,8 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     opener = None if weights == "imagenet" or weights.startswith("random:") else (lambda uri: read_bytes(uri, options))
     autocast = {"auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[loop_config["autocast"]]
     device = ray.train.torch.get_device()
-    trainer = StyleTrainer(config, loop_config["style_image"], device=device, opener=opener, autocast_dtype=autocast)
+    trainer = StyleTrainer(config, loop_config["style_images"], device=device, opener=opener, autocast_dtype=autocast)
+    trainer.style_cycle = (rank, world)  # workers of one step train different styles
 
     checkpoint, skipped = ray.train.get_checkpoint(), []
     if checkpoint:
@@ -227,7 +281,6 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
 
     shard = ray.train.get_dataset_shard("train")
     last_reported = trainer.step_count
-    fail_at = loop_config.get("fail_at_step")
     while trainer.step_count < config.steps and trainer.epoch < config.epochs:
         batches = 0
         for batch in shard.iter_torch_batches(
@@ -243,8 +296,6 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 _report(trainer, rank, ledger)
                 last_reported = step
-            if fail_at is not None and step >= fail_at:
-                raise RuntimeError(f"--fail-at-step {fail_at}: simulated crash at step {step}")
             if step >= config.steps:
                 break
         else:
@@ -296,24 +347,26 @@ def history_plot_png(history: Sequence[dict[str, float]], title: str) -> bytes:
     return buf.getvalue()
 
 
-def export_final(state: dict[str, Any], style_image: np.ndarray, output: str, options: Any, *,
+def export_final(state: dict[str, Any], style_images: list[np.ndarray], output: str, options: Any, *,
                  extra: dict[str, Any], opset: int = 17) -> dict[str, Any]:
-    """Write final/style.pth, final/style_examples.pth, final/style.onnx, loss history CSV + PNG."""
-    model = TransformerNet()
-    model.load_state_dict(state["model"], strict=True)
+    """Write final/style.pth, final/style.onnx, loss history CSV + PNG, and final/style_examples.pth
+    when the network has pytorch/examples' layout (the default size, one style)."""
     config = state["config"]
-    uris = {k: join_uri(output, *p) for k, p in {
+    model = TransformerNet(TrainConfig.from_dict(config).arch(len(style_images)))
+    model.load_state_dict(state["model"], strict=True)
+    paths = {
         "checkpoint": ("final", "style.pth"), "examples_state_dict": ("final", "style_examples.pth"),
         "onnx": ("final", "style.onnx"), "history_csv": ("loss_history.csv",), "history_png": ("loss_history.png",),
-    }.items()}
-    write_bytes_atomic(uris["checkpoint"], checkpoint_bytes(
-        model, style_image=prepare_style(style_image, STYLE_IMAGE_MAX_SIDE), style=config["style_name"],
-        training_config=config, loss_model=state["loss_model"], steps=state["step"], epochs=state["epoch"],
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra,
-    ), options)
-    buf = io.BytesIO()
-    torch.save(examples_state_dict(model), buf)
-    write_bytes_atomic(uris["examples_state_dict"], buf.getvalue(), options)
+    }
+    if not model.arch.is_examples_layout:
+        del paths["examples_state_dict"]
+    uris = {k: join_uri(output, *p) for k, p in paths.items()}
+    write_bytes_atomic(uris["checkpoint"], trained_checkpoint_bytes(
+        model, style_images, config, state["loss_model"], state["step"], state["epoch"], **extra), options)
+    if "examples_state_dict" in uris:
+        buf = io.BytesIO()
+        torch.save(examples_state_dict(model), buf)
+        write_bytes_atomic(uris["examples_state_dict"], buf.getvalue(), options)
     onnx_data = onnx_bytes(model, opset=opset, example_size=(config["image_size"],) * 2)
     write_bytes_atomic(uris["onnx"], onnx_data, options)
     write_bytes_atomic(uris["history_csv"], history_csv(state["history"]), options)
@@ -334,13 +387,27 @@ def main(args: argparse.Namespace) -> int:
     options = StorageOptions()
     config = train_config_from_args(args)
     files = list_images(args.content, options)
-    style_image = decode_image(read_bytes(args.style_image, options))  # (H, W, 3) uint8
+    style_images = [decode_image(read_bytes(uri, options)) for uri in args.style_image]  # (H, W, 3) uint8 each
     if len(files) < args.workers * args.batch_size:
         print(f"error: {len(files)} content images, fewer than --workers x --batch-size", file=sys.stderr)
         return 2
+    fixed = not (args.address or os.environ.get("RAY_ADDRESS"))  # a local Ray cannot grow
+    if fixed:
+        # Ray Train's node-preemption watcher has nothing to watch on one machine, and starting it
+        # logs an error-level line (its actor restarts with arguments in the object store) on every run.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     init_ray(args.address)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    gpus = args.gpus_per_worker if args.gpus_per_worker is not None else min(1.0, ray.cluster_resources().get("GPU", 0))
+    resources = ray.cluster_resources()
+    gpus = args.gpus_per_worker if args.gpus_per_worker is not None else min(1.0, resources.get("GPU", 0))
+    cpus_per_worker, refusal = plan_cpus_per_worker(args.workers, args.cpus_per_worker, resources.get("CPU", 0.0),
+                                                    fixed=fixed)
+    if refusal is None and fixed and gpus > 0 and args.workers * gpus > resources.get("GPU", 0):
+        refusal = (f"--workers {args.workers} x {gpus:g} GPU need {args.workers * gpus:g} GPUs and this Ray has "
+                   f"{resources.get('GPU', 0):g}: pass fewer --workers or --gpus-per-worker 0")
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     ledger = ray.remote(num_cpus=0)(_RunLedger).remote()
     uris = [f.uri for f in files]
     np.random.default_rng(config.seed).shuffle(uris)  # spread listing order (often by source) over shards
@@ -352,12 +419,12 @@ def main(args: argparse.Namespace) -> int:
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={
-            "train_config": asdict(config), "style_image": style_image, "storage_options": options,
-            "ledger": ledger, "autocast": args.autocast, "fail_at_step": args.fail_at_step,
+            "train_config": asdict(config), "style_images": style_images, "storage_options": options,
+            "ledger": ledger, "autocast": args.autocast,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=args.workers, use_gpu=gpus > 0,
-            resources_per_worker={"CPU": args.cpus_per_worker, **({"GPU": gpus} if gpus > 0 else {})},
+            resources_per_worker={"CPU": cpus_per_worker, **({"GPU": gpus} if gpus > 0 else {})},
         ),
         run_config=ray.train.RunConfig(
             name=args.name, storage_path=storage_path, storage_filesystem=storage_fs,
@@ -368,8 +435,9 @@ def main(args: argparse.Namespace) -> int:
         ),
         datasets={"train": dataset},
     )
-    print(f"training {config.style_name!r}: {len(files)} images, {args.workers} worker(s), "
-          f"{'GPU' if gpus > 0 else 'CPU'}, output {redact(args.output)}", flush=True)
+    print(f"training {config.style_name!r} ({config.arch(len(style_images)).describe()}): {len(files)} images, "
+          f"{args.workers} worker(s) x {cpus_per_worker:g} CPU, {'GPU' if gpus > 0 else 'CPU'}, "
+          f"output {redact(args.output)}", flush=True)
     start = time.perf_counter()
     try:
         result = trainer.fit()
@@ -384,12 +452,13 @@ def main(args: argparse.Namespace) -> int:
     ledger_summary = ray.get(ledger.summary.remote())  # seeded from the checkpoint on resume
     skipped = list({s["uri"]: dict(s) for s in [*state.get("skipped", []), *ledger_summary["skipped"]]}.values())
     extra = {"content_images": len(files), "skipped_files": len(skipped), "workers": args.workers}
-    exported = export_final(state, style_image, args.output, options, extra=extra, opset=args.onnx_opset)
+    exported = export_final(state, style_images, args.output, options, extra=extra, opset=args.onnx_opset)
     history = state["history"]
     resumed_from = ledger_summary["start_step"] or 0
     summary = {
         "style": config.style_name, "steps": state["step"], "epochs": state["epoch"], "loss_model": state["loss_model"],
-        "workers": args.workers, "device": "gpu" if gpus > 0 else "cpu", "content_images": len(files),
+        "workers": args.workers, "cpus_per_worker": cpus_per_worker, "device": "gpu" if gpus > 0 else "cpu",
+        "arch": config.arch(len(style_images)).to_dict(), "content_images": len(files),
         "skipped_files": len(skipped), "skipped": skipped, "resumed_from_step": resumed_from,
         "steps_this_run": state["step"] - resumed_from, "fit_seconds": round(seconds, 2),
         "final_losses": history[-1] if history else None, "training_config": asdict(config), **exported,

@@ -130,3 +130,37 @@ class StyleTargetCache:
 
     def __len__(self) -> int:
         return len(self._cache)
+
+
+@torch.no_grad()
+def blended_style_grams(
+    extractor: FeatureExtractor,
+    styles: Sequence[torch.Tensor | np.ndarray],
+    weights: Sequence[float],
+    layers: Sequence[str],
+    scales: Sequence[float] = (1.0,),
+    device: torch.device | str | None = None,
+) -> dict[str, torch.Tensor]:
+    """Style-loss targets of a blend of styles: ``{layer: sum_k w_k * G_k[layer]}``, (1, C, C).
+
+    ``styles`` are the blend's style images, each (1, 3, H, W) float 0..255 or (H, W, 3) uint8, at
+    their own sizes; ``G_k`` is :func:`style_grams` of image k; ``weights`` (one per image, >= 0) are
+    normalised to sum to one. So the target of a blend is the same convex mix of the styles' Gram
+    matrices as the network's mix of norm parameters, and a one-hot weight gives exactly that style's
+    own target. (It is not the Gram matrix of a blended image: mixing pixels would average colours,
+    not textures.) Images with weight 0 are not run through the extractor.
+    """
+    if len(styles) != len(weights):
+        raise ValueError(f"{len(styles)} style images for {len(weights)} weights")
+    total = float(sum(weights))
+    if not np.isfinite(total) or total <= 0 or any(w < 0 for w in weights):
+        raise ValueError(f"style weights must be >= 0 with a positive sum, not {list(weights)}")
+    out: dict[str, torch.Tensor] = {}
+    for style, weight in zip(styles, weights):
+        if weight == 0:
+            continue
+        image = image_to_tensor(style, device) if isinstance(style, np.ndarray) else style.to(device)
+        for layer, gram in style_grams(extractor, image, layers, scales).items():
+            term = gram * (weight / total)  # (1, C, C)
+            out[layer] = term if layer not in out else out[layer] + term
+    return out

@@ -5,6 +5,11 @@ it is fast (well under a second), honours ``opset`` exactly and names the dynami
 (``batch``/``height``/``width``). The torch.export-based exporter is the fallback for torch builds
 where the old one is gone; it needs opset >= 18 and symbolic ``dynamic_shapes``.
 ``torch.onnx`` is imported lazily so that importing :mod:`stylize_core` stays cheap.
+
+Every size of :class:`~stylize_core.transformer_net.NetConfig` exports the same way. A multi-style
+network takes a second input, ``style_weights`` (S,) float32: one weight per style (>= 0, not all
+0), normalised to sum to one inside the graph, so ``[0, 1, 0]`` renders style 1 and ``[1, 1, 0]``
+an even blend of styles 0 and 1.
 """
 
 from __future__ import annotations
@@ -14,12 +19,25 @@ import os
 import warnings
 
 import torch
+from torch import nn
 
 from .transformer_net import TransformerNet
 
 INPUT_NAME = "input"
+STYLE_WEIGHTS_NAME = "style_weights"
 OUTPUT_NAME = "output"
 _DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
+
+
+class _WithStyleWeights(nn.Module):
+    """(N, 3, H, W), (S,) -> (N, 3, H, W): the weights normalised to sum to one, then the network."""
+
+    def __init__(self, net: TransformerNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
+        return self.net(x, style_weights / style_weights.sum())
 
 
 def export_onnx(
@@ -31,14 +49,22 @@ def export_onnx(
 ) -> str:
     """Write ``model`` (float32, eval mode, on CPU) to ``path`` as ONNX and return ``path``.
 
-    The graph takes ``input`` (N, 3, H, W) float32 RGB in 0..255 and returns ``output`` of the
-    same layout; N, H and W are dynamic (outputs match inputs when H, W are multiples of 4).
-    The caller's model is not modified (a CPU float32 copy is exported).
+    The graph takes ``input`` (N, 3, H, W) float32 RGB in 0..255 (and ``style_weights`` (S,) for a
+    multi-style network) and returns ``output`` of the same layout; N, H and W are dynamic (outputs
+    match inputs when H, W are multiples of 4). The caller's model is not modified (a CPU float32
+    copy is exported).
     """
     import torch.onnx  # lazy: pulls in onnx/onnxscript machinery
 
-    net = copy.deepcopy(model).float().cpu().eval()
-    example = torch.rand(1, 3, *example_size) * 255.0  # (1, 3, H, W)
+    net: nn.Module = copy.deepcopy(model).float().cpu().eval()
+    example: tuple[torch.Tensor, ...] = (torch.rand(1, 3, *example_size) * 255.0,)  # (1, 3, H, W)
+    names = [INPUT_NAME]
+    shapes: dict[str, dict[int, object]] = {"x": {}}
+    if net.arch.multi_style:
+        net = _WithStyleWeights(net)
+        example += (torch.full((model.arch.num_styles,), 1.0 / model.arch.num_styles),)  # (S,)
+        names.append(STYLE_WEIGHTS_NAME)
+        shapes["style_weights"] = {}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
         with warnings.catch_warnings():
@@ -47,25 +73,26 @@ def export_onnx(
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 net,
-                (example,),
+                example,
                 path,
                 dynamo=False,
                 opset_version=opset,
-                input_names=[INPUT_NAME],
+                input_names=names,
                 output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: _DYNAMIC_AXES, OUTPUT_NAME: _DYNAMIC_AXES},
             )
     except (TypeError, RuntimeError, AttributeError, NotImplementedError):
         dim = torch.export.Dim.DYNAMIC
+        shapes["x"] = {0: dim, 2: dim, 3: dim}
         torch.onnx.export(
             net,
-            (example,),
+            example,
             path,
             dynamo=True,
             opset_version=max(opset, 18),
-            input_names=[INPUT_NAME],
+            input_names=names,
             output_names=[OUTPUT_NAME],
-            dynamic_shapes={"x": {0: dim, 2: dim, 3: dim}},
+            dynamic_shapes=shapes,
         )
     return path
 
@@ -80,8 +107,14 @@ def onnx_bytes(model: TransformerNet, *, opset: int = 17, example_size: tuple[in
             return f.read()
 
 
-def onnx_max_abs_diff(model: TransformerNet, onnx_data: bytes, size: tuple[int, int] = (64, 96)) -> float | None:
-    """Max |ONNX - PyTorch| on one random (1, 3, *size) image in 0..255, or None without onnxruntime."""
+def onnx_max_abs_diff(
+    model: TransformerNet,
+    onnx_data: bytes,
+    size: tuple[int, int] = (64, 96),
+    style_weights: list[float] | None = None,
+) -> float | None:
+    """Max |ONNX - PyTorch| on one random (1, 3, *size) image in 0..255, or None without onnxruntime.
+    A multi-style network is compared at ``style_weights`` (default: an even blend of all styles)."""
     try:
         import onnxruntime
     except ImportError:
@@ -90,7 +123,13 @@ def onnx_max_abs_diff(model: TransformerNet, onnx_data: bytes, size: tuple[int, 
 
     x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0)) * 255.0  # (1, 3, H, W)
     session = onnxruntime.InferenceSession(onnx_data, providers=["CPUExecutionProvider"])
-    out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    feeds = {INPUT_NAME: x.numpy()}
+    args: tuple[torch.Tensor, ...] = (x,)
+    if model.arch.multi_style:
+        w = torch.tensor(style_weights or [1.0] * model.arch.num_styles, dtype=torch.float32)  # (S,)
+        feeds[STYLE_WEIGHTS_NAME] = w.numpy()
+        args += (w / w.sum(),)
+    out = session.run(None, feeds)[0]
     with torch.no_grad():
-        ref = copy.deepcopy(model).float().cpu().eval()(x).numpy()
+        ref = copy.deepcopy(model).float().cpu().eval()(*args).numpy()
     return float(np.abs(out - ref).max())

@@ -4,6 +4,10 @@
 targets (computed once); ``step(batch)`` is one optimisation step. The same object runs inside each
 Ray Train worker (``jobs/train.py``), where the model is wrapped for data parallelism.
 
+Several style images train one multi-style network (conditional instance norm, Dumoulin et al.
+2017): every image of a batch gets a style, cycling through the styles, so each step sees all of
+them when the batch is at least as large as the number of styles.
+
 Run ``python -m stylize_core.training --demo OUT.pth`` to train the small demo network shipped in
 ``stylize_core/assets/`` (how it was made: ``stylize_core/assets/README.md``).
 """
@@ -18,13 +22,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from .checkpoint import checkpoint_bytes
 from .host import retain_freed_memory
 from .image_io import resize_max_side, resize_short_side
 from .losses import content_loss, image_to_tensor, style_grams, style_loss, tv_loss
-from .transformer_net import TransformerNet
+from .transformer_net import NetConfig, TransformerNet
 from .vgg import Opener, VGGFeatures
 
 # The style image travels inside every checkpoint; this bounds its size there.
@@ -59,6 +64,16 @@ class TrainConfig:
     seed: int = 42
     log_every: int = 50
     checkpoint_every: int = 500
+    # architecture (stylize_core.transformer_net.NetConfig); the number of styles is the number of
+    # style images given to the trainer
+    width: float = 1.0
+    blocks: int = 5
+    depthwise: bool = False
+    style_names: tuple[str, ...] = ()  # multi-style: one name per style image, in order
+
+    def arch(self, num_styles: int = 1) -> NetConfig:
+        """The network this config trains for ``num_styles`` style images."""
+        return NetConfig(width=self.width, blocks=self.blocks, depthwise=self.depthwise, num_styles=num_styles)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -98,7 +113,8 @@ def _resolve_autocast(device: torch.device, autocast_dtype: torch.dtype | str | 
 class StyleTrainer:
     """Model + Adam + VGG loss network + cached style targets, with resumable state.
 
-    ``autocast_dtype``: ``"auto"`` (bf16 on CUDA, off on CPU), ``None`` (off) or a dtype. The
+    ``style_image`` is one (H, W, 3) uint8 image, or a sequence of them for a multi-style network
+    (``config.style_names`` names them). ``autocast_dtype``: ``"auto"`` (bf16 on CUDA, off on CPU), ``None`` (off) or a dtype. The
     losses and Gram matrices are always accumulated in float32 (see :func:`gram_matrix`).
     ``self.model`` may be replaced by a wrapper (DDP) after construction; :attr:`net` is always the
     bare :class:`TransformerNet`, and the optimiser keeps working since wrappers share parameters.
@@ -107,7 +123,7 @@ class StyleTrainer:
     def __init__(
         self,
         config: TrainConfig,
-        style_image: np.ndarray,
+        style_image: np.ndarray | Sequence[np.ndarray],
         *,
         device: torch.device | str | None = None,
         model: TransformerNet | None = None,
@@ -118,10 +134,18 @@ class StyleTrainer:
     ) -> None:
         self.config = config
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        images = [style_image] if isinstance(style_image, np.ndarray) else list(style_image)
+        if not images:
+            raise ValueError("training needs at least one style image")
+        self.arch = model.arch if model is not None else config.arch(len(images))
+        if self.arch.num_styles != len(images):
+            raise ValueError(f"{len(images)} style images for a network of {self.arch.num_styles} styles")
+        if self.arch.multi_style and config.style_names and len(config.style_names) != len(images):
+            raise ValueError(f"{len(config.style_names)} style names for {len(images)} style images")
         if model is None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed)  # same init on every worker and every rerun
-                model = TransformerNet()
+                model = TransformerNet(self.arch)
         self.channels_last = channels_last
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model: torch.nn.Module = model.to(self.device, memory_format=memory_format)
@@ -132,10 +156,16 @@ class StyleTrainer:
         self.loss_model: str = getattr(vgg, "loss_model", "custom")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.autocast_dtype = _resolve_autocast(self.device, autocast_dtype)
-        self.style_image = prepare_style(style_image, config.style_size)
-        self.style_targets = style_grams(
-            self.vgg, image_to_tensor(self.style_image, self.device), config.style_layers, config.style_scales
-        )  # {layer: (1, C, C)}, computed once
+        self.style_images = [prepare_style(image, config.style_size) for image in images]
+        self.style_image = self.style_images[0]
+        targets = [
+            style_grams(self.vgg, image_to_tensor(image, self.device), config.style_layers, config.style_scales)
+            for image in self.style_images
+        ]  # per style {layer: (1, C, C)}, computed once
+        self.style_targets = {layer: torch.cat([t[layer] for t in targets]) for layer in targets[0]}  # (S, C, C)
+        # Which style each image of a batch gets: (step * B * world + rank * B + i) % S. A
+        # data-parallel caller sets (rank, world) so the workers of one step train different styles.
+        self.style_cycle: tuple[int, int] = (0, 1)
         self.step_count = 0
         self.epoch = 0
         self.history: list[dict[str, float]] = []
@@ -158,13 +188,21 @@ class StyleTrainer:
         x = batch.to(self.device, torch.float32, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        targets = self.style_targets  # {layer: (1, C, C)} for one style
+        args: tuple[torch.Tensor, ...] = (x,)
+        if self.arch.multi_style:
+            b, (rank, world) = x.shape[0], self.style_cycle
+            first = self.step_count * b * world + rank * b
+            idx = torch.arange(first, first + b, device=self.device) % self.arch.num_styles  # (B,)
+            args += (F.one_hot(idx, self.arch.num_styles).float(),)  # (B, S): each image's style
+            targets = {layer: t[idx] for layer, t in targets.items()}  # {layer: (B, C, C)}
         with self._autocast():
-            y = self.model(x)  # (B, 3, S, S), 0..255, unclamped
+            y = self.model(*args)  # (B, 3, S, S), 0..255, unclamped
             feats_y = self.vgg(y)
             with torch.no_grad():
                 feats_x = self.vgg(x)
         content = sum(content_loss(feats_y[layer], feats_x[layer]) for layer in cfg.content_layers)
-        style = style_loss(feats_y, self.style_targets)
+        style = style_loss(feats_y, targets)
         tv = tv_loss(y) if cfg.tv_weight else y.new_zeros((), dtype=torch.float32)
         content, style, tv = cfg.content_weight * content, cfg.style_weight * style, cfg.tv_weight * tv
         return {"content": content, "style": style, "tv": tv, "total": content + style + tv}
@@ -206,25 +244,47 @@ class StyleTrainer:
         self.history = [dict(r) for r in state.get("history", [])]
 
     def checkpoint_bytes(self, *, half: bool = False, **extra: Any) -> bytes:
-        """The trained network in this project's checkpoint format, with the style image and the
+        """The trained network in this project's checkpoint format, with the style image(s) and the
         full training config recorded."""
-        return checkpoint_bytes(
-            self.net,
-            style_image=prepare_style(self.style_image, STYLE_IMAGE_MAX_SIDE),
-            half=half,
-            style=self.config.style_name,
-            training_config=asdict(self.config),
-            loss_model=self.loss_model,
-            steps=self.step_count,
-            epochs=self.epoch,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **extra,
+        return trained_checkpoint_bytes(
+            self.net, self.style_images, asdict(self.config), self.loss_model, self.step_count, self.epoch,
+            half=half, **extra,
         )
 
     def save(self, path: str, *, half: bool = False, **extra: Any) -> None:
         """Write :meth:`checkpoint_bytes` to a local ``path``."""
         with open(path, "wb") as f:
             f.write(self.checkpoint_bytes(half=half, **extra))
+
+
+def style_names_for(config: dict[str, Any], num_styles: int) -> list[str]:
+    """Names recorded for a multi-style network: ``style_names``, else ``{style_name}{index}``."""
+    names = list(config.get("style_names") or [])
+    return names if len(names) == num_styles else [f"{config.get('style_name') or 'style'}{i}" for i in range(num_styles)]
+
+
+def trained_checkpoint_bytes(
+    net: TransformerNet,
+    style_images: Sequence[np.ndarray],
+    config: dict[str, Any],
+    loss_model: str,
+    steps: int,
+    epochs: int,
+    *,
+    half: bool = False,
+    **extra: Any,
+) -> bytes:
+    """A trained network in this project's format: style image(s) (long side at most
+    :data:`STYLE_IMAGE_MAX_SIDE`), training config (``asdict(TrainConfig)``), loss network, progress."""
+    images = [prepare_style(image, STYLE_IMAGE_MAX_SIDE) for image in style_images]
+    meta: dict[str, Any] = {
+        "style": config["style_name"], "training_config": config, "loss_model": loss_model, "steps": steps,
+        "epochs": epochs, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra,
+    }
+    if net.arch.multi_style:
+        meta["styles"] = style_names_for(config, net.arch.num_styles)
+        return checkpoint_bytes(net, style_images=images, half=half, **meta)
+    return checkpoint_bytes(net, style_image=images[0], half=half, **meta)
 
 
 def batches_per_epoch(num_images: int, batch_size: int) -> int:
@@ -234,7 +294,7 @@ def batches_per_epoch(num_images: int, batch_size: int) -> int:
 
 def train_local(
     content_images: Sequence[np.ndarray],
-    style_image: np.ndarray,
+    style_image: np.ndarray | Sequence[np.ndarray],
     config: TrainConfig,
     *,
     trainer: StyleTrainer | None = None,
@@ -328,6 +388,8 @@ def mosaic_style_image(size: int = 256, cells: int = 90, seed: int = 0) -> np.nd
 def _preview(trainer: StyleTrainer, images: Sequence[np.ndarray], size: int, path: str) -> None:
     """Save style | before | after rows as a PNG to judge the demo by eye."""
     net = trainer.net.eval()
+    if net.arch.multi_style:
+        net = net.bake_style([1.0] + [0.0] * (net.arch.num_styles - 1))  # the first style
     rows = []
     style = prepare_content(trainer.style_image, size)
     for img in images:
@@ -354,6 +416,9 @@ def _demo_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--vgg-weights", default="random:0", help="random:SEED, imagenet, or a state-dict path")
     p.add_argument("--style-layers", default="relu1_2,relu2_2,relu3_3")
     p.add_argument("--style-image", default=None, help="image file; default: the procedural mosaic")
+    p.add_argument("--width", type=float, default=1.0, help="channel multiplier (0.25: the slim demo)")
+    p.add_argument("--blocks", type=int, default=5, help="residual blocks")
+    p.add_argument("--name", default=None, help="style name [demo_mosaic, demo_mosaic_slim for other sizes]")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (fixed for reproducibility)")
     p.add_argument("--preview", default="/tmp/demo_mosaic_preview.png", help="before/after PNG")
     args = p.parse_args(argv)
@@ -362,8 +427,13 @@ def _demo_main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     style = mosaic_style_image() if args.style_image is None else np.asarray(Image.open(args.style_image).convert("RGB"))
+    default_name = "demo_mosaic" if args.style_image is None else "demo"
+    if (args.width, args.blocks) != (1.0, 5):
+        default_name += "_slim"
     config = TrainConfig(
-        style_name="demo_mosaic" if args.style_image is None else "demo",
+        style_name=args.name or default_name,
+        width=args.width,
+        blocks=args.blocks,
         image_size=args.image_size,
         batch_size=args.batch_size,
         steps=args.steps,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -44,8 +46,86 @@ def test_help_documents_every_option() -> None:
         assert action.help, f"{action.option_strings} has no help"
         assert action.option_strings[-1] in text
     for flag in ("--content", "--style-image", "--output", "--steps", "--epochs", "--workers", "--gpus-per-worker",
-                 "--vgg", "--vgg-weights", "--content-layers", "--style-layers", "--checkpoint-every", "--address"):
+                 "--vgg", "--vgg-weights", "--content-layers", "--style-layers", "--checkpoint-every", "--address",
+                 "--width", "--blocks", "--cpus-per-worker"):
         assert flag in text
+    assert "--fail-at-step" not in text  # test hooks live in the tests
+
+
+def test_several_style_images_make_a_multi_style_config() -> None:
+    base = ["--content", "/c", "--output", "/o"]
+    args = train.parse_args([*base, "--style-image", "/s/wave.jpg", "--style-image", "/s/ink.png", "--width", "0.25"])
+    config = train.train_config_from_args(args)
+    assert config.style_names == ("wave", "ink") and config.arch(2).num_styles == 2 and config.width == 0.25
+    args = train.parse_args([*base, "--style-image", "/s/a.jpg", "--style-image", "/s/b.jpg",
+                             "--style-name", "one", "--style-name", "two"])
+    assert train.train_config_from_args(args).style_names == ("one", "two")
+    with pytest.raises(SystemExit):
+        train.parse_args([*base, "--style-image", "/s/a.jpg", "--style-image", "/s/b.jpg", "--style-name", "x"])
+
+
+def test_cpu_plan_keeps_a_cpu_for_data_loading_or_refuses_in_one_line() -> None:
+    plan = train.plan_cpus_per_worker
+    assert plan(2, None, 2.0, fixed=True) == (0.5, None)  # the 2-CPU local Ray: workers share one CPU
+    assert plan(1, None, 2.0, fixed=True) == (1.0, None)
+    assert plan(3, None, 2.0, fixed=True) == (0.33, None)
+    assert plan(4, None, 16.0, fixed=True) == (1.0, None)
+    assert plan(4, None, 0.0, fixed=False) == (1.0, None)  # a cluster still scaling up from 0 CPUs
+    assert plan(2, 0.5, 2.0, fixed=True) == (0.5, None)
+    cpus, refusal = plan(2, 1.0, 2.0, fixed=True)
+    assert refusal == ("--workers 2 x --cpus-per-worker 1 leave 0 of this Ray's 2 CPUs for data loading, which "
+                       "needs 1: pass --cpus-per-worker 0.5 (or leave it out to plan it)")
+    assert plan(2, 1.0, 2.0, fixed=False) == (1.0, None)  # a remote cluster may add nodes
+
+
+def test_refuses_a_plan_that_would_hang_with_one_line(ray_local: None, tmp_path, capsys) -> None:
+    (tmp_path / "c").mkdir()
+    for i in range(2):
+        (tmp_path / "c" / f"{i}.png").write_bytes(_png(i))
+    (tmp_path / "s.png").write_bytes(_png(9))
+    argv = ["--content", str(tmp_path / "c"), "--style-image", str(tmp_path / "s.png"), "--output",
+            str(tmp_path / "o"), "--workers", "2", "--batch-size", "1", "--cpus-per-worker", "1", *FAST]
+    assert train.main(train.parse_args(argv)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pass --cpus-per-worker 0.5" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def _crash_at_step(step_at: int) -> Callable[[], None]:
+    """A Ray worker_process_setup_hook: StyleTrainer.step raises once the trainer reaches ``step_at``
+    (after that step's update and any checkpoint of the previous one)."""
+
+    def install() -> None:
+        from stylize_core.training import StyleTrainer
+
+        original = StyleTrainer.step
+
+        def step(self, batch):  # type: ignore[no-untyped-def]
+            record = original(self, batch)
+            if self.step_count >= step_at:
+                raise RuntimeError(f"test crash at step {self.step_count}")
+            return record
+
+        StyleTrainer.step = step
+
+    return install
+
+
+@contextlib.contextmanager
+def _ray_with_setup_hook(hook: Callable[[], None]) -> Iterator[None]:
+    """The tests' local Ray restarted with ``hook`` run in every worker process, then restored as
+    tests/jobs/conftest.py's ray_local made it."""
+    import ray
+
+    ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             runtime_env={"worker_process_setup_hook": hook})
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        ray.data.DataContext.get_current().enable_progress_bars = False
 
 
 def test_config_file_gives_defaults_and_flags_override(tmp_path) -> None:
@@ -81,11 +161,12 @@ def test_two_workers_crash_resume_and_exports(ray_local: None, tmp_path) -> None
     (tmp_path / "wave.png").write_bytes(_png(99, (64, 64)))
     out = tmp_path / "out"
     argv = ["--content", str(content), "--style-image", str(tmp_path / "wave.png"), "--output", str(out),
-            "--steps", "6", "--epochs", "100", "--batch-size", "1", "--workers", "2", "--cpus-per-worker", "0.5",
-            "--checkpoint-every", "2", *FAST]
+            "--steps", "6", "--epochs", "100", "--batch-size", "1", "--workers", "2",
+            "--checkpoint-every", "2", *FAST]  # no --cpus-per-worker: the plan leaves a CPU for data loading
 
     # 7 good images over 2 workers: 3 per worker and epoch. Crash right after step 5.
-    assert train.main(train.parse_args([*argv, "--fail-at-step", "5"])) == 1
+    with _ray_with_setup_hook(_crash_at_step(5)):
+        assert train.main(train.parse_args(argv)) == 1
     assert (out / "train" / "checkpoint_00000004" / train.STATE_FILE).exists()
     assert not (out / "final").exists()
 
@@ -115,21 +196,34 @@ def test_two_workers_crash_resume_and_exports(ray_local: None, tmp_path) -> None
     _onnx_matches((out / "final" / "style.onnx").read_bytes(), examples_net.eval())
 
 
-def test_s3_content_and_output(ray_local: None, s3_client, s3_bucket: str, tmp_path) -> None:
+def test_s3_multi_style_slim_network(ray_local: None, s3_client, s3_bucket: str, tmp_path) -> None:
     for i in range(4):
         s3_client.put_object(Bucket=s3_bucket, Key=f"coco/{i}.png", Body=_png(i))
     s3_client.put_object(Bucket=s3_bucket, Key="styles/mosaic.png", Body=_png(7, (48, 48)))
+    s3_client.put_object(Bucket=s3_bucket, Key="styles/wave.png", Body=_png(8, (40, 56)))
     out = f"s3://{s3_bucket}/models/mosaic"
     argv = ["--content", f"s3://{s3_bucket}/coco/", "--style-image", f"s3://{s3_bucket}/styles/mosaic.png",
+            "--style-image", f"s3://{s3_bucket}/styles/wave.png", "--width", "0.25", "--blocks", "2",
             "--output", out, "--steps", "2", "--epochs", "10", "--batch-size", "2", "--workers", "1",
             "--checkpoint-every", "2", *FAST]
     assert train.main(train.parse_args(argv)) == 0
     keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="models/")["Contents"]}
     assert f"models/mosaic/train/checkpoint_00000002/{train.STATE_FILE}" in keys
-    for name in ("final/style.pth", "final/style_examples.pth", "final/style.onnx", "loss_history.csv",
-                 "loss_history.png", "train_summary.json"):
+    for name in ("final/style.pth", "final/style.onnx", "loss_history.csv", "loss_history.png", "train_summary.json"):
         assert f"models/mosaic/{name}" in keys
+    assert "models/mosaic/final/style_examples.pth" not in keys  # pytorch/examples has no such network
     loaded = load_style_model("style.pth", data=read_bytes(f"{out}/final/style.pth"))
-    assert loaded.metadata["steps"] == 2 and loaded.metadata["style"] == "mosaic"
+    assert loaded.metadata["steps"] == 2 and loaded.style_names == ("mosaic", "wave")
+    assert loaded.arch.width == 0.25 and loaded.arch.blocks == 2 and loaded.arch.num_styles == 2
+    assert [im.shape for im in loaded.style_images] == [(48, 48, 3), (40, 56, 3)]
     summary = json.loads(read_bytes(f"{out}/train_summary.json"))
-    assert summary["skipped_files"] == 0 and summary["content_images"] == 4
+    assert summary["skipped_files"] == 0 and summary["content_images"] == 4 and summary["arch"]["num_styles"] == 2
+    assert summary["onnx_max_abs_diff"] < 1e-2
+
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(read_bytes(f"{out}/final/style.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.rand(1, 3, 32, 32) * 255
+    out_wave = session.run(None, {"input": x.numpy(), "style_weights": np.array([0.0, 1.0], np.float32)})[0]
+    with torch.no_grad():
+        ref = loaded.select("wave").model(x).numpy()
+    assert np.abs(out_wave - ref).max() < 1e-2

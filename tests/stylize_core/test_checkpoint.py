@@ -81,20 +81,57 @@ class _Evil:
         return (os.system, ("touch /tmp/stylize-pwned-marker",))
 
 
-def test_malicious_pickle_is_refused_without_running(tmp_path):
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_malicious_pickle_is_refused_without_running_and_names_the_import(tmp_path):
     marker = "/tmp/stylize-pwned-marker"
     if os.path.exists(marker):
         os.remove(marker)
     path = tmp_path / "evil.pth"
     torch.save({"conv1.conv2d.weight": torch.zeros(1), "payload": _Evil()}, path)
-    with pytest.raises(StyleModelError, match="refused"):
+    with pytest.raises(StyleModelError, match=r"refused to load .*evil\.pth: it would import os\.system"):
         load_style_model(str(path))
     assert not os.path.exists(marker)
-    # a plain pickle (not a torch zip) carrying code is refused too
-    raw = pickle.dumps(_Evil())
-    with pytest.raises(StyleModelError):
-        load_style_model("raw", data=raw)
+    # a plain pickle (not a torch zip) carrying code is refused too, and named from its opcodes
+    for protocol in (2, 4):
+        with pytest.raises(StyleModelError, match=r"refused .*it would import os\.system"):
+            load_style_model("raw", data=pickle.dumps(_Evil(), protocol=protocol))
     assert not os.path.exists(marker)
+
+
+def test_a_text_file_is_not_a_checkpoint_rather_than_unsafe(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("<html>404 Not Found</html>\n")
+    with pytest.raises(StyleModelError, match=r"notes\.pth is not a PyTorch checkpoint: it is a text file") as info:
+        load_style_model(str(path))
+    assert "refused" not in str(info.value) and "unsafe" not in str(info.value)
+
+
+def test_directory_and_empty_file_say_so(tmp_path):
+    with pytest.raises(StyleModelError, match="is a directory"):
+        load_style_model(str(tmp_path))
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(StyleModelError, match=r"empty\.pth is empty"):
+        load_style_model(str(tmp_path / "empty.pth"))
+    with pytest.raises(StyleModelError, match="is empty"):
+        load_style_model("s3://b/empty.pth", opener=lambda uri: b"")
+
+
+def test_key_and_shape_mismatch_lists_the_first_keys_and_shapes():
+    sd = examples_state_dict(_model())
+    sd["conv1.conv2d.weight"] = torch.zeros(8, 3, 9, 9)
+    for key in [k for k in sd if k.startswith("res5.")]:
+        del sd[key]
+    sd["extra.weight"] = torch.zeros(2)
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    with pytest.raises(StyleModelError) as info:
+        load_style_model("bad.pth", data=buf.getvalue())
+    msg = str(info.value)
+    assert "bad.pth does not match TransformerNet(width=1,blocks=5)" in msg
+    assert "missing keys: res5.conv1.conv2d.weight, res5.conv1.conv2d.bias, res5.in1.weight (+5 more)" in msg
+    assert "unexpected keys: extra.weight" in msg
+    assert "shape mismatches: conv1.conv2d.weight (8, 3, 9, 9) (expected (32, 3, 9, 9))" in msg
+    assert "\n" not in msg
 
 
 def test_wrong_shapes_and_missing_files_are_clear_errors(tmp_path):

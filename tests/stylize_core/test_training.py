@@ -205,3 +205,32 @@ def test_shipped_demo_checkpoint_stylises() -> None:
         y = loaded.model(x).clamp(0, 255)  # (1, 3, 64, 64)
     assert y.std() > 10  # not a constant image
     assert (y - x).abs().mean() > 10  # visibly changed
+
+
+def test_multi_style_training_cycles_styles_and_saves_a_selectable_checkpoint(vgg: VGGFeatures, tmp_path) -> None:
+    styles = [_images(1, seed=s, shape=(30, 30))[0] for s in (3, 4, 5)]
+    cfg = _config(steps=3, width=0.25, blocks=2, style_names=("a", "b", "c"))
+    trainer = train_local(_images(4), styles, cfg, device="cpu", vgg=vgg, log=None)
+    assert trainer.arch.num_styles == 3 and trainer.style_targets["relu1_2"].shape[0] == 3
+    # every style's scale/shift was trained (images cycle through the styles), not only the first
+    w = trainer.net.in1.weight.detach()  # (3, 8)
+    assert all(not torch.allclose(w[k], torch.ones_like(w[k])) for k in range(3))
+    path = tmp_path / "multi.pth"
+    trainer.save(str(path))
+    loaded = load_style_model(str(path))
+    assert loaded.style_names == ("a", "b", "c") and loaded.needs_selection
+    assert TrainConfig.from_dict(loaded.metadata["training_config"]) == cfg
+    np.testing.assert_array_equal(loaded.select("b").style_image, styles[1])
+    x = torch.rand(1, 3, 32, 32) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.select("c").model(x), trainer.net.eval()(x, torch.tensor([0.0, 0.0, 1.0])))
+
+
+def test_slim_single_style_training_records_its_architecture(vgg: VGGFeatures, tmp_path) -> None:
+    trainer = train_local(_images(2), _images(1)[0], _config(steps=1, width=0.5, blocks=3), device="cpu", vgg=vgg,
+                          log=None)
+    path = str(tmp_path / "slim.pth")
+    trainer.save(path)
+    loaded = load_style_model(path)
+    assert loaded.arch.width == 0.5 and loaded.arch.blocks == 3 and not loaded.multi_style
+    assert loaded.metadata["style"] == "style" and loaded.style_names == ("style",)
