@@ -240,3 +240,32 @@ def split_csv(value: Any) -> Any:
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return tuple(p.strip() for v in value for p in v.split(",") if p.strip())
     return value
+
+
+def parse_selection(value: Any) -> Any:
+    """A style selection of a multi-style checkpoint from the command line or YAML.
+
+    ``"3"`` or ``"wave"`` -> that style; ``"3:0.5,wave:0.5"`` -> a blend ``{3: 0.5, "wave": 0.5}``
+    (weights are normalised to sum to one when the checkpoint is loaded). Indices become ints;
+    mappings and ints (YAML) pass through with digit keys made ints.
+    """
+    def key(k: Any) -> Any:
+        return int(k) if isinstance(k, str) and k.strip().isdigit() else k
+
+    if isinstance(value, dict):
+        return {key(k): v for k, v in value.items()}
+    if not isinstance(value, str):
+        return value
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if len(parts) == 1 and ":" not in parts[0]:
+        return key(parts[0])
+    blend: dict[Any, float] = {}
+    for part in parts:
+        name, sep, weight = part.rpartition(":")
+        if not sep or not name:
+            raise ValueError(f"expected STYLE or STYLE:WEIGHT,STYLE:WEIGHT (STYLE an index or a name), got {value!r}")
+        try:
+            blend[key(name)] = float(weight)
+        except ValueError:
+            raise ValueError(f"weight {weight!r} of style {name!r} is not a number") from None
+    return blend

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator, model_validator
 
 from . import cli_settings
-from .cli_settings import option, pairs_to_mapping
+from .cli_settings import option, pairs_to_mapping, parse_selection
 
 DEFAULT_OUTPUT = "./out"
 DEFAULT_MAX_SIDE = 512  # for the embedded demo run only: sample photos go up to 3 MP
@@ -50,6 +50,14 @@ _IO, _MODEL, _RAY, _OUTCOME = "input and output", "method and model", "Ray", "ou
 StyleMap = Annotated[dict[str, str], BeforeValidator(_styles)]
 
 
+def _mixes(value: Any) -> Any:
+    value = pairs_to_mapping(value, "NAME=SPEC") if not isinstance(value, dict) else value
+    return {name: parse_selection(spec) for name, spec in value.items()} if isinstance(value, dict) else value
+
+
+MixMap = Annotated[dict[str, int | str | dict[int | str, float]], BeforeValidator(_mixes)]
+
+
 class JobSettings(BaseModel):
     """The batch job's settings: flags and YAML validated alike; picklable, passed to Ray workers.
 
@@ -66,6 +74,11 @@ class JobSettings(BaseModel):
     styles: StyleMap = option({}, "a style network checkpoint (this project's or pytorch/examples' .pth); repeat for "
                               "several styles. In YAML: `style: {name: uri}`. Default: demo=<shipped demo checkpoint>",
                               flag="--style", metavar="NAME=CHECKPOINT_URI", group=_IO)
+    mixes: MixMap = option({}, "which style of a multi-style checkpoint NAME renders: an index or a style name "
+                           "(`--mix warm=3`), or a blend with weights normalised to sum to one (`--mix "
+                           "warm=3:0.5,wave:0.5`); a blend is a style of its own (its own model id). In YAML: "
+                           "`mix: {warm: {3: 0.5, wave: 0.5}}`. `python -m jobs.styles CHECKPOINT` lists the styles",
+                           flag="--mix", metavar="NAME=SPEC", group=_IO)
     style_images: StyleMap = option({}, "style image for NAME: the target of --method optimize, and the style-loss "
                                     "target for checkpoints that do not carry their style image (pytorch/examples files)",
                                     flag="--style-image", metavar="NAME=IMAGE_URI", group=_IO)
@@ -148,6 +161,8 @@ class JobSettings(BaseModel):
             self.input = sample_images_dir()
         if not self.styles and not (self.method == "optimize" and self.style_images):
             self.styles = {"demo": demo_checkpoint()}
+        if set(self.mixes) - set(self.styles):
+            raise ValueError(f"--mix names {sorted(set(self.mixes) - set(self.styles))} match no --style")
         if self.method == "feedforward" and set(self.style_images) - set(self.styles):
             raise ValueError(f"--style-image names {sorted(set(self.style_images) - set(self.styles))} match no --style")
         self.run_id = self.run_id or default_run_id()

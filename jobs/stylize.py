@@ -49,7 +49,7 @@ def load_style_blobs(settings: JobSettings) -> dict[str, bytes]:
         return raw[uri]
 
     try:
-        load_checkpoints(settings.styles, opener)
+        load_checkpoints(settings.styles, opener, settings.mixes)
     except SetupError as exc:
         raise JobError(str(exc)) from None
     return {name: raw[uri] for name, uri in settings.styles.items()}

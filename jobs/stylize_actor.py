@@ -26,7 +26,8 @@ from .storage import read_bytes
 def stylizer_spec(settings: JobSettings) -> StylizerSpec:
     """The stylizer the job's settings ask for (the local CLI builds its own spec the same way)."""
     return StylizerSpec(
-        styles=settings.styles, style_images=settings.style_images, method=settings.method, vgg=settings.vgg,
+        styles=settings.styles, style_images=settings.style_images, mixes=settings.mixes, method=settings.method,
+        vgg=settings.vgg,
         vgg_weights=settings.vgg_weights, metrics=settings.metrics, metrics_size=settings.metrics_size,
         device=settings.device, bf16=settings.bf16, channels_last=settings.channels_last,
         strength=settings.strength, preserve_color=settings.preserve_color, max_batch=settings.batch_size,

@@ -22,10 +22,10 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
 from stylize_core.builder import SetupError as BuildError
 from stylize_core.builder import StylizerSpec, build_stylizer, load_checkpoints
@@ -36,7 +36,7 @@ from stylize_core.image_io import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, ImageDeco
 from stylize_core.stylizer import Stylizer, StyleResult
 
 from . import cli_settings
-from .cli_settings import option
+from .cli_settings import option, parse_selection
 from .settings import demo_checkpoint
 from .storage import StorageOptions, join_uri, read_bytes, split_protocol, write_bytes_atomic
 
@@ -78,6 +78,10 @@ class ImageSettings(BaseModel):
     checkpoint: str | None = option(None, "style network: this project's checkpoint or a pytorch/examples "
                                     "fast_neural_style .pth (default: the shipped demo model)",
                                     metavar="PATH_OR_URI", group=_FF, min_length=1)
+    mix: Annotated[int | str | dict[int | str, float] | None, BeforeValidator(parse_selection)] = option(
+        None, "multi-style checkpoints: the style to render, an index or a name (`--mix 3`), or a blend with weights "
+        "normalised to sum to one (`--mix 3:0.5,wave:0.5`); `python -m jobs.styles CHECKPOINT` lists the styles",
+        metavar="SPEC", group=_FF)
     batch_size: int = option(4, "images read and stylised together; same-sized ones share a forward pass",
                              group=_FF, ge=1, le=1024)
 
@@ -202,11 +206,11 @@ def build_engine(args: ImageSettings, opener: Callable[[str], bytes]) -> Engine:
         styles, style_images = {}, {style: args.style_image}
     else:
         try:
-            model = load_checkpoints({"style": source}, opener)["style"]
+            model = load_checkpoints({"style": source}, opener, {"style": args.mix} if args.mix is not None else None)["style"]
         except BuildError as exc:
             hint = "" if args.checkpoint else " (the demo model is not installed; pass --checkpoint PATH_OR_URI)"
             raise SetupError(f"{exc}{hint}") from None
-        style = str(model.metadata.get("style") or posixpath.splitext(_basename(source))[0] or "style")
+        style = str(model.name or posixpath.splitext(_basename(source))[0] or "style")
         styles, loaded = {style: source}, {style: model}
         style_images = {style: args.style_image} if args.style_image else {}
     spec = StylizerSpec(

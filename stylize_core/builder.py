@@ -22,7 +22,8 @@ from .checkpoint import StyleModel, StyleModelError, load_style_model
 from .gatys import GatysConfig
 from .gatys_stylizer import GatysStylizer
 from .image_io import ImageDecodeError, decode_image
-from .loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, LossMeter
+from .loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, LossMeter, StyleTarget
+from .style_mix import Selection
 from .stylizer import Stylizer, StylizerConfig, resolve_device
 from .vgg import VGGFeatures, VGGWeightsError
 
@@ -51,6 +52,8 @@ class StylizerSpec:
     strength: float = 1.0
     preserve_color: bool = False
     max_batch: int = 8
+    # style -> a style (index or name) or a blend ({index or name: weight}) of a multi-style checkpoint
+    mixes: Mapping[str, Selection] = field(default_factory=dict)
     gatys: GatysConfig = field(default_factory=GatysConfig)
     max_style_pixels: int = 64_000_000
 
@@ -82,19 +85,34 @@ def check_device(device: str) -> torch.device:
     return dev
 
 
-def load_checkpoints(styles: Mapping[str, str], opener: Opener | None) -> dict[str, StyleModel]:
-    """Each style's network, read through ``opener`` (local files without one)."""
+def load_checkpoints(styles: Mapping[str, str], opener: Opener | None,
+                     mixes: Mapping[str, Selection] | None = None) -> dict[str, StyleModel]:
+    """Each style's network, read through ``opener`` (local files without one); ``mixes`` chooses a
+    style or blend of multi-style checkpoints."""
     models = {}
     for name, uri in styles.items():
         try:
-            models[name] = load_style_model(uri, opener=opener)
+            models[name] = load_style_model(uri, opener=opener, style=(mixes or {}).get(name))
         except (FileNotFoundError, IsADirectoryError):
             raise SetupError(f"style {name!r}: checkpoint not found: {uri}") from None
         except StyleModelError as exc:
             raise SetupError(f"style {name!r}: {exc}") from None
         except OSError as exc:
             raise SetupError(f"style {name!r}: cannot read {uri}: {type(exc).__name__}: {exc}") from None
+        if models[name].needs_selection:
+            listed = ", ".join(f"{i}:{n}" for i, n in enumerate(models[name].style_names))
+            raise SetupError(f"style {name!r}: {uri} is a multi-style network ({listed}); choose a style or a blend "
+                             f"with --mix {name}=INDEX_OR_NAME or --mix {name}=A:WEIGHT,B:WEIGHT")
     return models
+
+
+def style_target(sm: StyleModel) -> StyleTarget:
+    """The style-loss target of a (selected) style network: its style image, or for a blend the
+    (image, weight) pairs of the styles it mixes (None when an image is missing)."""
+    if sm.weights is None or sm.style_image is not None:
+        return sm.style_image
+    pairs = [(sm.style_images[i], w) for i, w in enumerate(sm.weights) if w > 0]
+    return None if any(image is None for image, _ in pairs) else pairs
 
 
 def _style_image(name: str, uri: str, opener: Opener, max_pixels: int) -> tuple[np.ndarray, str]:
@@ -112,15 +130,15 @@ def build_stylizer(spec: StylizerSpec, opener: Opener, loaded: Mapping[str, Styl
     the stylizer; SetupError when anything is missing."""
     device = check_device(spec.device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    checkpoints = dict(loaded) if loaded is not None else load_checkpoints(spec.styles, opener)
-    sha256 = {name: sm.sha256 for name, sm in checkpoints.items()}
-    style_images: dict[str, np.ndarray] = {}
+    checkpoints = dict(loaded) if loaded is not None else load_checkpoints(spec.styles, opener, spec.mixes)
+    sha256 = {name: sm.model_id for name, sm in checkpoints.items()}  # a blend is a model of its own
+    style_images: dict[str, StyleTarget] = {}
     for name, uri in spec.style_images.items():
         style_images[name], digest = _style_image(name, uri, opener, spec.max_style_pixels)
         sha256.setdefault(name, digest)  # optimize-only styles are identified by their image
     for name, sm in checkpoints.items():
-        if sm.style_image is not None:
-            style_images.setdefault(name, sm.style_image)
+        if style_target(sm) is not None:
+            style_images.setdefault(name, style_target(sm))
     try:
         vgg = None
         if spec.metrics:

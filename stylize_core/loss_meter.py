@@ -15,8 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .losses import StyleTargetCache, content_loss, style_loss, tv_loss
+from .losses import StyleTargetCache, blended_style_grams, content_loss, style_loss, tv_loss
 from .vgg import VGGFeatures
+
+# A style's loss target: its style image, or for a blend of a multi-style network (image, weight)
+# pairs whose Gram targets are mixed with the same weights; None when there is no style image.
+StyleTarget = np.ndarray | Sequence[tuple[np.ndarray, float]] | None
 
 DEFAULT_CONTENT_LAYERS = ("relu2_2",)
 DEFAULT_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
@@ -79,7 +83,7 @@ class LossMeter:
     def __init__(
         self,
         vgg: VGGFeatures,
-        style_images: Mapping[str, np.ndarray | None],
+        style_images: Mapping[str, StyleTarget],
         *,
         content_layers: Sequence[str] = DEFAULT_CONTENT_LAYERS,
         style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
@@ -101,12 +105,16 @@ class LossMeter:
         self.short_side = short_side
         self.bf16 = bf16 and self.device.type == "cuda"
         cache = StyleTargetCache()
-        self.targets: dict[str, dict[str, torch.Tensor] | None] = {
-            name: None
-            if image is None
-            else cache.get(vgg, image, tuple(style_layers), loss_model=self.loss_model, device=self.device)
-            for name, image in style_images.items()
-        }
+
+        def target(value: StyleTarget) -> dict[str, torch.Tensor] | None:
+            if value is None:
+                return None
+            if isinstance(value, np.ndarray):
+                return cache.get(vgg, value, tuple(style_layers), loss_model=self.loss_model, device=self.device)
+            images, weights = zip(*value)  # a blend: the same convex mix of the styles' Gram targets
+            return blended_style_grams(vgg, images, weights, tuple(style_layers), device=self.device)
+
+        self.targets: dict[str, dict[str, torch.Tensor] | None] = {name: target(v) for name, v in style_images.items()}
 
     def metric_size(self, height: int, width: int) -> tuple[int, int]:
         """The (h, w) an image of (``height``, ``width``) is measured at."""

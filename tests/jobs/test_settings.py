@@ -112,3 +112,13 @@ def test_bad_config_value_from_the_command_line_exits_2_without_traceback(tmp_pa
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"python -m jobs.stylize: error: --format 'gif' (from {cfg}): "
                                                 "Input should be 'jpeg', 'png' or 'webp'"]
+
+
+def test_mix_flags_and_yaml_choose_styles_and_blends(tmp_path, capsys):
+    s = settings.parse_args(["--input", "/in", "--style", "warm=/m.pth", "--style", "one=/m.pth",
+                             "--mix", "warm=3:0.5,wave:0.5", "--mix", "one=wave"])
+    assert s.mixes == {"warm": {3: 0.5, "wave": 0.5}, "one": "wave"}
+    cfg = _yaml(tmp_path, input="/in", style={"warm": "/m.pth"}, mix={"warm": {3: 1, "wave": 3}})
+    assert settings.parse_args(["--config", cfg]).mixes == {"warm": {3: 1.0, "wave": 3.0}}
+    assert "match no --style" in _refused(capsys, ["--input", "/in", "--mix", "nope=1"])
+    assert "is not a number" in _refused(capsys, ["--input", "/in", "--style", "w=/m", "--mix", "w=3:heavy"])

@@ -65,3 +65,38 @@ def test_what_stops_a_build_is_one_line_naming_the_file(ckpt, spec, message):
 def test_missing_cuda_is_a_setup_error():
     with pytest.raises(SetupError, match="CUDA is not available"):
         check_device("cuda")
+
+
+@pytest.fixture(scope="module")
+def multi_ckpt(tmp_path_factory) -> str:
+    from stylize_core.checkpoint import checkpoint_bytes
+    from stylize_core.transformer_net import NetConfig
+
+    torch.manual_seed(1)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (12, 12, 3), dtype=np.uint8) for _ in range(3)]
+    path = tmp_path_factory.mktemp("multi") / "multi.pth"
+    path.write_bytes(checkpoint_bytes(TransformerNet(NetConfig(width=0.25, num_styles=3)), style_images=images,
+                                      styles=["wave", "ink", "dots"]))
+    return str(path)
+
+
+def test_a_multi_style_checkpoint_needs_a_choice(multi_ckpt):
+    with pytest.raises(SetupError, match=r"multi-style network \(0:wave, 1:ink, 2:dots\).*--mix m="):
+        build_stylizer(StylizerSpec(styles={"m": multi_ckpt}, metrics=False, device="cpu"), _opener)
+
+
+def test_blends_are_styles_of_their_own(multi_ckpt):
+    spec = dict(styles={"a": multi_ckpt, "b": multi_ckpt, "c": multi_ckpt, "d": multi_ckpt}, vgg_weights="random:0",
+                device="cpu")
+    mixes = {"a": "ink", "b": 1, "c": {"wave": 1, "ink": 1}, "d": {0: 0.25, 1: 0.75}}
+    built = build_stylizer(StylizerSpec(mixes=mixes, **spec), _opener)
+    ids = built.model_sha256
+    assert ids["a"] == ids["b"]  # the same style by name or index
+    assert len({ids["a"], ids["c"], ids["d"]}) == 3  # other weights, another model
+    image = np.random.default_rng(1).integers(0, 256, (16, 20, 3), dtype=np.uint8)
+    out = built.stylizer.stylize_many([image])
+    assert all(np.isfinite(out[s][0].style_loss) for s in "abcd")  # blends have blended Gram targets
+    # an untrained network renders every style alike, so the losses differ by their targets alone
+    assert out["a"][0].style_loss == pytest.approx(out["b"][0].style_loss)
+    assert out["c"][0].style_loss != pytest.approx(out["a"][0].style_loss)
