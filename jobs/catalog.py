@@ -191,7 +191,7 @@ def _night(settings: JobSettings, copts: CatalogOptions, opts: StorageOptions, l
         "run_id": run_id, "source": settings.input, "output": out, "full": copts.full, "inputs": plan.inputs,
         "plan": plan.counts(), "style_sha256": plan.style_sha256, **counts,
         "status": "ok", "dry_run": False, "skipped": skipped, "recovered": plan.total("recovered"),
-        "quarantined": held, "released": released, "guard": dataclasses.asdict(plan.guard) | {"overridden": plan.guard.tripped},
+        "quarantined": held, "released": released, "guard": dataclasses.asdict(plan.guard) | {"tripped": plan.guard.tripped, "overridden": plan.guard.tripped},
         "error_rate": rate, "max_error_rate": settings.max_error_rate, "passed": rate <= settings.max_error_rate,
         "images_per_s": round(counts["processed"] / timings["render_s"], 3) if timings["render_s"] else None,
         "started_at": started.isoformat(), "finished_at": L.now_utc().isoformat(),
