@@ -43,6 +43,31 @@ def _rel_out(rel_path: str, ext: str) -> str:
     return "/".join(parts)
 
 
+# Relative paths already in normal form (no empty, "." or ".." component, no backslash, control
+# character, leading "/" or drive letter) take the vectorised path; the rest go through the
+# pipeline's own Python check one by one.
+_PLAIN = r"^(?:[^/\\\x00-\x1f\x7f]+/)*[^/\\\x00-\x1f\x7f]+$"
+_DOT_PART = r"(?:^|/)\.\.?(?:/|$)"
+_DRIVE = r"^[A-Za-z]:"
+# posixpath.splitext on the last component: its last dot, if a non-dot character comes before it.
+_EXT = r"^((?:.*/)?\.*[^./][^/]*)\.[^./]*$"
+
+
+def _rel_outs(rel: pa.Array, ext: str) -> pa.Array:
+    """:func:`_rel_out` for a whole column."""
+    plain = pc.and_(pc.match_substring_regex(rel, _PLAIN),
+                    pc.invert(pc.or_(pc.match_substring_regex(rel, _DOT_PART), pc.match_substring_regex(rel, _DRIVE))))
+    plain = pc.fill_null(plain, False)
+    has_ext = pc.match_substring_regex(rel, _EXT)
+    fast = pc.if_else(has_ext, pc.replace_substring_regex(rel, _EXT, "\\1" + ext),
+                      pc.binary_join_element_wise(rel, pa.scalar(ext), ""))
+    odd = pc.indices_nonzero(pc.invert(plain)).to_pylist()
+    if not odd:
+        return fast
+    slow = pa.array([_rel_out(r, ext) for r in rel.take(pa.array(odd)).to_pylist()], pa.string())
+    return pc.replace_with_mask(fast, pc.invert(plain), slow)
+
+
 @dataclass
 class Guard:
     """The deletion guard's verdict on a plan."""
@@ -112,7 +137,7 @@ def _expected(settings, listing: pa.Table, style_sha256: dict[str, str]) -> pa.T
 
     ext = FORMAT_EXTENSIONS[settings.format]
     ext = ext if ext.startswith(".") else f".{ext}"
-    rel_out = pa.array([_rel_out(r, ext) for r in listing.column("rel_path").to_pylist()], pa.string())
+    rel_out = _rel_outs(listing.column("rel_path").combine_chunks(), ext)
     unsafe = pc.equal(rel_out, "")
     parts = []
     for style in settings.style_names:

@@ -115,17 +115,24 @@ def test_build_plan_classifies_each_pair():
     assert "retired" in text and "not configured" in text and "to render: 5" in text and "/out/a/gone.jpg" in text
 
 
-@pytest.mark.parametrize("rel", ["a.png", "sub/dir/b.PNG", "./x/../y.png", "c", "d.tar.gz", "..", "/abs.png", "é/ü.png"])
-def test_planned_output_keys_are_the_pipelines(rel):
+ODD_PATHS = ["a.png", "sub/dir/b.PNG", "./x/../y.png", "c", "d.tar.gz", "..", "/abs.png", "é/ü.png", "a.", "..a",
+             "a..b", ".hidden", "dir.v2/file", "dir.v2/.f.png", "x\\y.png", "C:/x.png", "a//b.png", "sub/./c.png",
+             "trail/", "ctrl\x01.png", "sp ace/(1) [x].JPEG", "...", "x/..", ".", "a/b/c/d/e.f.g"]
+
+
+def test_planned_output_keys_are_the_pipelines():
+    """The planner computes output keys column-wise; they must be the pipeline's, odd paths included."""
     s = _settings(format="webp")
-    listing = listing_table([InputFile(f"/cat/{rel}", rel, 1, "v")], {})
-    plan = build_plan(s, listing, {"a": "A", "b": "B"}, L.LEDGER_SCHEMA.empty_table())
-    for row in plan.todo.to_pylist():
+    files = [InputFile(f"/cat/{n}", rel, 1, "v") for n, rel in enumerate(ODD_PATHS)]
+    plan = build_plan(s, listing_table(files, {}), {"a": "A", "b": "B"}, L.LEDGER_SCHEMA.empty_table())
+    got = {(r["rel_path"], r["style"]): r["output_uri"] for r in plan.todo.to_pylist()}
+    assert len(got) == 2 * len(ODD_PATHS)
+    for (rel, style), uri in got.items():
         try:
-            expected = output_key(s, rel, row["style"])
+            expected = output_key(s, rel, style)
         except UnsafePathError:
             expected = ""
-        assert row["output_uri"] == expected
+        assert uri == expected, rel
 
 
 def test_ledger_and_history_round_trip(tmp_path):
