@@ -187,7 +187,7 @@ def test_incremental_nights_on_s3(s3_bucket, s3_client, tmp_path, capsys):
     for n, name in enumerate(["a.png", "b.png", "sub/c.png", "sub/d.png"]):
         write_bytes_atomic(f"{src}/{name}", _png(n))
     write_bytes_atomic(f"{root}/models/a.pth", _checkpoint(0))
-    cfg = _config(tmp_path, src, out, {"a": f"{root}/models/a.pth"})
+    cfg = _config(tmp_path, src, out, {"a": f"{root}/models/a.pth"}, contact_sheet=2)
 
     def keys(prefix: str) -> set[str]:
         pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket, Prefix=prefix)
@@ -206,6 +206,8 @@ def test_incremental_nights_on_s3(s3_bucket, s3_client, tmp_path, capsys):
     assert (n1["processed"], n1["skipped"], n1["deleted"], n1["errors"]) == (4, 0, 0, 0)
     assert {"plan_s", "render_s", "commit_s", "wall_s"} <= set(n1["timings"])
     assert {f"out/a/{n}.jpg" for n in ("a", "b", "sub/c", "sub/d")} <= keys("out/a/")
+    assert {"out/_catalog/report.html", "out/_catalog/report.png"} <= keys("out/_catalog/")
+    assert n1["contact_sheet"] == f"{out}/_runs/n1_contact.png" and n1["images_per_s"] > 0
 
     n2 = _night(cfg, "n2")
     assert (n2["processed"], n2["skipped"], n2["deleted"], n2["errors"], n2["pipeline"]) == (0, 4, 0, 0, None)
