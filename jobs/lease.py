@@ -26,6 +26,7 @@ import fcntl
 import json
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -224,7 +225,7 @@ class Lease:
                 self._tag = self._store.read()[1]
                 if holder is not None:
                     what = "broke" if not holder.expired else "took over the expired"
-                    print(f"[lease] {what} lease of {holder.describe()}", flush=True)
+                    print(f"[lease] {what} lease of {holder.describe()}", file=sys.stderr, flush=True)
                 self._thread = threading.Thread(target=self._renew_loop, name="catalog-lease", daemon=True)
                 self._thread.start()
                 return self
@@ -249,7 +250,7 @@ class Lease:
             try:
                 self._renew_once()
             except Exception as exc:  # a store hiccup: the next renewal (or check) decides
-                print(f"[lease] renewal failed: {type(exc).__name__}: {exc}", flush=True)
+                print(f"[lease] renewal failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
     def check(self) -> None:
         """Raise :class:`LeaseError` unless this night still holds an unexpired lease (a fresh read)."""

@@ -114,6 +114,25 @@ def test_second_night_exits_2_naming_the_holder(tmp_path, monkeypatch, capsys):
         assert _cli(monkeypatch, argv, "n2", "--break-lease") == 0
 
 
+def test_night_that_lost_its_lease_stops_before_the_ledger(tmp_path, monkeypatch, capsys):
+    src, out, argv = _setup(tmp_path, 4)
+    stolen = []
+
+    class Stolen(FakeRenderer):
+        def __call__(self, settings, todo, on_rows):
+            result = super().__call__(settings, todo, on_rows)
+            stolen.append(Lease(out, "operator-night").acquire(break_lease=True))  # mid-night takeover
+            return result
+
+    assert _cli(monkeypatch, argv, "n1", renderer=Stolen()) == 2
+    assert "lost the lease" in capsys.readouterr().err and "operator-night" in str(stolen[0].run_id)
+    assert L.read_ledger(out).num_rows == 0 and L.read_journals(out)  # nothing committed
+    stolen[0].release()
+    assert _cli(monkeypatch, argv, "n2") == 0
+    assert _summary(out, "n2")["recovered"] == 4  # the interrupted night's outputs, vouched for by provenance
+    check_settled(out, versions(src))
+
+
 # ---------------------------------------------------------------- quarantine and the error budget
 
 
