@@ -9,11 +9,11 @@ import pytest
 from jobs import catalog
 from jobs import ledger as L
 from jobs import quarantine as Q
-from jobs.lease import Lease
+from jobs.lease import Lease, LeaseError
 from jobs.metrics import RunCounts, error_rate
 from jobs.storage import read_bytes, remove_many, write_bytes_atomic
 
-from catalog_fakes import FakeRenderer, check_settled, style_outputs, versions
+from catalog_fakes import FakeRenderer, check_settled, settings_for, style_outputs, versions
 
 
 def _setup(tmp_path, n: int, *, broken: dict[str, bytes] | None = None) -> tuple[str, str, list[str]]:
@@ -112,6 +112,45 @@ def test_second_night_exits_2_naming_the_holder(tmp_path, monkeypatch, capsys):
         assert _cli(monkeypatch, argv, "n1") == 2
         assert "another night holds the lease" in capsys.readouterr().err
         assert _cli(monkeypatch, argv, "n2", "--break-lease") == 0
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_two_nights_started_together_one_runs(tmp_path, monkeypatch, where, request):
+    import threading
+
+    root = str(tmp_path) if where == "local" else f"s3://{request.getfixturevalue('s3_bucket')}"
+    src, out = f"{root}/cat", f"{root}/out"
+    for i in range(3):
+        write_bytes_atomic(f"{src}/img{i}.png", f"image {i}".encode())
+    write_bytes_atomic(f"{root}/a.pth", b"model a")
+    refused = threading.Event()
+
+    class Waits(FakeRenderer):  # the winner keeps the lease until the loser has been turned away
+        def __call__(self, *a, **kw):
+            refused.wait(30)
+            return super().__call__(*a, **kw)
+
+    monkeypatch.setattr(catalog, "_render", Waits())
+    barrier, outcomes = threading.Barrier(2), {}
+
+    def night(run_id: str) -> None:
+        settings, copts = settings_for(src, out, {"a": f"{root}/a.pth"}, run_id)
+        barrier.wait()
+        try:
+            outcomes[run_id] = catalog.run_night(settings, copts)["processed"]
+        except LeaseError as exc:
+            outcomes[run_id] = str(exc)
+            refused.set()
+
+    threads = [threading.Thread(target=night, args=(r,)) for r in ("left", "right")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(map(type, outcomes.values()), key=str) == [int, str]
+    loser = next(v for v in outcomes.values() if isinstance(v, str))
+    assert "another night holds the lease" in loser and "until" in loser
+    assert L.read_history(out).num_rows == 1 and L.read_ledger(out).num_rows == 3
 
 
 def test_night_that_lost_its_lease_stops_before_the_ledger(tmp_path, monkeypatch, capsys):
