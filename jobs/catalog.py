@@ -78,10 +78,17 @@ def style_digests(settings: JobSettings, options: StorageOptions) -> dict[str, s
     return out
 
 
-def probe_outputs(output: str, options: StorageOptions) -> Callable[[Sequence[str]], tuple[dict, set]]:
+def probe_outputs(output: str, options: StorageOptions, ledger: pa.Table) -> Callable[[Sequence[str]], tuple[dict, set]]:
     """The planner's window on storage: provenance records and existence of some outputs."""
+    styles = ledger.group_by("style").aggregate([([], "count_all")]).to_pylist() if ledger.num_rows else []
+    prefixes = {join_uri(output, r["style"]): r["count_all"] for r in styles}
+
     def probe(uris: Sequence[str]) -> tuple[dict, set]:
-        return L.read_provenance(output, uris, options), existing_files(uris, options)
+        under, root = dict(prefixes), join_uri(output) + "/"
+        for u in uris:  # a dead night's outputs sit beside the ledger's: count them in
+            style = join_uri(output, u[len(root):].split("/", 1)[0])
+            under[style] = under.get(style, 0) + 1
+        return L.read_provenance(output, uris, options), existing_files(uris, options, prefixes=under)
     return probe
 
 
@@ -97,7 +104,7 @@ def plan_night(settings: JobSettings, copts: CatalogOptions, *, ledger: pa.Table
     listing = listing_table(inputs, L.input_versions(inputs, opts))
     journal = pa.concat_tables(list(journals.values())) if journals else None
     plan = build_plan(settings, listing, style_digests(settings, opts), ledger, quarantined=Q.held(quarantine),
-                      journal=None if copts.full else journal, probe=probe_outputs(settings.output, opts),
+                      journal=None if copts.full else journal, probe=probe_outputs(settings.output, opts, ledger),
                       full=copts.full, max_delete_fraction=copts.max_delete_fraction,
                       max_delete_floor=copts.max_delete_floor)
     return plan, listing

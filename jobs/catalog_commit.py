@@ -81,7 +81,11 @@ def commit(settings, plan, rows: pa.Table, ledger: pa.Table, journals: dict[str,
     """Settle the night (see the module docstring). Returns its counts."""
     out, run_id = settings.output, settings.run_id
     ok_uris = pc.unique(rows.filter(pc.equal(rows.column("status"), "ok")).column("output_uri")).to_pylist()
-    per_style = {join_uri(out, s): n for s, n in _style_counts(ledger).items()}
+    # What each style's prefix holds, about: last night's outputs plus tonight's (picks listing vs HEADs).
+    expected = _style_counts(ledger)
+    for s, n in _style_counts(plan.todo).items():
+        expected[s] = expected.get(s, 0) + n
+    per_style = {join_uri(out, s): n for s, n in expected.items()}
     existing = existing_files(ok_uris, options, prefixes=per_style)
     rendered = _rendered_rows(plan.todo, rows, existing, run_id)
     upserts = pa.concat_tables([plan.adopted, rendered])
@@ -134,7 +138,7 @@ def commit(settings, plan, rows: pa.Table, ledger: pa.Table, journals: dict[str,
             "newly_quarantined": newly, "quarantined_inputs": Q.held(new_quarantine).num_rows}
 
 
-def _style_counts(ledger: pa.Table) -> dict[str, int]:
-    if not ledger.num_rows:
+def _style_counts(table: pa.Table) -> dict[str, int]:
+    if not table.num_rows:
         return {}
-    return {r["style"]: r["count_all"] for r in ledger.group_by("style").aggregate([([], "count_all")]).to_pylist()}
+    return {r["style"]: r["count_all"] for r in table.group_by("style").aggregate([([], "count_all")]).to_pylist()}
