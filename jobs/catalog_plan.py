@@ -30,7 +30,7 @@ Probe = Callable[[Sequence[str]], tuple[dict[str, dict], set[str]]]
 
 def listing_table(inputs: Sequence[InputFile], versions: dict[str, str]) -> pa.Table:
     return pa.table({"input_uri": [f.uri for f in inputs], "rel_path": [f.rel_path for f in inputs],
-                     "input_version": [versions.get(f.uri, "") or "" for f in inputs]}, schema=LISTING_SCHEMA)
+                     "input_version": [versions.get(f.uri) or f.version or "" for f in inputs]}, schema=LISTING_SCHEMA)
 
 
 def _rel_out(rel_path: str, ext: str) -> str:

@@ -44,7 +44,7 @@ TOMBSTONE_SCHEMA = pa.schema([("output_uri", pa.string())])
 
 HISTORY_SCHEMA = pa.schema([
     ("run_id", pa.string()),
-    ("status", pa.string()),  # ok | failed | refused
+    ("status", pa.string()),  # ok | failed
     ("full", pa.bool_()),
     ("started_at", pa.timestamp("us", tz="UTC")),
     ("finished_at", pa.timestamp("us", tz="UTC")),
