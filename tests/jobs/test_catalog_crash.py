@@ -141,3 +141,55 @@ def test_dropped_style_keeps_its_outputs_even_after_a_crash(root, monkeypatch):
     b_rows = [r for r in ledger.to_pylist() if r["style"] == "b"]
     assert len(b_rows) == 4 and n["plan"]["b"]["unchanged"] == 4  # kept, not re-rendered, not deleted
     assert f"{out}/b/img0.jpg" in style_outputs(out)
+
+
+KILLED_NIGHT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from catalog_fakes import FakeRenderer, settings_for
+from jobs import catalog
+
+class Hangs(FakeRenderer):
+    def __call__(self, settings, todo, on_rows):
+        self.die_after = 3
+        try:
+            super().__call__(settings, todo, on_rows)
+        except Exception:
+            open({marker!r}, "w").close()  # 3 outputs written, 2 reported: now wait for SIGKILL
+            time.sleep(600)
+
+catalog._render = Hangs()
+settings, copts = settings_for({src!r}, {out!r}, {styles!r}, "killed", "--lease-ttl-s", "3")
+catalog.run_night(settings, copts)
+"""
+
+
+def test_night_killed_with_sigkill_leaves_a_lease_that_expires(tmp_path, monkeypatch):
+    """A real kill: no finally, no history row, the lease left behind until its expiry."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src, out, styles = _catalog(str(tmp_path), n=6)
+    marker = str(tmp_path / "hanging")
+    script = KILLED_NIGHT.format(tests=os.path.dirname(__file__), marker=marker, src=src, out=out, styles=styles)
+    proc = subprocess.Popen([sys.executable, "-c", script], env=os.environ | {"PYTHONPATH": os.getcwd()})
+    try:
+        for _ in range(600):
+            if os.path.exists(marker) or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert os.path.exists(marker), "the night never reached its hang"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+    with pytest.raises(catalog.LeaseError, match="night killed on .* until"):
+        _night(monkeypatch, src, out, styles, "too-soon")
+    time.sleep(3.2)  # the dead night's lease expires; nobody renews it
+    n = _night(monkeypatch, src, out, styles, "next")
+    check_settled(out, versions(src))
+    assert n["recovered"] == 2 and n["processed"] == 10  # the unreported third output is rendered again
+    assert L.read_history(out).column("run_id").to_pylist() == ["next"]
