@@ -229,8 +229,8 @@ def _settle(plan: NightPlan, journal: pa.Table, ledger: pa.Table, unchanged_rows
     adopted, adopted_keys = [], set()
     for p in todo_hit:
         key = (p["input_uri"], p["style"])
-        if (*key, p["output_uri"]) not in entries or not p["output_uri"]:
-            continue
+        if (*key, p["output_uri"]) not in entries or not p["output_uri"] or not p["input_version"]:
+            continue  # an input without a version is re-rendered every night: nothing to match against
         rec = made_from(p["output_uri"], *key, p["input_version"], p["model_sha256"])
         if rec:
             adopted.append({**{c: p[c] for c in L.ENTRY_COLUMNS[:-1]}, "run_id": rec.get("run_id", ""),
