@@ -1,105 +1,76 @@
 """The nightly catalog run: ``python -m jobs.catalog --config FILE [--run-id ID] [--dry-run] [--full]``.
 
-Each night lists the catalog (``source``), plans which (input, style) pairs need rendering against
-the ledger under ``{output}/_catalog/`` (see :mod:`jobs.ledger`), renders only those with the batch
-job (:func:`jobs.stylize.run`), then commits: the ledger gains the pairs whose output now exists,
-deleted inputs lose their outputs and ledger rows, and the night is recorded in
-``{output}/_runs/{run_id}.json`` and the run-history table.
+Each night takes the lease on ``{output}`` (:mod:`jobs.lease`), lists the catalog (``source``),
+plans which (input, style) pairs need rendering against the ledger under ``{output}/_catalog/``
+(:mod:`jobs.catalog_plan`), settles what dead nights left, checks the deletion guard, journals and
+renders only those pairs with the batch job (:func:`jobs.stylize.run`), streaming its rows to the
+commit (:mod:`jobs.catalog_commit`), and records the night in ``{output}/_runs/{run_id}.json``,
+the run-history table and its report.
 
-A pair is rendered when the input is new or its version (S3 ETag, local size+mtime, else a content
-hash) changed, when the style's checkpoint sha256 changed, when its output key changed (e.g. a new
-``format``), or always with ``--full``. Errors stay out of the ledger, so the next night retries them.
-Exit status: 0 when the night's error rate is within ``max_error_rate``, 1 when not, 2 when it could
-not run (missing source or checkpoint, bad config).
+Exit status: 0 when the night's error rate is within ``max_error_rate``, 1 when not, 2 when it did
+not run (missing source or checkpoint, bad config, the lease held by another night or lost, the
+deletion guard tripped).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
-import io
 import json
 import sys
 import time
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow.parquet as pq
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import model_validator
 
-from . import cli_settings, stylize
+from . import catalog_report, cli_settings
 from . import ledger as L
+from . import quarantine as Q
+from . import stylize
+from .catalog_commit import NightRows, commit
+from .catalog_plan import NightPlan, build_plan, describe_plan, listing_table
 from .cli_settings import option
+from .lease import DEFAULT_TTL_S, Lease, LeaseError
+from .metrics import error_rate
 from .settings import JobSettings
-from .stages import output_key, storage_options
-from .storage import InputFile, StorageOptions, UnsafePathError, join_uri, list_images, read_bytes, write_bytes_atomic
+from .stages import storage_options
+from .storage import InputFile, StorageOptions, existing_files, join_uri, list_images, read_bytes, write_bytes_atomic
 
 JobError = stylize.JobError
-# S3 LastModified has 1 s resolution and local file times lag time.time() by up to a tick: an output
-# written by a dead night counts as its work if modified no earlier than this before it was planned.
-MTIME_SLACK_S = 2.0
-_HISTORY_COUNTS = ("processed", "skipped", "deleted", "errors", "recovered", "removed_outputs")
 
 
 def _log(msg: str) -> None:
     print(f"[catalog] {msg}", file=sys.stderr, flush=True)
 
 
-@dataclass(frozen=True)
-class Pair:
-    """One (input, style) to render tonight."""
-
-    input: InputFile
-    style: str
-    version: str
-    model_sha256: str
-    output_uri: str
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.input.uri, self.style)
-
-
 @dataclass
-class StylePlan:
-    """What a night does for one style."""
+class CatalogOptions:
+    """The catalog's own options (beside the batch job's settings)."""
 
-    configured: bool = True
-    new: list[Pair] = field(default_factory=list)
-    changed: list[Pair] = field(default_factory=list)
-    deleted: list[L.LedgerEntry] = field(default_factory=list)
-    recovered: list[L.JournalEntry] = field(default_factory=list)
-    unchanged: int = 0
-
-    def counts(self) -> dict[str, int]:
-        return {"new": len(self.new), "changed": len(self.changed), "deleted": len(self.deleted),
-                "unchanged": self.unchanged, "recovered": len(self.recovered)}
-
-
-@dataclass
-class NightPlan:
-    """The listing against the ledger, per style."""
-
-    run_id: str
-    inputs: int
-    style_sha256: dict[str, str]
-    styles: dict[str, StylePlan]
     full: bool = False
-
-    def todo(self) -> list[Pair]:
-        return [p for sp in self.styles.values() for p in sp.new + sp.changed]
-
-    def total(self, what: str) -> int:
-        return sum(sp.counts()[what] for sp in self.styles.values())
+    dry_run: bool = False
+    allow_mass_delete: bool = False
+    max_delete_fraction: float = 0.1
+    max_delete_floor: int = 2
+    quarantine_after: int = Q.DEFAULT_AFTER
+    release: list[str] = field(default_factory=list)
+    release_all: bool = False
+    break_lease: bool = False
+    lease_ttl_s: float = DEFAULT_TTL_S
 
 
 # ---------------------------------------------------------------- planning (reads only)
 
 
 def style_digests(settings: JobSettings, options: StorageOptions) -> dict[str, str]:
-    """sha256 of each style's checkpoint bytes (of its style image for optimize-only styles)."""
+    """Each style's model id: sha256 of its checkpoint bytes (of its style image for optimize-only
+    styles); for a --mix selection of a multi-style checkpoint, the selection's own id, so changing a
+    blend's weights re-renders it."""
     out = {}
     for name in settings.style_names:
         uri = settings.styles.get(name) or settings.style_images[name]
@@ -107,221 +78,152 @@ def style_digests(settings: JobSettings, options: StorageOptions) -> dict[str, s
             out[name] = hashlib.sha256(read_bytes(uri, options)).hexdigest()
         except FileNotFoundError:
             raise JobError(f"style {name!r}: checkpoint not found: {uri}") from None
+        if name in settings.mixes:
+            from stylize_core.builder import SetupError, load_checkpoints  # torch: only for multi-style configs
+
+            try:
+                out[name] = load_checkpoints({name: uri}, lambda u: read_bytes(u, options), settings.mixes)[name].model_id
+            except SetupError as exc:
+                raise JobError(str(exc)) from None
     return out
 
 
-def _recover(plan: NightPlan, journals: dict[str, list[L.JournalEntry]], options: StorageOptions) -> None:
-    """Move pairs a dead night already rendered (same input version, model and key) out of the todo."""
-    every = sorted((e for entries in journals.values() for e in entries), key=lambda e: e.planned_at)
-    latest = {(e.input_uri, e.style): e for e in every}  # the last night that planned the pair wins
-    matches = {}
-    for p in plan.todo():
-        e = latest.get(p.key)
-        if e and p.version and p.output_uri and (e.input_version, e.model_sha256, e.output_uri) == (
-                p.version, p.model_sha256, p.output_uri):
-            matches[p.key] = e
-    mtimes = L.output_mtimes([e.output_uri for e in matches.values()], options)
-    for sp in plan.styles.values():
-        for bucket in (sp.new, sp.changed):
-            keep = []
-            for p in bucket:
-                e = matches.get(p.key)
-                mtime = mtimes.get(e.output_uri) if e else None
-                if e and mtime is not None and mtime >= e.planned_at - MTIME_SLACK_S:
-                    sp.recovered.append(e)
-                else:
-                    keep.append(p)
-            bucket[:] = keep
+def probe_outputs(output: str, options: StorageOptions, ledger: pa.Table) -> Callable[[Sequence[str]], tuple[dict, set]]:
+    """The planner's window on storage: provenance records and existence of some outputs."""
+    styles = ledger.group_by("style").aggregate([([], "count_all")]).to_pylist() if ledger.num_rows else []
+    prefixes = {join_uri(output, r["style"]): r["count_all"] for r in styles}
+
+    def probe(uris: Sequence[str]) -> tuple[dict, set]:
+        under, root = dict(prefixes), join_uri(output) + "/"
+        for u in uris:  # a dead night's outputs sit beside the ledger's: count them in
+            style = join_uri(output, u[len(root):].split("/", 1)[0])
+            under[style] = under.get(style, 0) + 1
+        return L.read_provenance(output, uris, options), existing_files(uris, options, prefixes=under)
+    return probe
 
 
-def build_plan(
-    settings: JobSettings,
-    inputs: Sequence[InputFile],
-    versions: dict[str, str],
-    style_sha256: dict[str, str],
-    ledger: L.Ledger,
-    *,
-    full: bool = False,
-) -> NightPlan:
-    """Listing x configured styles vs the ledger (no I/O)."""
-    configured = settings.style_names
-    plans = {s: StylePlan() for s in configured}
-    for style in configured:
-        sp, sha = plans[style], style_sha256[style]
-        for f in inputs:
-            version = versions.get(f.uri, "")
-            try:
-                out = output_key(settings, f.rel_path, style)
-            except UnsafePathError:
-                out = ""  # the pipeline turns it into an error row
-            entry = ledger.get((f.uri, style))
-            pair = Pair(f, style, version, sha, out)
-            if entry is None:
-                sp.new.append(pair)
-            elif full or not version or (entry.input_version, entry.model_sha256, entry.output_uri) != (version, sha, out):
-                sp.changed.append(pair)
-            else:
-                sp.unchanged += 1
-    present = {f.uri for f in inputs}
-    for entry in ledger.values():
-        sp = plans.setdefault(entry.style, StylePlan(configured=False))
-        if entry.input_uri not in present:
-            sp.deleted.append(entry)
-        elif not sp.configured:
-            sp.unchanged += 1  # a style dropped from the config: its outputs are kept, not re-rendered
-    return NightPlan(settings.run_id, len(inputs), style_sha256, plans, full)
-
-
-def plan_night(settings: JobSettings, *, full: bool = False) -> NightPlan:
-    """List the catalog, hash the checkpoints, read the ledger and journals; writes nothing."""
+def plan_night(settings: JobSettings, copts: CatalogOptions, *, ledger: pa.Table, quarantine: pa.Table,
+               journals: dict[str, pa.Table]) -> tuple[NightPlan, pa.Table]:
+    """List the catalog and hash the checkpoints, then plan; returns (plan, listing). Writes nothing."""
     opts = storage_options(settings)
     try:
         inputs = list_images(settings.input, opts)
     except FileNotFoundError as exc:
         # An empty S3 prefix looks missing; treating it as empty would delete every output.
         raise JobError(f"source not found (or an empty prefix): {exc}") from None
-    plan = build_plan(settings, inputs, L.input_versions(inputs, opts), style_digests(settings, opts),
-                      L.read_ledger(settings.output, opts), full=full)
-    if not full:
-        _recover(plan, L.read_journals(settings.output, opts), opts)
-    return plan
+    listing = listing_table(inputs, L.input_versions(inputs, opts))
+    journal = pa.concat_tables(list(journals.values())) if journals else None
+    plan = build_plan(settings, listing, style_digests(settings, opts), ledger, quarantined=Q.held(quarantine),
+                      journal=None if copts.full else journal, probe=probe_outputs(settings.output, opts, ledger),
+                      full=copts.full, max_delete_fraction=copts.max_delete_fraction,
+                      max_delete_floor=copts.max_delete_floor)
+    return plan, listing
 
 
-def describe_plan(plan: NightPlan) -> str:
-    """The plan as a table: per style, new / changed / deleted / unchanged (and recovered)."""
-    cols = ("new", "changed", "deleted", "unchanged", "recovered")
-    width = max([5] + [len(s) for s in plan.styles])
-    lines = [f"plan for run {plan.run_id}: {plan.inputs} inputs listed"
-             + (" (--full: re-render everything)" if plan.full else ""),
-             f"  {'style':<{width}}  " + "  ".join(f"{c:>9}" for c in cols)]
-    for name, sp in plan.styles.items():
-        counts = sp.counts()
-        note = "" if sp.configured else "  (not configured: outputs kept)"
-        lines.append(f"  {name:<{width}}  " + "  ".join(f"{counts[c]:>9}" for c in cols) + note)
-    lines.append(f"  to render: {len(plan.todo())} pair(s)")
-    return "\n".join(lines)
+# ---------------------------------------------------------------- rendering
 
 
-# ---------------------------------------------------------------- rendering and commit
-
-
-def _render(settings: JobSettings, pairs: Sequence[Pair]) -> dict:
-    """Run the batch job on exactly these pairs; returns its summary."""
-    styles = {p.style for p in pairs}  # styles with no work tonight: no model load, no skipped rows
+def _render(settings: JobSettings, todo: pa.Table, on_rows: Callable[[pa.Table], None]) -> dict:
+    """Run the batch job on exactly these pairs, streaming its rows to ``on_rows``; returns its summary."""
+    styles = set(pc.unique(todo.column("style")).to_pylist())  # no work tonight: no model load, no rows
     sub = settings.replace(styles={s: u for s, u in settings.styles.items() if s in styles},
                               style_images={s: u for s, u in settings.style_images.items() if s in styles})
-    todo: dict[str, list[str]] = {}
+    pairs: dict[str, list[str]] = {}
     inputs: dict[str, InputFile] = {}
-    for p in pairs:
-        todo.setdefault(p.input.uri, []).append(p.style)
-        inputs.setdefault(p.input.uri, p.input)
-    return stylize.run(sub, inputs=list(inputs.values()), todo=todo)
+    for r in todo.select(["input_uri", "rel_path", "style"]).to_pylist():
+        pairs.setdefault(r["input_uri"], []).append(r["style"])
+        inputs.setdefault(r["input_uri"], InputFile(r["input_uri"], r["rel_path"], None, None))
+    return stylize.run(sub, inputs=list(inputs.values()), todo=pairs, on_rows=on_rows)
 
 
-def _metrics_rows(summary: dict, options: StorageOptions) -> list[dict]:
-    cols = ["input_uri", "style", "status", "error_type", "output_uri", "model_sha256"]
-    rows: list[dict] = []
-    for uri in summary.get("metrics_files", []):
-        rows += pq.read_table(io.BytesIO(read_bytes(uri, options)), columns=cols).to_pylist()
-    return rows
+# ---------------------------------------------------------------- one night
 
 
-def _commit(settings: JobSettings, plan: NightPlan, rows: list[dict], ledger: L.Ledger,
-            journals: list[str], options: StorageOptions) -> dict:
-    """Ledger += rendered pairs whose output exists; deleted inputs' outputs go. Returns counts."""
-    out, run_id, now = settings.output, settings.run_id, L.now_utc()
-    planned = {p.key: p for p in plan.todo()}
-    new = dict(ledger)
-    garbage: list[str] = []
-    deleted = 0
-    for sp in plan.styles.values():
-        for entry in sp.deleted:
-            new.pop(entry.key, None)
-            garbage.append(entry.output_uri)
-            deleted += 1
-        for e in sp.recovered:
-            old = new.get((e.input_uri, e.style))
-            if old and old.output_uri != e.output_uri:
-                garbage.append(old.output_uri)
-            new[(e.input_uri, e.style)] = L.LedgerEntry(e.input_uri, e.rel_path, e.style, e.input_version,
-                                                        e.model_sha256, e.output_uri, e.run_id, now)
-    ok = [r for r in rows if r["status"] == "ok" and (r["input_uri"], r["style"]) in planned]
-    mtimes = L.output_mtimes([r["output_uri"] for r in ok], options)
-    errors = Counter(r["error_type"] or "unknown" for r in rows if r["status"] == "error")
-    processed = 0
-    for r in ok:
-        if mtimes.get(r["output_uri"]) is None:  # reported written but absent: retry next night
-            errors["output_missing"] += 1
-            continue
-        p = planned[(r["input_uri"], r["style"])]
-        old = new.get(p.key)
-        if old and old.output_uri != r["output_uri"]:
-            garbage.append(old.output_uri)  # e.g. the format changed: the old file is no one's now
-        new[p.key] = L.LedgerEntry(p.input.uri, p.input.rel_path, p.style, p.version,
-                                   r["model_sha256"] or p.model_sha256, r["output_uri"], run_id, now)
-        processed += 1
-    claimed = {e.output_uri for e in new.values()}
-    leftover = L.read_tombstones(out, options)  # a night that died between its ledger write and deletes
-    doomed = sorted({u for u in garbage + [u for us in leftover.values() for u in us] if u and u not in claimed})
-    tombstone = L.write_tombstones(out, run_id, doomed, options) if doomed else None
-    L.write_ledger(out, new, options)
-    L.remove_files(doomed, options)
-    L.remove_files([*leftover, *([tombstone] if tombstone else []), *journals, L.journal_uri(out, run_id)], options)
-    return {"processed": processed, "deleted": deleted, "errors": sum(errors.values()),
-            "errors_by_type": dict(errors), "removed_outputs": len(doomed), "ledger_rows": len(new)}
-
-
-def run_night(settings: JobSettings, *, full: bool = False, dry_run: bool = False) -> dict:
+def run_night(settings: JobSettings, copts: CatalogOptions | None = None) -> dict:
     """Plan, render, commit one night; returns its summary (also ``{output}/_runs/{run_id}.json``)."""
+    copts = copts or CatalogOptions()
     opts = storage_options(settings)
     settings = settings.replace(skip_existing=False)  # the ledger decides, not existence
-    started, t0 = L.now_utc(), time.time()
-    plan = plan_night(settings, full=full)
-    plan_s = time.time() - t0
-    base = {"run_id": settings.run_id, "source": settings.input, "output": settings.output, "full": full,
-            "inputs": plan.inputs, "plan": {s: sp.counts() for s, sp in plan.styles.items()},
-            "style_sha256": plan.style_sha256}
-    if dry_run:
-        return base | {"dry_run": True, "to_render": len(plan.todo()), "plan_text": describe_plan(plan)}
-    _log(describe_plan(plan))
-    timings = {"plan_s": plan_s, "render_s": 0.0, "commit_s": 0.0}
-    history = {"run_id": settings.run_id, "full": full, "started_at": started, "inputs": plan.inputs,
-               "styles": len(settings.style_names)}
+    if copts.dry_run:
+        return _dry_run(settings, copts, opts)
+    lease = Lease(settings.output, settings.run_id, opts, ttl_s=copts.lease_ttl_s).acquire(break_lease=copts.break_lease)
     try:
-        todo = plan.todo()
-        journals = list(L.read_journals(settings.output, opts))
-        pipeline = None
-        if todo:
-            planned_at = time.time()
-            L.write_journal(settings.output, settings.run_id, [
-                L.JournalEntry(p.input.uri, p.input.rel_path, p.style, p.version, p.model_sha256, p.output_uri,
-                               settings.run_id, planned_at) for p in todo], opts)
+        return _night(settings, copts, opts, lease)
+    finally:
+        lease.release()
+
+
+def _read_state(settings: JobSettings, copts: CatalogOptions, opts: StorageOptions) -> tuple:
+    out = settings.output
+    quarantine, released = Q.release(Q.read(out, opts), copts.release, copts.release_all)
+    return L.read_ledger(out, opts), quarantine, released, L.read_journals(out, opts)
+
+
+def _dry_run(settings: JobSettings, copts: CatalogOptions, opts: StorageOptions) -> dict:
+    ledger, quarantine, released, journals = _read_state(settings, copts, opts)
+    plan, _ = plan_night(settings, copts, ledger=ledger, quarantine=quarantine, journals=journals)
+    return {"run_id": settings.run_id, "dry_run": True, "to_render": plan.todo.num_rows, "plan": plan.counts(),
+            "guard_tripped": plan.guard.tripped, "released": released,
+            "would_delete": plan.deleted.column("output_uri").to_pylist(), "plan_text": describe_plan(plan)}
+
+
+def _night(settings: JobSettings, copts: CatalogOptions, opts: StorageOptions, lease: Lease) -> dict:
+    out, run_id = settings.output, settings.run_id
+    started, t0 = L.now_utc(), time.time()
+    ledger, quarantine, released, journals = _read_state(settings, copts, opts)
+    plan, listing = plan_night(settings, copts, ledger=ledger, quarantine=quarantine, journals=journals)
+    if plan.guard.tripped and not copts.allow_mass_delete:
+        raise JobError(f"deletion guard: {plan.guard.describe()}; nothing was changed. If the catalog really "
+                       "shrank, rerun with --allow-mass-delete")
+    timings = {"plan_s": time.time() - t0, "render_s": 0.0, "commit_s": 0.0}
+    _log(describe_plan(plan))
+    history = {"run_id": run_id, "full": copts.full, "started_at": started, "inputs": plan.inputs,
+               "styles": len(settings.style_names)}
+    pipeline = None
+    try:
+        if released:
+            Q.write(out, quarantine, opts)
+        own_journal = None
+        rows = NightRows(out, plan.todo, run_id, opts)
+        if plan.todo.num_rows:
+            own_journal = L.write_journal(out, run_id, plan.todo, opts)
+            # A record that outlived its output's overwrite would vouch for the wrong bytes.
+            L.remove_provenance(out, plan.todo.column("output_uri").to_pylist(), opts)
             t = time.time()
-            pipeline = _render(settings, todo)
+            pipeline = _render(settings, plan.todo, rows.add)
             timings["render_s"] = time.time() - t
         t = time.time()
-        rows = _metrics_rows(pipeline, opts) if pipeline else []
-        counts = _commit(settings, plan, rows, L.read_ledger(settings.output, opts), journals, opts)
+        counts = commit(settings, plan, rows.table(), ledger, journals, own_journal, check_lease=lease.check,
+                        options=opts, quarantine=quarantine, listing_uris=listing.column("input_uri"),
+                        quarantine_after=copts.quarantine_after)
         timings["commit_s"] = time.time() - t
     except BaseException as exc:
         _record_failure(settings, history, timings, t0, exc, opts)
         raise
-    attempted = counts["processed"] + counts["errors"]
-    error_rate = counts["errors"] / attempted if attempted else 0.0
+    skipped, held = plan.total("unchanged"), plan.total("quarantined")
+    rate = error_rate({"ok": counts["processed"], "error": counts["errors"], "skipped": skipped})
     timings["wall_s"] = time.time() - t0
-    summary = base | counts | {
-        "status": "ok", "dry_run": False,
-        "skipped": plan.total("unchanged"), "recovered": plan.total("recovered"),
-        "error_rate": error_rate, "max_error_rate": settings.max_error_rate,
-        "passed": error_rate <= settings.max_error_rate,
+    runs = join_uri(out, "_runs")
+    summary = {
+        "run_id": run_id, "source": settings.input, "output": out, "full": copts.full, "inputs": plan.inputs,
+        "plan": plan.counts(), "style_sha256": plan.style_sha256, **counts,
+        "status": "ok", "dry_run": False, "skipped": skipped, "recovered": plan.total("recovered"),
+        "quarantined": held, "released": released, "guard": dataclasses.asdict(plan.guard) | {"tripped": plan.guard.tripped, "overridden": plan.guard.tripped},
+        "error_rate": rate, "max_error_rate": settings.max_error_rate, "passed": rate <= settings.max_error_rate,
+        "images_per_s": round(counts["processed"] / timings["render_s"], 3) if timings["render_s"] else None,
         "started_at": started.isoformat(), "finished_at": L.now_utc().isoformat(),
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "pipeline": pipeline,
+        "timings": {k: round(v, 3) for k, v in timings.items()}, "pipeline": pipeline,
+        "contact_sheet": (pipeline or {}).get("contact_sheet"),
+        "summary_uri": join_uri(runs, f"{run_id}.json"),
     }
-    summary["summary_uri"] = join_uri(settings.output, "_runs", f"{settings.run_id}.json")
     write_bytes_atomic(summary["summary_uri"], json.dumps(summary, indent=2, sort_keys=True, default=str).encode(), opts)
-    L.append_history(settings.output, history | timings | {k: summary[k] for k in _HISTORY_COUNTS} | {
-        "status": "ok", "finished_at": L.now_utc(), "error": None}, opts)
+    table = L.append_history(out, history | timings | {k: summary[k] for k in (
+        "processed", "skipped", "deleted", "errors", "quarantined", "recovered", "removed_outputs", "error_rate",
+        "images_per_s", "contact_sheet")} | {"status": "ok", "finished_at": L.now_utc(), "error": None}, opts)
+    try:
+        summary["report"] = catalog_report.write_report(out, table, opts)
+    except Exception as exc:  # a picture must not fail a night that committed
+        _log(f"could not write the report: {type(exc).__name__}: {exc}")
     return summary
 
 
@@ -339,15 +241,35 @@ def _record_failure(settings: JobSettings, history: dict, timings: dict, t0: flo
 # ---------------------------------------------------------------- command line
 
 
+_NIGHT = "nightly catalog"
+
+
 class CatalogSettings(JobSettings):
     """The batch job's settings (every option works here too) plus the catalog's own."""
 
     input: str | None = option(None, "catalog prefix URI (the job's --input; `source:` in YAML)", flag="--source",
-                               group="nightly catalog", min_length=1)
+                               group=_NIGHT, min_length=1)
     output: str | None = option(None, "output prefix URI: outputs, _metrics/, _runs/ and the _catalog/ ledger",
-                                group="nightly catalog", min_length=1)
-    dry_run: bool = option(False, "print the plan per style and write nothing", group="nightly catalog")
-    full: bool = option(False, "re-render every input x style", group="nightly catalog")
+                                group=_NIGHT, min_length=1)
+    dry_run: bool = option(False, "print the plan per style, what would be deleted and the deletion guard's "
+                           "verdict; write nothing", group=_NIGHT)
+    full: bool = option(False, "re-render every input x style", group=_NIGHT)
+    max_delete_fraction: float = option(0.1, "refuse a night that would delete the outputs of more than this share "
+                                        "of the ledger's inputs", group=_NIGHT, ge=0, le=1)
+    max_delete_floor: int = option(2, "a night may always delete the outputs of this many inputs, whatever the share",
+                                   group=_NIGHT, ge=0)
+    allow_mass_delete: bool = option(False, "let this night through the deletion guard (the catalog really shrank)",
+                                     group=_NIGHT)
+    quarantine_after: int = option(Q.DEFAULT_AFTER, "quarantine an input after this many nights in a row failing with "
+                                   "the same permanent error (empty, truncated, unidentified, corrupt, too_large, "
+                                   "unsafe_path)", group=_NIGHT, ge=1)
+    release: list[str] = option([], "take this input out of quarantine and retry it tonight (repeatable)",
+                                metavar="INPUT_URI", group=_NIGHT)
+    release_all: bool = option(False, "take every input out of quarantine", group=_NIGHT)
+    break_lease: bool = option(False, "take the lease even if another night holds it (only when that night is known "
+                               "dead)", group=_NIGHT)
+    lease_ttl_s: float = option(DEFAULT_TTL_S, "the lease's expiry in seconds, renewed every third of it while the "
+                                "night runs", group=_NIGHT, gt=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -364,12 +286,19 @@ class CatalogSettings(JobSettings):
         return data
 
 
+def catalog_options(settings: CatalogSettings) -> CatalogOptions:
+    """The catalog's own options, as the night's functions take them."""
+    return CatalogOptions(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(CatalogOptions)})
+
+
 def build_parser() -> argparse.ArgumentParser:
     return cli_settings.build_parser(
         CatalogSettings, "python -m jobs.catalog",
         "Nightly incremental run: render only new or changed (input, style) pairs of the catalog under --source, "
         "remove outputs of deleted inputs, keep a ledger under {output}/_catalog/. A YAML --config takes every "
-        "option with underscores, `source` and `styles: {name: uri}`.")
+        "option with underscores, `source` and `styles: {name: uri}`.\n\nexit status: 0 the night's error rate is "
+        "within --max-error-rate; 1 above it; 2 it could not run (missing source or checkpoint, bad config, lease "
+        "held by another night, deletion guard tripped).")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> CatalogSettings:
@@ -379,16 +308,16 @@ def parse_args(argv: Sequence[str] | None = None) -> CatalogSettings:
 
 def main(settings: CatalogSettings) -> int:
     try:
-        summary = run_night(settings, full=settings.full, dry_run=settings.dry_run)
-    except JobError as exc:
+        summary = run_night(settings, catalog_options(settings))
+    except (JobError, LeaseError) as exc:
         _log(f"error: {exc}")
         return 2
     if summary["dry_run"]:
         print(summary["plan_text"])
         return 0
     print(f"night {summary['run_id']}: processed {summary['processed']}, skipped {summary['skipped']}, "
-          f"deleted {summary['deleted']}, recovered {summary['recovered']}, errors {summary['errors']} "
-          f"in {summary['timings']['wall_s']:.1f}s; summary {summary['summary_uri']}")
+          f"deleted {summary['deleted']}, recovered {summary['recovered']}, errors {summary['errors']}, "
+          f"quarantined {summary['quarantined']} in {summary['timings']['wall_s']:.1f}s; summary {summary['summary_uri']}")
     return 0 if summary["passed"] else 1
 
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
@@ -75,11 +75,13 @@ def run(
     settings: JobSettings,
     inputs: Sequence[InputFile] | None = None,
     todo: Mapping[str, Sequence[str]] | None = None,
+    on_rows: Callable[[pa.Table], None] | None = None,
 ) -> dict:
     """Run the job; returns the summary (also written to ``{output}/_runs/{run_id}.json``).
 
     ``inputs`` replaces the listing of ``settings.input`` (the nightly catalog passes its plan);
-    ``todo`` maps an input URI to the styles to render for it (others become ``skipped`` rows).
+    ``todo`` maps an input URI to the styles to render for it (others become ``skipped`` rows);
+    ``on_rows`` receives each batch of metrics rows (:data:`jobs.metrics.SCHEMA`) as it is written.
     """
     started = time.time()
     opts = storage_options(settings)
@@ -145,6 +147,8 @@ def run(
                 table = table.take(fresh)
             writer.add(table)
             counts.add(table, keep_examples=settings.contact_sheet)
+            if on_rows is not None:
+                on_rows(table)
             if not settings.quiet and time.time() - last_log > 10:
                 last_log = time.time()
                 _log(f"{counts.rows}/{expected} rows, {counts.by_status['error']} errors")

@@ -8,6 +8,8 @@ import json
 import os
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -16,8 +18,12 @@ from PIL import Image
 
 from jobs import catalog
 from jobs import ledger as L
+from jobs.catalog_plan import build_plan, describe_plan, listing_table
 from jobs.settings import JobSettings
-from jobs.storage import InputFile, StorageOptions, exists, get_filesystem, read_bytes, write_bytes_atomic
+from jobs.stages import output_key
+from jobs.storage import (InputFile, StorageOptions, UnsafePathError, exists, get_filesystem, read_bytes,
+                          write_bytes_atomic)
+from catalog_fakes import style_outputs
 from stylize_core.checkpoint import checkpoint_bytes
 from stylize_core.transformer_net import TransformerNet
 
@@ -66,45 +72,75 @@ def _settings(**kw) -> JobSettings:
     return JobSettings(input="/cat", output="/out", styles={"a": "/a.pth", "b": "/b.pth"}, run_id="r", **kw)
 
 
-def _entry(uri: str, style: str, version: str, sha: str, out: str) -> L.LedgerEntry:
-    return L.LedgerEntry(uri, uri.rsplit("/", 1)[-1], style, version, sha, out, "old", dt.datetime.now(dt.timezone.utc))
+def _ledger(*rows: tuple[str, str, str, str, str]) -> pa.Table:
+    return pa.Table.from_pylist([
+        {"input_uri": u, "rel_path": u.rsplit("/", 1)[-1], "style": s, "input_version": v, "model_sha256": sha,
+         "output_uri": o, "run_id": "old", "updated_at": dt.datetime.now(dt.timezone.utc)}
+        for u, s, v, sha, o in rows], schema=L.LEDGER_SCHEMA)
+
+
+def _names(plan, style: str, kind: str) -> list[str]:
+    return sorted(r["rel_path"] for r in plan.todo.to_pylist() if r["style"] == style and r["kind"] == kind)
 
 
 def test_build_plan_classifies_each_pair():
     s = _settings()
     files = [InputFile(f"/cat/{n}.png", f"{n}.png", 1, v) for n, v in (("same", "v1"), ("edited", "v2"), ("fresh", "v1"))]
-    versions = {f.uri: f.version for f in files}
-    ledger = {e.key: e for e in [
-        _entry("/cat/same.png", "a", "v1", "shaA", "/out/a/same.jpg"),
-        _entry("/cat/same.png", "b", "v1", "OLD", "/out/b/same.jpg"),  # b's checkpoint changed
-        _entry("/cat/edited.png", "a", "v1", "shaA", "/out/a/edited.jpg"),  # input changed
-        _entry("/cat/edited.png", "b", "v2", "shaB", "/out/b/edited.png"),  # output key changed (format)
-        _entry("/cat/gone.png", "a", "v1", "shaA", "/out/a/gone.jpg"),  # input deleted
-        _entry("/cat/same.png", "retired", "v1", "x", "/out/retired/same.jpg"),  # style dropped from config
-        _entry("/cat/gone.png", "retired", "v1", "x", "/out/retired/gone.jpg"),
-    ]}
-    plan = catalog.build_plan(s, files, versions, {"a": "shaA", "b": "shaB"}, ledger)
-    names = lambda pairs: sorted(p.input.rel_path for p in pairs)  # noqa: E731
-    a, b, retired = plan.styles["a"], plan.styles["b"], plan.styles["retired"]
-    assert (names(a.new), names(a.changed), a.unchanged) == (["fresh.png"], ["edited.png"], 1)
-    assert [e.input_uri for e in a.deleted] == ["/cat/gone.png"]
-    assert (names(b.new), names(b.changed), b.unchanged, b.deleted) == (["fresh.png"], ["edited.png", "same.png"], 0, [])
-    assert not retired.configured and retired.unchanged == 1 and len(retired.deleted) == 1
-    assert {p.output_uri for p in plan.todo() if p.style == "b"} == {f"/out/b/{n}.jpg" for n in ("fresh", "edited", "same")}
-    assert plan.total("deleted") == 2 and len(plan.todo()) == 5
+    listing = listing_table(files, {f.uri: f.version for f in files})
+    ledger = _ledger(
+        ("/cat/same.png", "a", "v1", "shaA", "/out/a/same.jpg"),
+        ("/cat/same.png", "b", "v1", "OLD", "/out/b/same.jpg"),  # b's checkpoint changed
+        ("/cat/edited.png", "a", "v1", "shaA", "/out/a/edited.jpg"),  # input changed
+        ("/cat/edited.png", "b", "v2", "shaB", "/out/b/edited.png"),  # output key changed (format)
+        ("/cat/gone.png", "a", "v1", "shaA", "/out/a/gone.jpg"),  # input deleted
+        ("/cat/same.png", "retired", "v1", "x", "/out/retired/same.jpg"),  # style dropped from config
+        ("/cat/gone.png", "retired", "v1", "x", "/out/retired/gone.jpg"),
+    )
+    plan = build_plan(s, listing, {"a": "shaA", "b": "shaB"}, ledger)
+    counts = plan.counts()
+    assert (_names(plan, "a", "new"), _names(plan, "a", "changed"), counts["a"]["unchanged"]) == (["fresh.png"], ["edited.png"], 1)
+    assert plan.deleted.column("input_uri").to_pylist().count("/cat/gone.png") == 2
+    assert (_names(plan, "b", "new"), _names(plan, "b", "changed"), counts["b"]["unchanged"], counts["b"]["deleted"]) == (
+        ["fresh.png"], ["edited.png", "same.png"], 0, 0)
+    assert counts["retired"] == {"new": 0, "changed": 0, "recheck": 0, "deleted": 1, "unchanged": 1, "recovered": 0,
+                                 "quarantined": 0}
+    assert {r["output_uri"] for r in plan.todo.to_pylist() if r["style"] == "b"} == {
+        f"/out/b/{n}.jpg" for n in ("fresh", "edited", "same")}
+    assert plan.total("deleted") == 2 and plan.todo.num_rows == 5
+    assert (plan.guard.ledger_inputs, plan.guard.deleted_inputs, plan.guard.tripped) == (3, 1, False)
 
-    full = catalog.build_plan(s, files, versions, {"a": "shaA", "b": "shaB"}, ledger, full=True)
-    assert len(full.todo()) == 6 and full.total("unchanged") == 1  # only the unconfigured style's row stays
-    text = catalog.describe_plan(plan)
-    assert "retired" in text and "not configured" in text and "to render: 5" in text
+    full = build_plan(s, listing, {"a": "shaA", "b": "shaB"}, ledger, full=True)
+    assert full.todo.num_rows == 6 and full.total("unchanged") == 1  # only the unconfigured style's row stays
+    text = describe_plan(plan)
+    assert "retired" in text and "not configured" in text and "to render: 5" in text and "/out/a/gone.jpg" in text
+
+
+ODD_PATHS = ["a.png", "sub/dir/b.PNG", "./x/../y.png", "c", "d.tar.gz", "..", "/abs.png", "é/ü.png", "a.", "..a",
+             "a..b", ".hidden", "dir.v2/file", "dir.v2/.f.png", "x\\y.png", "C:/x.png", "a//b.png", "sub/./c.png",
+             "trail/", "ctrl\x01.png", "sp ace/(1) [x].JPEG", "...", "x/..", ".", "a/b/c/d/e.f.g"]
+
+
+def test_planned_output_keys_are_the_pipelines():
+    """The planner computes output keys column-wise; they must be the pipeline's, odd paths included."""
+    s = _settings(format="webp")
+    files = [InputFile(f"/cat/{n}", rel, 1, "v") for n, rel in enumerate(ODD_PATHS)]
+    plan = build_plan(s, listing_table(files, {}), {"a": "A", "b": "B"}, L.LEDGER_SCHEMA.empty_table())
+    got = {(r["rel_path"], r["style"]): r["output_uri"] for r in plan.todo.to_pylist()}
+    assert len(got) == 2 * len(ODD_PATHS)
+    for (rel, style), uri in got.items():
+        try:
+            expected = output_key(s, rel, style)
+        except UnsafePathError:
+            expected = ""
+        assert uri == expected, rel
 
 
 def test_ledger_and_history_round_trip(tmp_path):
     out = str(tmp_path / "out")
-    assert L.read_ledger(out) == {} and L.read_history(out).num_rows == 0
-    e = _entry("/cat/x.png", "a", "v", "sha", "/out/a/x.jpg")
-    L.write_ledger(out, {e.key: e})
-    assert L.read_ledger(out) == {e.key: e}
+    assert L.read_ledger(out).num_rows == 0 and L.read_history(out).num_rows == 0
+    ledger = _ledger(("/cat/x.png", "a", "v", "sha", "/out/a/x.jpg"))
+    L.write_ledger(out, ledger)
+    assert L.read_ledger(out).to_pylist() == ledger.to_pylist()
     for n in range(2):
         L.append_history(out, {"run_id": f"r{n}", "status": "ok", "processed": n})
     assert L.read_history(out).column("run_id").to_pylist() == ["r0", "r1"]
@@ -137,7 +173,9 @@ def test_missing_source_or_checkpoint_exit_2(tmp_path, capsys):
     assert catalog.cli(["--source", str(tmp_path / "cat"), "--output", str(tmp_path / "o"),
                         "--style", f"a={tmp_path / 'missing.pth'}"]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
+    # Nothing written but the lease's lock file (kept: unlinking a flock file races with its waiters).
+    assert [str(p.relative_to(tmp_path / "o")) for p in (tmp_path / "o").rglob("*") if p.is_file()] == [
+        "_catalog/lease.json.lock"]
 
 
 # ---------------------------------------------------------------- real nights
@@ -150,7 +188,7 @@ def test_incremental_nights_on_s3(s3_bucket, s3_client, tmp_path, capsys):
     for n, name in enumerate(["a.png", "b.png", "sub/c.png", "sub/d.png"]):
         write_bytes_atomic(f"{src}/{name}", _png(n))
     write_bytes_atomic(f"{root}/models/a.pth", _checkpoint(0))
-    cfg = _config(tmp_path, src, out, {"a": f"{root}/models/a.pth"})
+    cfg = _config(tmp_path, src, out, {"a": f"{root}/models/a.pth"}, contact_sheet=2)
 
     def keys(prefix: str) -> set[str]:
         pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket, Prefix=prefix)
@@ -169,6 +207,8 @@ def test_incremental_nights_on_s3(s3_bucket, s3_client, tmp_path, capsys):
     assert (n1["processed"], n1["skipped"], n1["deleted"], n1["errors"]) == (4, 0, 0, 0)
     assert {"plan_s", "render_s", "commit_s", "wall_s"} <= set(n1["timings"])
     assert {f"out/a/{n}.jpg" for n in ("a", "b", "sub/c", "sub/d")} <= keys("out/a/")
+    assert {"out/_catalog/report.html", "out/_catalog/report.png"} <= keys("out/_catalog/")
+    assert n1["contact_sheet"] == f"{out}/_runs/n1_contact.png" and n1["images_per_s"] > 0
 
     n2 = _night(cfg, "n2")
     assert (n2["processed"], n2["skipped"], n2["deleted"], n2["errors"], n2["pipeline"]) == (0, 4, 0, 0, None)
@@ -184,10 +224,12 @@ def test_incremental_nights_on_s3(s3_bucket, s3_client, tmp_path, capsys):
     assert _rendered(out, "n3") == {("e.png", "a"), ("f.png", "a"), ("b.png", "a")}
     assert "out/a/sub/c.jpg" not in keys("out/a/")
     assert {k: modified(f"out/a/{k}.jpg") for k in before} == before  # untouched outputs not rewritten
-    ledger = L.read_ledger(out)
+    ledger = {(r["input_uri"], r["style"]): r for r in L.read_ledger(out).to_pylist()}
     assert sorted(uri.rsplit("/", 1)[-1] for uri, _ in ledger) == ["a.png", "b.png", "d.png", "e.png", "f.png"]
     b_etag = s3_client.head_object(Bucket=s3_bucket, Key="catalog/b.png")["ETag"].strip('"')
-    assert ledger[(f"{src}/b.png", "a")].input_version == b_etag
+    assert ledger[(f"{src}/b.png", "a")]["input_version"] == b_etag
+    assert keys("out/_catalog/provenance/a/") == {f"out/_catalog/provenance/a/{n}.jpg.json" for n in
+                                                  ("a", "b", "sub/d", "e", "sub/f")}
 
     # A new style renders only itself.
     write_bytes_atomic(f"{root}/models/b.pth", _checkpoint(1))
@@ -202,9 +244,10 @@ def test_incremental_nights_on_s3(s3_bucket, s3_client, tmp_path, capsys):
     n5 = _night(cfg2, "n5")
     assert (n5["processed"], n5["plan"]["a"]["changed"], n5["plan"]["b"]["unchanged"]) == (5, 5, 5)
     assert {style for _, style in _rendered(out, "n5")} == {"a"}
-    ledger = L.read_ledger(out)
-    assert len(ledger) == 10 and {e.model_sha256 for (_, s), e in ledger.items() if s == "a"} == {n5["style_sha256"]["a"]}
-    assert all(exists(e.output_uri) for e in ledger.values())
+    ledger = L.read_ledger(out).to_pylist()
+    assert len(ledger) == 10 and {e["model_sha256"] for e in ledger if e["style"] == "a"} == {n5["style_sha256"]["a"]}
+    assert all(exists(e["output_uri"]) for e in ledger)
+    assert style_outputs(out) == {e["output_uri"] for e in ledger}
 
     history = L.read_history(out).to_pydict()
     assert history["run_id"] == ["n1", "n2", "n3", "n4", "n5"]
@@ -224,15 +267,16 @@ def test_crashed_night_is_finished_by_the_next(tmp_path, monkeypatch):
     cfg = _config(tmp_path, str(src), out, {"a": str(ckpt)}, max_error_rate=0.5)
     real_render = catalog._render
 
-    def dies_midway(settings, pairs):
-        real_render(settings, [p for p in pairs if p.input.rel_path in ("img0.png", "img1.png", "img2.png")])
+    def dies_midway(settings, todo, on_rows):
+        real_render(settings, todo.filter(pc.is_in(todo.column("rel_path"), value_set=pa.array(
+            ["img0.png", "img1.png", "img2.png"]))), on_rows)
         raise RuntimeError("node lost")
 
     monkeypatch.setattr(catalog, "_render", dies_midway)
     with pytest.raises(RuntimeError, match="node lost"):
         catalog.run_night((catalog.parse_args(["--config", cfg, "--run-id", "dead"])))
     monkeypatch.undo()
-    assert L.read_ledger(out) == {}  # nothing claimed: the night never committed
+    assert L.read_ledger(out).num_rows == 0  # nothing claimed: the night never committed
     assert sorted(os.listdir(f"{out}/a")) == ["img0.jpg", "img1.jpg", "img2.jpg"]
     assert os.path.exists(f"{out}/_catalog/journal/dead.parquet")
     assert L.read_history(out).to_pydict()["status"] == ["failed"]
@@ -240,46 +284,46 @@ def test_crashed_night_is_finished_by_the_next(tmp_path, monkeypatch):
     n2 = _night(cfg, "n2")
     assert (n2["recovered"], n2["processed"], n2["errors"], n2["passed"]) == (3, 3, 1, True)
     assert _rendered(out, "n2") == {(f"img{n}.png", "a") for n in (3, 4, 5)}
-    ledger = L.read_ledger(out)
-    assert sorted(k for k in ledger) == sorted((str(src / f"img{n}.png"), "a") for n in range(6))
-    assert {e.run_id for e in ledger.values()} == {"dead", "n2"}
+    ledger = L.read_ledger(out).to_pylist()
+    assert sorted((e["input_uri"], e["style"]) for e in ledger) == sorted((str(src / f"img{n}.png"), "a") for n in range(6))
+    assert {e["run_id"] for e in ledger} == {"dead", "n2"}
     assert sorted(os.listdir(f"{out}/a")) == [f"img{n}.jpg" for n in range(6)]  # once each, no temp files
     assert os.listdir(f"{out}/_catalog/journal") == []
 
     # A night dying between its ledger write and its deletes leaves a tombstone, not an orphan. It also
     # retries the broken input (errors never enter the ledger).
     os.remove(src / "img5.png")
-    real_remove = L.remove_files
     calls = []
 
-    def dies_deleting(uris, options=None):
+    def dies_deleting(output, uris, options=None):
         calls.append(list(uris))
         raise OSError("lost the store")
 
-    monkeypatch.setattr(L, "remove_files", dies_deleting)
+    monkeypatch.setattr(L, "remove_outputs", dies_deleting)
     with pytest.raises(OSError):
-        catalog.run_night((catalog.parse_args(["--config", cfg, "--run-id", "dead2"])))
-    monkeypatch.setattr(L, "remove_files", real_remove)
-    assert (str(src / "img5.png"), "a") not in L.read_ledger(out)  # the ledger let go before the delete
+        catalog.run_night(catalog.parse_args(["--config", cfg, "--run-id", "dead2"]))
+    monkeypatch.undo()
+    assert (str(src / "img5.png"), "a") not in {(e["input_uri"], e["style"]) for e in L.read_ledger(out).to_pylist()}
     assert os.path.exists(f"{out}/a/img5.jpg") and calls == [[f"{out}/a/img5.jpg"]]
-    assert os.listdir(f"{out}/_catalog/tombstones") == ["dead2.json"]
+    assert os.listdir(f"{out}/_catalog/tombstones") == ["dead2.parquet"]
     assert [(r["input_uri"].rsplit("/", 1)[-1], r["status"]) for r in _metrics(out, "dead2")] == [("broken.png", "error")]
     os.remove(src / "broken.png")
     n4 = _night(cfg, "n4")  # nothing to render; the orphan dead2 left is cleaned up
     assert (n4["processed"], n4["errors"], n4["deleted"], n4["removed_outputs"], n4["pipeline"]) == (0, 0, 0, 1, None)
     assert not os.path.exists(f"{out}/a/img5.jpg") and os.listdir(f"{out}/_catalog/tombstones") == []
-    assert len(L.read_ledger(out)) == 5
+    assert L.read_ledger(out).num_rows == 5
+    assert style_outputs(out) == {e["output_uri"] for e in L.read_ledger(out).to_pylist()}
 
 
-def test_output_mtimes_and_versions(tmp_path, s3_bucket):
+def test_input_versions(tmp_path, s3_bucket):
     local = tmp_path / "x.png"
     local.write_bytes(b"abc")
     s3 = f"s3://{s3_bucket}/k/x.png"
     write_bytes_atomic(s3, b"abc")
     opts = StorageOptions()
-    times = L.output_mtimes([str(local), s3, str(tmp_path / "none"), f"s3://{s3_bucket}/none"], opts)
-    assert times[str(local)] and times[s3] and times[str(tmp_path / "none")] is None and times[f"s3://{s3_bucket}/none"] is None
-    versions = L.input_versions([InputFile(str(local), "x.png", None, None), InputFile(s3, "x.png", None, None)], opts)
+    versions = L.input_versions([InputFile(str(local), "x.png", None, None), InputFile(s3, "x.png", None, None),
+                                 InputFile(str(tmp_path / "gone.png"), "gone.png", None, None)], opts)
     st = os.stat(local)
     assert versions[str(local)] == f"{st.st_size}-{st.st_mtime_ns}"
     assert versions[s3] == "900150983cd24fb0d6963f7d28e17f72"  # md5("abc"): the S3 ETag
+    assert versions[str(tmp_path / "gone.png")] == ""
