@@ -175,6 +175,8 @@ def read_config(path: str, model: type[BaseModel]) -> dict[str, Any]:
             hint = f"; did you mean {close[0]!r}?" if close else "; --help lists the options"
             raise SettingsError(f"{path}: unknown option {key!r}{hint}")
         name, invert = keys[norm]
+        if _kind(model.model_fields[name].annotation) == "list" and isinstance(value, (str, int, float)):
+            value = [value]  # `style_image: a.jpg` means the one-item list a repeated flag would give
         out[name] = (not value) if invert and isinstance(value, bool) else value
     return out
 

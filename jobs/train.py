@@ -40,11 +40,12 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, fields
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
 from stylize_core.checkpoint import examples_state_dict
 from stylize_core.host import malloc_env, retain_freed_memory
@@ -53,7 +54,8 @@ from stylize_core.onnx_export import onnx_bytes, onnx_max_abs_diff
 from stylize_core.training import StyleTrainer, TrainConfig, prepare_content, progress_line, trained_checkpoint_bytes
 from stylize_core.transformer_net import TransformerNet
 
-from .config import parse_with_config
+from . import cli_settings
+from .cli_settings import option, split_csv
 from .storage import StorageOptions, get_filesystem, join_uri, list_images, read_bytes, redact, split_protocol
 from .storage import write_bytes_atomic
 
@@ -62,89 +64,84 @@ HISTORY_COLUMNS = ("step", "epoch", "images", "content", "style", "tv", "total")
 _DEFAULTS = TrainConfig()
 
 
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else tuple(value)
+_DATA, _OPT, _NET, _LOSS, _RUN = ("data and outputs", "optimisation",
+                                   "network size (recorded in the checkpoint; defaults: pytorch/examples' layout)",
+                                   "loss network", "cluster, checkpoints and logging")
+Csv = Annotated[tuple[str, ...], BeforeValidator(split_csv)]
+
+
+class TrainSettings(BaseModel):
+    """``python -m jobs.train`` options, from flags and ``--config`` YAML alike."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content: str = option(..., "content images: prefix, single image or manifest (.csv/.parquet); any URI. Required",
+                          group=_DATA, min_length=1)
+    style_image: list[str] = option(..., "style image URI; repeat it to train one multi-style network (conditional "
+                                    "instance norm). Required", group=_DATA, min_length=1)
+    output: str = option(..., "output prefix (local path or URI): checkpoints, final models, history. Required",
+                         group=_DATA, min_length=1)
+    style_name: list[str] | None = option(None, "style name recorded in the checkpoint, once per --style-image in "
+                                          "order (default: the image stems)", group=_DATA)
+    name: str = option("train", "Ray Train run name under --output (resume key)", group=_DATA,
+                       pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+    steps: int = option(_DEFAULTS.steps, "stop after this many optimiser steps", group=_OPT, ge=1)
+    epochs: int = option(_DEFAULTS.epochs, "... or this many passes, whichever first", group=_OPT, ge=1)
+    image_size: int = option(_DEFAULTS.image_size, "content crop size (px)", group=_OPT, ge=16)
+    batch_size: int = option(_DEFAULTS.batch_size, "images per step per worker", group=_OPT, ge=1)
+    lr: float = option(_DEFAULTS.lr, "Adam learning rate", group=_OPT, gt=0)
+    content_weight: float = option(_DEFAULTS.content_weight, "feature loss weight", group=_OPT, ge=0)
+    style_weight: float = option(_DEFAULTS.style_weight, "Gram loss weight", group=_OPT, ge=0)
+    tv_weight: float = option(_DEFAULTS.tv_weight, "total variation weight", group=_OPT, ge=0)
+    seed: int = option(_DEFAULTS.seed, "model init and shuffling", group=_OPT)
+    autocast: Literal["auto", "bf16", "fp16", "none"] = option("auto", "auto: bf16 on GPU", group=_OPT)
+
+    width: float = option(_DEFAULTS.width, "channel multiplier of the 32/64/128 widths: 0.25 is the slim network "
+                          "(~12x fewer FLOPs)", group=_NET, gt=0, le=4)
+    blocks: int = option(_DEFAULTS.blocks, "residual blocks", group=_NET, ge=0, le=32)
+
+    vgg: Literal["vgg16", "vgg19"] = option(_DEFAULTS.vgg, "loss network", group=_LOSS)
+    vgg_weights: str = option(_DEFAULTS.vgg_weights, "imagenet|PATH|URI|random:SEED", group=_LOSS, min_length=1)
+    content_layers: Csv = option(_DEFAULTS.content_layers, "comma-separated", group=_LOSS, min_length=1)
+    style_layers: Csv = option(_DEFAULTS.style_layers, "comma-separated", group=_LOSS, min_length=1)
+    style_size: int | None = option(None, "long side of the style image (default: as given)", group=_LOSS, ge=16)
+    style_scales: Annotated[tuple[float, ...], BeforeValidator(split_csv)] = option(
+        (1.0,), "comma-separated; Gram targets averaged", group=_LOSS, min_length=1)
+
+    workers: int = option(1, "data-parallel training workers", group=_RUN, ge=1)
+    gpus_per_worker: float | None = option(None, "GPUs per worker (default: 1 if the cluster has GPUs, else 0)",
+                                           group=_RUN, ge=0)
+    cpus_per_worker: float | None = option(None, "CPUs reserved per worker (default: 1, or less so that one CPU stays "
+                                           "free for data loading)", group=_RUN, ge=0)
+    address: str | None = option(None, "Ray cluster address (default: RAY_ADDRESS or a local Ray)", group=_RUN)
+    checkpoint_every: int = option(_DEFAULTS.checkpoint_every, "steps", group=_RUN, ge=1)
+    keep_checkpoints: int = option(2, "Ray Train checkpoints kept", group=_RUN, ge=1)
+    max_failures: int = option(0, "automatic restarts from the latest checkpoint", group=_RUN, ge=-1)
+    log_every: int = option(_DEFAULTS.log_every, "progress line every N steps", group=_RUN, ge=1)
+    read_batch_size: int = option(16, "images per Ray Data decode task batch", group=_RUN, ge=1)
+    onnx_opset: int = option(17, "ONNX opset of final/style.onnx", group=_RUN, ge=13)
+
+    @model_validator(mode="after")
+    def _names_per_image(self) -> TrainSettings:
+        if self.style_name and len(self.style_name) != len(self.style_image):
+            raise ValueError(f"{len(self.style_name)} --style-name for {len(self.style_image)} --style-image: "
+                             "give one per image")
+        return self
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface; every flag can also be a key (with underscores) in ``--config``."""
-    p = argparse.ArgumentParser(
-        prog="python -m jobs.train",
-        description="Train a fast style-transfer network (Johnson et al.) with Ray Train.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    io_ = p.add_argument_group("data and outputs")
-    io_.add_argument("--content", help="content images: prefix, single image or manifest (.csv/.parquet); any URI")
-    io_.add_argument("--style-image", action="append",
-                     help="style image URI; repeat it to train one multi-style network (conditional instance norm)")
-    io_.add_argument("--output", help="output prefix (local path or URI): checkpoints, final models, history")
-    io_.add_argument("--style-name", action="append",
-                     help="style name recorded in the checkpoint, once per --style-image in order [image stems]")
-    io_.add_argument("--name", default="train", help="Ray Train run name under --output (resume key)")
-    io_.add_argument("--config", help="YAML file with any of these options (underscored keys); flags override")
-
-    opt = p.add_argument_group("optimisation")
-    opt.add_argument("--steps", type=int, default=_DEFAULTS.steps, help="stop after this many optimiser steps")
-    opt.add_argument("--epochs", type=int, default=_DEFAULTS.epochs, help="... or this many passes, whichever first")
-    opt.add_argument("--image-size", type=int, default=_DEFAULTS.image_size, help="content crop size (px)")
-    opt.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="images per step per worker")
-    opt.add_argument("--lr", type=float, default=_DEFAULTS.lr, help="Adam learning rate")
-    opt.add_argument("--content-weight", type=float, default=_DEFAULTS.content_weight, help="feature loss weight")
-    opt.add_argument("--style-weight", type=float, default=_DEFAULTS.style_weight, help="Gram loss weight")
-    opt.add_argument("--tv-weight", type=float, default=_DEFAULTS.tv_weight, help="total variation weight")
-    opt.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="model init and shuffling")
-    opt.add_argument("--autocast", choices=("auto", "bf16", "fp16", "none"), default="auto", help="auto: bf16 on GPU")
-
-    net = p.add_argument_group("network size (recorded in the checkpoint; defaults: pytorch/examples' layout)")
-    net.add_argument("--width", type=float, default=_DEFAULTS.width,
-                     help="channel multiplier of the 32/64/128 widths: 0.25 is the slim network (~12x fewer FLOPs)")
-    net.add_argument("--blocks", type=int, default=_DEFAULTS.blocks, help="residual blocks")
-
-    loss = p.add_argument_group("loss network")
-    loss.add_argument("--vgg", choices=("vgg16", "vgg19"), default=_DEFAULTS.vgg, help="loss network")
-    loss.add_argument("--vgg-weights", default=_DEFAULTS.vgg_weights, help="imagenet|PATH|URI|random:SEED")
-    loss.add_argument("--content-layers", type=_csv, default=",".join(_DEFAULTS.content_layers), help="comma-separated")
-    loss.add_argument("--style-layers", type=_csv, default=",".join(_DEFAULTS.style_layers), help="comma-separated")
-    loss.add_argument("--style-size", type=int, default=None, help="long side of the style image [as given]")
-    loss.add_argument("--style-scales", type=_csv, default="1.0", help="comma-separated; Gram targets averaged")
-
-    run = p.add_argument_group("cluster, checkpoints and logging")
-    run.add_argument("--workers", type=int, default=1, help="data-parallel training workers")
-    run.add_argument("--gpus-per-worker", type=float, default=None, help="[1 if the cluster has GPUs, else 0]")
-    run.add_argument("--cpus-per-worker", type=float, default=None,
-                     help="CPUs reserved per worker [1, or less so that one CPU stays free for data loading]")
-    run.add_argument("--address", default=None, help="Ray cluster address [RAY_ADDRESS or a local Ray]")
-    run.add_argument("--checkpoint-every", type=int, default=_DEFAULTS.checkpoint_every, help="steps")
-    run.add_argument("--keep-checkpoints", type=int, default=2, help="Ray Train checkpoints kept")
-    run.add_argument("--max-failures", type=int, default=0, help="automatic restarts from the latest checkpoint")
-    run.add_argument("--log-every", type=int, default=_DEFAULTS.log_every, help="progress line every N steps")
-    run.add_argument("--read-batch-size", type=int, default=16, help="images per Ray Data decode task batch")
-    run.add_argument("--onnx-opset", type=int, default=17, help="ONNX opset of final/style.onnx")
-    return p
+    return cli_settings.build_parser(TrainSettings, "python -m jobs.train",
+                                     "Train a fast style-transfer network (Johnson et al.) with Ray Train.")
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse flags (and ``--config``); the three locations are required from either source."""
-    parser = build_parser()
-    args = parse_with_config(parser, argv)
-    for attr in ("content_layers", "style_layers"):
-        setattr(args, attr, _csv(getattr(args, attr)))
-    args.style_scales = tuple(float(v) for v in _csv(args.style_scales))
-    missing = [f"--{a.replace('_', '-')}" for a in ("content", "style_image", "output") if not getattr(args, a)]
-    if missing:
-        parser.error(f"missing required option(s): {', '.join(missing)} (flags or --config)")
-    if args.workers < 1 or args.batch_size < 1 or args.steps < 1 or args.epochs < 1:
-        parser.error("--workers, --batch-size, --steps and --epochs must be >= 1")
-    if not args.width > 0 or args.blocks < 0:
-        parser.error("--width must be > 0 and --blocks >= 0")
-    if args.cpus_per_worker is not None and args.cpus_per_worker < 0:
-        parser.error("--cpus-per-worker must be >= 0")
-    if args.style_name and len(args.style_name) != len(args.style_image):
-        parser.error(f"{len(args.style_name)} --style-name for {len(args.style_image)} --style-image: give one per image")
-    return args
+def parse_args(argv: Sequence[str] | None = None) -> TrainSettings:
+    """Validated settings from flags and ``--config``; exits 2 with one line when they are invalid."""
+    return cli_settings.parse(TrainSettings, argv, build_parser())
 
 
-def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+def train_config_from_args(args: TrainSettings) -> TrainConfig:
     """The :class:`TrainConfig` recorded in every checkpoint."""
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     stems = [os.path.splitext(os.path.basename(uri.rstrip("/")))[0] or "style" for uri in args.style_image]
@@ -374,7 +371,7 @@ def export_final(state: dict[str, Any], style_images: list[np.ndarray], output: 
     return {"artifacts": uris, "onnx_max_abs_diff": onnx_max_abs_diff(model, onnx_data)}
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: TrainSettings) -> int:
     """Run the training job; returns a process exit code."""
     import ray
     import ray.train

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs import catalog, settings, stylize_image
+from jobs import catalog, settings, stylize_image, train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,6 +103,10 @@ def test_every_cli_refuses_bad_values_in_one_line(tmp_path, capsys):
     err = _refused(capsys, ["--source", "/c", "--output", "/o", "--style", "a=/a", "--format", "bmp"], catalog.parse_args)
     assert err.startswith("python -m jobs.catalog: error: --format 'bmp'")
     assert "needs source" in _refused(capsys, ["--output", "/o", "--style", "a=/a"], catalog.parse_args)
+    err = _refused(capsys, ["--content", "/c", "--style-image", "/s.jpg", "--output", "/o", "--width", "0"],
+                   train.parse_args)
+    assert err.startswith("python -m jobs.train: error: --width '0'")
+    assert "--output" in _refused(capsys, ["--content", "/c", "--style-image", "/s.jpg"], train.parse_args)
 
 
 def test_bad_config_value_from_the_command_line_exits_2_without_traceback(tmp_path):
