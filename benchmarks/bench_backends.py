@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
-from stylize_core.backends import Backend, backend_available, make_backend  # noqa: E402
+from stylize_core.backends import Backend, backend_available, make_backend, parse_spec  # noqa: E402
 from stylize_core.checkpoint import load_style_model  # noqa: E402
 from stylize_core.host import retain_freed_memory  # noqa: E402
 
@@ -66,11 +66,6 @@ def to_batch(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(img).permute(2, 0, 1)[None].float().contiguous(memory_format=torch.channels_last)
 
 
-def parse_variant(spec: str) -> tuple[str, str]:
-    name, _, precision = spec.partition(":")
-    return name, precision or "fp32"
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=DEMO_CHECKPOINT)
@@ -78,38 +73,37 @@ def main() -> None:
     p.add_argument("--images", type=int, default=8, help="distinct photographs per pass")
     p.add_argument("--repeats", type=int, default=5, help="timed passes per variant and size")
     p.add_argument("--variants", nargs="+",
-                   default=["eager", "compile", "onnxruntime", "openvino", "eager:bf16", "openvino:bf16"],
-                   help="BACKEND[:PRECISION]; eager (fp32) is always measured, as the reference")
+                   default=["eager", "compile", "onnxruntime", "openvino", "eager:bf16", "compile:bf16", "openvino:bf16"],
+                   help="backend specs (NAME or NAME:bf16); eager (fp32) is always measured, as the reference")
     args = p.parse_args()
     retain_freed_memory()  # as the actors and the CLI do
     torch.manual_seed(0)
     model = load_style_model(args.checkpoint).model.eval()
-    variants = [("eager", "fp32")] + [v for v in map(parse_variant, args.variants) if v != ("eager", "fp32")]
+    variants = ["eager"] + [v for v in args.variants if parse_spec(v) != ("eager", "fp32")]
     print(f"cpu: {torch.get_num_threads()} torch threads, capability {torch.backends.cpu.get_cpu_capability()}, "
           f"load average {os.getloadavg()[0]:.1f} at start; checkpoint {os.path.basename(args.checkpoint)}")
 
-    backends: dict[tuple[str, str], Backend] = {}
-    for name, precision in variants:
-        reason = backend_available(name)
+    backends: dict[str, Backend] = {}
+    for spec in variants:
+        reason = backend_available(spec)
         if reason:
-            print(f"{name}:{precision}: skipped ({reason})")
+            print(f"{spec}: skipped ({reason})")
             continue
         start = time.perf_counter()
-        backends[(name, precision)] = make_backend(model, name, precision=precision)
-        print(f"{name}:{precision}: built in {time.perf_counter() - start:.1f} s -> {backends[(name, precision)].describe()}")
+        backends[spec] = make_backend(model, spec)
+        print(f"{spec}: built in {time.perf_counter() - start:.1f} s -> {backends[spec].describe()}")
 
     for size in args.sizes:
         images = [to_batch(img) for img in sample_photos(args.images, size)]
-        ref = []
-        outputs: dict[tuple[str, str], list[torch.Tensor]] = {}
+        outputs: dict[str, list[torch.Tensor]] = {}
         for key, backend in backends.items():  # warm-up pass: compiles, shape caches, allocator
             start = time.perf_counter()
             backend(images[0])
             first = time.perf_counter() - start
             outputs[key] = [backend(x) for x in images]
-            print(f"  {size}px {key[0]}:{key[1]}: first call {first:.1f} s")
-        ref = outputs[("eager", "fp32")]
-        rates: dict[tuple[str, str], list[float]] = {key: [] for key in backends}
+            print(f"  {size}px {key}: first call {first:.1f} s")
+        ref = outputs["eager"]
+        rates: dict[str, list[float]] = {key: [] for key in backends}
         order = list(backends)
         for rep in range(args.repeats):
             turn = order[rep % len(order):] + order[: rep % len(order)]
@@ -118,7 +112,7 @@ def main() -> None:
                 for x in images:
                     backends[key](x)
                 rates[key].append(len(images) / (time.perf_counter() - start))
-        base = statistics.median(rates[("eager", "fp32")])
+        base = statistics.median(rates["eager"])
         print(f"{size}x{size}, batch 1, {len(images)} photographs, median of {args.repeats} alternating passes "
               f"(load average {os.getloadavg()[0]:.1f} at end):")
         for key in backends:

@@ -145,6 +145,7 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError("onnxruntime's CPU execution provider runs fp32 only: use 'onnxruntime', or 'openvino:bf16'")
         super().__init__(precision, threads)
         ort = _import("onnxruntime", "onnxruntime")
+        _import("onnx", "onnx (the ONNX exporter writes with it)")
         self._ort = ort
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -172,6 +173,7 @@ class OpenVinoBackend(Backend):
     ) -> None:
         super().__init__(precision, threads)
         ov = _import("openvino", "openvino")
+        _import("onnx", "onnx (the ONNX exporter writes with it)")
         self._ov = ov
         self.core = ov.Core()
         data = onnx_model if onnx_model is not None else export_onnx_bytes(model)
@@ -232,7 +234,7 @@ _CLASSES: dict[str, type[Backend]] = {
 }
 # Every spec make_backend accepts: "NAME" (fp32) or "NAME:bf16"; for argparse choices and settings checks.
 BACKEND_SPECS = tuple(BACKENDS) + tuple(f"{n}:bf16" for n in BACKENDS if n != "onnxruntime")
-_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+_PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "onnx")}
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -266,8 +268,8 @@ def backend_available(spec: str) -> str | None:
     """None when ``spec`` can be made here, else why not (unknown name, or the missing package and its extra)."""
     try:
         name, _ = parse_spec(spec)
-        if name in _PACKAGES:
-            _import(_PACKAGES[name], _PACKAGES[name])
+        for module in _PACKAGES.get(name, ()):
+            _import(module, module)
     except BackendError as exc:
         return str(exc)
     return None

@@ -115,7 +115,7 @@ def test_onnxruntime_refuses_bf16(demo_net):
         make_backend(demo_net, "onnxruntime:bf16")
 
 
-@pytest.mark.parametrize("name,module", [("onnxruntime", "onnxruntime"), ("openvino", "openvino")])
+@pytest.mark.parametrize("name,module", [("onnxruntime", "onnxruntime"), ("openvino", "openvino"), ("openvino", "onnx")])
 def test_missing_package_names_the_extra(name, module, monkeypatch, demo_net):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
     with pytest.raises(BackendUnavailable, match=r"pip install 'stylize\[cpu\]'"):
