@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
-from stylize_core.backends import Backend, backend_available, make_backend, parse_spec  # noqa: E402
+from stylize_core.backends import Backend, OpenVinoBackend, backend_available, make_backend, parse_spec  # noqa: E402
 from stylize_core.checkpoint import load_style_model  # noqa: E402
 from stylize_core.host import retain_freed_memory  # noqa: E402
 
@@ -55,7 +55,7 @@ def sample_photos(n: int, size: int) -> list[np.ndarray]:
             side = int(min(h, w) * keep)
             top, left = int((h - side) * (pos if h > w else 0.5)), int((w - side) * (pos if w >= h else 0.5))
             crop = Image.fromarray(np.ascontiguousarray(img[top : top + side, left : left + side, :3]))
-            out.append(np.asarray(crop.resize((size, size), Image.Resampling.LANCZOS)))
+            out.append(np.array(crop.resize((size, size), Image.Resampling.LANCZOS)))  # writable: torch.from_numpy
             if len(out) == n:
                 return out
     raise ValueError(f"only {len(out)} distinct crops available, asked for {n}")
@@ -75,6 +75,8 @@ def main() -> None:
     p.add_argument("--variants", nargs="+",
                    default=["eager", "compile", "onnxruntime", "openvino", "eager:bf16", "compile:bf16", "openvino:bf16"],
                    help="backend specs (NAME or NAME:bf16); eager (fp32) is always measured, as the reference")
+    p.add_argument("--ov-dynamic", action="store_true",
+                   help="also OpenVINO with one dynamic-shape compiled model, against the per-shape cache make_backend uses")
     args = p.parse_args()
     retain_freed_memory()  # as the actors and the CLI do
     torch.manual_seed(0)
@@ -92,6 +94,9 @@ def main() -> None:
         start = time.perf_counter()
         backends[spec] = make_backend(model, spec)
         print(f"{spec}: built in {time.perf_counter() - start:.1f} s -> {backends[spec].describe()}")
+        if args.ov_dynamic and parse_spec(spec)[0] == "openvino":
+            name, precision = parse_spec(spec)
+            backends[spec + " dynamic"] = OpenVinoBackend(model, precision, torch.get_num_threads(), static_shapes=False)
 
     for size in args.sizes:
         images = [to_batch(img) for img in sample_photos(args.images, size)]
@@ -120,7 +125,8 @@ def main() -> None:
             diff = torch.stack([(o - r).abs().max() for o, r in zip(outputs[key], ref)])
             mean = torch.stack([(o - r).abs().mean() for o, r in zip(outputs[key], ref)]).mean()
             spread = f"{min(rates[key]):.2f}-{max(rates[key]):.2f}"
-            print(f"  {backends[key].describe():<44} {med:6.2f} images/s (passes {spread})  x{med / base:4.2f} eager"
+            label = backends[key].describe() + (" dynamic" if key.endswith(" dynamic") else "")
+            print(f"  {label:<44} {med:6.2f} images/s (passes {spread})  x{med / base:4.2f} eager"
                   f"   |out - eager| max {diff.max().item():.4f} mean {mean.item():.5f}")
 
 

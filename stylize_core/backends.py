@@ -169,7 +169,8 @@ class OpenVinoBackend(Backend):
     name = "openvino"
 
     def __init__(
-        self, model: nn.Module, precision: str, threads: int, onnx_model: bytes | None = None, max_shapes: int = 8
+        self, model: nn.Module, precision: str, threads: int, onnx_model: bytes | None = None, max_shapes: int = 8,
+        static_shapes: bool = True,
     ) -> None:
         super().__init__(precision, threads)
         ov = _import("openvino", "openvino")
@@ -185,6 +186,7 @@ class OpenVinoBackend(Backend):
             "PERFORMANCE_HINT": "LATENCY",  # one request at a time, all threads on it
         }
         self.max_shapes = max_shapes
+        self.static_shapes = static_shapes  # False: one dynamic-shape model for all (benchmarks compare)
         self._requests: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self.compiled_precision = ""
 
@@ -192,18 +194,20 @@ class OpenVinoBackend(Backend):
         return self._ov.get_version().split("-")[0]
 
     def _request(self, shape: tuple[int, ...]):
-        req = self._requests.get(shape)
+        key = shape if self.static_shapes else ()  # () : the one dynamic-shape model
+        req = self._requests.get(key)
         if req is not None:
-            self._requests.move_to_end(shape)
+            self._requests.move_to_end(key)
             return req
         model = self._model.clone()
-        model.reshape({0: list(shape)})
+        if self.static_shapes:
+            model.reshape({0: list(shape)})
         compiled = self.core.compile_model(model, "CPU", self._config)
         # the plugin falls back to f32 where the CPU has no bf16; record what it actually chose
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # an openvino.Type
         self.compiled_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         req = compiled.create_infer_request()
-        self._requests[shape] = req
+        self._requests[key] = req
         if len(self._requests) > self.max_shapes:
             self._requests.popitem(last=False)
         return req

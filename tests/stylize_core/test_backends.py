@@ -17,13 +17,16 @@ import torch
 from torch import nn
 
 import stylize_core
+from stylize_core import backends
 from stylize_core.backends import BACKENDS, BackendError, BackendUnavailable, backend_available, make_backend, parse_spec
 from stylize_core.checkpoint import load_style_model
 from stylize_core.transformer_net import InstanceNorm
 
 DEMO = str(Path(stylize_core.__file__).parent / "assets" / "demo_mosaic.pth")
-FP32_MAX_ABS = 0.1  # measured <= 0.05 at 512 px on photographs (benchmarks/bench_backends.py)
-BF16_MAX_ABS = 8.0  # bf16 keeps 8 significant bits: a few grey levels at worst, a fraction on average
+# fp32: measured max 0.13, mean 0.003 at 512 px on 8 photographs (benchmarks/bench_backends.py)
+FP32_MAX_ABS = 0.25
+# bf16 keeps 8 significant bits: measured max 2.1, mean 0.15 at 512 px; a few grey levels at worst
+BF16_MAX_ABS = 8.0
 BF16_MEAN_ABS = 0.5
 
 
@@ -140,6 +143,14 @@ def test_openvino_keeps_a_bounded_compiled_model_per_shape():
         backend(torch.rand(1, 3, h, 16) * 255)
     assert list(backend._requests) == [(1, 3, 24, 16), (1, 3, 16, 16)]
     assert "(plugin: f32)" in backend.describe()
+    # the dynamic-shape variant (benchmarks compare it) compiles once for every shape
+    net = TinyStyleNet().eval()
+    dynamic = backends.OpenVinoBackend(net, "fp32", 2, static_shapes=False)
+    for h in (16, 20):
+        x = torch.rand(1, 3, h, 16) * 255
+        with torch.inference_mode():
+            assert (dynamic(x) - net(x)).abs().max().item() <= 1e-2
+    assert list(dynamic._requests) == [()]
 
 
 def test_input_layout_is_checked(demo_net):
