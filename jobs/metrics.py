@@ -44,6 +44,8 @@ SCHEMA = pa.schema([
     ("metrics_ms", pa.float64()),
     ("encode_ms", pa.float64()),
     ("device", pa.string()),
+    ("backend", pa.string()),
+    ("arch", pa.string()),
 ])
 _RENAMED = {"input_uri": "uri"}
 ROWS_PER_FILE = 100_000

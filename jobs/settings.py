@@ -22,6 +22,9 @@ DEFAULT_MAX_ERROR_RATE = 0.01
 # scikit-image's data folder holds one TIFF (multipage_rgb.tif) that Pillow cannot read: the demo shows
 # it as an error row, and its budget allows that one file out of ~30.
 DEMO_MAX_ERROR_RATE = 0.05
+# stylize_core.backends.BACKEND_SPECS, spelled out so the driver validates without importing torch (a
+# test keeps the two equal)
+BackendSpec = Literal["eager", "compile", "onnxruntime", "openvino", "eager:bf16", "compile:bf16", "openvino:bf16"]
 STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -116,6 +119,10 @@ class JobSettings(BaseModel):
     optimizer: Literal["lbfgs", "adam"] = option("lbfgs", "optimize: optimiser", group=_MODEL)
     device: str = option("auto", "torch device in the actors: auto (CUDA when present), cpu, cuda, cuda:N",
                          group=_MODEL, pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    backend: BackendSpec = option(
+        "eager", "where CPU actors run the style networks: PyTorch eager, torch.compile, onnxruntime or OpenVINO "
+        "(these two need `pip install 'stylize[cpu]'`); NAME:bf16 runs in bfloat16 where the CPU has it. See README "
+        "'CPU backends' for measured speeds. GPU actors always run PyTorch", group=_MODEL)
     bf16: bool = option(True, "on CUDA, run in float32 instead of bf16 autocast", negate="--no-bf16", group=_MODEL)
     channels_last: bool = option(True, "keep NCHW contiguous activations (default: channels_last, faster on CUDA and "
                                  "on CPU)", negate="--no-channels-last", group=_MODEL)

@@ -31,6 +31,7 @@ def stylizer_spec(settings: JobSettings) -> StylizerSpec:
         vgg_weights=settings.vgg_weights, metrics=settings.metrics, metrics_size=settings.metrics_size,
         device=settings.device, bf16=settings.bf16, channels_last=settings.channels_last,
         strength=settings.strength, preserve_color=settings.preserve_color, max_batch=settings.batch_size,
+        backend=settings.backend,
         gatys=GatysConfig(steps=settings.optimize_steps, pyramid_levels=settings.optimize_levels,
                           optimizer=settings.optimizer, preserve_color=settings.preserve_color),
         max_style_pixels=settings.max_pixels,
@@ -81,12 +82,10 @@ class StylizeActor:
             built = build_stylizer(stylizer_spec(settings), lambda uri: read_bytes(uri, opts))
         except SetupError as exc:
             self.setup_error = str(exc)
-            self.stylizer, self.sha256, self.loss_model, self.device_name = None, {}, "", ""
+            self.built = None
             return
+        self.built = built
         self.stylizer = built.stylizer
-        self.sha256 = built.model_sha256
-        self.loss_model = built.loss_model
-        self.device_name = built.device_name
 
     def _run(self, images: list[np.ndarray], styles: list[str], measure: list[bool]) -> dict[str, list]:
         """``{style: [result per image]}``: each input uploaded once, its content features computed once."""
@@ -193,7 +192,7 @@ class StylizeActor:
                 ok = row_status == "ok"
                 cols["row"].append(i)
                 cols["style"].append(style)
-                cols["model_sha256"].append(self.sha256.get(style, ""))
+                cols["model_sha256"].append(self.built.model_sha256[style])
                 cols["status"].append(row_status)
                 cols["error_type"].append(etype)
                 cols["error"].append(err)
@@ -213,7 +212,9 @@ class StylizeActor:
         images_out = np.empty(len(rows), dtype=object)
         images_out[:] = cols["out_image"]
         out["out_image"] = images_out
-        out["loss_model"] = np.array([self.loss_model] * len(rows))
-        out["device"] = np.array([self.device_name] * len(rows))
+        out["loss_model"] = np.array([self.built.loss_model] * len(rows))
+        out["device"] = np.array([self.built.device_name] * len(rows))
+        out["backend"] = np.array([self.built.backend] * len(rows))
+        out["arch"] = np.array([self.built.arch(s) for s in cols["style"]])
         self._end(key)
         return out

@@ -37,7 +37,7 @@ from stylize_core.stylizer import Stylizer, StyleResult
 
 from . import cli_settings
 from .cli_settings import option, parse_selection
-from .settings import demo_checkpoint
+from .settings import BackendSpec, demo_checkpoint
 from .storage import StorageOptions, join_uri, read_bytes, split_protocol, write_bytes_atomic
 
 PROG = "python -m jobs.stylize_image"
@@ -82,6 +82,9 @@ class ImageSettings(BaseModel):
         None, "multi-style checkpoints: the style to render, an index or a name (`--mix 3`), or a blend with weights "
         "normalised to sum to one (`--mix 3:0.5,wave:0.5`); `python -m jobs.styles CHECKPOINT` lists the styles",
         metavar="SPEC", group=_FF)
+    backend: BackendSpec = option("eager", "where the style network runs on CPU: PyTorch eager, torch.compile, "
+                                  "onnxruntime or OpenVINO (these two need `pip install 'stylize[cpu]'`); NAME:bf16 "
+                                  "runs in bfloat16. See README 'CPU backends'", group=_FF)
     batch_size: int = option(4, "images read and stylised together; same-sized ones share a forward pass",
                              group=_FF, ge=1, le=1024)
 
@@ -194,6 +197,7 @@ class Engine:
     method: str
     loss_model: str
     checkpoint_sha256: str = ""
+    backend: str = ""
 
 
 def build_engine(args: ImageSettings, opener: Callable[[str], bytes]) -> Engine:
@@ -218,6 +222,7 @@ def build_engine(args: ImageSettings, opener: Callable[[str], bytes]) -> Engine:
         vgg=args.vgg or ("vgg19" if args.optimize else "vgg16"), vgg_weights=args.vgg_weights, metrics=args.metrics,
         metrics_size=args.metrics_size, device=args.device, strength=args.strength,
         preserve_color=args.preserve_color, max_batch=args.batch_size, max_style_pixels=args.max_pixels,
+        backend=args.backend,
         gatys=GatysConfig(steps=args.steps, pyramid_levels=args.levels, optimizer=args.optimizer, init=args.init,
                           content_weight=args.content_weight, style_weight=args.style_weight,
                           tv_weight=args.tv_weight, lr=args.lr, seed=args.seed, preserve_color=args.preserve_color),
@@ -227,7 +232,8 @@ def build_engine(args: ImageSettings, opener: Callable[[str], bytes]) -> Engine:
     except BuildError as exc:
         raise SetupError(str(exc)) from None
     method = "optimize" if args.optimize else "feedforward"
-    return Engine(built.stylizer, style, method, built.loss_model, "" if args.optimize else built.model_sha256[style])
+    return Engine(built.stylizer, style, method, built.loss_model, "" if args.optimize else built.model_sha256[style],
+                  built.backend)
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -251,7 +257,7 @@ class _Reporter:
     def _base(self, uri: str, out: str) -> dict:
         e = self.engine
         return {"input_uri": uri, "output_uri": out, "style": e.style, "method": e.method,
-                "checkpoint_sha256": e.checkpoint_sha256, "loss_model": e.loss_model}
+                "checkpoint_sha256": e.checkpoint_sha256, "loss_model": e.loss_model, "backend": e.backend}
 
     def error(self, uri: str, out: str, exc: BaseException) -> None:
         self.failed += 1

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .backends import BackendError
 from .checkpoint import StyleModel, StyleModelError, load_style_model
 from .gatys import GatysConfig
 from .gatys_stylizer import GatysStylizer
@@ -52,6 +53,7 @@ class StylizerSpec:
     strength: float = 1.0
     preserve_color: bool = False
     max_batch: int = 8
+    backend: str = "eager"  # CPU runtime of the style networks (stylize_core.backends)
     # style -> a style (index or name) or a blend ({index or name: weight}) of a multi-style checkpoint
     mixes: Mapping[str, Selection] = field(default_factory=dict)
     gatys: GatysConfig = field(default_factory=GatysConfig)
@@ -70,8 +72,14 @@ class BuiltStylizer:
     stylizer: Stylizer | GatysStylizer
     model_sha256: dict[str, str]  # style -> sha256 of its checkpoint (of its style image, optimize-only)
     loss_model: str  # "" without metrics
-    device_name: str
+    device_name: str  # "cpu" or the CUDA device's name
     models: dict[str, StyleModel] = field(default_factory=dict)
+    backend: str = "torch eager"  # the runtime of the style networks, with its version (metrics rows)
+
+    def arch(self, style: str) -> str:
+        """The style network's architecture as metrics rows record it ("" for Gatys optimisation)."""
+        sm = self.models.get(style)
+        return "" if sm is None else ",".join(f"{k}={v}" for k, v in sm.arch.to_dict().items())
 
 
 def check_device(device: str) -> torch.device:
@@ -158,11 +166,11 @@ def build_stylizer(spec: StylizerSpec, opener: Opener, loaded: Mapping[str, Styl
         config = StylizerConfig(
             device=spec.device, channels_last=spec.channels_last, bf16=spec.bf16, metrics=spec.metrics,
             metrics_short_side=spec.metrics_size, strength=spec.strength, preserve_color=spec.preserve_color,
-            max_batch=spec.max_batch,
+            max_batch=spec.max_batch, backend=spec.backend,
         )
         stylizer = Stylizer(checkpoints, vgg, config, style_images=style_images)
-        return BuiltStylizer(stylizer, sha256, stylizer.loss_model, device_name, checkpoints)
-    except VGGWeightsError as exc:
+        return BuiltStylizer(stylizer, sha256, stylizer.loss_model, device_name, checkpoints, stylizer.backend)
+    except (VGGWeightsError, BackendError) as exc:
         raise SetupError(str(exc)) from None
     except SetupError:
         raise

@@ -29,6 +29,13 @@ OUTPUT_NAME = "output"
 _DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 
 
+def _multi_style(model: nn.Module) -> bool:
+    """A conditional-instance-norm network (its forward also takes style weights). Any other module
+    with the (B, 3, H, W) -> (B, 3, H, W) contract exports as a single-style network."""
+    arch = getattr(model, "arch", None)
+    return bool(arch is not None and arch.multi_style)
+
+
 class _WithStyleWeights(nn.Module):
     """(N, 3, H, W), (S,) -> (N, 3, H, W): the weights normalised to sum to one, then the network."""
 
@@ -60,7 +67,7 @@ def export_onnx(
     example: tuple[torch.Tensor, ...] = (torch.rand(1, 3, *example_size) * 255.0,)  # (1, 3, H, W)
     names = [INPUT_NAME]
     shapes: dict[str, dict[int, object]] = {"x": {}}
-    if net.arch.multi_style:
+    if _multi_style(net):
         net = _WithStyleWeights(net)
         example += (torch.full((model.arch.num_styles,), 1.0 / model.arch.num_styles),)  # (S,)
         names.append(STYLE_WEIGHTS_NAME)
@@ -125,7 +132,7 @@ def onnx_max_abs_diff(
     session = onnxruntime.InferenceSession(onnx_data, providers=["CPUExecutionProvider"])
     feeds = {INPUT_NAME: x.numpy()}
     args: tuple[torch.Tensor, ...] = (x,)
-    if model.arch.multi_style:
+    if _multi_style(model):
         w = torch.tensor(style_weights or [1.0] * model.arch.num_styles, dtype=torch.float32)  # (S,)
         feeds[STYLE_WEIGHTS_NAME] = w.numpy()
         args += (w / w.sum(),)

@@ -52,6 +52,8 @@ class StylizerConfig:
     # CPU gains nothing from larger batches, so padding there would only add work and change outputs.
     cpu_max_pad_fraction: float = 0.0
     pin_memory: bool = True  # CUDA only: page-locked staging buffers, so copies run asynchronously
+    # Where the style networks run on CPU (stylize_core.backends: eager, compile, onnxruntime, openvino[:bf16])
+    backend: str = "eager"
 
 
 @dataclass
@@ -116,6 +118,14 @@ class Stylizer:
             name: sm.model.to(self.device, memory_format=self.memory_format).eval().requires_grad_(False)
             for name, sm in self.styles.items()
         }
+        self.backend = "torch eager"
+        if self.config.backend != "eager":
+            if self.cuda:
+                raise ValueError(f"backend {self.config.backend!r} runs on CPU; on CUDA the Stylizer runs PyTorch itself")
+            from .backends import make_backend  # lazy: onnxruntime/OpenVINO are optional
+
+            self.models = {name: make_backend(m, self.config.backend) for name, m in self.models.items()}
+            self.backend = next(iter(self.models.values())).describe()
         self.loss_model = vgg.loss_model if vgg is not None else ""
         self.meter: LossMeter | None = None
         if vgg is not None and self.config.metrics:

@@ -126,3 +126,11 @@ def test_mix_flags_and_yaml_choose_styles_and_blends(tmp_path, capsys):
     assert settings.parse_args(["--config", cfg]).mixes == {"warm": {3: 1.0, "wave": 3.0}}
     assert "match no --style" in _refused(capsys, ["--input", "/in", "--mix", "nope=1"])
     assert "is not a number" in _refused(capsys, ["--input", "/in", "--style", "w=/m", "--mix", "w=3:heavy"])
+
+
+def test_backend_choices_match_the_core():
+    import typing
+
+    from stylize_core.backends import BACKEND_SPECS
+
+    assert set(typing.get_args(settings.BackendSpec)) == set(BACKEND_SPECS)

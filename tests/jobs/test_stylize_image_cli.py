@@ -206,3 +206,17 @@ def test_subprocess_stylises_a_file(assets, tmp_path):
     assert row["status"] == "ok" and row["output_uri"] == str(out)
     with Image.open(out) as img:
         assert img.format == "JPEG" and img.size == _size(assets["a"])
+
+
+def test_backend_flag_runs_the_network_on_onnxruntime(assets, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    rows = {}
+    for backend in ("eager", "onnxruntime"):
+        out = tmp_path / backend / "a.png"
+        argv = [str(assets["a"]), "--checkpoint", str(assets["checkpoint"]), "-o", str(out), "--json",
+                "--backend", backend, "--device", "cpu"]
+        assert main(parse_args(argv)) == 0
+        (rows[backend],) = _json_rows(capsys.readouterr().out)
+        rows[backend]["pixels"] = np.asarray(Image.open(out), dtype=np.int16)
+    assert rows["eager"]["backend"].startswith("torch eager") and rows["onnxruntime"]["backend"].startswith("onnxruntime")
+    assert np.abs(rows["eager"]["pixels"] - rows["onnxruntime"]["pixels"]).max() <= 2  # README "CPU backends"

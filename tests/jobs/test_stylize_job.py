@@ -359,7 +359,8 @@ def test_metrics_sample_measures_the_same_inputs_for_every_style(local_inputs, t
         assert r["measured"] == sampled(r["input_uri"], 0.5)
         assert (r["content_loss"] is not None) == r["measured"] and (r["metrics_ms"] is not None) == r["measured"]
         assert r["tv_loss"] is None or r["measured"]
-        assert r["forward_images"] >= 1
+        assert r["forward_images"] >= 1 and r["backend"].startswith("torch eager")
+        assert r["arch"] == "width=1.0,blocks=5,depthwise=False,num_styles=1"
     by_input = {}
     for r in rows:
         by_input.setdefault(r["input_uri"], set()).add(r["measured"])
