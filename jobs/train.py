@@ -173,9 +173,17 @@ def plan_cpus_per_worker(
     """
     room = cluster_cpus - DATA_CPUS
     if requested is None:
-        if cluster_cpus < DATA_CPUS or workers * 1.0 <= room:
-            return 1.0, None  # room for both, or a cluster that is still scaling up
-        return max(0.0, int(room / workers * 100) / 100), None  # floor to 0.01: never over-ask
+        if workers * 1.0 <= room:
+            return 1.0, None
+        share = int(room / workers * 100) / 100  # floored to 0.01: never over-ask
+        if share >= 0.01:  # (a CPU share of 0 would leave a worker with an empty resource bundle)
+            return share, None
+        if not fixed:
+            return 1.0, None  # a cluster still scaling up: its autoscaler adds nodes for workers and data
+        return 1.0, (
+            f"this Ray has {cluster_cpus:g} CPU(s): data loading needs {DATA_CPUS:g} and each of --workers "
+            f"{workers} a share of the rest: pass fewer --workers or run on a machine with more CPUs"
+        )
     if fixed and workers * requested > room:
         share = max(0.0, int(room / workers * 100) / 100)
         return requested, (

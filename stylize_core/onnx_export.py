@@ -89,6 +89,7 @@ def export_onnx(
             example,
             path,
             dynamo=True,
+            external_data=False,  # one self-contained file: onnx_bytes ships it as bytes
             opset_version=max(opset, 18),
             input_names=names,
             output_names=[OUTPUT_NAME],

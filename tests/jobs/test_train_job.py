@@ -73,6 +73,9 @@ def test_cpu_plan_keeps_a_cpu_for_data_loading_or_refuses_in_one_line() -> None:
     assert plan(3, None, 2.0, fixed=True) == (0.33, None)
     assert plan(4, None, 16.0, fixed=True) == (1.0, None)
     assert plan(4, None, 0.0, fixed=False) == (1.0, None)  # a cluster still scaling up from 0 CPUs
+    assert plan(1, None, 1.0, fixed=True)[1] == ("this Ray has 1 CPU(s): data loading needs 1 and each of --workers 1 "
+                                                 "a share of the rest: pass fewer --workers or run on a machine with "
+                                                 "more CPUs")
     assert plan(2, 0.5, 2.0, fixed=True) == (0.5, None)
     cpus, refusal = plan(2, 1.0, 2.0, fixed=True)
     assert refusal == ("--workers 2 x --cpus-per-worker 1 leave 0 of this Ray's 2 CPUs for data loading, which "

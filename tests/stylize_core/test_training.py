@@ -249,7 +249,7 @@ def test_shipped_slim_demo_checkpoint_stylises_like_its_recipe() -> None:
     slim_cfg, full_cfg = meta["training_config"], full["training_config"]
     same = {k: v for k, v in slim_cfg.items() if k in full_cfg and k != "style_name"}
     assert same == {k: full_cfg[k] for k in same} and len(same) == 17
-    assert (slim_cfg["width"], slim_cfg["blocks"], slim_cfg["style_names"]) == (0.25, 5, [])
+    assert (slim_cfg["width"], slim_cfg["blocks"], slim_cfg["style_names"]) == (0.25, 5, ())
     np.testing.assert_array_equal(loaded.style_image, load_style_model(ASSET).style_image)
     x = torch.from_numpy(prepare_content(_images(1, shape=(80, 80))[0], 64)).permute(2, 0, 1)[None].float()
     with torch.no_grad():
