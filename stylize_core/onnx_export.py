@@ -61,7 +61,7 @@ def export_onnx(
     names = [INPUT_NAME]
     shapes: dict[str, dict[int, object]] = {"x": {}}
     if net.arch.multi_style:
-        net = _WithStyleWeights(net)
+        net = _WithStyleWeights(net).eval()
         example += (torch.full((model.arch.num_styles,), 1.0 / model.arch.num_styles),)  # (S,)
         names.append(STYLE_WEIGHTS_NAME)
         shapes["style_weights"] = {}
