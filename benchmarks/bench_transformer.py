@@ -8,7 +8,9 @@ image, scaling with pixels) and the ratio to the matmul rate. On CUDA it also ru
 with channels_last. ``--archs`` compares the network sizes at 512x512, one image per forward,
 channels_last (what the Stylizer runs on CPU): default, slim (width 0.25) and slim with
 depthwise-separable residual convs, in alternating rounds (medians), so a busy machine slows all
-of them alike. Numbers only; nothing here asserts a speed.
+of them alike. It also prints each one's CPU seconds per image on ONE thread (process time), which
+a machine shared with other work disturbs far less than wall-clock rates. Numbers only; nothing
+here asserts a speed.
 """
 
 from __future__ import annotations
@@ -77,14 +79,29 @@ def compare_archs(size: int, rounds: int, seconds: float, device: torch.device) 
 
             runs, elapsed = timed(step, device, seconds)
             rates[name].append(runs / elapsed)
+    # CPU seconds per image on one thread: the work itself, little disturbed by other processes
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cpu: dict[str, list[float]] = {name: [] for name in ARCHS}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for name, model in models.items():
+                reps = 1 if name == "default" else 4
+                start = time.process_time()
+                for _ in range(reps):
+                    model(x)
+                cpu[name].append((time.process_time() - start) / reps)
+    torch.set_num_threads(threads)
     base = statistics.median(rates["default"])
+    base_cpu = statistics.median(cpu["default"])
     for name, model in models.items():
         ips = statistics.median(rates[name])
         gflop = flops_per_image(model, size, device) / 1e9
         params = sum(p.numel() for p in model.parameters())
+        cpu_s = statistics.median(cpu[name])
         print(f"{size}px {name:>15} ({ARCHS[name].describe()}): {params:>9,d} params {gflop:6.1f} GFLOP/image "
               f"{ips:6.2f} images/s (median of {rounds}: {', '.join(f'{r:.2f}' for r in rates[name])}) "
-              f"x{ips / base:.2f} vs default")
+              f"x{ips / base:.2f} vs default; 1 thread: {cpu_s:.3f} CPU s/image x{base_cpu / cpu_s:.2f} vs default")
 
 
 def main() -> None:

@@ -3,8 +3,9 @@
     python -m jobs.train --content s3://bucket/coco/ --style-image s3://bucket/mosaic.jpg \\
         --output s3://bucket/models/mosaic --workers 4 --steps 40000 --vgg-weights imagenet
 
-Network size: ``--width`` (channel multiplier) and ``--blocks`` (residual blocks) choose the
-architecture (:class:`~stylize_core.transformer_net.NetConfig`, recorded in the checkpoint).
+Network size: ``--width`` (channel multiplier), ``--blocks`` (residual blocks) and ``--depthwise``
+(depthwise-separable residual convs) choose the architecture
+(:class:`~stylize_core.transformer_net.NetConfig`, recorded in the checkpoint).
 ``--style-image`` given several times trains one multi-style network (conditional instance norm):
 each image of a batch gets one of the styles in turn.
 
@@ -100,6 +101,8 @@ class TrainSettings(BaseModel):
     width: float = option(_DEFAULTS.width, "channel multiplier of the 32/64/128 widths: 0.25 is the slim network "
                           "(~12x fewer FLOPs)", group=_NET, gt=0, le=4)
     blocks: int = option(_DEFAULTS.blocks, "residual blocks", group=_NET, ge=0, le=32)
+    depthwise: bool = option(False, "depthwise-separable 3x3 convs in the residual blocks (slim: ~1.1x less CPU per "
+                             "image)", group=_NET)
 
     vgg: Literal["vgg16", "vgg19"] = option(_DEFAULTS.vgg, "loss network", group=_LOSS)
     vgg_weights: str = option(_DEFAULTS.vgg_weights, "imagenet|PATH|URI|random:SEED", group=_LOSS, min_length=1)
@@ -167,9 +170,17 @@ def plan_cpus_per_worker(
     """
     room = cluster_cpus - DATA_CPUS
     if requested is None:
-        if cluster_cpus < DATA_CPUS or workers * 1.0 <= room:
-            return 1.0, None  # room for both, or a cluster that is still scaling up
-        return max(0.0, int(room / workers * 100) / 100), None  # floor to 0.01: never over-ask
+        if workers * 1.0 <= room:
+            return 1.0, None
+        share = int(room / workers * 100) / 100  # floored to 0.01: never over-ask
+        if share >= 0.01:  # (a CPU share of 0 would leave a worker with an empty resource bundle)
+            return share, None
+        if not fixed:
+            return 1.0, None  # a cluster still scaling up: its autoscaler adds nodes for workers and data
+        return 1.0, (
+            f"this Ray has {cluster_cpus:g} CPU(s): data loading needs {DATA_CPUS:g} and each of --workers "
+            f"{workers} a share of the rest: pass fewer --workers or run on a machine with more CPUs"
+        )
     if fixed and workers * requested > room:
         share = max(0.0, int(room / workers * 100) / 100)
         return requested, (

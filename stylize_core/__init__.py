@@ -21,11 +21,13 @@ _EXPORTS = {
                   "ImageDecodeError", "TruncatedImageError", "decode_image", "encode_image", "resize_max_side",
                   "resize_short_side"],
     ".loss_meter": ["LossMeter"],
-    ".losses": ["StyleTargetCache", "content_loss", "gram_matrix", "style_grams", "style_loss", "tv_loss"],
+    ".losses": ["StyleTargetCache", "blended_style_grams", "content_loss", "gram_matrix", "style_grams", "style_loss",
+                "tv_loss"],
     ".onnx_export": ["export_onnx"],
     ".stylizer": ["StyleResult", "Stylizer", "StylizerConfig"],
     ".training": ["StyleTrainer", "TrainConfig", "prepare_content", "train_local"],
-    ".transformer_net": ["TransformerNet"],
+    ".style_mix": ["canonical_mix", "mix_label", "model_id", "normalize_weights"],
+    ".transformer_net": ["NetConfig", "TransformerNet"],
     ".vgg": ["VGGFeatures", "VGGWeightsError", "layer_names"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -68,7 +68,7 @@ def export_onnx(
     names = [INPUT_NAME]
     shapes: dict[str, dict[int, object]] = {"x": {}}
     if _multi_style(net):
-        net = _WithStyleWeights(net)
+        net = _WithStyleWeights(net).eval()
         example += (torch.full((model.arch.num_styles,), 1.0 / model.arch.num_styles),)  # (S,)
         names.append(STYLE_WEIGHTS_NAME)
         shapes["style_weights"] = {}
@@ -96,6 +96,7 @@ def export_onnx(
             example,
             path,
             dynamo=True,
+            external_data=False,  # one self-contained file: onnx_bytes ships it as bytes
             opset_version=max(opset, 18),
             input_names=names,
             output_names=[OUTPUT_NAME],

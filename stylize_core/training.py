@@ -418,6 +418,7 @@ def _demo_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--style-image", default=None, help="image file; default: the procedural mosaic")
     p.add_argument("--width", type=float, default=1.0, help="channel multiplier (0.25: the slim demo)")
     p.add_argument("--blocks", type=int, default=5, help="residual blocks")
+    p.add_argument("--depthwise", action="store_true", help="depthwise-separable residual convs")
     p.add_argument("--name", default=None, help="style name [demo_mosaic, demo_mosaic_slim for other sizes]")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (fixed for reproducibility)")
     p.add_argument("--preview", default="/tmp/demo_mosaic_preview.png", help="before/after PNG")
@@ -428,12 +429,13 @@ def _demo_main(argv: Sequence[str] | None = None) -> int:
     torch.use_deterministic_algorithms(True, warn_only=True)
     style = mosaic_style_image() if args.style_image is None else np.asarray(Image.open(args.style_image).convert("RGB"))
     default_name = "demo_mosaic" if args.style_image is None else "demo"
-    if (args.width, args.blocks) != (1.0, 5):
+    if (args.width, args.blocks, args.depthwise) != (1.0, 5, False):
         default_name += "_slim"
     config = TrainConfig(
         style_name=args.name or default_name,
         width=args.width,
         blocks=args.blocks,
+        depthwise=args.depthwise,
         image_size=args.image_size,
         batch_size=args.batch_size,
         steps=args.steps,

@@ -16,7 +16,7 @@ from PIL import Image
 from jobs import train
 from jobs.storage import read_bytes
 from stylize_core.checkpoint import load_style_model
-from stylize_core.transformer_net import TransformerNet
+from stylize_core.transformer_net import NetConfig, TransformerNet
 
 FAST = ["--image-size", "32", "--vgg-weights", "random:0", "--style-layers", "relu1_2,relu2_2", "--log-every", "1"]
 
@@ -47,16 +47,18 @@ def test_help_documents_every_option() -> None:
         assert action.option_strings[-1] in text
     for flag in ("--content", "--style-image", "--output", "--steps", "--epochs", "--workers", "--gpus-per-worker",
                  "--vgg", "--vgg-weights", "--content-layers", "--style-layers", "--checkpoint-every", "--address",
-                 "--width", "--blocks", "--cpus-per-worker"):
+                 "--width", "--blocks", "--depthwise", "--cpus-per-worker"):
         assert flag in text
     assert "--fail-at-step" not in text  # test hooks live in the tests
 
 
 def test_several_style_images_make_a_multi_style_config() -> None:
     base = ["--content", "/c", "--output", "/o"]
-    args = train.parse_args([*base, "--style-image", "/s/wave.jpg", "--style-image", "/s/ink.png", "--width", "0.25"])
+    args = train.parse_args([*base, "--style-image", "/s/wave.jpg", "--style-image", "/s/ink.png", "--width", "0.25",
+                             "--depthwise"])
     config = train.train_config_from_args(args)
-    assert config.style_names == ("wave", "ink") and config.arch(2).num_styles == 2 and config.width == 0.25
+    assert config.style_names == ("wave", "ink") and config.arch(2).num_styles == 2
+    assert config.arch(2) == NetConfig(width=0.25, blocks=5, depthwise=True, num_styles=2)
     args = train.parse_args([*base, "--style-image", "/s/a.jpg", "--style-image", "/s/b.jpg",
                              "--style-name", "one", "--style-name", "two"])
     assert train.train_config_from_args(args).style_names == ("one", "two")
@@ -71,6 +73,9 @@ def test_cpu_plan_keeps_a_cpu_for_data_loading_or_refuses_in_one_line() -> None:
     assert plan(3, None, 2.0, fixed=True) == (0.33, None)
     assert plan(4, None, 16.0, fixed=True) == (1.0, None)
     assert plan(4, None, 0.0, fixed=False) == (1.0, None)  # a cluster still scaling up from 0 CPUs
+    assert plan(1, None, 1.0, fixed=True)[1] == ("this Ray has 1 CPU(s): data loading needs 1 and each of --workers 1 "
+                                                 "a share of the rest: pass fewer --workers or run on a machine with "
+                                                 "more CPUs")
     assert plan(2, 0.5, 2.0, fixed=True) == (0.5, None)
     cpus, refusal = plan(2, 1.0, 2.0, fixed=True)
     assert refusal == ("--workers 2 x --cpus-per-worker 1 leave 0 of this Ray's 2 CPUs for data loading, which "

@@ -166,3 +166,23 @@ def test_blended_style_targets_are_the_same_convex_mix_of_gram_matrices() -> Non
     torch.testing.assert_close(one_hot["a"], per_style[1]["a"])
     with pytest.raises(ValueError, match="positive sum"):
         blended_style_grams(extractor, images, [0, 0, 0], ["a"])
+
+
+def test_torch_export_fallback_writes_one_self_contained_multi_style_file(monkeypatch) -> None:
+    """Where the TorchScript exporter is gone, the torch.export one runs (two inputs, no side file)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from stylize_core.onnx_export import onnx_max_abs_diff
+
+    real = torch.onnx.export
+
+    def without_torchscript(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if kwargs.get("dynamo") is False:
+            raise RuntimeError("no TorchScript exporter in this build")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", without_torchscript)
+    net = _net(NetConfig(width=0.25, blocks=1, num_styles=2))
+    data = onnx_bytes(net, example_size=(32, 32))
+    diff = onnx_max_abs_diff(net, data, size=(48, 64), style_weights=[3.0, 1.0])
+    assert diff is not None and diff < 1e-2

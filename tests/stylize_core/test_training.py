@@ -234,3 +234,24 @@ def test_slim_single_style_training_records_its_architecture(vgg: VGGFeatures, t
     loaded = load_style_model(path)
     assert loaded.arch.width == 0.5 and loaded.arch.blocks == 3 and not loaded.multi_style
     assert loaded.metadata["style"] == "style" and loaded.style_names == ("style",)
+
+
+SLIM_ASSET = os.path.join(os.path.dirname(ASSET), "demo_mosaic_slim.pth")
+
+
+@pytest.mark.skipif(not os.path.exists(SLIM_ASSET), reason="slim demo checkpoint not built yet")
+def test_shipped_slim_demo_checkpoint_stylises_like_its_recipe() -> None:
+    loaded = load_style_model(SLIM_ASSET)
+    meta, full = loaded.metadata, load_style_model(ASSET).metadata
+    assert loaded.arch.width == 0.25 and loaded.arch.blocks == 5 and not loaded.multi_style
+    assert meta["style"] == "demo_mosaic_slim" and meta["loss_model"] == "vgg16/random:0"
+    # the same recipe as the full demo, apart from the architecture
+    slim_cfg, full_cfg = meta["training_config"], full["training_config"]
+    same = {k: v for k, v in slim_cfg.items() if k in full_cfg and k != "style_name"}
+    assert same == {k: full_cfg[k] for k in same} and len(same) == 17
+    assert (slim_cfg["width"], slim_cfg["blocks"], slim_cfg["style_names"]) == (0.25, 5, ())
+    np.testing.assert_array_equal(loaded.style_image, load_style_model(ASSET).style_image)
+    x = torch.from_numpy(prepare_content(_images(1, shape=(80, 80))[0], 64)).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        y = loaded.model(x).clamp(0, 255)  # (1, 3, 64, 64)
+    assert y.std() > 10 and (y - x).abs().mean() > 10
