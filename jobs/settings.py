@@ -28,9 +28,10 @@ BackendSpec = Literal["eager", "compile", "onnxruntime", "openvino", "eager:bf16
 STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-def demo_checkpoint() -> str:
-    """Path of the demo style network shipped with the package."""
-    return str(resources.files("stylize_core") / "assets" / "demo_mosaic.pth")
+def demo_checkpoint(slim: bool = False) -> str:
+    """Path of a demo style network shipped with the package: the full pytorch/examples-sized one, or
+    the slim one (width 0.25, same recipe; see stylize_core/assets/README.md)."""
+    return str(resources.files("stylize_core") / "assets" / ("demo_mosaic_slim.pth" if slim else "demo_mosaic.pth"))
 
 
 def sample_images_dir() -> str:
@@ -167,7 +168,8 @@ class JobSettings(BaseModel):
         if self.demo:
             self.input = sample_images_dir()
         if not self.styles and not (self.method == "optimize" and self.style_images):
-            self.styles = {"demo": demo_checkpoint()}
+            # both demo networks, so the contact sheet shows the full and the slim one side by side
+            self.styles = {"demo": demo_checkpoint(), "demo_slim": demo_checkpoint(slim=True)}
         if set(self.mixes) - set(self.styles):
             raise ValueError(f"--mix names {sorted(set(self.mixes) - set(self.styles))} match no --style")
         if self.method == "feedforward" and set(self.style_images) - set(self.styles):

@@ -86,7 +86,7 @@ def test_flags_override_yaml_and_yaml_spellings_map_onto_fields(tmp_path):
 def test_demo_defaults_fill_only_what_was_not_given():
     demo = settings.parse_args([])
     assert demo.demo and demo.max_side == 512 and demo.vgg_weights == "random:0" and demo.max_error_rate == 0.05
-    assert set(demo.styles) == {"demo"} and demo.run_id
+    assert set(demo.styles) == {"demo", "demo_slim"} and demo.run_id
     real = settings.parse_args(["--input", "s3://b/in", "--method", "optimize", "--style-image", "s=s3://b/s.jpg"])
     assert not real.demo and real.max_side is None and real.vgg_weights == "imagenet" and real.vgg == "vgg19"
     assert real.style_names == ["s"] and real.max_error_rate == 0.01
