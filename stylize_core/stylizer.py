@@ -157,14 +157,18 @@ class Stylizer:
         pin = self.cuda and self.config.pin_memory
         return torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
 
-    def _upload(self, images: Sequence[np.ndarray], members: list[int], shape: tuple[int, int]):
-        """One copy of the batch's images to the device, padded to ``shape``: ((B, 3, H, W) float, pads)."""
+    def _stage(self, images: Sequence[np.ndarray], members: list[int]) -> torch.Tensor:
+        """The batch's images, flattened one after another into one (pinned on CUDA) host buffer."""
         staging = self._host_buffer((sum(images[i].size for i in members),))
         flat_host = staging.numpy()  # writing through numpy: Ray's batches are read-only arrays
         offset = 0
         for i in members:
             flat_host[offset : offset + images[i].size] = images[i].reshape(-1)
             offset += images[i].size
+        return staging
+
+    def _upload(self, images: Sequence[np.ndarray], members: list[int], staging: torch.Tensor, shape: tuple[int, int]):
+        """One copy of the staged batch to the device, padded to ``shape``: ((B, 3, H, W) float, pads)."""
         flat = staging.to(self.device, non_blocking=True)
         parts, pads, offset = [], [], 0
         start = 0
@@ -226,8 +230,9 @@ class Stylizer:
     ) -> _Pending:
         """Queue one batch's work for every style; nothing here waits for the device."""
         members = sorted(batch.indices, key=lambda i: images[i].shape)  # stable: same shapes adjacent
+        staging = self._stage(images, members)  # host work, before the first mark: not device time
         marks = {"start": self.clock.mark()}
-        x, pads = self._upload(images, members, batch.shape)  # (B, 3, H, W) 0..255
+        x, pads = self._upload(images, members, staging, batch.shape)  # (B, 3, H, W) 0..255
         marks["uploaded"] = self.clock.mark()
         measured = [] if self.meter is None else [j for j, i in enumerate(members) if measure is None or measure[i]]
         feats = None
@@ -274,10 +279,10 @@ class Stylizer:
                     h, w = host.shape[1:3]
                     # a copy: results must not keep the (pinned) batch buffer alive
                     image = np.array(host[j, top : h - bottom, left : w - right])
-                    got = values.get(j)
+                    measured = j in values
                     out[style][i] = StyleResult(
-                        image=image, stylize_ms=stylize_ms, metrics_ms=metrics_ms if got else 0.0,
-                        measured=bool(got), **(got or {}),
+                        image=image, stylize_ms=stylize_ms, metrics_ms=metrics_ms if measured else 0.0,
+                        measured=measured, **values.get(j, {}),
                     )
         return out  # type: ignore[return-value]
 

@@ -220,7 +220,7 @@ def test_inputs_uploaded_and_content_measured_once_for_all_styles(styles, vgg, m
     finally:
         handle.remove()
     n_batches = len(stylizer.plan([i.shape[:2] for i in images]))
-    assert n_batches == 2 and len(uploads) == n_batches
+    assert n_batches == 2 and len(uploads) == n_batches  # not once per style
     content_passes = [c for c in vgg_calls if c == stylizer.meter.content_layers]
     assert len(content_passes) == n_batches and len(vgg_calls) == n_batches * (1 + len(three))
     for name in three:  # the same results as one style at a time
