@@ -65,9 +65,14 @@ def main() -> None:
     p.add_argument("--vgg-weights", default="random:0")
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 192, 128])
     p.add_argument("--fractions", type=float, nargs="+", default=[0.5, 0.25, 0.1])
+    p.add_argument("--sets", nargs="+", choices=["512", "thumbs"], default=["512", "thumbs"])
     args = p.parse_args()
     retain_freed_memory()
-    sets = {"512x512": photo_crops(args.images, [(512, 512)]), "thumbnails <=128 px": photo_crops(args.thumbs, THUMB_SIZES)}
+    sets = {}
+    if "512" in args.sets:
+        sets["512x512"] = photo_crops(args.images, [(512, 512)])
+    if "thumbs" in args.sets:
+        sets["thumbnails <=128 px"] = photo_crops(args.thumbs, THUMB_SIZES)
     vgg = VGGFeatures("vgg16", DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS, args.vgg_weights)
     style = {"demo": load_style_model(DEMO)}
     print(f"CPU, {torch.get_num_threads()} threads; demo checkpoint; VGG16 {args.vgg_weights}; "

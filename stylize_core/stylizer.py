@@ -252,12 +252,15 @@ class Stylizer:
             done.outputs[style] = self._download(y)
             marks[f"{style}:out"] = self.clock.mark()
             if feats is not None:
-                done.losses[style] = self.meter.measure_tensors(feats, [crop(y[j : j + 1], pads[j]) for j in measured], style)
+                outputs = [crop(y[j : j + 1], pads[j]) for j in measured]  # [(1, 3, h, w)]
+                done.losses[style] = self.meter.measure_tensors(feats, outputs, style)
             marks[f"{style}:metrics"] = self.clock.mark()
             self._stats.record_forward(len(members), real, len(members) * batch.shape[0] * batch.shape[1])
         return done
 
-    def _collect(self, images: Sequence[np.ndarray], pending: list[_Pending], styles: list[str]) -> dict[str, list[StyleResult]]:
+    def _collect(
+        self, images: Sequence[np.ndarray], pending: list[_Pending], styles: list[str]
+    ) -> dict[str, list[StyleResult]]:
         """Results in input order, once the device is done; per-image times are the batch's, amortised."""
         out: dict[str, list[StyleResult | None]] = {s: [None] * len(images) for s in styles}
         ms = self.clock.elapsed_ms
