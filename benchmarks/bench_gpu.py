@@ -12,7 +12,8 @@
     one sync per window) -> encode threads. Prints images/s, images per forward (mean and
     histogram), GPU utilisation (busy time from CUDA events / wall time), CPU cores used (process
     CPU time / wall time) and the pipeline/model-only ratio, per image and per pixel (the mixed
-    set has fewer pixels per image than 512x512).
+    set has fewer pixels per image than 512x512). ``--metrics`` adds the per-image losses (VGG16
+    with random weights, which needs torchvision) and prints their share of stylize time.
 
 Needs only torch, numpy and Pillow (it imports stylize_core, never Ray or scikit-image), so it runs
 on a bare GPU machine. Without CUDA and without ``--device cpu`` it prints one line and exits 0.
@@ -37,6 +38,7 @@ from PIL import Image  # noqa: E402
 
 from stylize_core.checkpoint import load_style_model  # noqa: E402
 from stylize_core.image_io import decode_image, encode_image  # noqa: E402
+from stylize_core.sampling import sampled  # noqa: E402
 from stylize_core.stylizer import Stylizer, StylizerConfig  # noqa: E402
 
 DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "stylize_core", "assets", "demo_mosaic.pth")
@@ -113,17 +115,32 @@ def model_only(args, device: torch.device, channels_last: bool) -> dict[int, flo
     return rates
 
 
+def loss_network(args):
+    """VGG16 with random weights for ``--metrics`` (the cost does not depend on the weights), or None."""
+    if not args.metrics:
+        return None
+    try:
+        from stylize_core.vgg import VGGFeatures
+
+        return VGGFeatures("vgg16", ("relu1_2", "relu2_2", "relu3_3", "relu4_3"), "random:0")
+    except ImportError as exc:  # torchvision builds VGG's layers; a bare machine may lack it
+        print(f"  metrics skipped: {exc}")
+        return None
+
+
 def pipeline(args, device: torch.device, channels_last: bool, files: list[bytes]) -> dict:
     """decode threads -> Stylizer windows -> encode threads; returns the measured numbers."""
-    config = StylizerConfig(device=device.type, channels_last=channels_last, bf16=args.bf16, metrics=False,
+    vgg = loss_network(args)
+    config = StylizerConfig(device=device.type, channels_last=channels_last, bf16=args.bf16, metrics=vgg is not None,
+                            metrics_short_side=args.metrics_size,
                             max_batch=args.max_batch, max_batch_pixels=args.max_batch * 512 * 512,
                             cpu_max_batch_pixels=args.max_batch * 512 * 512 if args.quick else StylizerConfig.cpu_max_batch_pixels)
-    stylizer = Stylizer({"demo": load_style_model(args.checkpoint)}, None, config)
+    stylizer = Stylizer({"demo": load_style_model(args.checkpoint)}, vgg, config)
     stylizer.stylize([decode_image(f) for f in files[: args.window]], "demo")  # warm-up: kernels, allocator
     stylizer.reset_stats()
     windows: queue.Queue = queue.Queue(maxsize=4)  # bounded: decode runs ahead by a few windows at most
     encoded: list[int] = []
-    pixels = 0
+    pixels, stylize_ms, metrics_ms = 0, 0.0, 0.0
 
     def decode_all() -> None:
         with ThreadPoolExecutor(args.decode_threads, thread_name_prefix="decode") as pool:
@@ -136,14 +153,20 @@ def pipeline(args, device: torch.device, channels_last: bool, files: list[bytes]
     producer.start()
     with ThreadPoolExecutor(args.encode_threads, thread_name_prefix="encode") as encoders:
         futures = []
+        n = 0
         while (window := windows.get()) is not None:
             pixels += sum(img.shape[0] * img.shape[1] for img in window)
-            for res in stylizer.stylize(window, "demo"):
+            measure = [sampled(f"bench://{n + i}", args.metrics_sample) for i in range(len(window))]
+            n += len(window)
+            for res in stylizer.stylize_many(window, ["demo"], measure=measure)["demo"]:
+                stylize_ms += res.stylize_ms
+                metrics_ms += res.metrics_ms
                 futures.append(encoders.submit(encode_image, res.image, "jpeg", 90))
         encoded = [len(f.result()) for f in futures]
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     producer.join()
-    return {"images": len(encoded), "pixels": pixels, "wall_s": wall, "cpu_s": cpu, "stats": stylizer.stats()}
+    return {"images": len(encoded), "pixels": pixels, "wall_s": wall, "cpu_s": cpu, "stats": stylizer.stats(),
+            "metrics_share": metrics_ms / stylize_ms if vgg is not None and stylize_ms else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-threads", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     p.add_argument("--encode-threads", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     p.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN autotune per shape")
+    p.add_argument("--metrics", action="store_true", help="per-image losses in the pipeline (VGG16, random weights)")
+    p.add_argument("--metrics-size", type=int, default=256)
+    p.add_argument("--metrics-sample", type=float, default=1.0)
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -194,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
               f"mean {st['images_per_forward_mean']:.1f}, histogram {st['images_per_forward_hist']}; "
               f"padding {st['pad_fraction']:.1%} of pixels")
         print(f"  GPU utilisation {util}; CPU cores used {r['cpu_s'] / r['wall_s']:.1f}")
+        if r["metrics_share"] is not None:
+            print(f"  metrics (size {args.metrics_size}, sample {args.metrics_sample:g}): "
+                  f"{r['metrics_share']:.1%} of stylize time")
         if rates:
             best_batch = max(rates, key=rates.get)
             best = rates[best_batch]

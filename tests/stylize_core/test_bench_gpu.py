@@ -30,12 +30,12 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_quick_cpu_mode_prints_every_number_without_ray_or_skimage():
-    out = _run("--device", "cpu", "--quick")
+    out = _run("--device", "cpu", "--quick", "--metrics", "--metrics-size", "32", "--metrics-sample", "0.5")
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "batch   2 at 32x32" in text and "batch   4 at 32x32" in text
     assert "16 JPEGs" in text and "images per forward: mean" in text and "CPU cores used" in text
-    assert "pipeline / model-only" in text
+    assert "pipeline / model-only" in text and "metrics (size 32, sample 0.5): " in text
     assert text.strip().splitlines()[-1] == "modules: []"
 
 
