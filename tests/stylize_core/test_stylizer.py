@@ -12,7 +12,7 @@ import torch
 from stylize_core.checkpoint import checkpoint_bytes, load_style_model
 from stylize_core.color import rgb_to_yiq
 from stylize_core.loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
-from stylize_core.bucketing import DEFAULT_MAX_PAD_FRACTION, plan_batches
+from stylize_core.bucketing import DEFAULT_MAX_PAD_FRACTION, network_side, plan_batches
 from stylize_core.stylizer import Stylizer, StylizerConfig
 from stylize_core.run_stats import DeviceClock, ForwardStats
 from stylize_core.transformer_net import TransformerNet
@@ -200,10 +200,13 @@ def test_window_of_64_images_in_8_sizes_runs_in_few_passes_close_to_per_image(de
 
 def test_cpu_defaults_keep_small_unpadded_batches(demo):
     stylizer = Stylizer(demo, None, StylizerConfig(device="cpu", max_batch=64))
-    plan = stylizer.plan([(96, 72), (92, 72)] * 8 + [(256, 256)] * 4)
+    shapes = [(96, 72), (92, 72)] * 8 + [(256, 256)] * 4
+    plan = stylizer.plan(shapes)
+    assert sorted(i for b in plan for i in b.indices) == list(range(len(shapes)))
     for b in plan:
-        assert len(b.indices) * b.shape[0] * b.shape[1] <= max(StylizerConfig.cpu_max_batch_pixels, b.shape[0] * b.shape[1])
-        assert len({(96, 72) if i % 2 == 0 and i < 16 else (92, 72) if i < 16 else (256, 256) for i in b.indices}) == 1
+        nets = {(network_side(h), network_side(w)) for h, w in (shapes[i] for i in b.indices)}
+        assert nets == {b.shape}  # no padding beyond each image's own multiple of 4
+        assert len(b.indices) == 1 or len(b.indices) * b.shape[0] * b.shape[1] <= StylizerConfig.cpu_max_batch_pixels
 
 
 def test_inputs_uploaded_and_content_measured_once_for_all_styles(styles, vgg, monkeypatch):
