@@ -318,3 +318,20 @@ def test_cuda_buckets_pinned_bf16_close_to_cpu(demo, channels_last):
         # bf16 plus bucket padding against float32 alone
         assert np.abs(f.image.astype(int) - ref.astype(int)).mean() < PAD_TOLERANCE_IMAGE + 4
         assert f.stylize_ms > 0
+
+
+def test_window_metrics_map_back_to_their_images_across_batches(styles, vgg):
+    shapes = [(24, 24), (32, 40), (24, 24), (40, 32), (32, 40)]
+    images = _images(shapes, seed=6)
+    mask = [True, False, True, True, True]
+    stylizer = Stylizer(styles, vgg, StylizerConfig(metrics_short_side=32))
+    assert len(stylizer.plan(shapes)) == 3
+    window = stylizer.stylize_many(images, measure=mask)
+    for name, results in window.items():
+        for img, flag, res in zip(images, mask, results):
+            alone = stylizer.stylize_many([img], [name])[name][0]
+            np.testing.assert_array_equal(res.image, alone.image)
+            assert res.measured == flag
+            if flag:
+                for key in ("content_loss", "style_loss", "tv_loss"):
+                    assert getattr(res, key) == pytest.approx(getattr(alone, key), rel=1e-4)
