@@ -110,9 +110,10 @@ class JobSettings(BaseModel):
     metrics: bool = option(True, "skip the content/style/TV loss computation", negate="--no-metrics", group=_MODEL)
     metrics_size: int = option(256, "short side at which losses are measured (never upscaled: smaller images are "
                                "measured at their own size)", group=_MODEL, ge=16)
-    metrics_sample: float = option(1.0, "fraction of inputs whose losses are measured, chosen by a hash of the input "
+    metrics_sample: float = option(0.25, "fraction of inputs whose losses are measured, chosen by a hash of the input "
                                    "URI (the same inputs on reruns and for every style); the others have null losses "
-                                   "and measured=false", group=_MODEL, ge=0, le=1)
+                                   "and measured=false. `--metrics-size 256 --metrics-sample 1` is the full measure",
+                                   group=_MODEL, ge=0, le=1)
     strength: float = option(1.0, "style strength, 0 (content) .. 1 (full style)", group=_MODEL, ge=0, le=1)
     preserve_color: bool = option(False, "keep the input's colours (luminance-only transfer)", group=_MODEL)
     optimize_steps: int = option(100, "optimize: steps per pyramid level", group=_MODEL, ge=1)

@@ -11,19 +11,22 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    ".bucketing": ["Batch", "DEFAULT_MAX_PAD_FRACTION", "plan_batches"],
     ".checkpoint": ["StyleModel", "StyleModelError", "checkpoint_bytes", "examples_state_dict", "load_style_model",
                     "save_style_model"],
     ".color": ["blend", "preserve_color"],
+    ".device_errors": ["is_fatal_device_error"],
     ".gatys": ["GatysConfig", "GatysResult", "gatys_vgg", "optimize_image"],
     ".gatys_stylizer": ["GatysStylizer"],
     ".host": ["retain_freed_memory"],
     ".image_io": ["DEFAULT_MAX_PIXELS", "FORMAT_EXTENSIONS", "IMAGE_EXTENSIONS", "DecompressionBombError",
                   "ImageDecodeError", "TruncatedImageError", "decode_image", "encode_image", "resize_max_side",
                   "resize_short_side"],
-    ".loss_meter": ["LossMeter"],
+    ".loss_meter": ["ContentFeatures", "LossMeter"],
     ".losses": ["StyleTargetCache", "blended_style_grams", "content_loss", "gram_matrix", "style_grams", "style_loss",
                 "tv_loss"],
     ".onnx_export": ["export_onnx"],
+    ".sampling": ["sampled"],
     ".stylizer": ["StyleResult", "Stylizer", "StylizerConfig"],
     ".training": ["StyleTrainer", "TrainConfig", "prepare_content", "train_local"],
     ".style_mix": ["canonical_mix", "mix_label", "model_id", "normalize_weights"],

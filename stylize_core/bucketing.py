@@ -28,12 +28,13 @@ from .transformer_net import SIZE_MULTIPLE
 MIN_SIDE = 16
 
 # Share of a bucket's pixels that may be padding. Measured (bench_bucketing.py, demo checkpoint,
-# float32, six skimage photos at short side 256, 2026-12-01), mean |output difference| in grey
-# levels against the unpadded run: 1.22 up to 3 % padding, 1.77 for 3-6 %, 2.66 for 6-10 %, 4.69
-# for 15-25 %; writing the unpadded output as JPEG q90 changes it by 1.16. Up to 6 % the change
-# stays within ~1.5x what the output format itself costs (worst single image: mean 3.3), while
-# still joining e.g. 500x375 with 512x384 (4.4 %). Sharp-edged styles move single pixels by up to
-# ~110 at any limit (a tile edge shifting by a pixel), so the limit follows the mean, not the max.
+# float32, six skimage photos, 2026-12-01), mean |output difference| in grey levels against the
+# unpadded run, at short side 512 / 256 / 96: 0.98 / 1.22 / 1.92 up to 3 % padding, 1.51 / 1.77 /
+# 2.50 for 3-6 %, 2.63 / 2.66 / 3.48 for 6-10 %, 4.31 / 4.69 / 5.34 for 15-25 %; writing the
+# unpadded output as JPEG q90 changes it by 1.05 / 1.16 / 1.35. Up to 6 % the change stays within
+# ~1.5x what the output format itself costs (worst single image: mean 2.5 / 3.3 / 4.1), while still
+# joining e.g. 500x375 with 512x384 (4.4 %). Sharp-edged styles move single pixels by up to ~130
+# at any limit (a tile edge shifting by a pixel), so the limit follows the mean, not the max.
 DEFAULT_MAX_PAD_FRACTION = 0.06
 
 

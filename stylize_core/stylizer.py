@@ -1,8 +1,10 @@
 """The object a Ray actor holds: style networks + loss network, built once, applied to batches.
 
 Per call, the images are planned into shape buckets (:mod:`stylize_core.bucketing`), each batch
-is uploaded once and run through every requested style, and the inputs' content features for the
-metrics are computed once for all styles. On CUDA the host never waits inside a call: inputs go
+is uploaded once and run through every requested style, and the metrics of the whole call run
+after the forward passes, batched by metric size across forward batches, with the inputs' content
+features computed once for all styles. A call holds its window's inputs and outputs on the device
+until then: callers pass windows of tens of images, not whole catalogs. On CUDA the host never waits inside a call: inputs go
 through pinned memory with non-blocking copies, outputs come back the same way, timing uses CUDA
 events, and the one sync is at the end of the call.
 """
@@ -83,10 +85,20 @@ class _Pending:
 
     members: list[int]  # input indices, in batch order
     pads: list[tuple[int, int, int, int]]
-    measured: list[int]  # positions in `members` that were measured
-    marks: dict[str, Any]  # "start", "uploaded", "content", then per style "<style>:out", "<style>:metrics"
+    measured: list[int]  # positions in `members` whose metrics are wanted
+    marks: dict[str, Any]  # "start", "uploaded", then "<style>" after each style's forward + download
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)  # style -> (B, Hb, Wb, 3) uint8, host
-    losses: dict[str, PendingLosses] = field(default_factory=dict)
+    contents: list[torch.Tensor] = field(default_factory=list)  # measured inputs, [(1, 3, h, w)] on the device
+    crops: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # style -> measured outputs, likewise
+
+
+@dataclass
+class _WindowMetrics:
+    """The metrics of every measured image of one call, queued as one set of VGG passes."""
+
+    where: list[tuple[int, int]]  # (batch number, position in its members) per measured image
+    marks: dict[str, Any]  # "start", "content", then "<style>"
+    losses: dict[str, PendingLosses]
 
 
 class Stylizer:
@@ -168,14 +180,18 @@ class Stylizer:
         pin = self.cuda and self.config.pin_memory
         return torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
 
-    def _upload(self, images: Sequence[np.ndarray], members: list[int], shape: tuple[int, int]):
-        """One copy of the batch's images to the device, padded to ``shape``: ((B, 3, H, W) float, pads)."""
+    def _stage(self, images: Sequence[np.ndarray], members: list[int]) -> torch.Tensor:
+        """The batch's images, flattened one after another into one (pinned on CUDA) host buffer."""
         staging = self._host_buffer((sum(images[i].size for i in members),))
         flat_host = staging.numpy()  # writing through numpy: Ray's batches are read-only arrays
         offset = 0
         for i in members:
             flat_host[offset : offset + images[i].size] = images[i].reshape(-1)
             offset += images[i].size
+        return staging
+
+    def _upload(self, images: Sequence[np.ndarray], members: list[int], staging: torch.Tensor, shape: tuple[int, int]):
+        """One copy of the staged batch to the device, padded to ``shape``: ((B, 3, H, W) float, pads)."""
         flat = staging.to(self.device, non_blocking=True)
         parts, pads, offset = [], [], 0
         start = 0
@@ -227,25 +243,23 @@ class Stylizer:
             return {s: [] for s in styles}
         self._stats.call_started()
         pending = [self._run_batch(images, b, styles, measure) for b in self.plan([i.shape[:2] for i in images])]
-        self.clock.wait(pending[-1].marks[f"{styles[-1]}:metrics"])  # the call's one sync
-        results = self._collect(images, pending, styles)
+        metrics = self._measure_window(pending, styles)
+        self.clock.wait(metrics.marks[styles[-1]] if metrics else pending[-1].marks[styles[-1]])  # the one sync
+        results = self._collect(images, pending, styles, metrics)
         self._stats.call_ended()
         return results
 
     def _run_batch(
         self, images: Sequence[np.ndarray], batch: Batch, styles: list[str], measure: Sequence[bool] | None
     ) -> _Pending:
-        """Queue one batch's work for every style; nothing here waits for the device."""
+        """Queue one batch's forward passes for every style; nothing here waits for the device."""
         members = sorted(batch.indices, key=lambda i: images[i].shape)  # stable: same shapes adjacent
+        staging = self._stage(images, members)  # host work, before the first mark: not device time
         marks = {"start": self.clock.mark()}
-        x, pads = self._upload(images, members, batch.shape)  # (B, 3, H, W) 0..255
+        x, pads = self._upload(images, members, staging, batch.shape)  # (B, 3, H, W) 0..255
         marks["uploaded"] = self.clock.mark()
         measured = [] if self.meter is None else [j for j, i in enumerate(members) if measure is None or measure[i]]
-        feats = None
-        if measured:
-            feats = self.meter.content_features([crop(x[j : j + 1], pads[j]) for j in measured])
-        marks["content"] = self.clock.mark()
-        done = _Pending(members, pads, measured, marks)
+        done = _Pending(members, pads, measured, marks, contents=[crop(x[j : j + 1], pads[j]) for j in measured])
         real = sum(images[i].shape[0] * images[i].shape[1] for i in members)
         for style in styles:
             with self._autocast():
@@ -256,39 +270,65 @@ class Stylizer:
             # pixelwise, so blending the padded batch and cropping later equals blending the crops
             y = blend(y, x, self.config.strength).clamp_(0, 255)  # (B, 3, H, W)
             done.outputs[style] = self._download(y)
-            marks[f"{style}:out"] = self.clock.mark()
-            if feats is not None:
-                done.losses[style] = self.meter.measure_tensors(feats, [crop(y[j : j + 1], pads[j]) for j in measured], style)
-            marks[f"{style}:metrics"] = self.clock.mark()
+            done.crops[style] = [crop(y[j : j + 1], pads[j]) for j in measured]  # [(1, 3, h, w)]
+            marks[style] = self.clock.mark()
             self._stats.record_forward(len(members), real, len(members) * batch.shape[0] * batch.shape[1])
         return done
 
-    def _collect(self, images: Sequence[np.ndarray], pending: list[_Pending], styles: list[str]) -> dict[str, list[StyleResult]]:
-        """Results in input order, once the device is done; per-image times are the batch's, amortised."""
-        out: dict[str, list[StyleResult | None]] = {s: [None] * len(images) for s in styles}
+    def _measure_window(self, pending: list[_Pending], styles: list[str]) -> _WindowMetrics | None:
+        """Queue the metrics of the whole call at once: the loss meter batches images by metric size
+        across forward batches (a sampled or mixed-size window would otherwise run VGG on a few
+        images at a time), and computes the inputs' content features once for all styles."""
+        where = [(k, j) for k, p in enumerate(pending) for j in p.measured]
+        if not where:
+            return None
+        marks = {"start": self.clock.mark()}
+        feats = self.meter.content_features([c for p in pending for c in p.contents])
+        marks["content"] = self.clock.mark()
+        losses = {}
+        for style in styles:
+            losses[style] = self.meter.measure_tensors(feats, [c for p in pending for c in p.crops[style]], style)
+            marks[style] = self.clock.mark()
+        return _WindowMetrics(where, marks, losses)
+
+    def _collect(
+        self, images: Sequence[np.ndarray], pending: list[_Pending], styles: list[str], metrics: _WindowMetrics | None
+    ) -> dict[str, list[StyleResult]]:
+        """Results in input order, once the device is done; per-image times are the batch's (or the
+        window's, for metrics) amortised over its images, shared content work split between styles."""
         ms = self.clock.elapsed_ms
-        for p in pending:
-            m, n, shared = p.marks, len(p.members), len(styles)
-            self._stats.record_busy(ms(m["start"], m[f"{styles[-1]}:metrics"]))
-            upload = ms(m["start"], m["uploaded"]) / shared  # each style pays its share of the upload
-            content = ms(m["uploaded"], m["content"]) / shared
+        shared = len(styles)
+        values: dict[str, dict[tuple[int, int], dict[str, float]]] = {s: {} for s in styles}
+        metrics_ms: dict[str, float] = {}
+        if metrics is not None:
+            m = metrics.marks
+            self._stats.record_busy(ms(m["start"], m[styles[-1]]))
+            content = ms(m["start"], m["content"]) / shared
             prev = m["content"]
             for style in styles:
-                stylize_ms = (upload + ms(prev, m[f"{style}:out"])) / n
-                losses = p.losses[style].tolist() if style in p.losses else {}
-                metrics_ms = (content + ms(m[f"{style}:out"], m[f"{style}:metrics"])) / max(1, len(p.measured))
-                prev = m[f"{style}:metrics"]
+                metrics_ms[style] = (content + ms(prev, m[style])) / len(metrics.where)
+                prev = m[style]
+                losses = metrics.losses[style].tolist()
+                values[style] = {kj: {k: v[q] for k, v in losses.items()} for q, kj in enumerate(metrics.where)}
+        out: dict[str, list[StyleResult | None]] = {s: [None] * len(images) for s in styles}
+        for k, p in enumerate(pending):
+            m, n = p.marks, len(p.members)
+            self._stats.record_busy(ms(m["start"], m[styles[-1]]))
+            upload = ms(m["start"], m["uploaded"]) / shared  # each style pays its share of the upload
+            prev = m["uploaded"]
+            for style in styles:
+                stylize_ms = (upload + ms(prev, m[style])) / n
+                prev = m[style]
                 host = p.outputs[style].numpy()  # (B, Hb, Wb, 3)
-                values = {j: {k: v[q] for k, v in losses.items()} for q, j in enumerate(p.measured)}
+                h, w = host.shape[1:3]
                 for j, i in enumerate(p.members):
                     left, right, top, bottom = p.pads[j]
-                    h, w = host.shape[1:3]
                     # a copy: results must not keep the (pinned) batch buffer alive
                     image = np.array(host[j, top : h - bottom, left : w - right])
-                    got = values.get(j)
+                    got = values[style].get((k, j))
                     out[style][i] = StyleResult(
-                        image=image, stylize_ms=stylize_ms, metrics_ms=metrics_ms if got else 0.0,
-                        measured=bool(got), forward_images=n, **(got or {}),
+                        image=image, stylize_ms=stylize_ms, metrics_ms=metrics_ms[style] if got else 0.0,
+                        measured=got is not None, forward_images=n, **(got or {}),
                     )
         return out  # type: ignore[return-value]
 
