@@ -112,7 +112,7 @@ def test_s3_end_to_end(s3_bucket, checkpoints, capsys):
         "--input", f"s3://{s3_bucket}/in", "--output", f"s3://{s3_bucket}/out",
         "--style", f"mosaic={checkpoints['mosaic']}", "--style", f"ink=s3://{s3_bucket}/models/ink.pth",
         "--vgg-weights", "random:0", "--run-id", "e2e", "--format", "png", "--batch-size", "4",
-        "--max-pixels", "1000000", "--max-error-rate", "0.5", "--quiet",
+        "--max-pixels", "1000000", "--max-error-rate", "0.5", "--quiet", "--metrics-sample", "1",
         "--stages", "split",  # decode/encode tasks beside the actors; the local tests run CPU's default, fused
     ])
     assert code == 0
