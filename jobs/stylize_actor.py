@@ -148,7 +148,8 @@ class StylizeActor:
                 cols["stylize_ms"].append(float(res.stylize_ms) if ok else float("nan"))
                 cols["metrics_ms"].append(float(res.metrics_ms) if ok else float("nan"))
         rows = cols.pop("row")
-        out = {k: np.asarray(batch[k])[rows] for k in ("uri", "rel_path", "input_bytes", "width", "height", "decode_ms")}
+        out = {k: np.asarray(batch[k])[rows] for k in ("idx", "uri", "rel_path", "input_bytes", "width", "height", "decode_ms")
+               if k in batch}  # idx: the row's manifest index, by which the driver counts rows exactly once
         out.update({k: np.array(v) for k, v in cols.items() if k != "out_image"})
         images_out = np.empty(len(rows), dtype=object)
         images_out[:] = cols["out_image"]
