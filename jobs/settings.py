@@ -55,6 +55,21 @@ def _fraction(value: str) -> float:
     return f
 
 
+def _actor_range(value: str | int | tuple) -> tuple[int, int]:
+    """"N" -> (N, N); "MIN:MAX" -> an autoscaling pool; 0 -> (0, 0), planned from the cluster."""
+    if isinstance(value, tuple):
+        return value
+    text = str(value).strip()
+    lo, sep, hi = text.partition(":")
+    try:
+        pair = (int(lo), int(hi)) if sep else (int(lo), int(lo))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN:MAX, got {text!r}") from None
+    if pair[0] < 0 or pair[1] < pair[0] or (sep and pair[0] < 1):
+        raise argparse.ArgumentTypeError(f"expected 0 <= N, or 1 <= MIN <= MAX, got {text!r}")
+    return pair
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m jobs.stylize`` command line (flag names are a contract: keep them stable)."""
     p = argparse.ArgumentParser(
@@ -109,7 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = p.add_argument_group("Ray")
     r.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    r.add_argument("--actors", type=int, default=0, help="stylize actor pool size (default: one per GPU, else 1)")
+    r.add_argument("--actors", type=_actor_range, default=(0, 0), metavar="N|MIN:MAX",
+                   help="stylize actor pool: N actors, or MIN:MAX for Ray Data's autoscaling pool (default: one per "
+                   "GPU; with --gpus-per-actor and no GPUs in the cluster yet, 1:8 so GPU workers that start at zero "
+                   "scale up; on CPU-only clusters one per node, or see --cores-per-actor)")
+    r.add_argument("--cores-per-actor", type=int, default=0,
+                   help="CPU-only clusters: one actor per this many cores of each node, each running that many torch "
+                   "threads (default: 0, one actor per node using all its cores)")
     r.add_argument("--batch-size", type=int, default=8, help="images per stylize batch (default: %(default)s)")
     r.add_argument("--gpus-per-actor", type=float, default=None,
                    help="GPUs per actor, fractional allowed (default: 1 when the cluster has GPUs, else 0)")
@@ -159,7 +180,9 @@ class JobSettings:
     bf16: bool = True
     channels_last: bool = True
     address: str | None = None
-    actors: int = 0
+    actors: int = 0  # pool size, or its minimum when max_actors is larger; 0: planned from the cluster
+    max_actors: int = 0
+    cores_per_actor: int = 0
     batch_size: int = 8
     gpus_per_actor: float | None = None
     cpus_per_actor: float = 1.0
@@ -223,7 +246,9 @@ def resolve(args: argparse.Namespace) -> JobSettings:
         bf16=not args.no_bf16,
         channels_last=not args.no_channels_last,
         address=args.address,
-        actors=args.actors,
+        actors=_actor_range(args.actors)[0],
+        max_actors=_actor_range(args.actors)[1],
+        cores_per_actor=args.cores_per_actor,
         batch_size=args.batch_size,
         gpus_per_actor=args.gpus_per_actor,
         cpus_per_actor=args.cpus_per_actor,
