@@ -111,8 +111,11 @@ def stylize_dataset(
     lo, hi = actors
     fused = read_fn is None and write_fn is None
     blocks = read_blocks(rows, batch_size if fused else read_batch_size, hi)
-    # Paths are ours (no hive directories to parse); Ray splits each part into blocks as asked.
-    ds = ray.data.read_parquet(parts, filesystem=filesystem, partitioning=None, override_num_blocks=blocks)
+    # Paths are ours: no hive directories to parse. A Parquet part is read as one block whatever
+    # override_num_blocks says (measured on Ray 2.60), so the streaming repartition cuts the parts
+    # into the planned blocks; without it one actor would get a whole part.
+    ds = ray.data.read_parquet(parts, filesystem=filesystem, partitioning=None)
+    ds = ds.repartition(target_num_rows_per_block=-(-rows // blocks))
     if read_fn is not None:
         ds = ds.map_batches(read_fn, batch_size=read_batch_size, batch_format="numpy", num_cpus=1)
     actor_args: dict[str, Any] = {"num_cpus": cpus_per_actor}

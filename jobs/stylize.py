@@ -105,6 +105,12 @@ def plan_actors(settings: JobSettings) -> ActorPlan:
     else:
         lo = hi = sum(max(1, int(c // cores)) if cores else 1 for c in nodes)
         reason = f"CPU-only: one actor per {f'{cores} cores of each node' if cores else 'node'} ({len(nodes)} node(s))"
+        # Actors that reserve every CPU leave none for the manifest's read tasks: Ray Data then
+        # waits forever (measured on Ray 2.60). Keep one CPU free.
+        fit = max(1, int((sum(nodes) - 1) // max(settings.cpus_per_actor, 1e-9)))
+        if hi > fit:
+            lo = hi = fit
+            reason += f", capped at {fit} so that a CPU stays free for reading"
     # Actors spread over the nodes; each takes its share of a node's cores (the smallest node's,
     # when nodes differ, so that none is oversubscribed).
     share = max(1, int(min(nodes) // -(-hi // len(nodes))))

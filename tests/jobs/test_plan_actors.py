@@ -24,6 +24,9 @@ def test_cpu_only_clusters_get_one_actor_per_node_using_its_cores(monkeypatch):
     assert (plan.min_actors, plan.max_actors, plan.torch_threads) == (3, 3, 16)
     plan = _plan(monkeypatch, "--cores-per-actor", "4", nodes=[16.0, 8.0, 2.0])
     assert (plan.min_actors, plan.max_actors, plan.torch_threads) == (4 + 2 + 1, 7, 4)
+    # one-CPU actors on every CPU would starve the read tasks (Ray Data waits forever): one stays free
+    plan = _plan(monkeypatch, "--cores-per-actor", "1", nodes=[2.0, 2.0])
+    assert (plan.min_actors, plan.max_actors) == (3, 3) and "free" in plan.reason
     plan = _plan(monkeypatch, "--actors", "4", nodes=[8.0, 8.0])  # two per node: half a node's cores each
     assert (plan.min_actors, plan.max_actors, plan.torch_threads) == (4, 4, 4)
     assert _plan(monkeypatch, "--torch-threads", "3", nodes=[16.0]).torch_threads == 3

@@ -8,6 +8,7 @@ import struct
 import zlib
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -262,8 +263,13 @@ def test_actor_crash_is_retried_without_losing_or_duplicating_rows(local_inputs,
     from jobs.settings import parse_args, resolve
 
     out = tmp_path / "out"
+    source = str(local_inputs)
+    if stages == "fused":  # the other source the job streams: a user's manifest, read in record batches
+        files = sorted(p for p in local_inputs.rglob("*") if p.is_file())
+        source = str(tmp_path / "inputs.parquet")
+        pq.write_table(pa.table({"uri": [str(p) for p in files]}), source, row_group_size=4)
     settings = resolve(parse_args([
-        "--input", str(local_inputs), "--output", str(out), "--style", f"mosaic={checkpoints['mosaic']}",
+        "--input", source, "--output", str(out), "--style", f"mosaic={checkpoints['mosaic']}",
         "--vgg-weights", "random:0", "--no-metrics", "--quiet", "--run-id", "crash", "--batch-size", "2",
         "--max-error-rate", "0.2", "--stages", stages,
     ]))
@@ -273,7 +279,8 @@ def test_actor_crash_is_retried_without_losing_or_duplicating_rows(local_inputs,
     assert summary["stages"] == stages
     rows = _read_local_metrics(out, "crash")
     assert len(rows) == 9 and len({r["input_uri"] for r in rows}) == 9
-    assert summary["counts"] == {"ok": 8, "error": 1}
+    assert summary["counts"] == {"ok": 8, "error": 1} and summary["inputs"] == 9
+    assert not (out / "_manifests").exists() or not any((out / "_manifests").iterdir())  # staging removed
 
 
 def test_split_and_fused_stages_write_the_same_outputs_and_rows(local_inputs, tmp_path, checkpoints):
