@@ -77,6 +77,7 @@ class ActorPlan:
     min_actors: int
     max_actors: int
     gpus_per_actor: float
+    cpus_per_actor: float  # reserved for scheduling; the actor's threads are torch_threads
     torch_threads: int  # intra-op threads per CPU actor; 0 leaves it to the actor
     reason: str
 
@@ -97,7 +98,7 @@ def plan_actors(settings: JobSettings) -> ActorPlan:
         else:
             lo, hi = 1, DEFAULT_MAX_GPU_ACTORS
             reason = f"no GPU in the cluster yet: autoscaling 1:{hi} (set the range with --actors MIN:MAX)"
-        return ActorPlan(lo, hi, per_actor, settings.torch_threads, reason)
+        return ActorPlan(lo, hi, per_actor, settings.cpus_per_actor, settings.torch_threads, reason)
     nodes = ray_runtime.node_cpus() or [1.0]
     cores = settings.cores_per_actor
     if lo:
@@ -111,10 +112,14 @@ def plan_actors(settings: JobSettings) -> ActorPlan:
         if hi > fit:
             lo = hi = fit
             reason += f", capped at {fit} so that a CPU stays free for reading"
+    cpus = settings.cpus_per_actor
+    if hi * cpus > sum(nodes) - 1:  # e.g. one CPU in all, or --actors N on N CPUs: reserve less
+        cpus = max(0.0, (sum(nodes) - 1) / hi)
+        reason += f", reserving {cpus:g} CPU each so that a CPU stays free for reading"
     # Actors spread over the nodes; each takes its share of a node's cores (the smallest node's,
     # when nodes differ, so that none is oversubscribed).
     share = max(1, int(min(nodes) // -(-hi // len(nodes))))
-    return ActorPlan(lo, hi, 0.0, settings.torch_threads or cores or share, reason)
+    return ActorPlan(lo, hi, 0.0, cpus, settings.torch_threads or cores or share, reason)
 
 
 def _render(settings: JobSettings, staged: StagedManifest, blobs: dict[str, bytes], plan: ActorPlan,
@@ -140,7 +145,7 @@ def _render(settings: JobSettings, staged: StagedManifest, blobs: dict[str, byte
             actors=(plan.min_actors, plan.max_actors),
             batch_size=settings.batch_size,
             gpus_per_actor=plan.gpus_per_actor,
-            cpus_per_actor=settings.cpus_per_actor,
+            cpus_per_actor=plan.cpus_per_actor,
             write_fn=None if fused else functools.partial(encode_write, settings=settings),
             actor_env=malloc_env(),
         )
@@ -237,8 +242,8 @@ def _finish(settings: JobSettings, staged: StagedManifest, blobs: dict[str, byte
         "stylize_ms_total": round(counts.stylize_ms, 1),
         "metrics_ms_total": round(counts.metrics_ms, 1),
         "actors": plan.max_actors,
-        "actor_pool": {"min": plan.min_actors, "max": plan.max_actors, "torch_threads": plan.torch_threads,
-                       "reason": plan.reason},
+        "actor_pool": {"min": plan.min_actors, "max": plan.max_actors, "cpus_per_actor": plan.cpus_per_actor,
+                       "torch_threads": plan.torch_threads, "reason": plan.reason},
         "gpus_per_actor": plan.gpus_per_actor,
         "stages": "fused" if fused else "split",
         "metrics_files": writer.files,

@@ -75,3 +75,19 @@ def test_ray_data_reads_two_runs_as_one_table(tmp_path):
     rows = ray.data.read_parquet(metrics).take_all()
     _check([r["run_id"] for r in rows], sizes)
     assert sorted(r["status"] for r in rows).count("error") == 2
+
+
+def test_readers_given_a_string_schema_keep_run_ids_as_written(tmp_path):
+    """What README documents for callers who always want strings, even for all-integer run ids."""
+    import duckdb
+    import pyarrow as pa
+    import polars as pl
+
+    metrics, sizes = _write_runs(tmp_path, ("42", "43"))  # integers to every reader
+    string_hive = pads.partitioning(pa.schema([("run_id", pa.string())]), flavor="hive")
+    assert pads.dataset(metrics, format="parquet", partitioning=string_hive).to_table()["run_id"].type == pa.string()
+    rows = duckdb.sql(f"SELECT run_id FROM read_parquet('{metrics}/*/*.parquet', hive_partitioning = true, "
+                      "hive_types = {'run_id': VARCHAR})").fetchall()
+    assert {r[0] for r in rows} == set(sizes) and all(isinstance(r[0], str) for r in rows)
+    frame = pl.read_parquet(metrics, hive_partitioning=True, hive_schema={"run_id": pl.String})
+    assert frame.schema["run_id"] == pl.String and set(frame["run_id"].to_list()) == set(sizes)

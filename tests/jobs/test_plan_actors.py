@@ -19,7 +19,7 @@ def _plan(monkeypatch: pytest.MonkeyPatch, *flags: str, gpus: float = 0.0, nodes
 
 def test_cpu_only_clusters_get_one_actor_per_node_using_its_cores(monkeypatch):
     plan = _plan(monkeypatch, nodes=[2.0])  # this machine's local Ray: as before, one actor, 2 threads
-    assert (plan.min_actors, plan.max_actors, plan.gpus_per_actor, plan.torch_threads) == (1, 1, 0.0, 2)
+    assert (plan.min_actors, plan.max_actors, plan.gpus_per_actor, plan.torch_threads, plan.cpus_per_actor) == (1, 1, 0.0, 2, 1.0)
     plan = _plan(monkeypatch, nodes=[16.0, 16.0, 16.0])
     assert (plan.min_actors, plan.max_actors, plan.torch_threads) == (3, 3, 16)
     plan = _plan(monkeypatch, "--cores-per-actor", "4", nodes=[16.0, 8.0, 2.0])
@@ -28,7 +28,12 @@ def test_cpu_only_clusters_get_one_actor_per_node_using_its_cores(monkeypatch):
     plan = _plan(monkeypatch, "--cores-per-actor", "1", nodes=[2.0, 2.0])
     assert (plan.min_actors, plan.max_actors) == (3, 3) and "free" in plan.reason
     plan = _plan(monkeypatch, "--actors", "4", nodes=[8.0, 8.0])  # two per node: half a node's cores each
-    assert (plan.min_actors, plan.max_actors, plan.torch_threads) == (4, 4, 4)
+    assert (plan.min_actors, plan.max_actors, plan.torch_threads, plan.cpus_per_actor) == (4, 4, 4, 1.0)
+    # one CPU in all, or as many actors as CPUs: they reserve less, so reading still gets a CPU
+    plan = _plan(monkeypatch, nodes=[1.0])
+    assert (plan.min_actors, plan.cpus_per_actor, plan.torch_threads) == (1, 0.0, 1)
+    plan = _plan(monkeypatch, "--actors", "2", nodes=[2.0])
+    assert (plan.min_actors, plan.cpus_per_actor, plan.torch_threads) == (2, 0.5, 1)
     assert _plan(monkeypatch, "--torch-threads", "3", nodes=[16.0]).torch_threads == 3
 
 

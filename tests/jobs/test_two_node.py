@@ -82,7 +82,8 @@ def test_cpu_only_cluster_runs_an_actor_on_each_node_by_default(two_nodes, tmp_p
     settings = stylize.resolve(stylize.parse_args(_inputs(tmp_path) + ["--run-id", "two-node"]))
     summary = stylize.run(settings)
     assert summary["counts"] == {"ok": 8}
-    assert summary["actor_pool"] | {"reason": ""} == {"min": 2, "max": 2, "torch_threads": NODE_CPUS, "reason": ""}
+    assert summary["actor_pool"] | {"reason": ""} == {"min": 2, "max": 2, "cpus_per_actor": 1.0, "torch_threads": NODE_CPUS,
+                                                      "reason": ""}
     assert sorted(os.listdir(tmp_path / "out" / "s")) == [f"p{n}.jpg" for n in range(8)]
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert _actor_nodes() == nodes and len(nodes) == 2
