@@ -60,9 +60,13 @@ def _columns(uri: str, options: StorageOptions | None) -> Iterator[tuple[list, l
         if "uri" not in names:
             raise ManifestError(f"manifest {redact(uri)} has no 'uri' column (columns: {names})")
         cols = [c for c in ("uri", "rel_path", "todo_styles") if c in names]
-        for batch in dataset.to_batches(columns=cols, batch_size=PAGE_ROWS):
-            got = {c: batch.column(c).to_pylist() for c in cols}
-            yield got["uri"], got.get("rel_path"), got.get("todo_styles")
+        # A file at a time, a row group at a time: Dataset.to_batches over an fsspec filesystem
+        # decoded ~1M rows ahead of the reader (measured: +116 MiB for a 3x10^6-row manifest).
+        for file in sorted(dataset.files):
+            with fs.open(file, "rb") as f:
+                for batch in pq.ParquetFile(f).iter_batches(batch_size=PAGE_ROWS, columns=cols):
+                    got = {c: batch.column(c).to_pylist() for c in cols}
+                    yield got["uri"], got.get("rel_path"), got.get("todo_styles")
         return
     with fs.open(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
         reader = csv.reader(text)
