@@ -239,6 +239,12 @@ def test_missing_checkpoint_and_input_exit_2(tmp_path, checkpoints, capsys):
     assert stylize.cli(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
                         "--style", f"s={tmp_path / 'nope.pth'}", "--quiet"]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+    # an unloadable checkpoint is found out by loading it in a Ray task (torch stays off the driver)
+    (tmp_path / "bad.pth").write_text("not a checkpoint")
+    assert stylize.cli(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
+                        "--style", f"s={tmp_path / 'bad.pth'}", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "style 's':" in err and "Traceback" not in err
 
 
 def test_optimize_method(tmp_path, checkpoints):
