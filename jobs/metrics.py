@@ -57,8 +57,22 @@ def _nullable(values: list, typ: pa.DataType) -> list:
     return [None if v is None or math.isnan(float(v)) else float(v) for v in values]
 
 
+def _arrow_column(col: pa.Array | pa.ChunkedArray, typ: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    """An Arrow column with the 'no value' markers as nulls, cast to ``typ``."""
+    if pa.types.is_string(typ) and (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        return pc.if_else(pc.equal(col, ""), pa.scalar(None, col.type), col).cast(typ)
+    if pa.types.is_integer(typ) and pa.types.is_integer(col.type):
+        return pc.if_else(pc.less(col, 0), pa.scalar(None, col.type), col).cast(typ)
+    if pa.types.is_floating(typ) and (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+        col = col.cast(pa.float64())
+        return pc.if_else(pc.is_nan(col), pa.scalar(None, pa.float64()), col).cast(typ)
+    if pa.types.is_null(col.type):
+        return pa.nulls(len(col), typ)
+    return pa.array(_nullable(col.to_pylist(), typ), type=typ)
+
+
 def _column(col: np.ndarray, typ: pa.DataType) -> pa.Array:
-    """One batch column as Arrow, with the 'no value' markers as nulls; vectorised, since the
+    """One numpy batch column as Arrow, with the 'no value' markers as nulls; vectorised, since the
     driver converts every row of the run (the per-value path is kept for odd dtypes)."""
     col = np.asarray(col)
     if col.dtype.kind in "US" and pa.types.is_string(typ):
@@ -71,8 +85,17 @@ def _column(col: np.ndarray, typ: pa.DataType) -> pa.Array:
     return pa.array(_nullable(list(col), typ), type=typ)
 
 
-def to_table(batch: dict[str, np.ndarray]) -> pa.Table:
-    """A batch from the encode stage -> a table with exactly :data:`SCHEMA`."""
+def to_table(batch: dict[str, np.ndarray] | pa.Table) -> pa.Table:
+    """A batch from the encode stage (numpy columns, or the Arrow table Ray Data holds them in)
+    -> a table with exactly :data:`SCHEMA`. The driver takes Arrow: no per-batch numpy copies of
+    every string column."""
+    if isinstance(batch, pa.Table):
+        names = set(batch.column_names)
+        arrays = []
+        for f in SCHEMA:
+            name = _RENAMED.get(f.name, f.name)
+            arrays.append(_arrow_column(batch[name], f.type) if name in names else pa.nulls(batch.num_rows, f.type))
+        return pa.Table.from_arrays(arrays, schema=SCHEMA)
     n = len(batch["uri"])
     arrays = []
     for f in SCHEMA:

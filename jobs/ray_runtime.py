@@ -100,8 +100,9 @@ def stylize_dataset(
     cpus_per_actor: float,
     write_fn: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None,
     actor_env: dict[str, str] | None = None,
-) -> Iterator[dict[str, np.ndarray]]:
-    """manifest parts -> read/decode tasks -> stylize actor pool -> encode/write tasks; yields metrics batches.
+) -> Iterator[Any]:
+    """manifest parts -> read/decode tasks -> stylize actor pool -> encode/write tasks; yields metrics
+    batches as pyarrow Tables.
 
     ``actor`` is "module:Class", built in the actor processes; ``actors`` is the pool's (min, max):
     Ray Data's autoscaling actor pool between them. With ``read_fn``/``write_fn`` None the actor does
@@ -138,4 +139,5 @@ def stylize_dataset(
     )
     if write_fn is not None:
         ds = ds.map_batches(write_fn, batch_size=batch_size, batch_format="numpy", num_cpus=1)
-    yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
+    # Arrow, as Ray Data holds the blocks: the driver converts and counts them without numpy copies.
+    yield from ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1)

@@ -152,7 +152,7 @@ def _render(settings: JobSettings, staged: StagedManifest, blobs: dict[str, byte
         for batch in batches:
             table = to_table(batch)
             # A retried block must not count twice: keep the first row per (input, style).
-            fresh = ledger.first_seen(batch["idx"], table["style"])
+            fresh = ledger.first_seen(batch["idx"].to_numpy(), table["style"])
             if not fresh.all():
                 table = table.filter(pa.array(fresh))
             writer.add(table)
