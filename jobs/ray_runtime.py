@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -33,6 +34,22 @@ def cluster_cpus() -> float:
     return float(ray.cluster_resources().get("CPU", 0.0))
 
 
+def node_cpus() -> list[float]:
+    """CPUs of each live node that has any (a 0-CPU head runs no actors)."""
+    cpus = [float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+    return [c for c in cpus if c > 0]
+
+
+def call_remote(fn: Callable[..., Any], *args: Any) -> Any:
+    """Start ``fn(*args)`` as a Ray task and return a handle for :func:`result`. No CPU is reserved,
+    so it runs even on a 0-CPU head while GPU workers are still starting."""
+    return ray.remote(num_cpus=0, max_retries=0)(fn).remote(*args)
+
+
+def result(handle: Any) -> Any:
+    return ray.get(handle)
+
+
 def configure_data(progress_bars: bool) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress_bars
@@ -41,32 +58,69 @@ def configure_data(progress_bars: bool) -> None:
     ctx.max_errored_blocks = 0
 
 
+class DeferredActor:
+    """Builds the class named by ``target`` ("module:Class") inside the actor process, so the driver
+    need not import it (the stylize actor pulls in torch: ~470 MiB of the driver's RSS, measured)."""
+
+    target = ""
+
+    def __init__(self, **kwargs: Any) -> None:
+        module, _, name = self.target.partition(":")
+        self._impl = getattr(importlib.import_module(module), name)(**kwargs)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._impl(batch)
+
+
+def _deferred(target: str | type) -> type:
+    """The actor class Ray Data gets: built in the actor from its "module:Class" name, or a class the
+    caller already holds (tests hand in subclasses that inject failures)."""
+    if isinstance(target, type):
+        return target
+    # Named after the real class: Ray Data names the operator, its actors and their logs after it.
+    return type(target.rpartition(":")[2], (DeferredActor,), {"target": target, "__module__": __name__})
+
+
+def read_blocks(rows: int, rows_per_call: int, max_actors: int) -> int:
+    """How many blocks the manifest is read as: about one actor call (fused) or one decode task
+    batch (split) each, capped at 64 per actor the pool may grow to, so decode parallelism follows
+    the planned pool (not the CPUs present at submit time) and a block retried after an actor dies
+    repeats little work."""
+    return max(1, min(-(-rows // max(1, rows_per_call)), 64 * max(1, max_actors)))
+
+
 def stylize_dataset(
-    items: list[dict[str, Any]],
+    parts: list[str],
+    rows: int,
     *,
+    filesystem: Any = None,
     read_fn: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None,
     read_batch_size: int,
-    actor_cls: type,
+    actor: str | type,
     actor_kwargs: dict[str, Any],
-    actors: int,
+    actors: tuple[int, int],
     batch_size: int,
     gpus_per_actor: float,
     cpus_per_actor: float,
     write_fn: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None,
     actor_env: dict[str, str] | None = None,
-) -> Iterator[dict[str, np.ndarray]]:
-    """items -> read/decode tasks -> stylize actor pool -> encode/write tasks; yields metrics batches.
+) -> Iterator[Any]:
+    """manifest parts -> read/decode tasks -> stylize actor pool -> encode/write tasks; yields metrics
+    batches as pyarrow Tables.
 
-    With ``read_fn``/``write_fn`` None the actor does its own reading and writing (fused stages): one
-    stage, so no task workers are started and no pixels pass through the object store.
+    ``actor`` is "module:Class", built in the actor processes; ``actors`` is the pool's (min, max):
+    Ray Data's autoscaling actor pool between them. With ``read_fn``/``write_fn`` None the actor does
+    its own reading and writing (fused stages): one stage, so no task workers are started and no
+    pixels pass through the object store.
     """
-    if read_fn is None and write_fn is None:
-        # About one block per actor call keeps every actor busy to the end (an actor takes a whole
-        # block); capped so a catalog of millions is not millions of tiny objects.
-        blocks = max(1, min(-(-len(items) // batch_size), 64 * actors))
-    else:
-        blocks = max(1, min(len(items), 4 * max(1, int(cluster_cpus())), -(-len(items) // read_batch_size)))
-    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    lo, hi = actors
+    fused = read_fn is None and write_fn is None
+    blocks = read_blocks(rows, batch_size if fused else read_batch_size, hi)
+    # Paths are ours: no hive directories to parse. A Parquet part is read as one block whatever
+    # override_num_blocks says (measured on Ray 2.60), so the streaming repartition cuts the parts
+    # into the planned blocks; without it one actor would get a whole part.
+    ds = ray.data.read_parquet(parts, filesystem=filesystem, partitioning=None)
+    ds = ds.repartition(target_num_rows_per_block=-(-rows // blocks))
     if read_fn is not None:
         ds = ds.map_batches(read_fn, batch_size=read_batch_size, batch_format="numpy", num_cpus=1)
     actor_args: dict[str, Any] = {"num_cpus": cpus_per_actor}
@@ -75,18 +129,22 @@ def stylize_dataset(
     if actor_env:  # merged per variable with the job's own runtime env
         actor_args["runtime_env"] = {"env_vars": dict(actor_env)}
     ds = ds.map_batches(
-        actor_cls,
+        _deferred(actor),
         fn_constructor_kwargs=actor_kwargs,
         batch_size=batch_size,
         batch_format="numpy",
-        concurrency=actors,
+        # The pinned Ray's form (`concurrency=` is deprecated there). A fixed pool when lo == hi.
+        compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
+        # One actor per node on CPU clusters: spread them rather than pack the first node.
+        scheduling_strategy="SPREAD",
         # Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1: a dead actor is
         # replaced and its in-flight batch retried, not lost (tests/jobs kill one to check).
         **actor_args,
     )
     if write_fn is not None:
         ds = ds.map_batches(write_fn, batch_size=batch_size, batch_format="numpy", num_cpus=1)
-    yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
+    # Arrow, as Ray Data holds the blocks: the driver converts and counts them without numpy copies.
+    yield from ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)

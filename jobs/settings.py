@@ -130,8 +130,16 @@ class JobSettings(BaseModel):
                                  "on CPU)", negate="--no-channels-last", group=_MODEL)
 
     address: str | None = option(None, "Ray cluster address (default: RAY_ADDRESS, else a local Ray)", group=_RAY)
-    actors: int = option(0, "stylize actor pool size (default: one per GPU, else 1)", group=_RAY, ge=0)
-    batch_size: int = option(8, "images per stylize batch", group=_RAY, ge=1, le=4096)
+    actors: int = option(0, "stylize actor pool: N actors, or MIN:MAX for Ray Data's autoscaling pool (default: one "
+                         "per GPU; with --gpus-per-actor and no GPUs in the cluster yet, 1:8 so GPU workers that start "
+                         "at zero scale up; on CPU-only clusters one per node, or see --cores-per-actor)",
+                         metavar="N|MIN:MAX", group=_RAY, ge=0)
+    max_actors: int = option(0, cli=False)  # the pool's maximum (from --actors MIN:MAX); 0: planned
+    cores_per_actor: int = option(0, "CPU-only clusters: one actor per this many cores of each node, each running "
+                                  "that many torch threads (default: 0, one actor per node using all its cores)",
+                                  group=_RAY, ge=0)
+    batch_size: int | None = option(None, "rows per stylize actor call, the window the Stylizer packs into shape "
+                                    "buckets (default: 64 for GPU actors, 8 for CPU actors)", group=_RAY, ge=1, le=4096)
     gpus_per_actor: float | None = option(None, "GPUs per actor, fractional allowed (default: 1 when the cluster has "
                                           "GPUs, else 0)", group=_RAY, ge=0)
     cpus_per_actor: float = option(1.0, "CPUs reserved per actor", group=_RAY, ge=0)
@@ -162,6 +170,21 @@ class JobSettings(BaseModel):
                 raise ValueError(f"style {name!r} has an empty URI")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _actor_range(cls, data: Any) -> Any:
+        """``--actors MIN:MAX`` -> actors=MIN, max_actors=MAX (an autoscaling pool)."""
+        if isinstance(data, dict) and isinstance(data.get("actors"), str) and ":" in data["actors"]:
+            lo, _, hi = data["actors"].partition(":")
+            try:
+                low, high = int(lo), int(hi)
+            except ValueError:
+                raise ValueError(f"--actors expects N or MIN:MAX, got {data['actors']!r}") from None
+            if not 1 <= low <= high:
+                raise ValueError(f"--actors MIN:MAX needs 1 <= MIN <= MAX, got {data['actors']!r}")
+            data = {**data, "actors": low, "max_actors": high}
+        return data
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> JobSettings:
         """Defaults that depend on other options (the demo, the method)."""
@@ -182,6 +205,7 @@ class JobSettings(BaseModel):
         self.vgg_weights = self.vgg_weights or ("random:0" if self.demo else "imagenet")
         if self.max_error_rate is None:
             self.max_error_rate = DEMO_MAX_ERROR_RATE if self.demo else DEFAULT_MAX_ERROR_RATE
+        self.max_actors = max(self.max_actors, self.actors)
         return self
 
     @property

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 # Pillow + NumPy only: these stages run in CPU task workers that must not pay for importing torch.
-from stylize_core.image_io import FORMAT_EXTENSIONS, ImageDecodeError, decode_image, encode_image, resize_max_side
+from stylize_core.image_io import FORMAT_EXTENSIONS, ImageDecodeError, decode_image_sized, encode_image
 
 from .settings import JobSettings
 from .storage import StorageOptions, UnsafePathError, exists, output_uri, read_bytes, write_bytes_atomic
@@ -31,18 +31,23 @@ def output_key(settings: JobSettings, rel_path: str, style: str) -> str:
 
 
 def read_decode(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str, np.ndarray]:
-    """uri, rel_path -> one row per input: the decoded image or an error; which styles remain to do."""
+    """uri, rel_path -> one row per input: the decoded image or an error; which styles remain to do.
+
+    ``idx`` (the row's place in the run's manifest) passes through: the driver counts rows by it.
+    ``width``/``height`` are the file's own (from its header); the image is already shrunk to
+    ``--max-side``, JPEGs by decoding at a reduced scale."""
     opts = storage_options(settings)
     uris = [str(u) for u in batch["uri"]]
     rel_paths = [str(r) for r in batch["rel_path"]]
+    idx = batch.get("idx")
     planned = [str(t).split(",") if str(t) else [] for t in batch["todo_styles"]] if "todo_styles" in batch else None
     rows: dict[str, list] = {k: [] for k in (
-        "uri", "rel_path", "input_bytes", "status", "error_type", "error", "image", "width", "height", "decode_ms", "todo_styles",
+        "idx", "uri", "rel_path", "input_bytes", "status", "error_type", "error", "image", "width", "height", "decode_ms", "todo_styles",
     )}
     for n, (uri, rel) in enumerate(zip(uris, rel_paths)):
         start = time.perf_counter()
         todo = settings.style_names if planned is None else [s for s in settings.style_names if s in planned[n]]
-        status, error_type, error, image, nbytes = "ok", "", "", EMPTY_IMAGE, -1
+        status, error_type, error, image, nbytes, size = "ok", "", "", EMPTY_IMAGE, -1, (-1, -1)
         try:
             keys = {style: output_key(settings, rel, style) for style in settings.style_names}
             if settings.skip_existing:
@@ -50,7 +55,7 @@ def read_decode(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str
             if todo:
                 data = read_bytes(uri, opts)
                 nbytes = len(data)
-                image = decode_image(data, max_pixels=settings.max_pixels)
+                image, size = decode_image_sized(data, max_pixels=settings.max_pixels, max_side=settings.max_side)
         except UnsafePathError as exc:
             status, error_type, error = "error", "unsafe_path", str(exc)
         except ImageDecodeError as exc:
@@ -59,16 +64,15 @@ def read_decode(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str
             status, error_type, error = "error", "not_found", f"input disappeared before it was read: {exc}"
         except Exception as exc:  # storage/network/permission: the row says why, the run goes on
             status, error_type, error = "error", "read_error", f"{type(exc).__name__}: {exc}"
+        rows["idx"].append(int(idx[n]) if idx is not None else n)
         rows["uri"].append(uri)
         rows["rel_path"].append(rel)
         rows["input_bytes"].append(nbytes)
         rows["status"].append(status)
         rows["error_type"].append(error_type)
         rows["error"].append(error)
-        rows["width"].append(int(image.shape[1]) if image.size else -1)
-        rows["height"].append(int(image.shape[0]) if image.size else -1)
-        if image.size and settings.max_side:
-            image = resize_max_side(image, settings.max_side)
+        rows["width"].append(int(size[1]))
+        rows["height"].append(int(size[0]))
         rows["image"].append(image)
         rows["decode_ms"].append((time.perf_counter() - start) * 1000)
         rows["todo_styles"].append(",".join(todo))

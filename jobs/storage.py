@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
-import io
 import os
 import posixpath
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import fsspec
+import fsspec.asyn
 from fsspec.implementations.local import LocalFileSystem
 
 try:
@@ -144,30 +143,25 @@ def _has_ext(name: str, exts: frozenset[str]) -> bool:
     return posixpath.splitext(name)[1].lower() in exts
 
 
-def _raise(err: OSError) -> None:
-    raise err
+def _local_file(full: str, rel: str) -> InputFile:
+    st = os.stat(full)
+    return InputFile(full, rel, st.st_size, f"{st.st_size}-{st.st_mtime_ns}")
 
 
-def _list_local(root: str, exts: frozenset[str]) -> list[InputFile]:
-    def entry(full: str, rel: str) -> InputFile:
-        st = os.stat(full)
-        return InputFile(full, rel, st.st_size, f"{st.st_size}-{st.st_mtime_ns}")
+def _walk_local(root: str, exts: frozenset[str]) -> Iterator[InputFile]:
+    """Files under ``root`` as the directory entries arrive (no directory is held whole).
 
-    if os.path.isfile(root):
-        if not _has_ext(root, exts):
-            raise ValueError(f"{root} is neither a directory, a manifest {MANIFEST_SUFFIXES} nor an image")
-        return [entry(root, os.path.basename(root))]
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"input path does not exist: {root}")
-    out = []
-    # An unreadable subdirectory must fail loudly, not silently shrink the input (onerror raises).
-    # Symlinked directories are not followed (cycles); symlinked files are.
-    for dirpath, _dirs, files in os.walk(root, onerror=_raise):
-        for name in files:
-            full = os.path.join(dirpath, name)
-            if _has_ext(name, exts) and os.path.isfile(full):
-                out.append(entry(full, os.path.relpath(full, root).replace(os.sep, "/")))
-    return sorted(out, key=lambda f: f.uri)
+    An unreadable subdirectory fails loudly, not silently shrinking the input. Symlinked
+    directories are not followed (cycles); symlinked files are."""
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif _has_ext(entry.name, exts) and entry.is_file():
+                    yield _local_file(entry.path, os.path.relpath(entry.path, root).replace(os.sep, "/"))
 
 
 def _remote_file(fs: fsspec.AbstractFileSystem, protocol: str | None, info: Mapping, rel: str) -> InputFile:
@@ -177,18 +171,48 @@ def _remote_file(fs: fsspec.AbstractFileSystem, protocol: str | None, info: Mapp
     return InputFile(uri, rel, info.get("size"), str(etag).strip('"') if etag else None)
 
 
-def list_images(
-    uri: str, options: StorageOptions | None = None, extensions: Iterable[str] = IMAGE_EXTENSIONS
-) -> list[InputFile]:
-    """Images under a prefix (recursive, sorted by uri), one image, or a manifest (``.parquet``/``.csv``,
-    see :func:`read_manifest`). An empty S3 prefix cannot be told from a missing one: both raise
+def _s3_pages(fs: fsspec.AbstractFileSystem, root: str, page_size: int) -> Iterator[list[dict]]:
+    """Object infos under ``root`` one ListObjectsV2 round at a time, so a prefix of millions of
+    keys is never held whole (``find`` collects the full listing first). s3fs's page iterator is
+    async and private: without it, fall back to ``find``."""
+    iterdir = getattr(fs, "_iterdir", None)
+    if iterdir is None:
+        yield list(fs.find(root, detail=True).values())
+        return
+    bucket, _, key = root.partition("/")
+    pages = iterdir(bucket, delimiter="", prefix=key)
+
+    async def take() -> list[dict]:
+        out: list[dict] = []
+        async for info in pages:
+            out.append(info)
+            if len(out) >= page_size:
+                break
+        return out
+
+    while page := fsspec.asyn.sync(fs.loop, take):
+        yield page
+
+
+def iter_listing(
+    uri: str, options: StorageOptions | None = None, extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    page_size: int = 10_000,
+) -> Iterator[list[InputFile]]:
+    """Images under a prefix (recursive) or one image, in pages of up to ``page_size`` as the listing
+    arrives (unsorted). An empty S3 prefix cannot be told from a missing one: both raise
     ``FileNotFoundError``."""
-    if uri.lower().rstrip("/").endswith(MANIFEST_SUFFIXES):
-        return read_manifest(uri, options)
     exts = frozenset(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
     fs, path = get_filesystem(uri, options)
     if isinstance(fs, LocalFileSystem):
-        return _list_local(path, exts)
+        if os.path.isfile(path):
+            if not _has_ext(path, exts):
+                raise ValueError(f"{path} is neither a directory, a manifest {MANIFEST_SUFFIXES} nor an image")
+            yield [_local_file(path, os.path.basename(path))]
+            return
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"input path does not exist: {path}")
+        yield from _paged(_walk_local(path, exts), page_size)
+        return
     protocol = split_protocol(uri)[0]
     fs.invalidate_cache(path)
     try:
@@ -198,81 +222,61 @@ def list_images(
     if info["type"] != "directory":
         if not _has_ext(path, exts):
             raise ValueError(f"{redact(uri)} is neither a prefix, a manifest {MANIFEST_SUFFIXES} nor an image")
-        return [_remote_file(fs, protocol, info, posixpath.basename(info["name"]))]
+        yield [_remote_file(fs, protocol, info, posixpath.basename(info["name"]))]
+        return
     root = path.rstrip("/") + "/"
-    found = fs.find(path, detail=True)  # s3fs pages through listings of more than 1000 keys
-    out = [
-        _remote_file(fs, protocol, entry, name[len(root):])
-        for name, entry in found.items()
-        if entry.get("type") == "file" and name.startswith(root) and _has_ext(name, exts)
-    ]
-    return sorted(out, key=lambda f: f.uri)
+    if protocol in _S3_PROTOCOLS:
+        pages: Iterable[Iterable[dict]] = _s3_pages(fs, root, page_size)
+    else:  # other fsspec filesystems: a directory at a time
+        pages = (entries.values() for _dir, _sub, entries in fs.walk(path, detail=True))
+    for page in pages:
+        out = [
+            _remote_file(fs, protocol, entry, entry["name"][len(root):])
+            for entry in page
+            if entry.get("type") == "file" and entry["name"].startswith(root) and _has_ext(entry["name"], exts)
+        ]
+        if out:
+            yield out
 
 
-def _manifest_columns(fs: fsspec.AbstractFileSystem, path: str, uri: str) -> tuple[list, list | None]:
-    if path.lower().rstrip("/").endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        dataset = pq.ParquetDataset(path, filesystem=fs)  # a file or a directory of part files
-        names = dataset.schema.names
-        if "uri" not in names:
-            raise ValueError(f"manifest {redact(uri)} has no 'uri' column (columns: {names})")
-        table = dataset.read(columns=[c for c in ("uri", "rel_path") if c in names])
-        rels = table.column("rel_path").to_pylist() if "rel_path" in names else None
-        return table.column("uri").to_pylist(), rels
-    with fs.open(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
-        reader = csv.reader(text)
-        header = [h.strip() for h in next(reader, [])]
-        if "uri" not in header:
-            raise ValueError(f"manifest {redact(uri)} has no 'uri' column (header: {header})")
-        iu, ir = header.index("uri"), header.index("rel_path") if "rel_path" in header else None
-        rows = [row for row in reader if any(cell.strip() for cell in row)]  # skip blank lines
-    uris = [row[iu] if iu < len(row) else "" for row in rows]
-    return uris, None if ir is None else [row[ir] if ir < len(row) else None for row in rows]
+def _paged(items: Iterable[InputFile], size: int) -> Iterator[list[InputFile]]:
+    page: list[InputFile] = []
+    for item in items:
+        page.append(item)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
-def _derive_rel_paths(uris: list[str]) -> list[str]:
-    """Paths relative to the common directory of the uris within each bucket (or the local disk)."""
-    groups: dict[str, list[int]] = {}
-    paths: list[str] = []
-    for i, u in enumerate(uris):
-        protocol, rest = split_protocol(u)
-        if protocol is None or protocol in _LOCAL_PROTOCOLS:
-            group, path = "local", os.path.abspath(os.path.expanduser(rest))
-        else:
-            group, _, path = rest.partition("/")
-        groups.setdefault(group, []).append(i)
-        paths.append(path)
-    rels = [""] * len(uris)
-    for group, idx in groups.items():
-        dirs = [posixpath.dirname(paths[i]) for i in idx]
-        common = "" if not all(dirs) else posixpath.commonpath(dirs)
-        prefix = f"{group}/" if len(groups) > 1 else ""  # several buckets: keep equal keys apart
-        for i in idx:
-            rels[i] = prefix + paths[i][len(common):].lstrip("/")
-    return rels
+def list_images(
+    uri: str, options: StorageOptions | None = None, extensions: Iterable[str] = IMAGE_EXTENSIONS
+) -> list[InputFile]:
+    """Images under a prefix (recursive, sorted by uri), one image, or a manifest (``.parquet``/``.csv``,
+    see :func:`read_manifest`), as one list. The batch job streams the same listing instead
+    (:func:`iter_listing`, :mod:`jobs.manifest`)."""
+    if uri.lower().rstrip("/").endswith(MANIFEST_SUFFIXES):
+        return read_manifest(uri, options)
+    return sorted((f for page in iter_listing(uri, options, extensions) for f in page), key=lambda f: f.uri)
 
 
 def read_manifest(uri: str, options: StorageOptions | None = None) -> list[InputFile]:
-    """Entries of a ``.parquet``/``.csv`` manifest with a ``uri`` and optional ``rel_path`` column.
+    """Entries of a ``.parquet``/``.csv`` manifest as a list (see :func:`jobs.manifest.iter_manifest`)."""
+    from .manifest import iter_manifest  # manifest.py builds on this module
 
-    Entries keep the manifest's order, are not filtered by extension and are not stat'ed (size and
-    version None), so millions of rows stay cheap. Relative entries resolve against the manifest's
-    directory; missing ``rel_path`` values come from :func:`_derive_rel_paths`."""
-    fs, path = get_filesystem(uri, options)
-    raw_uris, raw_rels = _manifest_columns(fs, path, uri)
-    base = os.path.dirname(path) if isinstance(fs, LocalFileSystem) else uri.rstrip("/").rsplit("/", 1)[0]
-    uris = []
-    for row, value in enumerate(raw_uris, start=1):
-        u = "" if value is None else str(value).strip()
-        if not u:
-            raise ValueError(f"manifest {redact(uri)}: entry {row} has an empty uri")
-        absolute = split_protocol(u)[0] is not None or u.startswith(("/", "~"))
-        uris.append(u if absolute else join_uri(base, u))
-    derived = _derive_rel_paths(uris)
-    given = raw_rels or [None] * len(uris)
-    rels = [r.strip() if isinstance(r, str) and r.strip() else d for r, d in zip(given, derived)]
-    return [InputFile(u, r, None, None) for u, r in zip(uris, rels)]
+    return [f for page in iter_manifest(uri, options) for f in page]
+
+
+def arrow_paths(uris: list[str], options: StorageOptions | None = None) -> tuple[list[str], Any]:
+    """(paths, filesystem) for pyarrow-based readers (Ray Data): local paths with None, so the
+    reader uses its own; else the fsspec filesystem (picklable: rebuilt from its arguments in
+    each worker) and the paths without their protocol."""
+    if not uris:
+        return [], None
+    fs, _ = get_filesystem(uris[0], options)
+    paths = [get_filesystem(u, options)[1] for u in uris]
+    return paths, None if isinstance(fs, LocalFileSystem) else fs
 
 
 def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,10 +24,11 @@ from stylize_core.host import malloc_env
 
 from . import ray_runtime
 from .contact_sheet import contact_sheet_png
-from .metrics import MetricsWriter, RunCounts, to_table
+from .manifest import ManifestError, StagedManifest, stage_inputs, staging_prefix
+from .metrics import MetricsWriter, PairLedger, RunCounts, to_table
 from .settings import JobSettings, build_parser, parse_args  # noqa: F401  (build_parser: manifests' tests)
 from .stages import SETUP_ERROR, encode_write, read_decode, storage_options
-from .storage import InputFile, join_uri, list_images, read_bytes, redact, write_bytes_atomic
+from .storage import InputFile, arrow_paths, join_uri, read_bytes, redact, remove_prefix, write_bytes_atomic
 
 
 class JobError(RuntimeError):
@@ -37,22 +39,31 @@ def _log(msg: str) -> None:
     print(f"[stylize] {msg}", file=sys.stderr, flush=True)
 
 
-def load_style_blobs(settings: JobSettings) -> dict[str, bytes]:
+def read_style_blobs(settings: JobSettings) -> dict[str, bytes]:
     """Read every checkpoint once on the driver (fail fast, and actors need not hit storage again)."""
-    from stylize_core.builder import SetupError, load_checkpoints  # torch: seconds to import
-
     opts = storage_options(settings)
-    raw: dict[str, bytes] = {}
+    blobs: dict[str, bytes] = {}
+    for name, uri in settings.styles.items():
+        try:
+            blobs[name] = read_bytes(uri, opts)
+        except FileNotFoundError:
+            raise JobError(f"style {name!r}: checkpoint not found: {uri}") from None
+    return blobs
 
-    def opener(uri: str) -> bytes:
-        raw[uri] = read_bytes(uri, opts)
-        return raw[uri]
 
+def check_style_blobs(settings: JobSettings, blobs: dict[str, bytes]) -> str | None:
+    """The first checkpoint that cannot be loaded (or a multi-style one without its --mix), as the
+    builder's one-line message; None when all load.
+
+    Runs as a Ray task: loading needs torch, which would add ~470 MiB to the driver's RSS (measured)."""
+    from stylize_core.builder import SetupError, load_checkpoints
+
+    by_uri = {settings.styles[name]: data for name, data in blobs.items()}
     try:
-        load_checkpoints(settings.styles, opener, settings.mixes)
+        load_checkpoints(settings.styles, by_uri.__getitem__, settings.mixes)
     except SetupError as exc:
-        raise JobError(str(exc)) from None
-    return {name: raw[uri] for name, uri in settings.styles.items()}
+        return str(exc)
+    return None
 
 
 def _raise_setup_error(table: pa.Table) -> None:
@@ -63,75 +74,98 @@ def _raise_setup_error(table: pa.Table) -> None:
         raise JobError(errors[0].as_py())
 
 
-def plan_actors(settings: JobSettings) -> tuple[int, float]:
-    """(actor count, GPUs per actor): one actor per GPU when the cluster has GPUs, else one CPU actor."""
+# The actor class, by name: actors import it (and torch); the driver never does.
+STYLIZE_ACTOR: str | type = "jobs.stylize_actor:StylizeActor"
+# With --gpus-per-actor and no GPU in the cluster yet (GPU groups that start at zero), the pool
+# autoscales from 1 to this many actors unless --actors MIN:MAX says otherwise.
+DEFAULT_MAX_GPU_ACTORS = 8
+# Rows per actor call unless --batch-size says otherwise. A GPU needs windows large enough for the
+# Stylizer to fill its shape buckets (32 images of 512x512 per forward pass); a CPU runs one or a few
+# images per pass anyway, and smaller windows lose less work when an actor dies.
+GPU_WINDOW, CPU_WINDOW = 64, 8
+
+
+@dataclass(frozen=True)
+class ActorPlan:
+    """The stylize actor pool: Ray Data autoscales it between min_actors and max_actors."""
+
+    min_actors: int
+    max_actors: int
+    gpus_per_actor: float
+    cpus_per_actor: float  # reserved for scheduling; the actor's threads are torch_threads
+    torch_threads: int  # intra-op threads per CPU actor; 0 leaves it to the actor
+    reason: str
+    window: int = 8  # rows per actor call: the images the Stylizer can pack into shape buckets
+
+
+def plan_actors(settings: JobSettings) -> ActorPlan:
+    """GPU clusters: one actor per GPU (``--gpus-per-actor`` each), autoscaling 1..8 while the cluster
+    shows no GPUs yet. CPU-only clusters: one actor per node, or per ``--cores-per-actor`` cores of
+    each node, each running that share of its node's cores as torch threads. ``--actors`` overrides."""
     gpus = ray_runtime.cluster_gpus()
     per_actor = settings.gpus_per_actor if settings.gpus_per_actor is not None else (1.0 if gpus else 0.0)
-    actors = settings.actors or (max(1, int(gpus // per_actor)) if per_actor else 1)
-    return actors, per_actor
+    lo, hi = settings.actors, max(settings.actors, settings.max_actors)
+    if per_actor:
+        if lo:
+            reason = "--actors"
+        elif gpus >= per_actor:
+            lo = hi = int(gpus // per_actor)
+            reason = f"one actor per {per_actor:g} of the cluster's {gpus:g} GPU(s)"
+        else:
+            lo, hi = 1, DEFAULT_MAX_GPU_ACTORS
+            reason = f"no GPU in the cluster yet: autoscaling 1:{hi} (set the range with --actors MIN:MAX)"
+        return ActorPlan(lo, hi, per_actor, settings.cpus_per_actor, settings.torch_threads, reason,
+                         settings.batch_size or GPU_WINDOW)
+    nodes = ray_runtime.node_cpus() or [1.0]
+    cores = settings.cores_per_actor
+    if lo:
+        reason = "--actors"
+    else:
+        lo = hi = sum(max(1, int(c // cores)) if cores else 1 for c in nodes)
+        reason = f"CPU-only: one actor per {f'{cores} cores of each node' if cores else 'node'} ({len(nodes)} node(s))"
+        # Actors that reserve every CPU leave none for the manifest's read tasks: Ray Data then
+        # waits forever (measured on Ray 2.60). Keep one CPU free.
+        fit = max(1, int((sum(nodes) - 1) // max(settings.cpus_per_actor, 1e-9)))
+        if hi > fit:
+            lo = hi = fit
+            reason += f", capped at {fit} so that a CPU stays free for reading"
+    cpus = settings.cpus_per_actor
+    if hi * cpus > sum(nodes) - 1:  # e.g. one CPU in all, or --actors N on N CPUs: reserve less
+        cpus = max(0.0, (sum(nodes) - 1) / hi)
+        reason += f", reserving {cpus:g} CPU each so that a CPU stays free for reading"
+    # Actors spread over the nodes; each takes its share of a node's cores (the smallest node's,
+    # when nodes differ, so that none is oversubscribed).
+    share = max(1, int(min(nodes) // -(-hi // len(nodes))))
+    return ActorPlan(lo, hi, 0.0, cpus, settings.torch_threads or cores or share, reason, settings.batch_size or CPU_WINDOW)
 
 
-def run(
-    settings: JobSettings,
-    inputs: Sequence[InputFile] | None = None,
-    todo: Mapping[str, Sequence[str]] | None = None,
-    on_rows: Callable[[pa.Table], None] | None = None,
-) -> dict:
-    """Run the job; returns the summary (also written to ``{output}/_runs/{run_id}.json``).
-
-    ``inputs`` replaces the listing of ``settings.input`` (the nightly catalog passes its plan);
-    ``todo`` maps an input URI to the styles to render for it (others become ``skipped`` rows);
-    ``on_rows`` receives each batch of metrics rows (:data:`jobs.metrics.SCHEMA`) as it is written.
-    """
-    started = time.time()
+def _render(settings: JobSettings, staged: StagedManifest, plan: ActorPlan, fused: bool,
+            on_rows: Callable[[pa.Table], None] | None) -> tuple[RunCounts, MetricsWriter]:
+    """Stream the staged manifest through the pipeline; every (input, style) pair counted once."""
     opts = storage_options(settings)
-
-    def prepare() -> tuple[Sequence[InputFile], dict[str, bytes]]:
-        try:
-            listed = list_images(settings.input, opts) if inputs is None else inputs
-        except FileNotFoundError as exc:
-            raise JobError(f"input not found: {exc}") from None
-        blobs = load_style_blobs(settings)
-        from . import stylize_actor  # noqa: F401  (torch, stylize_core: imported here, off the critical path)
-
-        return listed, blobs
-
-    # Listing, fetching checkpoints and importing torch to check them take seconds each: they overlap
-    # Ray's start-up. ray.init stays on the main thread, where it installs its signal handlers.
-    with ThreadPoolExecutor(1, thread_name_prefix="stylize-prepare") as pool:
-        prepared = pool.submit(prepare)
-        ray_runtime.init_ray(settings.address, quiet=settings.quiet)
-        inputs, blobs = prepared.result()
-    styles = settings.style_names
-    _log(f"run {settings.run_id}: {len(inputs)} inputs x {len(styles)} style(s) -> {settings.output}")
-    ray_runtime.configure_data(progress_bars=not settings.quiet)
-    actors, gpus_per_actor = plan_actors(settings)
-    settings.actors = actors
     writer = MetricsWriter(settings.output, settings.run_id, opts)
     counts = RunCounts()
-    seen: set[bytes] = set()
-    expected = len(inputs) * len(styles)
+    styles = settings.style_names
+    ledger = PairLedger(staged.rows, styles)
+    expected = staged.rows * len(styles)
     last_log = time.time()
-    fused = settings.stages == "fused" or (settings.stages == "auto" and not gpus_per_actor)
-    from .stylize_actor import StylizeActor
-    if inputs:
+    if staged.rows:
+        parts, filesystem = arrow_paths(list(staged.parts), opts)
         batches = ray_runtime.stylize_dataset(
-            [
-                {"uri": f.uri, "rel_path": f.rel_path}
-                | ({"todo_styles": ",".join(todo.get(f.uri, ()))} if todo is not None else {})
-                for f in inputs
-            ],
+            parts,
+            staged.rows,
+            filesystem=filesystem,
             read_fn=None if fused else functools.partial(read_decode, settings=settings),
             read_batch_size=settings.read_batch_size,
-            actor_cls=StylizeActor,
+            actor=STYLIZE_ACTOR,
             # Actors read the checkpoints themselves: megabytes of constructor arguments would go through
-            # the object store, which Ray flags as an error for restartable actors.
+            # the object store with every actor start.
             actor_kwargs={"settings": settings, "attempts": ray_runtime.attempt_ledger(settings.run_id),
                           "fused": fused},
-            actors=actors,
-            batch_size=settings.batch_size,
-            gpus_per_actor=gpus_per_actor,
-            cpus_per_actor=settings.cpus_per_actor,
+            actors=(plan.min_actors, plan.max_actors),
+            batch_size=plan.window,
+            gpus_per_actor=plan.gpus_per_actor,
+            cpus_per_actor=plan.cpus_per_actor,
             write_fn=None if fused else functools.partial(encode_write, settings=settings),
             actor_env=malloc_env(),
         )
@@ -139,12 +173,9 @@ def run(
             table = to_table(batch)
             _raise_setup_error(table)
             # A retried block must not count twice: keep the first row per (input, style).
-            keys = [hashlib.blake2b(f"{u}\0{s}".encode(), digest_size=12).digest()
-                    for u, s in zip(table.column("input_uri").to_pylist(), table.column("style").to_pylist())]
-            fresh = [i for i, k in enumerate(keys) if k not in seen]
-            seen.update(keys)
-            if len(fresh) < table.num_rows:
-                table = table.take(fresh)
+            fresh = ledger.first_seen(batch["idx"].to_numpy(), table["style"])
+            if not fresh.all():
+                table = table.filter(pa.array(fresh))
             writer.add(table)
             counts.add(table, keep_examples=settings.contact_sheet)
             if on_rows is not None:
@@ -153,15 +184,76 @@ def run(
                 last_log = time.time()
                 _log(f"{counts.rows}/{expected} rows, {counts.by_status['error']} errors")
     writer.flush()
-    if counts.rows != expected:
+    if counts.rows != expected or ledger.seen != expected:
         raise JobError(f"accounting mismatch: {expected} input x style pairs listed but {counts.rows} rows came back")
+    return counts, writer
+
+
+def run(
+    settings: JobSettings,
+    inputs: Sequence[InputFile] | str | None = None,
+    todo: Mapping[str, Sequence[str]] | None = None,
+    on_rows: Callable[[pa.Table], None] | None = None,
+) -> dict:
+    """Run the job; returns the summary (also written to ``{output}/_runs/{run_id}.json``).
+
+    ``inputs`` replaces the listing of ``settings.input``: InputFiles, or a manifest URI (the nightly
+    catalog passes its plan; a ``todo_styles`` column in a manifest plans styles per input). ``todo``
+    maps an input URI to the styles to render for it (others become ``skipped`` rows). The inputs
+    are staged as Parquet parts under ``{output}/_manifests/{run_id}/`` (removed at the end) and
+    streamed: the driver never holds them. ``on_rows`` receives each batch of metrics rows
+    (:data:`jobs.metrics.SCHEMA`) as it is written.
+    """
+    started = time.time()
+    opts = storage_options(settings)
+    staging = staging_prefix(settings.output, settings.run_id)
+
+    def stage() -> StagedManifest:
+        try:
+            return stage_inputs(settings.input if inputs is None else inputs, staging, opts, todo=todo)
+        except FileNotFoundError as exc:
+            raise JobError(f"input not found: {exc}") from None
+        except (ManifestError, ValueError, PermissionError) as exc:
+            raise JobError(f"input {redact(settings.input)}: {exc}") from None
+
+    # Listing and fetching checkpoints take seconds each: they overlap Ray's start-up, and the
+    # checkpoints are checked (torch, in a Ray task) while the listing is still being staged.
+    # ray.init stays on the main thread, where it installs its signal handlers.
+    checked = None
+    try:
+        with ThreadPoolExecutor(2, thread_name_prefix="stylize-prepare") as pool:
+            blobs_f = pool.submit(read_style_blobs, settings)
+            staged_f = pool.submit(stage)
+            ray_runtime.init_ray(settings.address, quiet=settings.quiet)
+            blobs = blobs_f.result()
+            if blobs:
+                checked = ray_runtime.call_remote(check_style_blobs, settings, blobs)
+            staged = staged_f.result()
+        problem = ray_runtime.result(checked) if checked is not None else None
+        if problem:
+            raise JobError(problem)
+        return _finish(settings, staged, blobs, started, on_rows)
+    finally:
+        remove_prefix(staging, opts)  # the metrics rows are the record of what ran
+
+
+def _finish(settings: JobSettings, staged: StagedManifest, blobs: dict[str, bytes], started: float,
+            on_rows: Callable[[pa.Table], None] | None = None) -> dict:
+    opts = storage_options(settings)
+    styles = settings.style_names
+    _log(f"run {settings.run_id}: {staged.rows} inputs x {len(styles)} style(s) -> {settings.output}")
+    ray_runtime.configure_data(progress_bars=not settings.quiet)
+    plan = plan_actors(settings)
+    settings.actors, settings.max_actors, settings.torch_threads = plan.min_actors, plan.max_actors, plan.torch_threads
+    fused = settings.stages == "fused" or (settings.stages == "auto" and not plan.gpus_per_actor)
+    counts, writer = _render(settings, staged, plan, fused, on_rows)
 
     wall = time.time() - started
     summary = {
         "run_id": settings.run_id,
         "input": settings.input,
         "output": settings.output,
-        "inputs": len(inputs),
+        "inputs": staged.rows,
         "styles": {name: {"checkpoint": settings.styles.get(name), "style_image": settings.style_images.get(name),
                           "sha256": hashlib.sha256(blobs[name]).hexdigest() if name in blobs else None,
                           "counts": dict(counts.by_style.get(name, {}))} for name in styles},
@@ -177,10 +269,13 @@ def run(
         "metrics_ms_total": round(counts.metrics_ms, 1),
         **counts.forward_summary(),
         # share of the actors' wall time spent in the network and the loss meter (device time on CUDA)
-        "actor_busy_fraction": round((counts.stylize_ms + counts.metrics_ms) / (wall * 1000 * actors), 3)
-        if wall and actors else None,
-        "actors": actors,
-        "gpus_per_actor": gpus_per_actor,
+        "actor_busy_fraction": round((counts.stylize_ms + counts.metrics_ms) / (wall * 1000 * plan.max_actors), 3)
+        if wall else None,
+        "window": plan.window,
+        "actors": plan.max_actors,
+        "actor_pool": {"min": plan.min_actors, "max": plan.max_actors, "cpus_per_actor": plan.cpus_per_actor,
+                       "torch_threads": plan.torch_threads, "reason": plan.reason},
+        "gpus_per_actor": plan.gpus_per_actor,
         "stages": "fused" if fused else "split",
         "metrics_files": writer.files,
         "config": redact(settings.to_dict()),

@@ -30,7 +30,7 @@ def stylizer_spec(settings: JobSettings) -> StylizerSpec:
         vgg=settings.vgg,
         vgg_weights=settings.vgg_weights, metrics=settings.metrics, metrics_size=settings.metrics_size,
         device=settings.device, bf16=settings.bf16, channels_last=settings.channels_last,
-        strength=settings.strength, preserve_color=settings.preserve_color, max_batch=settings.batch_size,
+        strength=settings.strength, preserve_color=settings.preserve_color, max_batch=settings.batch_size or 64,
         backend=settings.backend,
         gatys=GatysConfig(steps=settings.optimize_steps, pyramid_levels=settings.optimize_levels,
                           optimizer=settings.optimizer, preserve_color=settings.preserve_color),
@@ -207,7 +207,8 @@ class StylizeActor:
                 cols["measured"].append(int(res.measured) if ok else -1)  # 1/0, -1: no value
                 cols["forward_images"].append(int(res.forward_images) if ok else -1)
         rows = cols.pop("row")
-        out = {k: np.asarray(batch[k])[rows] for k in ("uri", "rel_path", "input_bytes", "width", "height", "decode_ms")}
+        out = {k: np.asarray(batch[k])[rows] for k in ("idx", "uri", "rel_path", "input_bytes", "width", "height", "decode_ms")
+               if k in batch}  # idx: the row's manifest index, by which the driver counts rows exactly once
         out.update({k: np.array(v) for k, v in cols.items() if k != "out_image"})
         images_out = np.empty(len(rows), dtype=object)
         images_out[:] = cols["out_image"]

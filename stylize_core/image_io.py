@@ -88,7 +88,7 @@ class CorruptImageError(ImageDecodeError):
     error_type = "corrupt"
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> np.ndarray:
     """Decode image bytes to a C-contiguous (H, W, 3) uint8 RGB array.
 
     EXIF orientation is applied, transparency is composited on white, high-bit-depth greyscale is
@@ -96,9 +96,22 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     ``ImageDecodeError``; ``max_pixels`` is checked from the header before decoding. Pillow's
     own global bomb limit (``Image.MAX_IMAGE_PIXELS``) still applies on top and is reported the
     same way. MemoryError is not caught: it is a property of the process, not of the file.
+
+    ``max_side`` (default None: full size) downscales like :func:`resize_max_side`, to the same
+    output size; a JPEG is then decoded at a reduced DCT scale (Pillow's draft mode) first.
     """
+    return decode_image_sized(data, max_pixels=max_pixels, max_side=max_side)[0]
+
+
+def decode_image_sized(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`decode_image`, plus the full image's (height, width) after EXIF orientation, taken
+    from the header: the size of the file, whatever ``max_side`` made of its pixels."""
     if max_pixels <= 0:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    if max_side is not None and max_side < 0:
+        raise ValueError(f"max_side must be positive, None or 0, got {max_side}")
     if not data:
         raise EmptyImageError("empty input: 0 bytes")
     data = bytes(data)
@@ -118,14 +131,27 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
                 f"more than the limit of {max_pixels}"
             )
         top = _integer_top(img)
+        # (w, h) as stored; the output size is the same under a 90-degree EXIF turn with w, h swapped.
+        target = _max_side_size(width, height, max_side)
         try:
+            if target is not None and img.format in ("JPEG", "MPO"):
+                # libjpeg decodes at 1/2, 1/4 or 1/8 scale, never below the requested size: the
+                # pixels Lanczos would have thrown away are never made.
+                img.draft(None, target)
             img.load()
-            rgb = _to_rgb(_exif_transposed(img), top)
+            oriented = _exif_transposed(img)
+            rgb = _to_rgb(oriented, top)
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise _classify(exc, data, max_pixels) from exc
-    return rgb
+        turned = oriented is not img and _swaps_axes(img)
+    full = (width, height) if turned else (height, width)
+    if target is not None:
+        out_w, out_h = (target[1], target[0]) if turned else target
+        if rgb.shape[:2] != (out_h, out_w):
+            rgb = _resize(rgb, out_w, out_h)
+    return rgb, full
 
 
 def encode_image(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
@@ -162,14 +188,20 @@ def resize_max_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
     if max_side < 0:
         raise ValueError(f"max_side must be positive, None or 0, got {max_side}")
     height, width = image.shape[:2]
+    size = _max_side_size(width, height, max_side)
+    return image if size is None else _resize(image, *size)
+
+
+def _max_side_size(width: int, height: int, max_side: int | None) -> tuple[int, int] | None:
+    """(width, height) that :func:`resize_max_side` gives, or None when it leaves the image as is."""
     longest = max(height, width)
-    if longest <= max_side:
-        return image
+    if not max_side or longest <= max_side:
+        return None
     scale = max_side / longest
     # The long side lands exactly on max_side; the short side rounds but never vanishes.
     new_w = max_side if width == longest else max(1, round(width * scale))
     new_h = max_side if height == longest else max(1, round(height * scale))
-    return _resize(image, new_w, new_h)
+    return new_w, new_h
 
 
 def resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
@@ -224,6 +256,14 @@ def _exif_transposed(img: Image.Image) -> Image.Image:
     except (SyntaxError, ValueError, KeyError, TypeError, IndexError, EOFError, OSError,
             struct.error):
         return img
+
+
+def _swaps_axes(img: Image.Image) -> bool:
+    """True when the image's EXIF orientation turns it by 90 degrees (tags 5-8)."""
+    try:
+        return img.getexif().get(_ORIENTATION_TAG, 1) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001 - unreadable EXIF was not applied either
+        return False
 
 
 def _integer_top(img: Image.Image) -> int | None:

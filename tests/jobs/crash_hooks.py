@@ -25,10 +25,10 @@ def crashing(base: type, marker: str) -> type:
 
 
 def crash_once(monkeypatch: pytest.MonkeyPatch, marker: str) -> None:
-    """Make the next job run's actors crash once (the job picks its actor class at run time)."""
-    from jobs import stylize_actor
+    """Make the next job run's actors crash once (the job reads its actor class at run time)."""
+    from jobs import stylize, stylize_actor
 
-    monkeypatch.setattr(stylize_actor, "StylizeActor", crashing(stylize_actor.StylizeActor, marker))
+    monkeypatch.setattr(stylize, "STYLIZE_ACTOR", crashing(stylize_actor.StylizeActor, marker))
 
 
 ILLEGAL_ADDRESS = "CUDA error: an illegal memory access was encountered"
@@ -55,6 +55,6 @@ def poisoned(base: type, marker: tuple[int, int, int]) -> type:
 
 def poison(monkeypatch: pytest.MonkeyPatch, marker: tuple[int, int, int]) -> None:
     """Make the next job run's actors die on every batch holding an image marked with ``marker``."""
-    from jobs import stylize_actor
+    from jobs import stylize, stylize_actor
 
-    monkeypatch.setattr(stylize_actor, "StylizeActor", poisoned(stylize_actor.StylizeActor, marker))
+    monkeypatch.setattr(stylize, "STYLIZE_ACTOR", poisoned(stylize_actor.StylizeActor, marker))

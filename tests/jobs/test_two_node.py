@@ -1,5 +1,6 @@
-"""The batch job on a two-node Ray cluster on this machine (Ray's own ``ray.cluster_utils.Cluster``):
-the stylize actors are spread over both nodes and every output is written.
+"""The batch job on multi-node Ray clusters on this machine (Ray's own ``ray.cluster_utils.Cluster``):
+with no pool size given, a CPU-only cluster runs an actor on each node; GPU actors planned while the
+cluster shows no GPU autoscale onto (fake) GPU nodes that join later.
 
 The cluster lives in its own temp dir (RAY_TMPDIR), so no other Ray on the machine finds it; the
 session's local Ray (``ray_local``), if it was running, is restarted the same way afterwards.
@@ -25,7 +26,7 @@ from jobs import stylize
 from stylize_core.checkpoint import save_style_model
 from stylize_core.transformer_net import TransformerNet
 
-NODE_CPUS = 3  # one 2-CPU actor fits per node, with a CPU left for read/write tasks
+NODE_CPUS = 2
 
 
 def _free_port() -> int:
@@ -59,24 +60,53 @@ def two_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
 
 
-def test_stylize_actors_run_on_both_nodes(two_nodes, tmp_path):
+def _inputs(tmp_path, n: int = 8) -> list[str]:
     inputs = tmp_path / "in"
     inputs.mkdir()
     rng = np.random.default_rng(0)
-    for n in range(8):
-        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(inputs / f"p{n}.png")
+    for k in range(n):
+        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(inputs / f"p{k}.png")
     torch.manual_seed(0)
     save_style_model(TransformerNet(), str(tmp_path / "s.pth"), style_image=rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
-    settings = stylize.parse_args([
-        "--input", str(inputs), "--output", str(tmp_path / "out"), "--style", f"s={tmp_path / 's.pth'}",
-        "--vgg-weights", "random:0", "--no-metrics", "--contact-sheet", "0", "--quiet", "--run-id", "two-node",
-        "--actors", "2", "--cpus-per-actor", "2", "--batch-size", "1", "--read-batch-size", "1",
-    ])
-    summary = stylize.run(settings)
-    assert summary["counts"] == {"ok": 8} and summary["actors"] == 2
-    assert sorted(os.listdir(tmp_path / "out" / "s")) == [f"p{n}.jpg" for n in range(8)]
+    return ["--input", str(inputs), "--output", str(tmp_path / "out"), "--style", f"s={tmp_path / 's.pth'}",
+            "--vgg-weights", "random:0", "--no-metrics", "--contact-sheet", "0", "--quiet",
+            "--batch-size", "1", "--read-batch-size", "1"]
 
-    nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+
+def _actor_nodes() -> set[str]:
+    """Nodes that ran a stylize actor (an actor the pool asked for but never placed has no node)."""
     actors = [a for a in list_actors(limit=1000, raise_on_missing_output=False) if "StylizeActor" in a.class_name]
-    assert len(actors) >= 2, actors
-    assert {a.node_id for a in actors} == nodes and len(nodes) == 2
+    return {a.node_id for a in actors if a.node_id}
+
+
+def test_cpu_only_cluster_runs_an_actor_on_each_node_by_default(two_nodes, tmp_path):
+    settings = (stylize.parse_args(_inputs(tmp_path) + ["--run-id", "two-node"]))
+    summary = stylize.run(settings)
+    assert summary["counts"] == {"ok": 8}
+    assert summary["actor_pool"] | {"reason": ""} == {"min": 2, "max": 2, "cpus_per_actor": 1.0, "torch_threads": NODE_CPUS,
+                                                      "reason": ""}
+    assert sorted(os.listdir(tmp_path / "out" / "s")) == [f"p{n}.jpg" for n in range(8)]
+    nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert _actor_nodes() == nodes and len(nodes) == 2
+
+
+@pytest.mark.slow  # three raylets on this machine
+def test_gpu_actors_autoscale_onto_gpu_nodes_that_join_after_submit(two_nodes, tmp_path, monkeypatch):
+    """--gpus-per-actor on a cluster with no GPU yet: the pool is planned 1:8 and its actors start on
+    the fake-GPU node added after planning (torch sees no CUDA there: --device cpu)."""
+    planned = stylize.plan_actors
+
+    def plan_then_scale_up(settings):
+        plan = planned(settings)
+        two_nodes.add_node(num_cpus=2, num_gpus=2, resources={"gpu_node": 1})  # what the autoscaler would add
+        two_nodes.wait_for_nodes()
+        return plan
+
+    monkeypatch.setattr(stylize, "plan_actors", plan_then_scale_up)
+    settings = (stylize.parse_args(_inputs(tmp_path) + [
+        "--run-id", "gpu", "--gpus-per-actor", "1", "--device", "cpu"]))
+    summary = stylize.run(settings)
+    assert summary["counts"] == {"ok": 8} and summary["stages"] == "split" and summary["gpus_per_actor"] == 1.0
+    assert (summary["actor_pool"]["min"], summary["actor_pool"]["max"]) == (1, stylize.DEFAULT_MAX_GPU_ACTORS)
+    gpu_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")}
+    assert len(gpu_nodes) == 1 and _actor_nodes() == gpu_nodes

@@ -1,0 +1,109 @@
+"""The driver's memory at catalog scale: a run over a 10^5- and a 10^6-row manifest.
+
+    python benchmarks/bench_scale.py [--sizes 100000,1000000] [--workdir /tmp/stylize-scale]
+
+Every row names a file that does not exist, so each is a cheap `not_found` error row and the run
+passes with `--max-error-rate 1`; that keeps the cost in the driver's planning, streaming and
+counting, which is what this measures. Each size runs in a fresh process that is the job's driver
+(`jobs.stylize.run`, local Ray). Printed per size: wall time, rows/s, the driver process's own
+peak RSS (getrusage RUSAGE_SELF: Ray's and the workers' processes are not in it), whether torch was
+imported on the driver, and the check, from the metrics read back afterwards in this process, that
+every input was accounted exactly once. Then the peak RSS growth between the sizes. Goals (issue 9):
+peak < 1 GiB, growth from 10^5 to 10^6 rows < 200 MB. Asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_manifest(path: str, rows: int) -> None:
+    """A Parquet manifest of `rows` URIs under a directory that does not exist."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    numbers = pc.cast(pa.array(range(rows), pa.int64()), pa.string())
+    uris = pc.binary_join_element_wise("/nonexistent/scale/", pc.utf8_lpad(numbers, 8, "0"), ".jpg", "")
+    pq.write_table(pa.table({"uri": uris}), path, row_group_size=100_000)
+
+
+def child(manifest: str, output: str, run_id: str, batch_size: int) -> None:
+    """The driver: run the job, then report this process's own peak RSS."""
+    from jobs import stylize
+
+    settings = (stylize.parse_args([
+        "--input", manifest, "--output", output, "--run-id", run_id, "--max-error-rate", "1",
+        "--no-metrics", "--contact-sheet", "0", "--quiet", "--batch-size", str(batch_size),
+    ]))
+    started = time.time()
+    summary = stylize.run(settings)
+    print(json.dumps({
+        "wall_s": time.time() - started,
+        "rows": summary["rows"],
+        "counts": summary["counts"],
+        "errors_by_type": summary["errors_by_type"],
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
+        "torch_on_driver": "torch" in sys.modules,
+    }), flush=True)
+
+
+def verify(output: str, run_id: str, rows: int) -> str:
+    """Exactly once: `rows` metrics rows, `rows` distinct inputs, all not_found."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    table = pads.dataset(os.path.join(output, "_metrics", f"run_id={run_id}"), format="parquet").to_table(
+        columns=["input_uri", "status", "error_type"])
+    distinct = pc.count_distinct(table["input_uri"]).as_py()
+    not_found = pc.sum(pc.equal(table["error_type"], "not_found")).as_py()
+    ok = table.num_rows == distinct == not_found == rows
+    return f"{'yes' if ok else 'NO'} ({table.num_rows} rows, {distinct} distinct inputs, {not_found} not_found)"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="100000,1000000", help="manifest sizes, comma-separated")
+    p.add_argument("--workdir", default="/tmp/stylize-scale")
+    p.add_argument("--batch-size", type=int, default=1024, help="rows per actor call (cheap rows: large)")
+    p.add_argument("--child", nargs=3, metavar=("MANIFEST", "OUTPUT", "RUN_ID"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(*args.child, batch_size=args.batch_size)
+        return
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    os.makedirs(args.workdir)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    results = {}
+    print(f"{'rows':>9} {'wall s':>8} {'rows/s':>8} {'driver peak RSS MiB':>20} {'torch on driver':>16}  exactly once")
+    for rows in (int(s) for s in args.sizes.split(",")):
+        manifest = os.path.join(args.workdir, f"manifest-{rows}.parquet")
+        write_manifest(manifest, rows)
+        output, run_id = os.path.join(args.workdir, f"out-{rows}"), f"scale-{rows}"
+        proc = subprocess.run([sys.executable, __file__, "--batch-size", str(args.batch_size), "--child",
+                               manifest, output, run_id], env=env, capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(f"run over {rows} rows failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[rows] = res
+        print(f"{rows:>9} {res['wall_s']:>8.1f} {rows / res['wall_s']:>8.0f} {res['peak_rss_mib']:>20.0f} "
+              f"{str(res['torch_on_driver']):>16}  {verify(output, run_id, rows)}", flush=True)
+    sizes = sorted(results)
+    if len(sizes) > 1:
+        lo, hi = sizes[0], sizes[-1]
+        growth = results[hi]["peak_rss_mib"] - results[lo]["peak_rss_mib"]
+        print(f"driver peak RSS growth {lo} -> {hi} rows: {growth:.0f} MiB ({growth * 1.048576:.0f} MB); "
+              f"goal < 200 MB. Peak at {hi}: {results[hi]['peak_rss_mib']:.0f} MiB; goal < 1024 MiB")
+
+
+if __name__ == "__main__":
+    main()
