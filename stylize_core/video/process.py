@@ -168,7 +168,7 @@ def stylize_clip(
                     continue
                 kept = i - warmup
                 st.frames += 1
-                st.cuts += int(cut and kept > 0)
+                st.cuts += int(cut)
                 t0 = time.perf_counter()
                 sinks[s](key, out)
                 st.ms["encode"] += (time.perf_counter() - t0) * 1000

@@ -105,3 +105,16 @@ def make_clip(path: str, frames: Sequence[np.ndarray], *, fps: int = 24, duratio
             for p in aus.encode(None):
                 c.mux(p)
     return pts_list
+
+
+def demo_clip(path: str) -> str:
+    """The embedded demo: a 2-second camera pan over scikit-image's astronaut photo with sensor
+    noise and a 440 Hz tone, 240x160 at 24 fps, written to ``path`` (kept when it already exists)."""
+    import os
+
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = path + ".part.mp4"
+        make_clip(tmp, pan_frames(sample_photo("astronaut"), 48, (240, 160), speed=(2.5, 0.8), noise=5.0), gop=12)
+        os.replace(tmp, path)
+    return path
