@@ -93,7 +93,9 @@ def run(settings: VideoSettings) -> dict:
          f"{actors} actor(s) -> {settings.output}")
     from .video_worker import VideoWorker
 
-    pool = ray_runtime.ActorTaskPool(VideoWorker, {"settings": settings, "style_blobs": blobs}, actors=actors,
+    # Actors read the checkpoints themselves: constructor arguments stay small and inline, so Ray can
+    # restart a dead actor without depending on objects in the store.
+    pool = ray_runtime.ActorTaskPool(VideoWorker, {"settings": settings}, actors=actors,
                                      num_cpus=settings.cpus_per_actor, num_gpus=gpus, env=malloc_env())
     probed: dict[str, dict] = {}
     left: dict[str, int] = {}

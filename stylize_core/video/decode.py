@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .errors import VideoError
+from .errors import VideoError, ffmpeg_errors
 from .probe import VideoInfo, _open
 
 
@@ -44,20 +44,23 @@ def iter_frames(
         if start_pts is not None and start_pts > info.frame_pts[0]:
             container.seek(start_pts, stream=stream, backward=True, any_frame=False)
         try:
-            for frame in container.decode(stream):
-                pts = frame.pts
-                if pts is None:
-                    raise VideoError("corrupt", "a decoded frame has no timestamp")
-                if start_pts is not None and pts < start_pts:
-                    continue
-                if end_pts is not None and pts >= end_pts:
-                    break
-                if frame.is_corrupt:
-                    raise VideoError("corrupt", f"frame at pts {pts} decoded with errors")
-                rgb = frame.to_ndarray(
-                    format="rgb24", width=width, height=height, interpolation="AREA",
-                    src_color_range=frame.color_range or 1, dst_color_range=2,
-                )
-                yield pts, np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+            with ffmpeg_errors() as log:
+                for frame in container.decode(stream):
+                    log.check("damaged video data")  # decoders conceal broken slices: their log is the sign
+                    pts = frame.pts
+                    if pts is None:
+                        raise VideoError("corrupt", "a decoded frame has no timestamp")
+                    if start_pts is not None and pts < start_pts:
+                        continue
+                    if end_pts is not None and pts >= end_pts:
+                        break
+                    if frame.is_corrupt:
+                        raise VideoError("corrupt", f"frame at pts {pts} decoded with errors")
+                    rgb = frame.to_ndarray(
+                        format="rgb24", width=width, height=height, interpolation="AREA",
+                        src_color_range=frame.color_range or 1, dst_color_range=2,
+                    )
+                    yield pts, np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+                log.check("damaged video data")
         except av.error.FFmpegError as exc:
             raise VideoError("corrupt", f"decoding failed: {type(exc).__name__}: {exc}") from None

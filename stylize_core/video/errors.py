@@ -15,3 +15,34 @@ class VideoError(ValueError):
     def __init__(self, error_type: str, message: str) -> None:
         super().__init__(message)
         self.error_type = error_type
+
+
+class ffmpeg_errors:  # noqa: N801  (used as a context manager, like contextlib's)
+    """Collects FFmpeg's error-level log lines of this thread while active.
+
+    Demuxers resync past damaged data and decoders conceal broken slices with no exception at all;
+    their error log lines are the only sign, so damaged input is caught from them.
+    """
+
+    def __init__(self) -> None:
+        import av
+
+        av.logging.set_level(av.logging.ERROR)  # PyAV silences FFmpeg's log by default
+        self._capture = av.logging.Capture(True)
+        self.lines: list[str] = []
+
+    def __enter__(self) -> "ffmpeg_errors":
+        self.lines = self._capture.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._capture.__exit__(*exc)
+
+    def check(self, what: str) -> None:
+        """Raise :class:`VideoError` if an error was logged (``truncated`` for a premature end)."""
+        import av
+
+        errors = [msg.strip() for level, _name, msg in self.lines if level <= av.logging.ERROR]
+        if errors:
+            kind = "truncated" if any("prematurely" in m or "truncat" in m.lower() for m in errors) else "corrupt"
+            raise VideoError(kind, f"{what}: {errors[0]}" + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from .errors import VideoError
+from .errors import VideoError, ffmpeg_errors
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 DEFAULT_MAX_PIXELS = 4096 * 2304  # per frame: 4K UHD fits, a header claiming 100k x 100k does not
@@ -88,14 +88,16 @@ def probe_video(
         keys: list[int] = []
         durations: dict[int, int] = {}
         try:
-            for packet in container.demux(stream):
-                t = packet.pts if packet.pts is not None else packet.dts
-                if t is None or packet.size == 0:
-                    continue  # the flush packet at the end
-                pts.append(t)
-                durations[t] = packet.duration or 0
-                if packet.is_keyframe:
-                    keys.append(t)
+            with ffmpeg_errors() as log:
+                for packet in container.demux(stream):
+                    t = packet.pts if packet.pts is not None else packet.dts
+                    if t is None or packet.size == 0:
+                        continue  # the flush packet at the end
+                    pts.append(t)
+                    durations[t] = packet.duration or 0
+                    if packet.is_keyframe:
+                        keys.append(t)
+            log.check("damaged container")
         except av.error.FFmpegError as exc:
             raise VideoError("corrupt", f"damaged container while reading packets: {exc}") from None
         if not pts:
