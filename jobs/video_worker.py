@@ -166,7 +166,8 @@ class VideoWorker:
         result = {"op": "segment", "uri": task["uri"], "index": plan.index, "status": "ok", "error_type": "", "error": "", "skipped": False}
         uris = segment_uris(self.settings, task["rel_path"], plan.index)
         try:
-            if exists(uris["json"], self.opts):
+            videos = [u for k, u in uris.items() if k.startswith("video:")] if self.settings.kind == "video" else []
+            if exists(uris["json"], self.opts) and all(exists(u, self.opts) for u in videos):
                 result["skipped"] = True
                 return result
             run_segment(self, task, uris)

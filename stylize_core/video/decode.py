@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .errors import VideoError, ffmpeg_errors
+from .errors import VideoError
 from .probe import VideoInfo, _open
 
 
@@ -32,7 +32,9 @@ def iter_frames(
     The rotation is applied (frames come out as a player shows them) and the frame is scaled to
     ``size`` (display orientation) with swscale's area filter; YUV->RGB uses the stream's own
     matrix and range tags (unspecified reads as BT.601 limited, FFmpeg's default).
-    Damaged data raises :class:`VideoError` (``corrupt``), never yields a broken frame.
+    Decoder errors and frames FFmpeg flags corrupt raise :class:`VideoError` (``corrupt``); damaged
+    containers are caught earlier, by :func:`probe_video`'s packet scan; a segment that decodes fewer
+    frames than the scan listed is ``truncated`` (checked by the caller).
     """
     import av
 
@@ -44,23 +46,20 @@ def iter_frames(
         if start_pts is not None and start_pts > info.frame_pts[0]:
             container.seek(start_pts, stream=stream, backward=True, any_frame=False)
         try:
-            with ffmpeg_errors() as log:
-                for frame in container.decode(stream):
-                    log.check("damaged video data")  # decoders conceal broken slices: their log is the sign
-                    pts = frame.pts
-                    if pts is None:
-                        raise VideoError("corrupt", "a decoded frame has no timestamp")
-                    if start_pts is not None and pts < start_pts:
-                        continue
-                    if end_pts is not None and pts >= end_pts:
-                        break
-                    if frame.is_corrupt:
-                        raise VideoError("corrupt", f"frame at pts {pts} decoded with errors")
-                    rgb = frame.to_ndarray(
-                        format="rgb24", width=width, height=height, interpolation="AREA",
-                        src_color_range=frame.color_range or 1, dst_color_range=2,
-                    )
-                    yield pts, np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
-                log.check("damaged video data")
+            for frame in container.decode(stream):
+                pts = frame.pts
+                if pts is None:
+                    raise VideoError("corrupt", "a decoded frame has no timestamp")
+                if start_pts is not None and pts < start_pts:
+                    continue
+                if end_pts is not None and pts >= end_pts:
+                    break
+                if frame.is_corrupt:
+                    raise VideoError("corrupt", f"frame at pts {pts} decoded with errors")
+                rgb = frame.to_ndarray(
+                    format="rgb24", width=width, height=height, interpolation="AREA",
+                    src_color_range=frame.color_range or 1, dst_color_range=2,
+                )
+                yield pts, np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
         except av.error.FFmpegError as exc:
             raise VideoError("corrupt", f"decoding failed: {type(exc).__name__}: {exc}") from None

@@ -20,29 +20,31 @@ class VideoError(ValueError):
 class ffmpeg_errors:  # noqa: N801  (used as a context manager, like contextlib's)
     """Collects FFmpeg's error-level log lines of this thread while active.
 
-    Demuxers resync past damaged data and decoders conceal broken slices with no exception at all;
-    their error log lines are the only sign, so damaged input is caught from them.
+    Demuxers resync past damaged data with no exception at all; their error log lines are the
+    only sign, so damaged containers are caught from them. Use it around demuxing only: with
+    FFmpeg's log routed to Python, a codec's worker threads logging while PyAV waits on them can
+    deadlock (why PyAV keeps the log off by default), so it is switched back off on exit.
     """
 
     def __init__(self) -> None:
         import av
 
-        av.logging.set_level(av.logging.ERROR)  # PyAV silences FFmpeg's log by default
+        self._av = av
         self._capture = av.logging.Capture(True)
-        self.lines: list[str] = []
+        self.lines: list = []
 
     def __enter__(self) -> "ffmpeg_errors":
+        self._av.logging.set_level(self._av.logging.ERROR)
         self.lines = self._capture.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         self._capture.__exit__(*exc)
+        self._av.logging.set_level(None)
 
     def check(self, what: str) -> None:
         """Raise :class:`VideoError` if an error was logged (``truncated`` for a premature end)."""
-        import av
-
-        errors = [msg.strip() for level, _name, msg in self.lines if level <= av.logging.ERROR]
+        errors = [msg.strip() for level, _name, msg in self.lines if level <= self._av.logging.ERROR]
         if errors:
             kind = "truncated" if any("prematurely" in m or "truncat" in m.lower() for m in errors) else "corrupt"
             raise VideoError(kind, f"{what}: {errors[0]}" + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""))
