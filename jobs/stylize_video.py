@@ -116,8 +116,12 @@ def run(settings: VideoSettings) -> dict:
                 if settings.contact_sheet and contacts < settings.contact_sheet and settings.kind == "video":
                     result["contact"] = True
                     contacts += 1
-                left[uri] = len(result["plans"])
                 segments += len(result["plans"])
+                if result["finished"]:
+                    skipped += len(result["plans"])
+                    pool.submit("join", result)
+                    continue
+                left[uri] = len(result["plans"])
                 for plan in result["plans"]:
                     pool.submit("segment", {k: v for k, v in result.items() if k != "plans"} | {"plan": plan})
             elif result["op"] == "segment":

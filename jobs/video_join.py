@@ -85,6 +85,16 @@ def _seams(worker, task: dict, style: str, npzs: list) -> tuple[float, int]:
     return meter.sums["seam"], meter.counts["seam"]
 
 
+def finished_rows(worker, rel_path: str) -> list[dict] | None:
+    """The rows of an earlier, completed join of this run id, if every output they name still exists."""
+    done_uri = join_uri(work_prefix(worker.settings, rel_path), "rows.json")
+    if not exists(done_uri, worker.opts):
+        return None
+    rows = worker.load_json(done_uri)["rows"]
+    ok = all(r["status"] != "ok" or exists(r["output_uri"], worker.opts) for r in rows)
+    return rows if ok and {r["style"] for r in rows} == set(worker.settings.style_names) else None
+
+
 def join_video(worker, task: dict) -> dict:
     """Rows (one per style) and contact strips for one probed, fully segmented video."""
     from stylize_core.video.join import SEGMENT_EXT, join_segments, output_container
@@ -97,10 +107,9 @@ def join_video(worker, task: dict) -> dict:
                 "strips": {}}
     written: list[str] = []
     try:
-        if exists(done_uri, opts):
-            rows = worker.load_json(done_uri)["rows"]
-            if all(r["status"] != "ok" or exists(r["output_uri"], opts) for r in rows):
-                return {"op": "join", "uri": task["uri"], "rows": rows, "strips": {}}
+        kept = finished_rows(worker, task["rel_path"])
+        if kept is not None:
+            return {"op": "join", "uri": task["uri"], "rows": kept, "strips": {}}
         plans = task["plans"]
         segs = [segment_uris(s, task["rel_path"], p.index) for p in plans]
         seg_json = [worker.load_json(u["json"]) for u in segs]

@@ -119,7 +119,7 @@ class VideoWorker:
         from stylize_core.video.segments import plan_segments
 
         s = self.settings
-        out = dict(task, op="probe", status="ok", error_type="", error="")
+        out = dict(task, op="probe", status="ok", error_type="", error="", finished=False)
         try:
             if s.kind == "sequence":
                 seq = task["sequence"]
@@ -132,6 +132,10 @@ class VideoWorker:
                 pts, keys, tb = info.frame_pts, info.keyframe_pts, info.time_base
                 out["info"] = info
             out["plans"] = plan_segments(pts, keys, tb, s.segment_seconds, s.warmup_frames)
+            # Joined by an earlier attempt of this run id: its rows are kept, no segment is redone.
+            from .video_join import finished_rows
+
+            out["finished"] = finished_rows(self, task["rel_path"]) is not None
         except VideoError as exc:
             out.update(status="error", error_type=exc.error_type, error=str(exc))
         except FileNotFoundError as exc:
