@@ -175,7 +175,7 @@ def stylize_clip(
                 t0 = time.perf_counter()
                 last = st.last_in is not None and kept > 0
                 if meter is not None and last:
-                    e = meter.pair(st.last_in, rgb, {"out": (st.last_out, out), "pf": (st.last_pf, per_frame)})
+                    e = meter.pair(st.last_in, rgb, {"out": (st.last_out, out), "pf": (st.last_pf, per_frame)}, key=i)
                     for name, attr in (("out", "ewarp_out"), ("pf", "ewarp_pf")):
                         if not math.isnan(e[name]):
                             setattr(st, f"{attr}_sum", getattr(st, f"{attr}_sum") + e[name])

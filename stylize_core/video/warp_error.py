@@ -36,6 +36,7 @@ class WarpErrorMeter:
         self.flow = FarnebackFlow()
         self.sums: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
+        self._flows: dict[object, tuple[np.ndarray, np.ndarray]] = {}
 
     def _small(self, img: np.ndarray) -> np.ndarray:
         import cv2
@@ -46,10 +47,19 @@ class WarpErrorMeter:
         s = self.side / max(h, w)
         return cv2.resize(img, (max(2, round(w * s)), max(2, round(h * s))), interpolation=cv2.INTER_AREA)
 
-    def pair(self, in_prev: np.ndarray, in_cur: np.ndarray, outputs: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-        """Errors of each named (O_{t-1}, O_t) against the input pair; also added to the totals."""
-        back, fwd = self.flow.pair(to_gray(self._small(in_prev)), to_gray(self._small(in_cur)))
-        mask = consistency_mask(back, fwd)
+    def pair(self, in_prev: np.ndarray, in_cur: np.ndarray, outputs: dict[str, tuple[np.ndarray, np.ndarray]],
+             key: object = None) -> dict[str, float]:
+        """Errors of each named (O_{t-1}, O_t) against the input pair; also added to the totals.
+        ``key`` names the input pair, so several styles' outputs reuse one flow computation."""
+        if key is not None and key in self._flows:
+            back, mask = self._flows[key]
+        else:
+            back, fwd = self.flow.pair(to_gray(self._small(in_prev)), to_gray(self._small(in_cur)))
+            mask = consistency_mask(back, fwd)
+            if key is not None:
+                if len(self._flows) >= 64:  # keys arrive in order: the oldest are done with
+                    self._flows.pop(next(iter(self._flows)))
+                self._flows[key] = (back, mask)
         errors = {}
         for name, (o_prev, o_cur) in outputs.items():
             e = pair_warp_error(self._small(o_prev), self._small(o_cur), back, mask)
