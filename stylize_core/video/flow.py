@@ -7,6 +7,8 @@ brings frame b into frame a's geometry.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 # Ruder et al. 2016 ("Artistic style transfer for videos"), sec. 3.2: forward-backward and motion
@@ -21,8 +23,11 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)  # (H, W) uint8
 
 
+@functools.lru_cache(maxsize=8)
 def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates (read-only, cached: every frame of a clip has the same size)."""
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    xs.flags.writeable = ys.flags.writeable = False
     return xs, ys
 
 

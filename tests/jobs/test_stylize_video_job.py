@@ -40,6 +40,8 @@ def inputs(tmp_path_factory) -> str:
     make_clip(str(root / "clips/vfr.mkv"), pan_frames(photo, 14, (64, 48), seed=5), format="matroska",
               durations=[100, 300, 50, 100, 200, 100, 400] * 2, audio_hz=None, gop=6)
     make_clip(str(root / "clips/rot.mov"), pan_frames(photo, 8, (64, 48), seed=6), rotation=90, format="mov")
+    cut = pan_frames(photo, 8, (64, 48), seed=8) + pan_frames(sample_photo("coffee"), 8, (64, 48), seed=9)
+    make_clip(str(root / "clips/cut.mp4"), cut, audio_hz=None, gop=8)  # a hard scene cut after frame 8
     (root / "broken/text.mp4").write_text("not a video\n" * 20)
     mkv = root / "whole.mkv.part"
     make_clip(str(mkv), pan_frames(photo, 12, (64, 48)), format="matroska", audio_hz=None)
@@ -66,7 +68,7 @@ def first_run(inputs, tmp_path_factory) -> tuple[str, dict]:
 
 def test_one_row_per_video_and_style_with_typed_errors(first_run, inputs):
     out, summary = first_run
-    assert summary["rows"] == 12 and summary["counts"] == {"ok": 6, "error": 6}
+    assert summary["rows"] == 14 and summary["counts"] == {"ok": 8, "error": 6}
     files = [f for f in os.listdir(os.path.join(out, "_metrics_video", "run_id=r1"))]
     assert files == ["part-00000.parquet"]
     raw = pq.read_table(os.path.join(out, "_metrics_video", "run_id=r1", files[0]))
@@ -74,7 +76,7 @@ def test_one_row_per_video_and_style_with_typed_errors(first_run, inputs):
     table = pads.dataset(os.path.join(out, "_metrics_video"), partitioning="hive").to_table().to_pylist()
     assert {r["run_id"] for r in table} == {"r1"}
     keys = [(r["rel_path"], r["style"]) for r in table]
-    assert len(keys) == len(set(keys)) == 12
+    assert len(keys) == len(set(keys)) == 14
     errors = {r["rel_path"]: r["error_type"] for r in table if r["status"] == "error"}
     assert errors == {"broken/text.mp4": "not_video", "broken/cut.mkv": "truncated", "broken/audio.mp4": "no_video_stream"}
     assert not os.path.exists(os.path.join(out, "a", "broken"))  # nothing under a final name for bad inputs
@@ -85,7 +87,9 @@ def test_one_row_per_video_and_style_with_typed_errors(first_run, inputs):
     pan = next(r for r in table if r["rel_path"] == "clips/pan.MP4" and r["style"] == "a")
     assert pan["segments"] == 3 and pan["seam_pairs"] == 2 and pan["audio_streams"] == 1
     with open(summary["summary_uri"]) as f:
-        assert json.load(f)["rows"] == 12
+        assert json.load(f)["rows"] == 14
+    assert {r["style"]: r["scene_cuts"] for r in table if r["rel_path"] == "clips/cut.mp4"} == {"a": 1, "b": 1}
+    assert all(r["scene_cuts"] == 0 for r in table if r["rel_path"] == "clips/pan.MP4")
     assert cv2.imread(summary["contact_sheet"]).shape[0] > 100
 
 
@@ -113,7 +117,7 @@ def test_rerun_skips_finished_work_and_removes_temp_files(first_run, inputs):
     assert not os.path.exists(stray) and again["temp_files_removed"] == 1
     assert again["segments_skipped"] == again["segments"] == first["segments"]
     rows = pq.read_table(again["metrics_file"]).to_pylist()
-    assert len(rows) == 12
+    assert len(rows) == 14
     # Same rows as the first run (kept from its work directory), not a second set of results.
     key = lambda rs: sorted((r["rel_path"], r["style"], r["status"], r["ewarp_output"]) for r in rs)  # noqa: E731
     assert key(rows) == key(first_rows)
