@@ -56,9 +56,12 @@ def consistency_mask(fwd: np.ndarray, bwd: np.ndarray, motion_boundaries: bool =
     tx, ty = xs + fwd[..., 0], ys + fwd[..., 1]
     ok &= (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
     if motion_boundaries:
-        gy_u, gx_u = np.gradient(fwd[..., 0])
-        gy_v, gx_v = np.gradient(fwd[..., 1])
-        grad = gx_u ** 2 + gy_u ** 2 + gx_v ** 2 + gy_v ** 2
+        import cv2
+
+        # Central differences (as np.gradient inside the frame), on both flow channels at once.
+        gx = cv2.Sobel(fwd, cv2.CV_32F, 1, 0, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
+        gy = cv2.Sobel(fwd, cv2.CV_32F, 0, 1, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
+        grad = (gx ** 2).sum(-1) + (gy ** 2).sum(-1)
         ok &= grad <= MB_REL * (fwd ** 2).sum(-1) + MB_ABS
     return ok.astype(np.float32)
 
@@ -103,6 +106,25 @@ class DisFlow:
     def pair(self, prev: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(F_{t->t-1}, F_{t-1->t}) for grey frames t-1 and t."""
         return self.flow(cur, prev), self.flow(prev, cur)
+
+    def back_and_mask(self, prev: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(F_{t->t-1}, its reliability mask) at full size, both computed at ``max_side``.
+
+        The mask is as informative at the flow's own resolution and costs a quarter of it at 1080p;
+        only the backward flow, which the warp needs, is scaled up. Mask thresholds are therefore in
+        pixels of the flow's resolution.
+        """
+        import cv2
+
+        sp, s = self._scaled(prev)
+        sc, _ = self._scaled(cur)
+        back, fwd = self.dis.calc(sc, sp, None), self.dis.calc(sp, sc, None)
+        mask = consistency_mask(back, fwd)
+        if s != 1.0:
+            h, w = prev.shape
+            back = cv2.resize(back, (w, h), interpolation=cv2.INTER_LINEAR) / s
+            mask = (cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.float32)
+        return back, mask
 
 
 class FarnebackFlow:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .flow import DisFlow, consistency_mask, to_gray
+from .flow import DisFlow, to_gray
 from .temporal import DEFAULT_WEIGHT, SceneCutDetector, TemporalBlender
 from .warp_error import WarpErrorMeter
 
@@ -142,8 +142,7 @@ def stylize_clip(
             cut = False
             if prev is not None:
                 if temporal == "flow":
-                    back, fwd = flow.pair(prev["gray"], gray)
-                    mask = consistency_mask(back, fwd)
+                    back, mask = flow.back_and_mask(prev["gray"], gray)
                 cut = cuts.is_cut(prev["hist"], hist, mask)
             motion.append((back, mask, cut))
             prev_in = {"gray": gray, "hist": hist}
