@@ -176,3 +176,41 @@ def begin_attempt(ledger: Any, key: str) -> int:
 
 def end_attempt(ledger: Any, key: str) -> None:
     ledger.end.remote(key)  # fire and forget: a lost end only makes a later retry isolate sooner
+
+
+    yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
+
+
+class ActorTaskPool:
+    """A fixed pool of actors taking method calls as they free up (the video job's segments and joins).
+
+    Work is submitted while results come back, so a video's join can be queued as soon as its last
+    segment finishes. A dead actor is restarted and its call retried by Ray (``max_restarts``,
+    ``max_task_retries``).
+    """
+
+    def __init__(self, actor_cls: type, actor_kwargs: dict[str, Any], *, actors: int, num_cpus: float,
+                 num_gpus: float = 0.0, env: dict[str, str] | None = None, retries: int = 2) -> None:
+        from ray.util import ActorPool
+
+        options: dict[str, Any] = {"num_cpus": num_cpus, "max_restarts": retries, "max_task_retries": retries}
+        if num_gpus:
+            options["num_gpus"] = num_gpus
+        if env:
+            options["runtime_env"] = {"env_vars": dict(env)}
+        remote_cls = ray.remote(actor_cls).options(**options)
+        self._actors = [remote_cls.remote(**actor_kwargs) for _ in range(max(1, actors))]
+        self._pool = ActorPool(self._actors)
+
+    def submit(self, method: str, *args: Any) -> None:
+        self._pool.submit(lambda actor, a: getattr(actor, method).remote(*a), args)
+
+    def has_next(self) -> bool:
+        return self._pool.has_next()
+
+    def next_unordered(self) -> Any:
+        return self._pool.get_next_unordered()
+
+    def shutdown(self) -> None:
+        for actor in self._actors:
+            ray.kill(actor)

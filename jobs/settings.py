@@ -9,7 +9,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator, model_validator
 
@@ -62,45 +62,27 @@ def _mixes(value: Any) -> Any:
 MixMap = Annotated[dict[str, int | str | dict[int | str, float]], BeforeValidator(_mixes)]
 
 
-class JobSettings(BaseModel):
-    """The batch job's settings: flags and YAML validated alike; picklable, passed to Ray workers.
-
-    With no ``input``, the embedded demo: scikit-image's sample photos, the demo style network,
-    ``random:0`` VGG weights, 512 px max side and a 5 % error budget (unless given).
-    """
+class RunSettings(BaseModel):
+    """What every batch job shares, with the same names and meanings: styles, outputs and storage,
+    the loss network, devices, the Ray actor pool and the error budget. Picklable; passed to Ray workers."""
 
     model_config = ConfigDict(extra="forbid")
 
-    input: str | None = option(None, "prefix URI (local path, file://, s3://, any fsspec URI) listed recursively for "
-                               "image files, or a manifest (.parquet/.csv with a `uri` column). Default: the demo samples",
-                               group=_IO, min_length=1)
     output: str = option(DEFAULT_OUTPUT, "output prefix URI", group=_IO, min_length=1)
     styles: StyleMap = option({}, "a style network checkpoint (this project's or pytorch/examples' .pth); repeat for "
                               "several styles. In YAML: `style: {name: uri}`. Default: demo=<shipped demo checkpoint>",
                               flag="--style", metavar="NAME=CHECKPOINT_URI", group=_IO)
-    mixes: MixMap = option({}, "which style of a multi-style checkpoint NAME renders: an index or a style name "
-                           "(`--mix warm=3`), or a blend with weights normalised to sum to one (`--mix "
-                           "warm=3:0.5,wave:0.5`); a blend is a style of its own (its own model id). In YAML: "
-                           "`mix: {warm: {3: 0.5, wave: 0.5}}`. `python -m jobs.styles CHECKPOINT` lists the styles",
-                           flag="--mix", metavar="NAME=SPEC", group=_IO)
     style_images: StyleMap = option({}, "style image for NAME: the target of --method optimize, and the style-loss "
                                     "target for checkpoints that do not carry their style image (pytorch/examples files)",
                                     flag="--style-image", metavar="NAME=IMAGE_URI", group=_IO)
     run_id: str = option("", "run identifier (default: a UTC timestamp); rerunning an id overwrites its results",
                          group=_IO, pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
-    format: Literal["jpeg", "png", "webp"] = option("jpeg", "output format", group=_IO)
-    quality: int = option(90, "JPEG/WebP quality 1-100", group=_IO, ge=1, le=100)
     max_side: int | None = option(None, "downscale inputs whose longer side exceeds this before stylising "
                                   f"(default: none; {DEFAULT_MAX_SIDE} for the embedded demo)", group=_IO, ge=16)
     max_pixels: int = option(64_000_000, "refuse images with more pixels than this (decompression bombs)", group=_IO, ge=1)
-    skip_existing: bool = option(False, "skip input x style pairs whose output already exists", group=_IO)
     endpoint_url: str | None = option(None, "S3 endpoint (default: AWS_ENDPOINT_URL or AWS's own)", group=_IO)
     region: str | None = option(None, "S3 region (default: from the AWS environment/config)", group=_IO)
     profile: str | None = option(None, "AWS profile for credentials (default: the standard AWS chain)", group=_IO)
-
-    method: Literal["feedforward", "optimize"] = option(
-        "feedforward", "feedforward: the style networks (Johnson et al.); optimize: per-image Gatys optimisation "
-        "against --style-image (slow; for small, high-value sets)", group=_MODEL)
     vgg: Literal["vgg16", "vgg19"] | None = option(
         None, "loss network for metrics and optimisation (default: vgg16 for metrics, vgg19 for optimize)", group=_MODEL)
     vgg_weights: str | None = option(
@@ -110,25 +92,13 @@ class JobSettings(BaseModel):
     metrics: bool = option(True, "skip the content/style/TV loss computation", negate="--no-metrics", group=_MODEL)
     metrics_size: int = option(256, "short side at which losses are measured (never upscaled: smaller images are "
                                "measured at their own size)", group=_MODEL, ge=16)
-    metrics_sample: float = option(0.25, "fraction of inputs whose losses are measured, chosen by a hash of the input "
-                                   "URI (the same inputs on reruns and for every style); the others have null losses "
-                                   "and measured=false. `--metrics-size 256 --metrics-sample 1` is the full measure",
-                                   group=_MODEL, ge=0, le=1)
     strength: float = option(1.0, "style strength, 0 (content) .. 1 (full style)", group=_MODEL, ge=0, le=1)
     preserve_color: bool = option(False, "keep the input's colours (luminance-only transfer)", group=_MODEL)
-    optimize_steps: int = option(100, "optimize: steps per pyramid level", group=_MODEL, ge=1)
-    optimize_levels: int = option(2, "optimize: coarse-to-fine pyramid levels", group=_MODEL, ge=1, le=8)
-    optimizer: Literal["lbfgs", "adam"] = option("lbfgs", "optimize: optimiser", group=_MODEL)
     device: str = option("auto", "torch device in the actors: auto (CUDA when present), cpu, cuda, cuda:N",
                          group=_MODEL, pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    backend: BackendSpec = option(
-        "eager", "where CPU actors run the style networks: PyTorch eager, torch.compile, onnxruntime or OpenVINO "
-        "(these two need `pip install 'stylize[cpu]'`); NAME:bf16 runs in bfloat16 where the CPU has it. See README "
-        "'CPU backends' for measured speeds. GPU actors always run PyTorch", group=_MODEL)
     bf16: bool = option(True, "on CUDA, run in float32 instead of bf16 autocast", negate="--no-bf16", group=_MODEL)
     channels_last: bool = option(True, "keep NCHW contiguous activations (default: channels_last, faster on CUDA and "
                                  "on CPU)", negate="--no-channels-last", group=_MODEL)
-
     address: str | None = option(None, "Ray cluster address (default: RAY_ADDRESS, else a local Ray)", group=_RAY)
     actors: int = option(0, "stylize actor pool: N actors, or MIN:MAX for Ray Data's autoscaling pool (default: one "
                          "per GPU; with --gpus-per-actor and no GPUs in the cluster yet, 1:8 so GPU workers that start "
@@ -144,15 +114,6 @@ class JobSettings(BaseModel):
                                           "GPUs, else 0)", group=_RAY, ge=0)
     cpus_per_actor: float = option(1.0, "CPUs reserved per actor", group=_RAY, ge=0)
     torch_threads: int = option(0, "intra-op threads per CPU actor (default: the node's cores / actors)", group=_RAY, ge=0)
-    read_batch_size: int = option(16, "images per read/decode task batch", group=_RAY, ge=1)
-    max_actor_crashes: int = option(
-        2, "times a batch may kill its stylize actor (a sticky CUDA error makes the actor exit so Ray replaces it) "
-        "before its images run one at a time; an image that kills it more often becomes a stylize_error row",
-        group=_RAY, ge=0, le=100)
-    stages: Literal["auto", "split", "fused"] = option(
-        "auto", "split: decode and encode in CPU tasks beside the actor pool; fused: inside the actors. auto: split for "
-        "GPU actors, fused for CPU actors, whose cores those tasks would share", group=_RAY)
-
     max_error_rate: float | None = option(
         None, f"exit 1 when errors / rows exceed this (default: {DEFAULT_MAX_ERROR_RATE}; {DEMO_MAX_ERROR_RATE} for "
         "the embedded demo)", group=_OUTCOME, ge=0, le=1)
@@ -185,6 +146,59 @@ class JobSettings(BaseModel):
             data = {**data, "actors": low, "max_actors": high}
         return data
 
+    @property
+    def style_names(self) -> list[str]:
+        return list(self.styles)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` (not re-validated: for values the caller derived from valid ones)."""
+        return self.model_copy(update=changes)
+
+
+class JobSettings(RunSettings):
+    """The batch job's settings: flags and YAML validated alike; picklable, passed to Ray workers.
+
+    With no ``input``, the embedded demo: scikit-image's sample photos, the demo style network,
+    ``random:0`` VGG weights, 512 px max side and a 5 % error budget (unless given).
+    """
+
+    input: str | None = option(None, "prefix URI (local path, file://, s3://, any fsspec URI) listed recursively for "
+                               "image files, or a manifest (.parquet/.csv with a `uri` column). Default: the demo samples",
+                               group=_IO, min_length=1)
+    mixes: MixMap = option({}, "which style of a multi-style checkpoint NAME renders: an index or a style name "
+                           "(`--mix warm=3`), or a blend with weights normalised to sum to one (`--mix "
+                           "warm=3:0.5,wave:0.5`); a blend is a style of its own (its own model id). In YAML: "
+                           "`mix: {warm: {3: 0.5, wave: 0.5}}`. `python -m jobs.styles CHECKPOINT` lists the styles",
+                           flag="--mix", metavar="NAME=SPEC", group=_IO)
+    format: Literal["jpeg", "png", "webp"] = option("jpeg", "output format", group=_IO)
+    quality: int = option(90, "JPEG/WebP quality 1-100", group=_IO, ge=1, le=100)
+    skip_existing: bool = option(False, "skip input x style pairs whose output already exists", group=_IO)
+    method: Literal["feedforward", "optimize"] = option(
+        "feedforward", "feedforward: the style networks (Johnson et al.); optimize: per-image Gatys optimisation "
+        "against --style-image (slow; for small, high-value sets)", group=_MODEL)
+    metrics_sample: float = option(0.25, "fraction of inputs whose losses are measured, chosen by a hash of the input "
+                                   "URI (the same inputs on reruns and for every style); the others have null losses "
+                                   "and measured=false. `--metrics-size 256 --metrics-sample 1` is the full measure",
+                                   group=_MODEL, ge=0, le=1)
+    optimize_steps: int = option(100, "optimize: steps per pyramid level", group=_MODEL, ge=1)
+    optimize_levels: int = option(2, "optimize: coarse-to-fine pyramid levels", group=_MODEL, ge=1, le=8)
+    optimizer: Literal["lbfgs", "adam"] = option("lbfgs", "optimize: optimiser", group=_MODEL)
+    backend: BackendSpec = option(
+        "eager", "where CPU actors run the style networks: PyTorch eager, torch.compile, onnxruntime or OpenVINO "
+        "(these two need `pip install 'stylize[cpu]'`); NAME:bf16 runs in bfloat16 where the CPU has it. See README "
+        "'CPU backends' for measured speeds. GPU actors always run PyTorch", group=_MODEL)
+    read_batch_size: int = option(16, "images per read/decode task batch", group=_RAY, ge=1)
+    max_actor_crashes: int = option(
+        2, "times a batch may kill its stylize actor (a sticky CUDA error makes the actor exit so Ray replaces it) "
+        "before its images run one at a time; an image that kills it more often becomes a stylize_error row",
+        group=_RAY, ge=0, le=100)
+    stages: Literal["auto", "split", "fused"] = option(
+        "auto", "split: decode and encode in CPU tasks beside the actor pool; fused: inside the actors. auto: split for "
+        "GPU actors, fused for CPU actors, whose cores those tasks would share", group=_RAY)
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> JobSettings:
         """Defaults that depend on other options (the demo, the method)."""
@@ -213,13 +227,6 @@ class JobSettings(BaseModel):
         """Styles of this run: the checkpoints, plus (optimize) styles given only as a style image."""
         extra = [n for n in self.style_images if n not in self.styles] if self.method == "optimize" else []
         return list(self.styles) + extra
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump()
-
-    def replace(self, **changes: Any) -> JobSettings:
-        """A copy with ``changes`` (not re-validated: for values the caller derived from valid ones)."""
-        return self.model_copy(update=changes)
 
 
 DESCRIPTION = (

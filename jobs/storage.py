@@ -499,3 +499,58 @@ def existing_files(uris: Iterable[str], options: StorageOptions | None = None,
         with ThreadPoolExecutor(_HEAD_THREADS) as pool:
             found.update(u for u, ok in zip(ordered, pool.map(lambda u: _exists_file(u, options), ordered)) if ok)
     return found
+
+
+def get_file(uri: str, local_path: str, options: StorageOptions | None = None) -> None:
+    """Copy an object to a local file (large videos: streamed, never held in memory whole)."""
+    fs, path = get_filesystem(uri, options)
+    os.makedirs(os.path.dirname(os.path.abspath(local_path)), exist_ok=True)
+    fs.get_file(path, local_path)
+
+
+def put_file_atomic(local_path: str, uri: str, options: StorageOptions | None = None) -> None:
+    """Upload a local file so that ``uri`` only ever holds the complete file (local: temp + rename
+    in the target directory; S3: one PUT or multipart upload, visible only once complete)."""
+    fs, path = get_filesystem(uri, options)
+    if isinstance(fs, LocalFileSystem):
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
+        try:
+            import shutil
+
+            shutil.copyfile(local_path, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    elif split_protocol(uri)[0] in _S3_PROTOCOLS:
+        fs.put_file(local_path, path)
+    else:
+        tmp = f"{posixpath.dirname(path)}/{_TMP_PREFIX}{uuid.uuid4().hex}"
+        try:
+            fs.put_file(local_path, tmp)
+            fs.mv(tmp, path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                fs.rm_file(tmp)
+            raise
+
+
+def local_path(uri: str) -> str | None:
+    """The local filesystem path of ``uri``, or None when it is remote."""
+    fs, path = get_filesystem(uri)
+    return path if isinstance(fs, LocalFileSystem) else None
+
+
+def remove_temp_files(prefix: str, options: StorageOptions | None = None) -> int:
+    """Delete leftover ``.tmp-*`` files of interrupted atomic writes under ``prefix``; returns the count."""
+    fs, path = get_filesystem(prefix, options)
+    if not fs.exists(path):
+        return 0
+    stale = [p for p in fs.find(path) if posixpath.basename(p).startswith(_TMP_PREFIX)]
+    for p in stale:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm_file(p)
+    return len(stale)
