@@ -179,10 +179,12 @@ class OpenVinoBackend(Backend):
         self.core = ov.Core()
         data = onnx_model if onnx_model is not None else export_onnx_bytes(model)
         self._model = self.core.read_model(data)  # ONNX bytes: OpenVINO's ONNX frontend reads them in memory
+        # OpenVINO defaults to bf16 on CPUs that have it, so fp32 is asked for explicitly; bf16 only where
+        # the plugin lists it (AVX512-BF16/AMX), else f32, which describe() then reports
+        bf16 = precision == "bf16" and "BF16" in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         self._config = {
             "INFERENCE_NUM_THREADS": threads,
-            # OpenVINO defaults to bf16 on CPUs that have it; fp32 is asked for explicitly
-            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
             "PERFORMANCE_HINT": "LATENCY",  # one request at a time, all threads on it
         }
         self.max_shapes = max_shapes
@@ -203,7 +205,7 @@ class OpenVinoBackend(Backend):
         if self.static_shapes:
             model.reshape({0: list(shape)})
         compiled = self.core.compile_model(model, "CPU", self._config)
-        # the plugin falls back to f32 where the CPU has no bf16; record what it actually chose
+        # record the precision the plugin actually runs, for describe()
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # an openvino.Type
         self.compiled_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         req = compiled.create_infer_request()
