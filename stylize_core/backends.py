@@ -11,12 +11,15 @@ and a :meth:`~Backend.describe` string (backend, version, precision) for metrics
   a static graph per shape would pay it again for every new image size.
 - ``onnxruntime``: the module exported by :func:`stylize_core.onnx_export.onnx_bytes` (in memory; dynamic
   batch, height and width), one CPU-EP session with intra-op threads = ``threads``.
-- ``openvino``: the same ONNX graph read by OpenVINO. Its CPU plugin is faster with static shapes, and
-  compiling one takes ~0.1 s, so a compiled model is kept per input shape (the ``max_shapes`` most recent).
+- ``openvino``: the same ONNX graph read by OpenVINO, compiled once with dynamic batch/height/width.
+  A static model per input shape (``static_shapes=True``, the ``max_shapes`` most recent kept) measured
+  no faster (benchmarks/bench_backends.py --ov-static; static/dynamic rate 0.98 fp32 and 0.82 bf16 at
+  512 px, 0.96 and 1.02 at 256 px), and a dynamic model costs one compile instead of one per shape.
 
-A spec ``NAME:bf16`` (e.g. ``openvino:bf16``) runs eager/compile under CPU bf16 autocast and sets OpenVINO's inference precision
-hint to bf16: several times faster on CPUs with AMX or AVX512-BF16, and about a quarter of a grey level
-off on average (see README "CPU backends"). onnxruntime's CPU provider has no bf16 kernels: refused.
+A spec ``NAME:bf16`` (e.g. ``openvino:bf16``) runs eager/compile under CPU bf16 autocast and sets
+OpenVINO's inference precision hint to bf16: several times faster on CPUs with AMX or AVX512-BF16, and
+0.15 of a grey level off on average (see README "CPU backends"). onnxruntime's CPU provider has no
+bf16 kernels: refused.
 
 The optional packages are imported when a backend is made, never on import of this module; a missing
 one raises :class:`BackendUnavailable` naming the extra to install (``pip install 'stylize[cpu]'``).
@@ -164,13 +167,14 @@ class OnnxRuntimeBackend(Backend):
 
 
 class OpenVinoBackend(Backend):
-    """OpenVINO's CPU plugin over the in-memory ONNX export, one compiled model per input shape."""
+    """OpenVINO's CPU plugin over the in-memory ONNX export: one dynamic-shape compiled model, or with
+    ``static_shapes`` one per input shape (the ``max_shapes`` most recent)."""
 
     name = "openvino"
 
     def __init__(
         self, model: nn.Module, precision: str, threads: int, onnx_model: bytes | None = None, max_shapes: int = 8,
-        static_shapes: bool = True,
+        static_shapes: bool = False,
     ) -> None:
         super().__init__(precision, threads)
         ov = _import("openvino", "openvino")
@@ -179,14 +183,16 @@ class OpenVinoBackend(Backend):
         self.core = ov.Core()
         data = onnx_model if onnx_model is not None else export_onnx_bytes(model)
         self._model = self.core.read_model(data)  # ONNX bytes: OpenVINO's ONNX frontend reads them in memory
+        # OpenVINO defaults to bf16 on CPUs that have it, so fp32 is asked for explicitly; bf16 only where
+        # the plugin lists it (AVX512-BF16/AMX), else f32, which describe() then reports
+        bf16 = precision == "bf16" and "BF16" in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         self._config = {
             "INFERENCE_NUM_THREADS": threads,
-            # OpenVINO defaults to bf16 on CPUs that have it; fp32 is asked for explicitly
-            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
             "PERFORMANCE_HINT": "LATENCY",  # one request at a time, all threads on it
         }
         self.max_shapes = max_shapes
-        self.static_shapes = static_shapes  # False: one dynamic-shape model for all (benchmarks compare)
+        self.static_shapes = static_shapes
         self._requests: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self.compiled_precision = ""
 
@@ -203,7 +209,7 @@ class OpenVinoBackend(Backend):
         if self.static_shapes:
             model.reshape({0: list(shape)})
         compiled = self.core.compile_model(model, "CPU", self._config)
-        # the plugin falls back to f32 where the CPU has no bf16; record what it actually chose
+        # record the precision the plugin actually runs, for describe()
         hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # an openvino.Type
         self.compiled_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         req = compiled.create_infer_request()
