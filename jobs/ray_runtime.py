@@ -175,10 +175,9 @@ def begin_attempt(ledger: Any, key: str) -> int:
 
 
 def end_attempt(ledger: Any, key: str) -> None:
-    ledger.end.remote(key)  # fire and forget: a lost end only makes a later retry isolate sooner
-
-
-    yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
+    # Waited for: an actor that exits on a sticky CUDA error right after would otherwise lose the
+    # unsent call, and an input it had finished would count as one that killed it.
+    ray.get(ledger.end.remote(key))
 
 
 class ActorTaskPool:

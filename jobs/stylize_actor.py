@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,7 @@ class StylizeActor:
         # keep fed, separate decode and encode tasks only compete with the network for the same cores,
         # and each task worker Ray starts costs seconds of imports; one stage avoids both.
         self.fused = fused
+        self._one_at_a_time = threading.Lock()
         retain_freed_memory()  # reuse activation buffers instead of page-faulting them in per image
         if resolve_device(settings.device).type == "cpu":
             threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // max(1, settings.actors or 1))
@@ -146,9 +148,13 @@ class StylizeActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.setup_error:  # nothing to read for: the driver stops at the first such row
             return self._setup_error_rows(batch)
-        if self.fused:
-            return encode_write(self._stylize_rows(read_decode(batch, self.settings)), self.settings)
-        return self._stylize_rows(batch)
+        # One batch at a time, even if Ray hands this actor several at once: the network would only
+        # share the device, and a batch that kills the process must not take a neighbour's attempt
+        # count down with it (the attempt ledger would blame an innocent input).
+        with self._one_at_a_time:
+            if self.fused:
+                return encode_write(self._stylize_rows(read_decode(batch, self.settings)), self.settings)
+            return self._stylize_rows(batch)
 
     def _stylize_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Decoded rows -> one row per input x style with the output image (or the error)."""

@@ -16,11 +16,13 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 
 from . import ray_runtime
+from .metrics import error_rate
 from .storage import join_uri, list_images, redact, remove_temp_files, write_bytes_atomic
 from .video_metrics import write_metrics
 from .video_settings import VideoSettings, parse_args
@@ -148,7 +150,7 @@ def run(settings: VideoSettings) -> dict:
     by_type: dict[str, int] = {}
     for r in errors:
         by_type[r["error_type"]] = by_type.get(r["error_type"], 0) + 1
-    rate = len(errors) / len(rows) if rows else 0.0
+    rate = error_rate(Counter(r["status"] for r in rows))  # the one definition every job uses
     wall = time.time() - started
 
     def mean(key: str) -> float | None:

@@ -112,7 +112,7 @@ def test_entrypoint_parses_with_the_project_parser(source, module, argv):
     if "--help" in argv:  # a pointer to the usage text, not a run
         return
     try:
-        args = parser.parse_args(argv)
+        parser.parse_args(argv)
     except SystemExit:
         pytest.fail(f"{source}: `python -m {module} {shlex.join(argv)}` is rejected by {module}'s parser")
     if module == "jobs.stylize":
