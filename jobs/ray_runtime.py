@@ -164,9 +164,11 @@ class _AttemptLedger:
         self.started.pop(key, None)
 
 
-def attempt_ledger(run_id: str) -> Any:
-    """The run's attempt ledger (a named actor, created once, shared by every stylize actor)."""
-    return _AttemptLedger.options(name=f"stylize-attempts-{run_id}", get_if_exists=True).remote()
+def attempt_ledger() -> Any:
+    """A new attempt ledger for one run, shared by its stylize actors through their constructor
+    arguments. Anonymous: a named one would let a rerun of the same run id pick up the previous
+    run's ledger while Ray is still tearing it down. It lives while the caller holds the handle."""
+    return _AttemptLedger.remote()
 
 
 def begin_attempt(ledger: Any, key: str) -> int:

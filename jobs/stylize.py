@@ -150,6 +150,7 @@ def _render(settings: JobSettings, staged: StagedManifest, plan: ActorPlan, fuse
     expected = staged.rows * len(styles)
     last_log = time.time()
     if staged.rows:
+        attempts = ray_runtime.attempt_ledger()  # held for the whole stream, then released
         parts, filesystem = arrow_paths(list(staged.parts), opts)
         batches = ray_runtime.stylize_dataset(
             parts,
@@ -160,8 +161,7 @@ def _render(settings: JobSettings, staged: StagedManifest, plan: ActorPlan, fuse
             actor=STYLIZE_ACTOR,
             # Actors read the checkpoints themselves: megabytes of constructor arguments would go through
             # the object store with every actor start.
-            actor_kwargs={"settings": settings, "attempts": ray_runtime.attempt_ledger(settings.run_id),
-                          "fused": fused},
+            actor_kwargs={"settings": settings, "attempts": attempts, "fused": fused},
             actors=(plan.min_actors, plan.max_actors),
             batch_size=plan.window,
             gpus_per_actor=plan.gpus_per_actor,
