@@ -76,7 +76,7 @@ def main() -> None:
     print(f"built listing + ledger of {args.rows:,} rows in {time.perf_counter() - t:.1f}s "
           f"(RSS {rss_mib():.0f} MiB, {base:.0f} MiB before)")
 
-    # The listing as jobs.storage.list_images returns it today (one InputFile per input) -> Arrow.
+    # The listing as jobs.listing.list_images returns it today (one InputFile per input) -> Arrow.
     from jobs.catalog_plan import listing_table
     from jobs.storage import InputFile
 

@@ -39,7 +39,8 @@ from .lease import DEFAULT_TTL_S, Lease, LeaseError
 from .metrics import error_rate
 from .settings import JobSettings
 from .stages import storage_options
-from .storage import InputFile, StorageOptions, existing_files, join_uri, list_images, read_bytes, write_bytes_atomic
+from .listing import list_images
+from .storage import InputFile, StorageOptions, existing_files, join_uri, read_bytes, write_bytes_atomic
 
 JobError = stylize.JobError
 

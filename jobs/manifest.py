@@ -22,12 +22,12 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from .listing import iter_listing
 from .storage import (
     MANIFEST_SUFFIXES,
     InputFile,
     StorageOptions,
     get_filesystem,
-    iter_listing,
     join_uri,
     redact,
     remove_prefix,

@@ -23,7 +23,8 @@ import numpy as np
 
 from . import ray_runtime
 from .metrics import error_rate
-from .storage import join_uri, list_images, redact, remove_temp_files, write_bytes_atomic
+from .listing import list_images
+from .storage import join_uri, redact, remove_temp_files, write_bytes_atomic
 from .video_metrics import write_metrics
 from .video_settings import VideoSettings, parse_args
 from .video_worker import storage_options

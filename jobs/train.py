@@ -14,7 +14,7 @@ one CPU stays free for the Ray Data decode tasks (1 when the cluster has room, e
 a local Ray, a request that cannot run (no CPU left for data loading, or more CPUs/GPUs than the
 machine has) is refused at start with exit 2 and one line saying what to pass.
 
-Content images (:func:`jobs.storage.list_images`) stream through Ray Data (read, decode, crop on CPU
+Content images (:func:`jobs.listing.list_images`) stream through Ray Data (read, decode, crop on CPU
 tasks), split equally over the workers; undecodable files are skipped and counted once per URI.
 Each worker holds a :class:`~stylize_core.training.StyleTrainer` (style targets computed once per
 worker) wrapped in DDP (NCCL on GPUs with bf16 autocast, gloo on CPUs). ``{output}`` receives Ray
@@ -57,7 +57,8 @@ from stylize_core.transformer_net import TransformerNet
 
 from . import cli_settings
 from .cli_settings import option, split_csv
-from .storage import StorageOptions, get_filesystem, join_uri, list_images, read_bytes, redact, split_protocol
+from .listing import list_images
+from .storage import StorageOptions, get_filesystem, join_uri, read_bytes, redact, split_protocol
 from .storage import write_bytes_atomic
 
 STATE_FILE = "train_state.pt"

@@ -83,7 +83,7 @@ def check_settled(output: str, listing_versions: dict[str, str]) -> pa.Table:
 
 
 def versions(source: str) -> dict[str, str]:
-    from jobs.storage import list_images
+    from jobs.listing import list_images
 
     files = list_images(source)
     return L.input_versions(files, None) | {f.uri: f.version for f in files if f.version}

@@ -13,7 +13,8 @@ import pytest
 
 from jobs import manifest as M
 from jobs.metrics import PairLedger, RunCounts, _nullable, to_table
-from jobs.storage import InputFile, iter_listing, list_images
+from jobs.listing import iter_listing, list_images
+from jobs.storage import InputFile
 
 
 def _staged(staged: M.StagedManifest) -> pa.Table:

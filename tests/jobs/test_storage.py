@@ -19,8 +19,9 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 from jobs import storage
+from jobs.listing import list_images
 from jobs.storage import (
-    InputFile, StorageOptions, UnsafePathError, exists, get_filesystem, join_uri, list_images, output_uri,
+    InputFile, StorageOptions, UnsafePathError, exists, get_filesystem, join_uri, output_uri,
     read_bytes, redact, remove, remove_prefix, write_bytes_atomic,
 )
 
