@@ -14,6 +14,7 @@ import copy
 import os
 import posixpath
 import re
+import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -156,41 +157,49 @@ def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:
     return fs.cat_file(path)
 
 
-def _write_local_atomic(path: str, data: bytes) -> None:
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
-    # os.open with 0o666 honours the umask (mkstemp would leave the final file 0600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def write_bytes_atomic(uri: str, data: bytes, options: StorageOptions | None = None) -> None:
-    """Write ``data`` so that the final name only ever holds complete content."""
+def _atomic(uri: str, options: StorageOptions | None, write_local: Callable[[str], None],
+            write_remote: Callable[[fsspec.AbstractFileSystem, str], None]) -> None:
+    """Write ``uri`` so that its final name only ever holds complete content: locally to a temp file
+    in the target directory, then a rename; on S3 directly (an object appears only once its PUT or
+    multipart upload completes); elsewhere to a temp name, then a move."""
     fs, path = get_filesystem(uri, options)
-    data = bytes(data)
     if isinstance(fs, LocalFileSystem):
-        _write_local_atomic(path, data)
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
+        try:
+            write_local(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     elif split_protocol(uri)[0] in _S3_PROTOCOLS:
-        fs.pipe_file(path, data)  # an S3 object appears only once its PUT (or multipart) completes
+        write_remote(fs, path)
     else:
         tmp = f"{posixpath.dirname(path)}/{_TMP_PREFIX}{uuid.uuid4().hex}"
         try:
-            fs.pipe_file(tmp, data)
+            write_remote(fs, tmp)
             fs.mv(tmp, path)
         except BaseException:
             with contextlib.suppress(Exception):
                 fs.rm_file(tmp)
             raise
+
+
+def write_bytes_atomic(uri: str, data: bytes, options: StorageOptions | None = None) -> None:
+    """Write ``data`` so that the final name only ever holds complete content."""
+    data = bytes(data)
+
+    def write_local(tmp: str) -> None:
+        # os.open with 0o666 honours the umask (mkstemp would leave the final file 0600).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic(uri, options, write_local, lambda fs, path: fs.pipe_file(path, data))
 
 
 def exists(uri: str, options: StorageOptions | None = None) -> bool:
@@ -380,33 +389,9 @@ def get_file(uri: str, local_path: str, options: StorageOptions | None = None) -
 
 
 def put_file_atomic(local_path: str, uri: str, options: StorageOptions | None = None) -> None:
-    """Upload a local file so that ``uri`` only ever holds the complete file (local: temp + rename
-    in the target directory; S3: one PUT or multipart upload, visible only once complete)."""
-    fs, path = get_filesystem(uri, options)
-    if isinstance(fs, LocalFileSystem):
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
-        try:
-            import shutil
-
-            shutil.copyfile(local_path, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-    elif split_protocol(uri)[0] in _S3_PROTOCOLS:
-        fs.put_file(local_path, path)
-    else:
-        tmp = f"{posixpath.dirname(path)}/{_TMP_PREFIX}{uuid.uuid4().hex}"
-        try:
-            fs.put_file(local_path, tmp)
-            fs.mv(tmp, path)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                fs.rm_file(tmp)
-            raise
+    """Upload a local file so that ``uri`` only ever holds the complete file (large videos: streamed,
+    never held in memory whole)."""
+    _atomic(uri, options, lambda tmp: shutil.copyfile(local_path, tmp), lambda fs, path: fs.put_file(local_path, path))
 
 
 def local_path(uri: str) -> str | None:
