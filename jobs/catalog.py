@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import model_validator
 
-from . import catalog_report, cli_settings
+from . import catalog_report, cli_settings, ray_runtime
 from . import ledger as L
 from . import quarantine as Q
 from . import stylize
@@ -327,4 +327,4 @@ def cli(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    ray_runtime.exit_process(cli())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,16 +15,92 @@ import ray
 log = logging.getLogger(__name__)
 
 
-def init_ray(address: str | None = None, *, quiet: bool = False, num_cpus: int | None = None) -> None:
-    """Connect to ``address`` (or RAY_ADDRESS), else start a local Ray; no-op when already connected."""
+# (node id of the local Ray this process started, the environment every one of its workers inherits)
+_inherited: tuple[str, dict[str, str]] = ("", {})
+
+
+def init_ray(address: str | None = None, *, quiet: bool = False, num_cpus: int | None = None,
+             worker_env: dict[str, str] | None = None) -> None:
+    """Connect to ``address`` (or RAY_ADDRESS), else start a local Ray; no-op when already connected.
+
+    A local Ray started here gives ``worker_env`` to every worker process it starts (they inherit
+    the raylet's environment), so that actors asking for those variables (:func:`runtime_env`) need
+    no runtime environment of their own and can start on the workers Ray prestarts: measured ~0.5 s
+    less per actor start on 2 cores. On a cluster the variables travel as a runtime environment."""
+    global _inherited
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict[str, Any] = {"log_to_driver": not quiet, "logging_level": logging.WARNING}
-    if address is None:
-        # A local Ray for one job: no dashboard to start, and our own progress line instead of its banner.
-        kwargs.update(include_dashboard=False, num_cpus=num_cpus)
-    ray.init(address=address, **kwargs)
+    if address is not None:
+        ray.init(address=address, **kwargs)
+        return
+    # A local Ray for one job: no dashboard to start, and our own progress line instead of its banner.
+    kwargs.update(include_dashboard=False, num_cpus=num_cpus)
+    env = dict(worker_env or {})
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # only while the raylet is spawned: this process itself keeps its own
+    try:
+        ray.init(**kwargs)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    _inherited = (ray.get_runtime_context().get_node_id(), env)
+
+
+def runtime_env(env: dict[str, str] | None) -> dict[str, Any] | None:
+    """The runtime environment that gives a worker ``env``: None when the local Ray this process
+    started already gives every worker those values (see :func:`init_ray`)."""
+    node, inherited = _inherited
+    if env and node and node == ray.get_runtime_context().get_node_id():
+        env = {k: v for k, v in env.items() if inherited.get(k) != v}
+    return {"env_vars": dict(env)} if env else None
+
+
+def exit_process(code: int) -> None:
+    """End a job's process: stop a local Ray now rather than in Ray's exit hook (which first sleeps
+    0.5 s for late worker messages), with its autoscaler monitor first (see
+    :func:`_stop_local_monitor`), then exit. Measured on 2 cores: 2.2 s -> 0.4 s from the job's
+    last line to the end of the process."""
+    if ray.is_initialized():
+        _stop_local_monitor()
+        ray.shutdown()
+    raise SystemExit(code)
+
+
+def _stop_local_monitor() -> None:
+    """Kill the autoscaler monitor of the local Ray this process started. Ray 2.60 stops the GCS
+    before the monitor, whose SIGTERM handler then tries to report to the stopped GCS until Ray
+    kills it a second later: 1.0 s of a 1.4 s shutdown, measured. SIGKILL skips the handler (which
+    would only report its own termination). Linux only; elsewhere Ray's own order stands."""
+    if not _inherited[0] or not os.path.isdir("/proc"):
+        return
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                ppid = int(f.read().rpartition(b")")[2].split()[1])
+            if ppid != me:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if any(a.endswith(b"autoscaler/_private/monitor.py") or a.endswith(b"autoscaler/v2/monitor.py") for a in argv):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def preload_data() -> None:
+    """Import Ray Data (~0.2 s) where it can overlap other start-up work."""
+    import ray.data  # noqa: F401
 
 
 def cluster_gpus() -> float:
@@ -126,8 +203,9 @@ def stylize_dataset(
     actor_args: dict[str, Any] = {"num_cpus": cpus_per_actor}
     if gpus_per_actor:
         actor_args["num_gpus"] = gpus_per_actor
-    if actor_env:  # merged per variable with the job's own runtime env
-        actor_args["runtime_env"] = {"env_vars": dict(actor_env)}
+    env = runtime_env(actor_env)
+    if env:  # merged per variable with the job's own runtime env
+        actor_args["runtime_env"] = env
     ds = ds.map_batches(
         _deferred(actor),
         fn_constructor_kwargs=actor_kwargs,
@@ -197,8 +275,9 @@ class ActorTaskPool:
         options: dict[str, Any] = {"num_cpus": num_cpus, "max_restarts": retries, "max_task_retries": retries}
         if num_gpus:
             options["num_gpus"] = num_gpus
-        if env:
-            options["runtime_env"] = {"env_vars": dict(env)}
+        worker_env = runtime_env(env)
+        if worker_env:
+            options["runtime_env"] = worker_env
         remote_cls = ray.remote(actor_cls).options(**options)
         self._actors = [remote_cls.remote(**actor_kwargs) for _ in range(max(1, actors))]
         self._pool = ActorPool(self._actors)

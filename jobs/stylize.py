@@ -216,34 +216,38 @@ def run(
         except (ManifestError, ValueError, PermissionError) as exc:
             raise JobError(f"input {redact(settings.input)}: {exc}") from None
 
-    # Listing and fetching checkpoints take seconds each: they overlap Ray's start-up, and the
-    # checkpoints are checked (torch, in a Ray task) while the listing is still being staged.
-    # ray.init stays on the main thread, where it installs its signal handlers.
-    checked = None
+    # Listing and fetching checkpoints take seconds each: they overlap Ray's start-up (as does
+    # importing Ray Data). ray.init stays on the main thread, where it installs its signal handlers.
     try:
-        with ThreadPoolExecutor(2, thread_name_prefix="stylize-prepare") as pool:
+        with ThreadPoolExecutor(3, thread_name_prefix="stylize-prepare") as pool:
             blobs_f = pool.submit(read_style_blobs, settings)
             staged_f = pool.submit(stage)
-            ray_runtime.init_ray(settings.address, quiet=settings.quiet)
+            pool.submit(ray_runtime.preload_data)
+            # Local workers inherit the actors' malloc settings: actors then start on prestarted workers.
+            ray_runtime.init_ray(settings.address, quiet=settings.quiet, worker_env=malloc_env())
             blobs = blobs_f.result()
-            if blobs:
-                checked = ray_runtime.call_remote(check_style_blobs, settings, blobs)
+            plan = plan_actors(settings)
+            # GPU actors may wait minutes for a node: check the checkpoints now, in a CPU task, while the
+            # listing is staged. CPU actors start at once and build the same stylizer: their setup_error
+            # rows are the check (and a separate check would cost a worker's torch import, ~1.4 s).
+            checked = ray_runtime.call_remote(check_style_blobs, settings, blobs) if blobs and plan.gpus_per_actor else None
             staged = staged_f.result()
+        if checked is None and blobs and not staged.rows:  # no actor will run to find out
+            checked = ray_runtime.call_remote(check_style_blobs, settings, blobs)
         problem = ray_runtime.result(checked) if checked is not None else None
         if problem:
             raise JobError(problem)
-        return _finish(settings, staged, blobs, started, on_rows)
+        return _finish(settings, staged, blobs, plan, started, on_rows)
     finally:
         remove_prefix(staging, opts)  # the metrics rows are the record of what ran
 
 
-def _finish(settings: JobSettings, staged: StagedManifest, blobs: dict[str, bytes], started: float,
+def _finish(settings: JobSettings, staged: StagedManifest, blobs: dict[str, bytes], plan: ActorPlan, started: float,
             on_rows: Callable[[pa.Table], None] | None = None) -> dict:
     opts = storage_options(settings)
     styles = settings.style_names
     _log(f"run {settings.run_id}: {staged.rows} inputs x {len(styles)} style(s) -> {settings.output}")
     ray_runtime.configure_data(progress_bars=not settings.quiet)
-    plan = plan_actors(settings)
     settings.actors, settings.max_actors, settings.torch_threads = plan.min_actors, plan.max_actors, plan.torch_threads
     fused = settings.stages == "fused" or (settings.stages == "auto" and not plan.gpus_per_actor)
     counts, writer = _render(settings, staged, plan, fused, on_rows)
@@ -323,4 +327,4 @@ def cli(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    ray_runtime.exit_process(cli())

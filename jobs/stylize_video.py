@@ -86,7 +86,7 @@ def run(settings: VideoSettings) -> dict:
         blobs = read_style_blobs(settings)  # fail fast on a missing checkpoint; the actors load their own copies
     except ImageJobError as exc:
         raise JobError(str(exc)) from None
-    ray_runtime.init_ray(settings.address, quiet=settings.quiet)
+    ray_runtime.init_ray(settings.address, quiet=settings.quiet, worker_env=malloc_env())
     plan = plan_actors(settings)
     actors, gpus = plan.max_actors, plan.gpus_per_actor
     settings.actors = actors
@@ -209,4 +209,4 @@ def cli(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    ray_runtime.exit_process(cli())
