@@ -107,7 +107,9 @@ def _segmented(frames, seg_len: int, warmup: int):
 
 
 def test_seams_are_as_stable_as_the_inside_of_segments(clip):
-    inside, seam, n = _segmented(clip, seg_len=6, warmup=12)
+    from jobs.video_settings import VideoSettings
+
+    inside, seam, n = _segmented(clip, seg_len=6, warmup=VideoSettings.model_fields["warmup_frames"].default)
     assert n == 6
     assert seam <= 1.2 * inside
     _, seam_cold, _ = _segmented(clip, seg_len=6, warmup=0)
