@@ -40,7 +40,8 @@ from .metrics import error_rate
 from .settings import JobSettings
 from .stages import storage_options
 from .listing import list_images
-from .storage import InputFile, StorageOptions, existing_files, join_uri, read_bytes, write_bytes_atomic
+from .storage import InputFile, StorageOptions, join_uri, read_bytes, write_bytes_atomic
+from .storage_batch import existing_files
 
 JobError = stylize.JobError
 

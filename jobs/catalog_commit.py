@@ -21,7 +21,8 @@ import pyarrow.compute as pc
 
 from . import ledger as L
 from . import quarantine as Q
-from .storage import StorageOptions, existing_files, join_uri, remove_many
+from .storage import StorageOptions, join_uri
+from .storage_batch import existing_files, remove_many
 
 ROW_COLUMNS = ("input_uri", "style", "status", "error_type", "error", "output_uri", "model_sha256")
 

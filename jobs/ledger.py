@@ -32,8 +32,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from .storage import (InputFile, StorageOptions, get_filesystem, join_uri, read_bytes, remove_many,
-                      write_bytes_atomic)
+from .storage import InputFile, StorageOptions, get_filesystem, join_uri, read_bytes, write_bytes_atomic
+from .storage_batch import remove_many
 
 ENTRY_COLUMNS = ("input_uri", "rel_path", "style", "input_version", "model_sha256", "output_uri", "run_id")
 _ENTRY_FIELDS = [(name, pa.string()) for name in ENTRY_COLUMNS]

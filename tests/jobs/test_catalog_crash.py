@@ -10,7 +10,8 @@ import pytest
 
 from jobs import catalog
 from jobs import ledger as L
-from jobs.storage import remove_many, write_bytes_atomic
+from jobs.storage import write_bytes_atomic
+from jobs.storage_batch import remove_many
 
 from catalog_fakes import Crash, FakeRenderer, check_settled, settings_for, style_outputs, versions
 

@@ -11,7 +11,8 @@ from jobs import ledger as L
 from jobs import quarantine as Q
 from jobs.lease import Lease, LeaseError
 from jobs.metrics import RunCounts, error_rate
-from jobs.storage import read_bytes, remove_many, write_bytes_atomic
+from jobs.storage import read_bytes, write_bytes_atomic
+from jobs.storage_batch import remove_many
 
 from catalog_fakes import FakeRenderer, check_settled, settings_for, style_outputs, versions
 

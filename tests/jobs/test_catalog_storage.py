@@ -1,11 +1,12 @@
-"""Batched deletes and existence checks (jobs.storage.remove_many / existing_files) on disk and moto S3."""
+"""Batched deletes and existence checks (jobs.storage_batch.remove_many / existing_files) on disk and moto S3."""
 
 from __future__ import annotations
 
 import pytest
 
-from jobs import storage
-from jobs.storage import existing_files, remove_many, write_bytes_atomic
+from jobs import storage, storage_batch
+from jobs.storage import write_bytes_atomic
+from jobs.storage_batch import existing_files, remove_many
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -51,9 +52,9 @@ def test_existing_files_by_head_or_by_listing_agree(root, how, monkeypatch):
         write_bytes_atomic(u, b"x")
     asked = [f"{prefix}/{i}.jpg" for i in range(20)] + [f"{prefix}/deep/x.jpg", f"{prefix}/deep", f"{root}/elsewhere.jpg"]
     listed, stats = [], []
-    real_list, real_stat = storage._listed_files, storage._exists_file
-    monkeypatch.setattr(storage, "_listed_files", lambda p, o: listed.append(p) or real_list(p, o))
-    monkeypatch.setattr(storage, "_exists_file", lambda u, o: stats.append(u) or real_stat(u, o))
+    real_list, real_stat = storage_batch._listed_files, storage_batch._exists_file
+    monkeypatch.setattr(storage_batch, "_listed_files", lambda p, o: listed.append(p) or real_list(p, o))
+    monkeypatch.setattr(storage_batch, "_exists_file", lambda u, o: stats.append(u) or real_stat(u, o))
     # 22 keys under the prefix: a listing beats 22 HEADs unless the prefix holds more than 22,000 keys.
     expected_keys = 1_000 if how == "list" else 10_000_000
     assert existing_files(asked, prefixes={prefix: expected_keys}) == set(present)
