@@ -213,8 +213,9 @@ def stylize_dataset(
         batch_format="numpy",
         # The pinned Ray's form (`concurrency=` is deprecated there). A fixed pool when lo == hi.
         compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
-        # One actor per node on CPU clusters: spread them rather than pack the first node.
-        scheduling_strategy="SPREAD",
+        # Actors spread over the nodes (one per node on CPU clusters): Ray Data's default for actor pools
+        # (DataContext.scheduling_strategy, "SPREAD" in Ray 2.60; passing it here is deprecated there).
+        # tests/jobs/test_two_node.py checks that both nodes run actors.
         # Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1: a dead actor is
         # replaced and its in-flight batch retried, not lost (tests/jobs kill one to check).
         **actor_args,
