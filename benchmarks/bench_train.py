@@ -89,7 +89,8 @@ def demo_quality() -> None:
     from benchmarks.bench_transformer import flops_per_image
     from stylize_core.checkpoint import load_style_model
     from stylize_core.losses import content_loss, image_to_tensor, style_grams, style_loss
-    from stylize_core.training import demo_content_images, mosaic_style_image, prepare_content
+    from stylize_core.training import prepare_content
+    from stylize_core.training_demo import demo_content_images, mosaic_style_image
 
     assets = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "stylize_core", "assets")
     models = {name: load_style_model(os.path.join(assets, f"{name}.pth")) for name in ("demo_mosaic", "demo_mosaic_slim")}

@@ -17,11 +17,11 @@ from stylize_core.onnx_export import export_onnx
 from stylize_core.training import (
     StyleTrainer,
     TrainConfig,
-    mosaic_style_image,
     prepare_content,
     prepare_style,
     train_local,
 )
+from stylize_core.training_demo import mosaic_style_image
 from stylize_core.transformer_net import TransformerNet
 from stylize_core.vgg import VGGFeatures
 
