@@ -60,8 +60,8 @@ def test_break_lease_takes_a_live_lease(output):
     victim.release()
 
 
-def test_nights_started_together_get_one_lease(output):
-    n = 6
+def _race(output: str, n: int) -> tuple[list[Lease], list[int]]:
+    """``n`` nights ask for the lease at the same moment: (the leases won, the nights refused)."""
     barrier = threading.Barrier(n)
     won, refused = [], []
 
@@ -78,6 +78,12 @@ def test_nights_started_together_get_one_lease(output):
         t.start()
     for t in threads:
         t.join()
+    return won, refused
+
+
+def test_nights_started_together_get_one_lease(output):
+    n = 6
+    won, refused = _race(output, n)
     assert len(won) == 1 and len(refused) == n - 1
     assert read_holder(output).run_id == won[0].run_id
     won[0].release()
@@ -89,22 +95,7 @@ def test_expired_lease_contended_by_many_goes_to_one(output):
     dead._thread.join()
     time.sleep(0.4)
     n = 5
-    barrier = threading.Barrier(n)
-    won, refused = [], []
-
-    def night(i: int) -> None:
-        lease = Lease(output, f"n{i}", ttl_s=30)
-        barrier.wait()
-        try:
-            won.append(lease.acquire())
-        except LeaseError:
-            refused.append(i)
-
-    threads = [threading.Thread(target=night, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    won, refused = _race(output, n)
     assert len(won) == 1 and len(refused) == n - 1
     for lease in won:
         lease.release()

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from media_samples import write_silent_audio  # tests/media_samples.py
 
 from jobs import stylize_video
 from jobs.settings import demo_checkpoint
@@ -46,16 +47,7 @@ def inputs(tmp_path_factory) -> str:
     mkv = root / "whole.mkv.part"
     make_clip(str(mkv), pan_frames(photo, 12, (64, 48)), format="matroska", audio_hz=None)
     (root / "broken/cut.mkv").write_bytes(mkv.read_bytes()[: mkv.stat().st_size * 2 // 3])
-    with av.open(str(root / "broken/audio.mp4"), "w", format="mp4") as c:
-        a = c.add_stream("aac", rate=16000)
-        a.layout = "mono"
-        for i in range(3):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            f.sample_rate, f.pts = 16000, i * 1024
-            for p in a.encode(f):
-                c.mux(p)
-        for p in a.encode(None):
-            c.mux(p)
+    write_silent_audio(str(root / "broken/audio.mp4"), "mp4")
     return str(root)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
+from media_samples import write_silent_audio  # tests/media_samples.py
 
 from stylize_core.video import (EncodeOptions, SegmentWriter, VideoError, iter_frames, join_segments, make_clip,
                                 output_container, output_size, pan_frames, plan_segments, probe_video)
@@ -129,29 +130,9 @@ def _bad_files(tmp_path, photo) -> dict[str, str]:
     damaged[mid : mid + 2000] = bytes((b * 7 + 13) & 255 for b in damaged[mid : mid + 2000])
     (tmp_path / "damaged.mkv").write_bytes(bytes(damaged))
     files["damaged.mkv"] = "corrupt"
-    with av.open(str(tmp_path / "zero.mkv"), "w", format="matroska") as c:  # a video track, only audio packets
-        s = c.add_stream("libx264", rate=24)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        a = c.add_stream("aac", rate=16000)
-        a.layout = "mono"
-        for i in range(3):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            f.sample_rate, f.pts = 16000, i * 1024
-            for p in a.encode(f):
-                c.mux(p)
-        for p in a.encode(None):
-            c.mux(p)
+    write_silent_audio(str(tmp_path / "zero.mkv"), "matroska", with_video_track=True)  # a video track, no packets
     files["zero.mkv"] = "zero_frames"
-    with av.open(str(tmp_path / "audio.mp4"), "w", format="mp4") as c:
-        a = c.add_stream("aac", rate=16000)
-        a.layout = "mono"
-        for i in range(3):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            f.sample_rate, f.pts = 16000, i * 1024
-            for p in a.encode(f):
-                c.mux(p)
-        for p in a.encode(None):
-            c.mux(p)
+    write_silent_audio(str(tmp_path / "audio.mp4"), "mp4")
     files["audio.mp4"] = "no_video_stream"
     avi = tmp_path / "mpeg4.avi"
     make_clip(str(avi), [np.zeros((48, 64, 3), np.uint8)] * 4, codec="mpeg4", audio_hz=None, format="avi")
