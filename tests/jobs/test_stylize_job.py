@@ -232,52 +232,6 @@ def test_manifest_path_confinement(tmp_path, checkpoints):
     assert [p.relative_to(out).as_posix() for p in files] == ["s/ok/one.jpg"]
 
 
-def test_missing_checkpoint_and_input_exit_2(tmp_path, checkpoints, capsys):
-    assert stylize.cli(["--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o"),
-                        "--style", f"s={checkpoints['mosaic']}", "--quiet"]) == 2
-    assert "input not found" in capsys.readouterr().err
-    (tmp_path / "in").mkdir()
-    assert stylize.cli(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
-                        "--style", f"s={tmp_path / 'nope.pth'}", "--quiet"]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err
-    # an unloadable checkpoint is found out by loading it in a Ray task (torch stays off the driver)
-    (tmp_path / "bad.pth").write_text("not a checkpoint")
-    assert stylize.cli(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
-                        "--style", f"s={tmp_path / 'bad.pth'}", "--quiet"]) == 2
-    err = capsys.readouterr().err
-    assert "style 's':" in err and "Traceback" not in err
-
-
-def test_unloadable_checkpoint_with_inputs_is_refused_by_the_cpu_actors(tmp_path, capsys, monkeypatch):
-    """CPU actors start at once and build the same stylizer: their setup_error rows are the check (no
-    separate Ray task importing torch), and the run still stops with the builder's one line, exit 2."""
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "a.png").write_bytes(_png(np.zeros((16, 16, 3), np.uint8)))
-    (tmp_path / "bad.pth").write_text("not a checkpoint")
-    checks = []
-    real_call = stylize.ray_runtime.call_remote
-    monkeypatch.setattr(stylize.ray_runtime, "call_remote", lambda fn, *a: checks.append(fn) or real_call(fn, *a))
-    assert stylize.cli(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
-                        "--style", f"s={tmp_path / 'bad.pth'}", "--quiet"]) == 2
-    err = capsys.readouterr().err
-    assert "style 's':" in err and "Traceback" not in err and len(err.strip().splitlines()) == 2  # run line + error
-    assert checks == []
-    assert not list((tmp_path / "o").glob("s/**/*.png"))
-
-
-def test_gpu_actors_have_the_checkpoints_checked_before_any_is_asked_for(tmp_path, capsys, monkeypatch):
-    """GPU actors may wait minutes for a node: a Ray task on the CPUs checks the checkpoints first."""
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "a.png").write_bytes(_png(np.zeros((16, 16, 3), np.uint8)))
-    (tmp_path / "bad.pth").write_text("not a checkpoint")
-    monkeypatch.setattr(stylize, "plan_actors", lambda settings: stylize.ActorPlan(1, 8, 1.0, 1.0, 0, "test: GPU", 64))
-    monkeypatch.setattr(stylize.ray_runtime, "stylize_dataset", lambda *a, **k: pytest.fail("actors were asked for"))
-    assert stylize.cli(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
-                        "--style", f"s={tmp_path / 'bad.pth'}", "--quiet"]) == 2
-    err = capsys.readouterr().err
-    assert "style 's':" in err and "Traceback" not in err
-
-
 def test_optimize_method(tmp_path, checkpoints):
     src = tmp_path / "in"
     src.mkdir()

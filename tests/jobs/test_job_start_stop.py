@@ -1,4 +1,5 @@
-"""The job as a process of its own: a local Ray it starts and stops itself, leaving nothing behind."""
+"""A job's start and end: what refuses a run at start (one line, exit 2), and the job as a process of
+its own, starting and stopping its own Ray and leaving nothing behind."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs import ray_runtime
+from jobs import ray_runtime, stylize
+from jobs.settings import demo_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,3 +78,52 @@ def test_actors_get_a_runtime_env_only_for_what_the_workers_do_not_inherit(monke
     # Another Ray (a node this process did not start) inherits nothing.
     monkeypatch.setattr(ray_runtime, "_inherited", ("f" * 56, dict(env)))
     assert ray_runtime.runtime_env(env) == {"env_vars": env}
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_missing_checkpoint_and_input_exit_2(tmp_path, capsys):
+    assert stylize.cli(["--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o"),
+                        "--style", f"s={demo_checkpoint()}", "--quiet"]) == 2
+    assert "input not found" in capsys.readouterr().err
+    (tmp_path / "in").mkdir()
+    assert stylize.cli(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
+                        "--style", f"s={tmp_path / 'nope.pth'}", "--quiet"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    # with no inputs (no actor will run), an unloadable checkpoint is found out by a Ray task (torch stays off the driver)
+    (tmp_path / "bad.pth").write_text("not a checkpoint")
+    assert stylize.cli(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
+                        "--style", f"s={tmp_path / 'bad.pth'}", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "style 's':" in err and "Traceback" not in err
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_unloadable_checkpoint_with_inputs_is_refused_by_the_cpu_actors(tmp_path, capsys, monkeypatch):
+    """CPU actors start at once and build the same stylizer: their setup_error rows are the check (no
+    separate Ray task importing torch), and the run still stops with the builder's one line, exit 2."""
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "in" / "a.png")
+    (tmp_path / "bad.pth").write_text("not a checkpoint")
+    checks = []
+    real_call = stylize.ray_runtime.call_remote
+    monkeypatch.setattr(stylize.ray_runtime, "call_remote", lambda fn, *a: checks.append(fn) or real_call(fn, *a))
+    assert stylize.cli(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
+                        "--style", f"s={tmp_path / 'bad.pth'}", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "style 's':" in err and "Traceback" not in err and len(err.strip().splitlines()) == 2  # run line + error
+    assert checks == []
+    assert not list((tmp_path / "o").glob("s/**/*.png"))
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_gpu_actors_have_the_checkpoints_checked_before_any_is_asked_for(tmp_path, capsys, monkeypatch):
+    """GPU actors may wait minutes for a node: a Ray task on the CPUs checks the checkpoints first."""
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "in" / "a.png")
+    (tmp_path / "bad.pth").write_text("not a checkpoint")
+    monkeypatch.setattr(stylize, "plan_actors", lambda settings: stylize.ActorPlan(1, 8, 1.0, 1.0, 0, "test: GPU", 64))
+    monkeypatch.setattr(stylize.ray_runtime, "stylize_dataset", lambda *a, **k: pytest.fail("actors were asked for"))
+    assert stylize.cli(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
+                        "--style", f"s={tmp_path / 'bad.pth'}", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "style 's':" in err and "Traceback" not in err
