@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from jobs.settings import demo_checkpoint
+from jobs.common.run_settings import demo_checkpoint
 from stylize_core.checkpoint import load_style_model, save_style_model
 from stylize_core.host import retain_freed_memory
 from stylize_core.image_io import decode_image, encode_image, resize_short_side

@@ -34,7 +34,7 @@ def peak_mib() -> float:
 
 def make_tables(rows: int, changed: float, src: str, out: str, sha: str) -> tuple[pa.Table, pa.Table]:
     """(listing, ledger) built column-wise: the benchmark itself keeps no Python object per row."""
-    from jobs import ledger as L
+    from jobs.catalog import ledger as L
 
     ids = pc.cast(pa.array(np.arange(rows)), pa.string())
     rel = pc.binary_join_element_wise(pc.utf8_lpad(ids, 7, "0"), pa.scalar(".png"), "")
@@ -62,10 +62,10 @@ def main() -> None:
     p.add_argument("--changed", type=float, default=0.01)
     args = p.parse_args()
 
-    from jobs import ledger as L
-    from jobs.catalog_commit import commit
-    from jobs.catalog_plan import build_plan
-    from jobs.settings import JobSettings
+    from jobs.catalog import ledger as L
+    from jobs.catalog.commit import commit
+    from jobs.catalog.plan import build_plan
+    from jobs.batch.settings import JobSettings
 
     work = tempfile.mkdtemp(prefix="bench-nightly-")
     src, out, sha = "s3://bucket/catalog", os.path.join(work, "out"), "f" * 64
@@ -76,9 +76,9 @@ def main() -> None:
     print(f"built listing + ledger of {args.rows:,} rows in {time.perf_counter() - t:.1f}s "
           f"(RSS {rss_mib():.0f} MiB, {base:.0f} MiB before)")
 
-    # The listing as jobs.listing.list_images returns it today (one InputFile per input) -> Arrow.
-    from jobs.catalog_plan import listing_table
-    from jobs.storage import InputFile
+    # The listing as jobs.common.listing.list_images returns it today (one InputFile per input) -> Arrow.
+    from jobs.catalog.plan import listing_table
+    from jobs.common.storage import InputFile
 
     t = time.perf_counter()
     files = [InputFile(u, r, None, v) for u, r, v in zip(*(listing.column(c).to_pylist() for c in listing.column_names))]

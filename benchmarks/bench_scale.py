@@ -5,7 +5,7 @@
 Every row names a file that does not exist, so each is a cheap `not_found` error row and the run
 passes with `--max-error-rate 1`; that keeps the cost in the driver's planning, streaming and
 counting, which is what this measures. Each size runs in a fresh process that is the job's driver
-(`jobs.stylize.run`, local Ray). Printed per size: wall time, rows/s, the driver process's own
+(`jobs.batch.driver.run`, local Ray). Printed per size: wall time, rows/s, the driver process's own
 peak RSS (getrusage RUSAGE_SELF: Ray's and the workers' processes are not in it), whether torch was
 imported on the driver, and the check, from the metrics read back afterwards in this process, that
 every input was accounted exactly once. Then the peak RSS growth between the sizes. Goals (issue 9):
@@ -39,7 +39,7 @@ def write_manifest(path: str, rows: int) -> None:
 
 def child(manifest: str, output: str, run_id: str, batch_size: int) -> None:
     """The driver: run the job, then report this process's own peak RSS."""
-    from jobs import stylize
+    from jobs.batch import driver as stylize
 
     settings = (stylize.parse_args([
         "--input", manifest, "--output", output, "--run-id", run_id, "--max-error-rate", "1",

@@ -57,7 +57,7 @@ def bench_ray(workers: int, images: int, size: int, steps: int) -> dict[str, flo
     """jobs.train end to end on synthetic PNGs (includes Ray start-up and export in wall time)."""
     from PIL import Image
 
-    from jobs import train
+    from jobs.train import driver as train
 
     with tempfile.TemporaryDirectory() as tmp:
         content = os.path.join(tmp, "content")

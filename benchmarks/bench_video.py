@@ -26,7 +26,7 @@ from stylize_core.video import (DisFlow, EncodeOptions, SegmentWriter, iter_fram
                                 output_size, pan_frames, plan_segments, probe_video, stylize_clip)
 from stylize_core.video.flow import to_gray  # noqa: E402
 from stylize_core.video.synthetic import sample_photo  # noqa: E402
-from jobs.video_settings import VideoSettings  # noqa: E402
+from jobs.video.settings import VideoSettings  # noqa: E402
 from stylize_core.video.warp_error import WarpErrorMeter  # noqa: E402
 
 CLIPS = {  # name: (photo, speed px/frame, zoom/frame, noise std, seed, held out?)
@@ -42,7 +42,7 @@ CLIPS = {  # name: (photo, speed px/frame, zoom/frame, noise std, seed, held out
 
 
 def build_stylizer():
-    from jobs.settings import demo_checkpoint
+    from jobs.common.run_settings import demo_checkpoint
     from stylize_core.checkpoint import load_style_model
     from stylize_core.loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, LossMeter
     from stylize_core.stylizer import Stylizer, StylizerConfig

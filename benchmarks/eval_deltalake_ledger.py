@@ -34,7 +34,7 @@ def _timed(label: str, fn):
 def run(uri: str, storage: dict | None, rows: int, changed: float) -> None:
     from deltalake import DeltaTable, write_deltalake
 
-    from jobs import ledger as L
+    from jobs.catalog import ledger as L
 
     _, ledger = make_tables(rows, changed, "s3://bucket/catalog", "/out", "f" * 64)
     ledger = ledger.set_column(ledger.schema.get_field_index("updated_at"), "updated_at",

@@ -23,7 +23,7 @@ def style_lines(checkpoint: str) -> list[str]:
     """``index<TAB>name`` per style; raises StyleModelError with the reason when unreadable."""
     from stylize_core.checkpoint import StyleModelError, load_style_model
 
-    from .storage import read_bytes, split_protocol
+    from jobs.common.storage import read_bytes, split_protocol
 
     opener = None
     protocol, path = split_protocol(checkpoint)

@@ -4,7 +4,7 @@ AWS: an autouse session guard gives every test dummy credentials, no config file
 metadata and a dead local endpoint, so nothing can reach real AWS. Tests that need S3 ask for
 ``s3_server`` (moto's ThreadedMotoServer on 127.0.0.1, as s3fs's own tests use) or ``s3_bucket``.
 Request ``s3_server`` before starting Ray if Ray workers must see its endpoint in their environment
-(``jobs.storage.StorageOptions`` built in the test process carries the endpoint either way).
+(``jobs.common.storage.StorageOptions`` built in the test process carries the endpoint either way).
 """
 
 from __future__ import annotations

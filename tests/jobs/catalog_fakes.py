@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from jobs import catalog
-from jobs import ledger as L
-from jobs.metrics import SCHEMA
-from jobs.storage import get_filesystem, join_uri, read_bytes, write_bytes_atomic
+from jobs.catalog import night as catalog
+from jobs.catalog import ledger as L
+from jobs.common.metrics import SCHEMA
+from jobs.common.storage import get_filesystem, join_uri, read_bytes, write_bytes_atomic
 
 
 class Crash(Exception):
@@ -83,7 +83,7 @@ def check_settled(output: str, listing_versions: dict[str, str]) -> pa.Table:
 
 
 def versions(source: str) -> dict[str, str]:
-    from jobs.listing import list_images
+    from jobs.common.listing import list_images
 
     files = list_images(source)
     return L.input_versions(files, None) | {f.uri: f.version for f in files if f.version}

@@ -26,7 +26,8 @@ def crashing(base: type, marker: str) -> type:
 
 def crash_once(monkeypatch: pytest.MonkeyPatch, marker: str) -> None:
     """Make the next job run's actors crash once (the job reads its actor class at run time)."""
-    from jobs import stylize, stylize_actor
+    from jobs.batch import driver as stylize
+    from jobs.batch import actor as stylize_actor
 
     monkeypatch.setattr(stylize, "STYLIZE_ACTOR", crashing(stylize_actor.StylizeActor, marker))
 
@@ -55,6 +56,7 @@ def poisoned(base: type, marker: tuple[int, int, int]) -> type:
 
 def poison(monkeypatch: pytest.MonkeyPatch, marker: tuple[int, int, int]) -> None:
     """Make the next job run's actors die on every batch holding an image marked with ``marker``."""
-    from jobs import stylize, stylize_actor
+    from jobs.batch import driver as stylize
+    from jobs.batch import actor as stylize_actor
 
     monkeypatch.setattr(stylize, "STYLIZE_ACTOR", poisoned(stylize_actor.StylizeActor, marker))

@@ -16,12 +16,12 @@ import torch
 import yaml
 from PIL import Image
 
-from jobs import catalog
-from jobs import ledger as L
-from jobs.catalog_plan import build_plan, describe_plan, listing_table
-from jobs.settings import JobSettings
-from jobs.stages import output_key
-from jobs.storage import (InputFile, StorageOptions, UnsafePathError, exists, get_filesystem, read_bytes,
+from jobs.catalog import night as catalog
+from jobs.catalog import ledger as L
+from jobs.catalog.plan import build_plan, describe_plan, listing_table
+from jobs.batch.settings import JobSettings
+from jobs.batch.stages import output_key
+from jobs.common.storage import (InputFile, StorageOptions, UnsafePathError, exists, get_filesystem, read_bytes,
                           write_bytes_atomic)
 from catalog_fakes import style_outputs
 from stylize_core.checkpoint import checkpoint_bytes

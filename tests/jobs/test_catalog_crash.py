@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import catalog
-from jobs import ledger as L
-from jobs.storage import write_bytes_atomic
-from jobs.storage_batch import remove_many
+from jobs.catalog import night as catalog
+from jobs.catalog import ledger as L
+from jobs.common.storage import write_bytes_atomic
+from jobs.common.storage_batch import remove_many
 
 from catalog_fakes import Crash, FakeRenderer, check_settled, settings_for, style_outputs, versions
 
@@ -148,7 +148,7 @@ KILLED_NIGHT = """
 import sys, time
 sys.path.insert(0, {tests!r})
 from catalog_fakes import FakeRenderer, settings_for
-from jobs import catalog
+from jobs.catalog import night as catalog
 
 class Hangs(FakeRenderer):
     def __call__(self, settings, todo, on_rows):

@@ -6,13 +6,13 @@ import os
 
 import pytest
 
-from jobs import catalog
-from jobs import ledger as L
-from jobs import quarantine as Q
-from jobs.lease import Lease, LeaseError
-from jobs.metrics import RunCounts, error_rate
-from jobs.storage import read_bytes, write_bytes_atomic
-from jobs.storage_batch import remove_many
+from jobs.catalog import night as catalog
+from jobs.catalog import ledger as L
+from jobs.catalog import quarantine as Q
+from jobs.catalog.lease import Lease, LeaseError
+from jobs.common.metrics import RunCounts, error_rate
+from jobs.common.storage import read_bytes, write_bytes_atomic
+from jobs.common.storage_batch import remove_many
 
 from catalog_fakes import FakeRenderer, check_settled, settings_for, style_outputs, versions
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from jobs import lease as lease_mod
-from jobs.lease import Lease, LeaseError, read_holder
+from jobs.catalog import lease as lease_mod
+from jobs.catalog.lease import Lease, LeaseError, read_holder
 
 
 @pytest.fixture(params=["local", "s3"])

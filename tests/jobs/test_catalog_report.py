@@ -8,8 +8,8 @@ import re
 
 from PIL import Image
 
-from jobs import catalog_report
-from jobs import ledger as L
+from jobs.catalog import report as catalog_report
+from jobs.catalog import ledger as L
 
 
 def _png(color: tuple[int, int, int]) -> bytes:

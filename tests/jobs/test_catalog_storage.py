@@ -1,12 +1,13 @@
-"""Batched deletes and existence checks (jobs.storage_batch.remove_many / existing_files) on disk and moto S3."""
+"""Batched deletes and existence checks (jobs.common.storage_batch.remove_many / existing_files) on disk and moto S3."""
 
 from __future__ import annotations
 
 import pytest
 
-from jobs import storage, storage_batch
-from jobs.storage import write_bytes_atomic
-from jobs.storage_batch import existing_files, remove_many
+from jobs.common import storage
+from jobs.common import storage_batch
+from jobs.common.storage import write_bytes_atomic
+from jobs.common.storage_batch import existing_files, remove_many
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -14,8 +14,9 @@ import pytest
 import ray
 import yaml
 
-from jobs import catalog, submit
-from jobs.settings import parse_args as parse_job_settings
+from jobs.catalog import night as catalog
+from jobs import submit
+from jobs.batch.settings import parse_args as parse_job_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"

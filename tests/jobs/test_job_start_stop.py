@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs import ray_runtime, stylize
-from jobs.settings import demo_checkpoint
+from jobs.common import ray_runtime
+from jobs.batch import driver as stylize
+from jobs.common import planning
+from jobs.common.run_settings import demo_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,7 +123,7 @@ def test_gpu_actors_have_the_checkpoints_checked_before_any_is_asked_for(tmp_pat
     (tmp_path / "in").mkdir()
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "in" / "a.png")
     (tmp_path / "bad.pth").write_text("not a checkpoint")
-    monkeypatch.setattr(stylize, "plan_actors", lambda settings: stylize.ActorPlan(1, 8, 1.0, 1.0, 0, "test: GPU", 64))
+    monkeypatch.setattr(stylize, "plan_actors", lambda settings: planning.ActorPlan(1, 8, 1.0, 1.0, 0, "test: GPU", 64))
     monkeypatch.setattr(stylize.ray_runtime, "stylize_dataset", lambda *a, **k: pytest.fail("actors were asked for"))
     assert stylize.cli(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
                         "--style", f"s={tmp_path / 'bad.pth'}", "--quiet"]) == 2

@@ -11,10 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import manifest as M
-from jobs.metrics import PairLedger, RunCounts, _nullable, to_table
-from jobs.listing import iter_listing, list_images
-from jobs.storage import InputFile
+from jobs.batch import staging as M
+from jobs.common import manifest
+from jobs.common.metrics import PairLedger, RunCounts, _nullable, to_table
+from jobs.common.listing import iter_listing, list_images
+from jobs.common.storage import InputFile
 
 
 def _staged(staged: M.StagedManifest) -> pa.Table:
@@ -61,7 +62,7 @@ def test_user_manifest_streams_in_pages_and_keeps_its_order(tmp_path: Path, monk
     monkeypatch.setattr(M, "PAGE_ROWS", 4)
     uris = [f"imgs/{'a' if n % 2 else 'b/c'}/{n}.png" for n in range(11)]
     (tmp_path / "m.csv").write_text("uri,rel_path\n" + "".join(f"{u},{'own.png' if n == 3 else ''}\n" for n, u in enumerate(uris)))
-    pages = list(M.iter_manifest(str(tmp_path / "m.csv")))
+    pages = list(manifest.iter_manifest(str(tmp_path / "m.csv")))
     assert [len(p) for p in pages] == [4, 4, 3]
     files = [f for p in pages for f in p]
     assert [f.uri for f in files] == [str(tmp_path / u) for u in uris]  # relative to the manifest
@@ -70,7 +71,7 @@ def test_user_manifest_streams_in_pages_and_keeps_its_order(tmp_path: Path, monk
     assert _staged(staged)["uri"].to_pylist() == [f.uri for f in files]
     # an empty uri on a later page still names its row, before anything is staged
     (tmp_path / "hole.csv").write_text("uri,n\n" + "x.png,1\n" * 9 + "\n,10\n")  # blank lines are no entries
-    with pytest.raises(M.ManifestError, match="entry 10 has an empty uri"):
+    with pytest.raises(manifest.ManifestError, match="entry 10 has an empty uri"):
         M.stage_inputs(str(tmp_path / "hole.csv"), str(tmp_path / "stage2"))
     assert not (tmp_path / "stage2").exists()
 

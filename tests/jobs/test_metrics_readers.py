@@ -8,7 +8,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.metrics import SCHEMA, MetricsWriter, to_table
+from jobs.common.metrics import SCHEMA, MetricsWriter, to_table
 
 # Run ids that readers infer as strings, integers or dates, alone and mixed.
 RUN_PAIRS = [("42", "2026-12-01"), ("r1", "r2"), ("42", "43"), ("2026-12-01", "2026-12-02")]

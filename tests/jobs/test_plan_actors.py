@@ -7,8 +7,10 @@ import argparse
 
 import pytest
 
-from jobs import ray_runtime, stylize
-from jobs.settings import parse_args
+from jobs.common import ray_runtime
+from jobs.batch import driver as stylize
+from jobs.common import planning
+from jobs.batch.settings import parse_args
 
 
 def _plan(monkeypatch: pytest.MonkeyPatch, *flags: str, gpus: float = 0.0, nodes: list[float] | None = None):
@@ -46,7 +48,7 @@ def test_gpu_clusters_get_one_actor_per_gpu(monkeypatch):
 
 def test_gpu_actors_autoscale_while_the_cluster_shows_no_gpu(monkeypatch):
     plan = _plan(monkeypatch, "--gpus-per-actor", "1", gpus=0.0)
-    assert (plan.min_actors, plan.max_actors, plan.gpus_per_actor) == (1, stylize.DEFAULT_MAX_GPU_ACTORS, 1.0)
+    assert (plan.min_actors, plan.max_actors, plan.gpus_per_actor) == (1, planning.DEFAULT_MAX_GPU_ACTORS, 1.0)
     assert "no GPU in the cluster yet" in plan.reason
     plan = _plan(monkeypatch, "--gpus-per-actor", "1", "--actors", "2:16", gpus=0.0)
     assert (plan.min_actors, plan.max_actors) == (2, 16)

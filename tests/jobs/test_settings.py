@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs import catalog, settings, stylize_image, train
+from jobs.catalog import night as catalog
+from jobs.batch import settings
+from jobs.image import cli as stylize_image
+from jobs.train import driver as train
 
 REPO = Path(__file__).resolve().parents[2]
 

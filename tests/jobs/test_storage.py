@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
-from jobs import storage
-from jobs.listing import list_images
-from jobs.storage import (
+from jobs.common import storage
+from jobs.common.listing import list_images
+from jobs.common.storage import (
     InputFile, StorageOptions, UnsafePathError, exists, get_filesystem, join_uri, output_uri,
     read_bytes, redact, remove, remove_prefix, write_bytes_atomic,
 )

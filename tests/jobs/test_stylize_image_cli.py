@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-import jobs.stylize_image as cli
-from jobs.stylize_image import main, parse_args
+import jobs.image.cli as cli
+from jobs.image.cli import main, parse_args
 from stylize_core.checkpoint import save_style_model
 from stylize_core.transformer_net import TransformerNet
 

@@ -15,8 +15,8 @@ import torch
 from crash_hooks import crash_once, poison  # tests/jobs/crash_hooks.py
 from PIL import Image
 
-from jobs import stylize
-from jobs.storage import StorageOptions, get_filesystem
+from jobs.batch import driver as stylize
+from jobs.common.storage import StorageOptions, get_filesystem
 from stylize_core.checkpoint import save_style_model
 from stylize_core.image_io import decode_image
 from stylize_core.transformer_net import TransformerNet

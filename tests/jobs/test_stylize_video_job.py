@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from media_samples import write_silent_audio  # tests/media_samples.py
 
-from jobs import stylize_video
-from jobs.settings import demo_checkpoint
-from jobs.storage import StorageOptions, get_filesystem
-from jobs.video_settings import parse_args
+from jobs.video import driver as stylize_video
+from jobs.common.run_settings import demo_checkpoint
+from jobs.common.storage import StorageOptions, get_filesystem
+from jobs.video.settings import parse_args
 from stylize_core.video import make_clip, pan_frames, probe_video
 from stylize_core.video.synthetic import sample_photo
 
@@ -116,7 +116,7 @@ def test_rerun_skips_finished_work_and_removes_temp_files(first_run, inputs):
 
 
 def test_interrupted_run_resumes_from_finished_segments(inputs, tmp_path):
-    from jobs.video_worker import VideoWorker
+    from jobs.video.worker import VideoWorker
 
     src = os.path.join(inputs, "clips/pan.MP4")
     args = ["--input", src, "--output", str(tmp_path), "--run-id", "r2", "--no-metrics", *FAST]

@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from jobs import train
-from jobs.storage import read_bytes
+from jobs.train import driver as train
+from jobs.common.storage import read_bytes
 from stylize_core.checkpoint import load_style_model
 from stylize_core.transformer_net import NetConfig, TransformerNet
 

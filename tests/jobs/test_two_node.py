@@ -22,7 +22,8 @@ from PIL import Image
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
-from jobs import stylize
+from jobs.batch import driver as stylize
+from jobs.common import planning
 from stylize_core.checkpoint import save_style_model
 from stylize_core.transformer_net import TransformerNet
 
@@ -107,6 +108,6 @@ def test_gpu_actors_autoscale_onto_gpu_nodes_that_join_after_submit(two_nodes, t
         "--run-id", "gpu", "--gpus-per-actor", "1", "--device", "cpu"]))
     summary = stylize.run(settings)
     assert summary["counts"] == {"ok": 8} and summary["stages"] == "split" and summary["gpus_per_actor"] == 1.0
-    assert (summary["actor_pool"]["min"], summary["actor_pool"]["max"]) == (1, stylize.DEFAULT_MAX_GPU_ACTORS)
+    assert (summary["actor_pool"]["min"], summary["actor_pool"]["max"]) == (1, planning.DEFAULT_MAX_GPU_ACTORS)
     gpu_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU")}
     assert len(gpu_nodes) == 1 and _actor_nodes() == gpu_nodes

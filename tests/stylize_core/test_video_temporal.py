@@ -107,7 +107,7 @@ def _segmented(frames, seg_len: int, warmup: int):
 
 
 def test_seams_are_as_stable_as_the_inside_of_segments(clip):
-    from jobs.video_settings import VideoSettings
+    from jobs.video.settings import VideoSettings
 
     inside, seam, n = _segmented(clip, seg_len=6, warmup=VideoSettings.model_fields["warmup_frames"].default)
     assert n == 6
@@ -138,7 +138,7 @@ def test_scene_cut_detector_histogram_rule():
 
 
 def test_real_stylizer_and_demo_checkpoint(clip):
-    from jobs.settings import demo_checkpoint
+    from jobs.common.run_settings import demo_checkpoint
     from stylize_core.checkpoint import load_style_model
     from stylize_core.stylizer import Stylizer, StylizerConfig
 

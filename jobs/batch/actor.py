@@ -1,0 +1,227 @@
+"""The stylize stage's actor: style networks + VGG loss network, built once per actor process."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+
+from stylize_core.builder import SetupError, StylizerSpec, build_stylizer
+from stylize_core.device_errors import is_fatal_device_error
+from stylize_core.gatys import GatysConfig
+from stylize_core.host import retain_freed_memory
+from stylize_core.sampling import sampled
+from stylize_core.stylizer import resolve_device
+
+from jobs.common import ray_runtime
+from jobs.batch.settings import JobSettings
+from jobs.batch.stages import EMPTY_IMAGE, SETUP_ERROR, encode_write, read_decode
+from jobs.common.storage import read_bytes
+
+
+def stylizer_spec(settings: JobSettings) -> StylizerSpec:
+    """The stylizer the job's settings ask for (the local CLI builds its own spec the same way)."""
+    return StylizerSpec(
+        styles=settings.styles, style_images=settings.style_images, mixes=settings.mixes, method=settings.method,
+        vgg=settings.vgg,
+        vgg_weights=settings.vgg_weights, metrics=settings.metrics, metrics_size=settings.metrics_size,
+        device=settings.device, bf16=settings.bf16, channels_last=settings.channels_last,
+        strength=settings.strength, preserve_color=settings.preserve_color, max_batch=settings.batch_size or 64,
+        backend=settings.backend,
+        gatys=GatysConfig(steps=settings.optimize_steps, pyramid_levels=settings.optimize_levels,
+                          optimizer=settings.optimizer, preserve_color=settings.preserve_color),
+        max_style_pixels=settings.max_pixels,
+    )
+
+
+EXIT_FATAL_DEVICE_ERROR = 3
+
+
+def _exit_for_replacement(exc: BaseException) -> None:
+    """A sticky device error poisons this process's CUDA context: every later batch would fail too.
+    Exit, so that Ray starts a fresh actor and retries the batch (counted by the attempt ledger)."""
+    print(f"[stylize] fatal device error, exiting so Ray replaces this actor: {type(exc).__name__}: {exc}",
+          file=sys.stderr, flush=True)
+    os._exit(EXIT_FATAL_DEVICE_ERROR)
+
+
+def batch_key(uris: np.ndarray) -> str:
+    """A batch's identity across Ray's retries: the same inputs give the same key."""
+    return hashlib.blake2b("\0".join(map(str, uris)).encode(), digest_size=16).hexdigest()
+
+
+class StylizeActor:
+    """Holds the style networks and the VGG loss network (built once); stylises batches of rows.
+
+    A batch that keeps killing its actor (a sticky CUDA error such as an illegal address or ECC
+    error makes the actor exit so Ray replaces it) is retried by Ray; once it has been started more
+    than ``max_actor_crashes`` times, its images run one at a time, and an image started more than
+    that many times becomes a ``stylize_error`` row of its own. No input can loop forever.
+    """
+
+    def __init__(self, settings: JobSettings, attempts: Any = None, fused: bool = False) -> None:
+        self.settings = settings
+        self.attempts = attempts  # the run's attempt ledger (jobs.common.ray_runtime.attempt_ledger)
+        # fused: read/decode and encode/write inside this call, for pools of CPU actors. Without a GPU to
+        # keep fed, separate decode and encode tasks only compete with the network for the same cores,
+        # and each task worker Ray starts costs seconds of imports; one stage avoids both.
+        self.fused = fused
+        self._one_at_a_time = threading.Lock()
+        retain_freed_memory()  # reuse activation buffers instead of page-faulting them in per image
+        if resolve_device(settings.device).type == "cpu":
+            threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // max(1, settings.actors or 1))
+            torch.set_num_threads(threads)
+        opts = settings.storage_options
+        # A constructor that raises leaves Ray retrying and logging tracebacks; instead every row this
+        # actor is given says why it cannot run, and the driver stops with that one line (exit 2).
+        self.setup_error = ""
+        try:
+            built = build_stylizer(stylizer_spec(settings), lambda uri: read_bytes(uri, opts))
+        except SetupError as exc:
+            self.setup_error = str(exc)
+            self.built = None
+            return
+        self.built = built
+        self.stylizer = built.stylizer
+
+    def _run(self, images: list[np.ndarray], styles: list[str], measure: list[bool]) -> dict[str, list]:
+        """``{style: [result per image]}``: each input uploaded once, its content features computed once."""
+        try:
+            return self.stylizer.stylize_many(images, styles, measure=measure)
+        except Exception as exc:
+            if is_fatal_device_error(exc):
+                _exit_for_replacement(exc)
+            raise
+
+    def _run_each(self, images: list[np.ndarray], styles: list[str], measure: list[bool], keys: list[str] | None = None
+                  ) -> dict[str, list]:
+        """Image by image, so one bad input fails alone (an exception in place of its results). With
+        ``keys`` (a batch that killed its actor too often), each image is counted in the attempt
+        ledger, and one started more than --max-actor-crashes times is not run again."""
+        cap = self.settings.max_actor_crashes
+        out: dict[str, list] = {s: [] for s in styles}
+        for n, image in enumerate(images):
+            started = self._begin(keys[n]) if keys else 0
+            try:
+                if started > cap:
+                    raise RuntimeError(f"this input killed the stylize actor {started - 1} times "
+                                       f"(--max-actor-crashes {cap}); not retried")
+                found = {s: r[0] for s, r in self._run([image], styles, [measure[n]]).items()}
+            except Exception as exc:  # e.g. out of memory on one huge image
+                found = {s: exc for s in styles}
+            if keys:
+                self._end(keys[n])
+            for s in styles:
+                out[s].append(found[s])
+        return out
+
+    def _stylize_safely(self, images: list[np.ndarray], styles: list[str], measure: list[bool]) -> dict[str, list]:
+        """Results per style and image; a failing batch is retried image by image so one bad input fails alone."""
+        try:
+            return self._run(images, styles, measure)
+        except Exception:
+            if len(images) == 1:
+                raise
+        return self._run_each(images, styles, measure)
+
+    def _begin(self, key: str) -> int:
+        return ray_runtime.begin_attempt(self.attempts, key) if self.attempts is not None else 1
+
+    def _end(self, key: str) -> None:
+        if self.attempts is not None:
+            ray_runtime.end_attempt(self.attempts, key)
+
+    def _setup_error_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One ``setup_error`` row per input x style, nothing read or stylised."""
+        styles = self.settings.style_names
+        rows = np.repeat(np.arange(len(batch["uri"])), len(styles))
+        out = {k: np.asarray(batch[k])[rows] for k in ("uri", "rel_path")}
+        out.update(style=np.array(styles * len(batch["uri"])), status=np.full(len(rows), "error"),
+                   error_type=np.full(len(rows), SETUP_ERROR), error=np.full(len(rows), self.setup_error))
+        return out
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.setup_error:  # nothing to read for: the driver stops at the first such row
+            return self._setup_error_rows(batch)
+        # One batch at a time, even if Ray hands this actor several at once: the network would only
+        # share the device, and a batch that kills the process must not take a neighbour's attempt
+        # count down with it (the attempt ledger would blame an innocent input).
+        with self._one_at_a_time:
+            if self.fused:
+                return encode_write(self._stylize_rows(read_decode(batch, self.settings)), self.settings)
+            return self._stylize_rows(batch)
+
+    def _stylize_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Decoded rows -> one row per input x style with the output image (or the error)."""
+        n = len(batch["uri"])
+        key = batch_key(batch["uri"])
+        isolate = self._begin(key) > self.settings.max_actor_crashes
+        uris = [str(u) for u in batch["uri"]]
+        status = list(batch["status"])
+        todo = [str(t).split(",") if str(t) else [] for t in batch["todo_styles"]]
+        # Rows that need the same styles share one call (usually all of them: todo differs only for
+        # --skip-existing and nightly plans).
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i in range(n):
+            styles = tuple(s for s in self.settings.style_names if s in todo[i])
+            if status[i] == "ok" and styles:
+                groups.setdefault(styles, []).append(i)
+        results: dict[tuple[int, str], Any] = {}
+        for styles, idx in groups.items():
+            images = [np.asarray(batch["image"][i]) for i in idx]
+            measure = [sampled(uris[i], self.settings.metrics_sample) for i in idx]
+            try:
+                if isolate:
+                    found = self._run_each(images, list(styles), measure, [uris[i] for i in idx])
+                else:
+                    found = self._stylize_safely(images, list(styles), measure)
+            except Exception as exc:
+                found = {s: [exc] * len(idx) for s in styles}
+            results.update({(i, s): r for s in styles for i, r in zip(idx, found[s])})
+        cols: dict[str, list] = {k: [] for k in (
+            "row", "style", "model_sha256", "status", "error_type", "error", "out_image", "out_width", "out_height",
+            "content_loss", "style_loss", "tv_loss", "stylize_ms", "metrics_ms", "measured", "forward_images",
+        )}
+        for style in self.settings.style_names:
+            for i in range(n):
+                res = results.get((i, style))
+                row_status, etype, err = status[i], str(batch["error_type"][i]), str(batch["error"][i])
+                if row_status == "ok" and style not in todo[i]:
+                    row_status = "skipped"
+                elif isinstance(res, Exception):
+                    row_status, etype, err = "error", "stylize_error", f"{type(res).__name__}: {res}"
+                ok = row_status == "ok"
+                cols["row"].append(i)
+                cols["style"].append(style)
+                cols["model_sha256"].append(self.built.model_sha256[style])
+                cols["status"].append(row_status)
+                cols["error_type"].append(etype)
+                cols["error"].append(err)
+                out = res.image if ok else EMPTY_IMAGE
+                cols["out_image"].append(out)
+                cols["out_width"].append(int(out.shape[1]) if ok else -1)
+                cols["out_height"].append(int(out.shape[0]) if ok else -1)
+                for name in ("content_loss", "style_loss", "tv_loss"):
+                    cols[name].append(float(getattr(res, name)) if ok else float("nan"))
+                cols["stylize_ms"].append(float(res.stylize_ms) if ok else float("nan"))
+                cols["metrics_ms"].append(float(res.metrics_ms) if ok and res.measured else float("nan"))
+                cols["measured"].append(int(res.measured) if ok else -1)  # 1/0, -1: no value
+                cols["forward_images"].append(int(res.forward_images) if ok else -1)
+        rows = cols.pop("row")
+        out = {k: np.asarray(batch[k])[rows] for k in ("idx", "uri", "rel_path", "input_bytes", "width", "height", "decode_ms")
+               if k in batch}  # idx: the row's manifest index, by which the driver counts rows exactly once
+        out.update({k: np.array(v) for k, v in cols.items() if k != "out_image"})
+        images_out = np.empty(len(rows), dtype=object)
+        images_out[:] = cols["out_image"]
+        out["out_image"] = images_out
+        out["loss_model"] = np.array([self.built.loss_model] * len(rows))
+        out["device"] = np.array([self.built.device_name] * len(rows))
+        out["backend"] = np.array([self.built.backend] * len(rows))
+        out["arch"] = np.array([self.built.arch(s) for s in cols["style"]])
+        self._end(key)
+        return out

@@ -1,0 +1,232 @@
+"""The batch job: ``python -m jobs.stylize --input URI --output URI --style NAME=CHECKPOINT_URI``.
+
+Lists the inputs, streams them through Ray Data (read/decode tasks -> stylize actor pool ->
+encode/write tasks), writes one metrics row per input x style as Parquet, then a run summary and
+a contact sheet. Exit status: 0 when the error rate is within --max-error-rate, 1 when it is not,
+2 when the job could not run at all (bad input prefix, unloadable checkpoint, ...).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from jobs.batch.contact_sheet import contact_sheet_png
+from jobs.batch.settings import JobSettings, parse_args
+from jobs.batch.stages import SETUP_ERROR, encode_write, read_decode
+from jobs.batch.staging import StagedManifest, stage_inputs, staging_prefix
+from jobs.common import ray_runtime
+from jobs.common.checkpoints import check_style_blobs, read_style_blobs
+from jobs.common.manifest import ManifestError
+from jobs.common.metrics import MetricsWriter, PairLedger, RunCounts, to_table
+from jobs.common.outcome import JobError, run_main
+from jobs.common.planning import ActorPlan, plan_actors
+from jobs.common.storage import InputFile, arrow_paths, join_uri, redact, remove_prefix, write_bytes_atomic
+from stylize_core.host import malloc_env
+
+
+def _log(msg: str) -> None:
+    print(f"[stylize] {msg}", file=sys.stderr, flush=True)
+
+
+def _raise_setup_error(table: pa.Table) -> None:
+    """Actors that could not build their stylizer (weights not staged, ...) answer every row with
+    ``setup_error``: the run cannot start, so stop with the actor's message (exit 2)."""
+    errors = pc.filter(table.column("error"), pc.equal(table.column("error_type"), SETUP_ERROR))
+    if len(errors):
+        raise JobError(errors[0].as_py())
+
+
+# The actor class, by name: actors import it (and torch); the driver never does.
+STYLIZE_ACTOR: str | type = "jobs.batch.actor:StylizeActor"
+
+
+def _render(settings: JobSettings, staged: StagedManifest, plan: ActorPlan, fused: bool,
+            on_rows: Callable[[pa.Table], None] | None) -> tuple[RunCounts, MetricsWriter]:
+    """Stream the staged manifest through the pipeline; every (input, style) pair counted once."""
+    opts = settings.storage_options
+    writer = MetricsWriter(settings.output, settings.run_id, opts)
+    counts = RunCounts()
+    styles = settings.style_names
+    ledger = PairLedger(staged.rows, styles)
+    expected = staged.rows * len(styles)
+    last_log = time.time()
+    if staged.rows:
+        attempts = ray_runtime.attempt_ledger()  # held for the whole stream, then released
+        parts, filesystem = arrow_paths(list(staged.parts), opts)
+        batches = ray_runtime.stylize_dataset(
+            parts,
+            staged.rows,
+            filesystem=filesystem,
+            read_fn=None if fused else functools.partial(read_decode, settings=settings),
+            read_batch_size=settings.read_batch_size,
+            actor=STYLIZE_ACTOR,
+            # Actors read the checkpoints themselves: megabytes of constructor arguments would go through
+            # the object store with every actor start.
+            actor_kwargs={"settings": settings, "attempts": attempts, "fused": fused},
+            actors=(plan.min_actors, plan.max_actors),
+            batch_size=plan.window,
+            gpus_per_actor=plan.gpus_per_actor,
+            cpus_per_actor=plan.cpus_per_actor,
+            write_fn=None if fused else functools.partial(encode_write, settings=settings),
+            actor_env=malloc_env(),
+        )
+        for batch in batches:
+            table = to_table(batch)
+            _raise_setup_error(table)
+            # A retried block must not count twice: keep the first row per (input, style).
+            fresh = ledger.first_seen(batch["idx"].to_numpy(), table["style"])
+            if not fresh.all():
+                table = table.filter(pa.array(fresh))
+            writer.add(table)
+            counts.add(table, keep_examples=settings.contact_sheet)
+            if on_rows is not None:
+                on_rows(table)
+            if not settings.quiet and time.time() - last_log > 10:
+                last_log = time.time()
+                _log(f"{counts.rows}/{expected} rows, {counts.by_status['error']} errors")
+    writer.flush()
+    if counts.rows != expected or ledger.seen != expected:
+        raise JobError(f"accounting mismatch: {expected} input x style pairs listed but {counts.rows} rows came back")
+    return counts, writer
+
+
+def run(
+    settings: JobSettings,
+    inputs: Sequence[InputFile] | str | None = None,
+    todo: Mapping[str, Sequence[str]] | None = None,
+    on_rows: Callable[[pa.Table], None] | None = None,
+) -> dict:
+    """Run the job; returns the summary (also written to ``{output}/_runs/{run_id}.json``).
+
+    ``inputs`` replaces the listing of ``settings.input``: InputFiles, or a manifest URI (the nightly
+    catalog passes its plan; a ``todo_styles`` column in a manifest plans styles per input). ``todo``
+    maps an input URI to the styles to render for it (others become ``skipped`` rows). The inputs
+    are staged as Parquet parts under ``{output}/_manifests/{run_id}/`` (removed at the end) and
+    streamed: the driver never holds them. ``on_rows`` receives each batch of metrics rows
+    (:data:`jobs.common.metrics.SCHEMA`) as it is written.
+    """
+    started = time.time()
+    opts = settings.storage_options
+    staging = staging_prefix(settings.output, settings.run_id)
+
+    def stage() -> StagedManifest:
+        try:
+            return stage_inputs(settings.input if inputs is None else inputs, staging, opts, todo=todo)
+        except FileNotFoundError as exc:
+            raise JobError(f"input not found: {exc}") from None
+        except (ManifestError, ValueError, PermissionError) as exc:
+            raise JobError(f"input {redact(settings.input)}: {exc}") from None
+
+    # Listing and fetching checkpoints take seconds each: they overlap Ray's start-up (as does
+    # importing Ray Data). ray.init stays on the main thread, where it installs its signal handlers.
+    try:
+        with ThreadPoolExecutor(3, thread_name_prefix="stylize-prepare") as pool:
+            blobs_f = pool.submit(read_style_blobs, settings)
+            staged_f = pool.submit(stage)
+            pool.submit(ray_runtime.preload_data)
+            # Local workers inherit the actors' malloc settings: actors then start on prestarted workers.
+            ray_runtime.init_ray(settings.address, quiet=settings.quiet, worker_env=malloc_env())
+            blobs = blobs_f.result()
+            plan = plan_actors(settings)
+            # GPU actors may wait minutes for a node: check the checkpoints now, in a CPU task, while the
+            # listing is staged. CPU actors start at once and build the same stylizer: their setup_error
+            # rows are the check (and a separate check would cost a worker's torch import, ~1.4 s).
+            checked = ray_runtime.call_remote(check_style_blobs, settings, blobs) if blobs and plan.gpus_per_actor else None
+            staged = staged_f.result()
+        if checked is None and blobs and not staged.rows:  # no actor will run to find out
+            checked = ray_runtime.call_remote(check_style_blobs, settings, blobs)
+        problem = ray_runtime.result(checked) if checked is not None else None
+        if problem:
+            raise JobError(problem)
+        return _finish(settings, staged, blobs, plan, started, on_rows)
+    finally:
+        remove_prefix(staging, opts)  # the metrics rows are the record of what ran
+
+
+def _finish(settings: JobSettings, staged: StagedManifest, blobs: dict[str, bytes], plan: ActorPlan, started: float,
+            on_rows: Callable[[pa.Table], None] | None = None) -> dict:
+    opts = settings.storage_options
+    styles = settings.style_names
+    _log(f"run {settings.run_id}: {staged.rows} inputs x {len(styles)} style(s) -> {settings.output}")
+    ray_runtime.configure_data(progress_bars=not settings.quiet)
+    settings.actors, settings.max_actors, settings.torch_threads = plan.min_actors, plan.max_actors, plan.torch_threads
+    fused = settings.stages == "fused" or (settings.stages == "auto" and not plan.gpus_per_actor)
+    counts, writer = _render(settings, staged, plan, fused, on_rows)
+
+    wall = time.time() - started
+    summary = {
+        "run_id": settings.run_id,
+        "input": settings.input,
+        "output": settings.output,
+        "inputs": staged.rows,
+        "styles": {name: {"checkpoint": settings.styles.get(name), "style_image": settings.style_images.get(name),
+                          "sha256": hashlib.sha256(blobs[name]).hexdigest() if name in blobs else None,
+                          "counts": dict(counts.by_style.get(name, {}))} for name in styles},
+        "rows": counts.rows,
+        "counts": dict(counts.by_status),
+        "errors_by_type": dict(counts.by_error_type),
+        "error_rate": counts.error_rate,
+        "max_error_rate": settings.max_error_rate,
+        "passed": counts.error_rate <= settings.max_error_rate,
+        "wall_s": round(wall, 3),
+        "images_per_s": round(counts.by_status["ok"] / wall, 3) if wall else None,
+        "stylize_ms_total": round(counts.stylize_ms, 1),
+        "metrics_ms_total": round(counts.metrics_ms, 1),
+        **counts.forward_summary(),
+        # share of the actors' wall time spent in the network and the loss meter (device time on CUDA)
+        "actor_busy_fraction": round((counts.stylize_ms + counts.metrics_ms) / (wall * 1000 * plan.max_actors), 3)
+        if wall else None,
+        "window": plan.window,
+        "actors": plan.max_actors,
+        "actor_pool": {"min": plan.min_actors, "max": plan.max_actors, "cpus_per_actor": plan.cpus_per_actor,
+                       "torch_threads": plan.torch_threads, "reason": plan.reason},
+        "gpus_per_actor": plan.gpus_per_actor,
+        "stages": "fused" if fused else "split",
+        "metrics_files": writer.files,
+        "config": redact(settings.to_dict()),
+    }
+    runs = join_uri(settings.output, "_runs")
+    sheet = contact_sheet_png(counts.examples, opts) if settings.contact_sheet else None
+    if sheet:
+        summary["contact_sheet"] = join_uri(runs, f"{settings.run_id}_contact.png")
+        write_bytes_atomic(summary["contact_sheet"], sheet, opts)
+    summary["summary_uri"] = join_uri(runs, f"{settings.run_id}.json")
+    write_bytes_atomic(summary["summary_uri"], json.dumps(summary, indent=2, sort_keys=True).encode(), opts)
+    return summary
+
+
+def describe(summary: dict) -> str:
+    """A short human summary of a run."""
+    counts = summary["counts"]
+    lines = [
+        f"run {summary['run_id']}: {summary['inputs']} inputs, {summary['rows']} rows in {summary['wall_s']:.1f}s "
+        f"({summary['images_per_s']} images/s)",
+        "  " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+    ]
+    if summary["errors_by_type"]:
+        lines.append("  errors: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["errors_by_type"].items())))
+    lines.append(f"  error rate {summary['error_rate']:.2%} (limit {summary['max_error_rate']:.2%}): "
+                 + ("PASS" if summary["passed"] else "FAIL"))
+    lines.append(f"  summary: {summary['summary_uri']}")
+    if "contact_sheet" in summary:
+        lines.append(f"  contact sheet: {summary['contact_sheet']}")
+    return "\n".join(lines)
+
+
+def main(settings: JobSettings) -> int:
+    """Run, print the outcome; the exit status (0 passed, 1 over the error budget, 2 could not run)."""
+    return run_main(lambda: run(settings), describe, "stylize")
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return main(parse_args(argv))
+

@@ -1,0 +1,237 @@
+"""The nightly catalog run: ``python -m jobs.catalog --config FILE [--run-id ID] [--dry-run] [--full]``.
+
+Each night takes the lease on ``{output}`` (:mod:`jobs.lease`), lists the catalog (``source``),
+plans which (input, style) pairs need rendering against the ledger under ``{output}/_catalog/``
+(:mod:`jobs.catalog_plan`), settles what dead nights left, checks the deletion guard, journals and
+renders only those pairs with the batch job (:func:`jobs.batch.driver.run`), streaming its rows to the
+commit (:mod:`jobs.catalog_commit`), and records the night in ``{output}/_runs/{run_id}.json``,
+the run-history table and its report.
+
+Exit status: 0 when the night's error rate is within ``max_error_rate``, 1 when not, 2 when it did
+not run (missing source or checkpoint, bad config, the lease held by another night or lost, the
+deletion guard tripped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from jobs.batch import driver as batch
+from jobs.batch.settings import JobSettings
+from jobs.catalog import ledger as L
+from jobs.catalog import quarantine as Q
+from jobs.catalog import report as catalog_report
+from jobs.catalog.commit import NightRows, commit
+from jobs.catalog.lease import Lease, LeaseError
+from jobs.catalog.plan import NightPlan, build_plan, describe_plan, listing_table
+from jobs.catalog.settings import CatalogOptions, CatalogSettings, catalog_options, parse_args
+from jobs.common.listing import list_images
+from jobs.common.outcome import JobError, error_rate
+from jobs.common.storage import InputFile, StorageOptions, join_uri, read_bytes, write_bytes_atomic
+from jobs.common.storage_batch import existing_files
+
+
+def _log(msg: str) -> None:
+    print(f"[catalog] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- planning (reads only)
+
+
+def style_digests(settings: JobSettings, options: StorageOptions) -> dict[str, str]:
+    """Each style's model id: sha256 of its checkpoint bytes (of its style image for optimize-only
+    styles); for a --mix selection of a multi-style checkpoint, the selection's own id, so changing a
+    blend's weights re-renders it."""
+    out = {}
+    for name in settings.style_names:
+        uri = settings.styles.get(name) or settings.style_images[name]
+        try:
+            out[name] = hashlib.sha256(read_bytes(uri, options)).hexdigest()
+        except FileNotFoundError:
+            raise JobError(f"style {name!r}: checkpoint not found: {uri}") from None
+        if name in settings.mixes:
+            from stylize_core.builder import SetupError, load_checkpoints  # torch: only for multi-style configs
+
+            try:
+                out[name] = load_checkpoints({name: uri}, lambda u: read_bytes(u, options), settings.mixes)[name].model_id
+            except SetupError as exc:
+                raise JobError(str(exc)) from None
+    return out
+
+
+def probe_outputs(output: str, options: StorageOptions, ledger: pa.Table) -> Callable[[Sequence[str]], tuple[dict, set]]:
+    """The planner's window on storage: provenance records and existence of some outputs."""
+    styles = ledger.group_by("style").aggregate([([], "count_all")]).to_pylist() if ledger.num_rows else []
+    prefixes = {join_uri(output, r["style"]): r["count_all"] for r in styles}
+
+    def probe(uris: Sequence[str]) -> tuple[dict, set]:
+        under, root = dict(prefixes), join_uri(output) + "/"
+        for u in uris:  # a dead night's outputs sit beside the ledger's: count them in
+            style = join_uri(output, u[len(root):].split("/", 1)[0])
+            under[style] = under.get(style, 0) + 1
+        return L.read_provenance(output, uris, options), existing_files(uris, options, prefixes=under)
+    return probe
+
+
+def plan_night(settings: JobSettings, copts: CatalogOptions, *, ledger: pa.Table, quarantine: pa.Table,
+               journals: dict[str, pa.Table]) -> tuple[NightPlan, pa.Table]:
+    """List the catalog and hash the checkpoints, then plan; returns (plan, listing). Writes nothing."""
+    opts = settings.storage_options
+    try:
+        inputs = list_images(settings.input, opts)
+    except FileNotFoundError as exc:
+        # An empty S3 prefix looks missing; treating it as empty would delete every output.
+        raise JobError(f"source not found (or an empty prefix): {exc}") from None
+    listing = listing_table(inputs, L.input_versions(inputs, opts))
+    journal = pa.concat_tables(list(journals.values())) if journals else None
+    plan = build_plan(settings, listing, style_digests(settings, opts), ledger, quarantined=Q.held(quarantine),
+                      journal=None if copts.full else journal, probe=probe_outputs(settings.output, opts, ledger),
+                      full=copts.full, max_delete_fraction=copts.max_delete_fraction,
+                      max_delete_floor=copts.max_delete_floor)
+    return plan, listing
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _render(settings: JobSettings, todo: pa.Table, on_rows: Callable[[pa.Table], None]) -> dict:
+    """Run the batch job on exactly these pairs, streaming its rows to ``on_rows``; returns its summary."""
+    styles = set(pc.unique(todo.column("style")).to_pylist())  # no work tonight: no model load, no rows
+    sub = settings.replace(styles={s: u for s, u in settings.styles.items() if s in styles},
+                              style_images={s: u for s, u in settings.style_images.items() if s in styles})
+    pairs: dict[str, list[str]] = {}
+    inputs: dict[str, InputFile] = {}
+    for r in todo.select(["input_uri", "rel_path", "style"]).to_pylist():
+        pairs.setdefault(r["input_uri"], []).append(r["style"])
+        inputs.setdefault(r["input_uri"], InputFile(r["input_uri"], r["rel_path"], None, None))
+    return batch.run(sub, inputs=list(inputs.values()), todo=pairs, on_rows=on_rows)
+
+
+# ---------------------------------------------------------------- one night
+
+
+def run_night(settings: JobSettings, copts: CatalogOptions | None = None) -> dict:
+    """Plan, render, commit one night; returns its summary (also ``{output}/_runs/{run_id}.json``)."""
+    copts = copts or CatalogOptions()
+    opts = settings.storage_options
+    settings = settings.replace(skip_existing=False)  # the ledger decides, not existence
+    if copts.dry_run:
+        return _dry_run(settings, copts, opts)
+    lease = Lease(settings.output, settings.run_id, opts, ttl_s=copts.lease_ttl_s).acquire(break_lease=copts.break_lease)
+    try:
+        return _night(settings, copts, opts, lease)
+    finally:
+        lease.release()
+
+
+def _read_state(settings: JobSettings, copts: CatalogOptions, opts: StorageOptions) -> tuple:
+    out = settings.output
+    quarantine, released = Q.release(Q.read(out, opts), copts.release, copts.release_all)
+    return L.read_ledger(out, opts), quarantine, released, L.read_journals(out, opts)
+
+
+def _dry_run(settings: JobSettings, copts: CatalogOptions, opts: StorageOptions) -> dict:
+    ledger, quarantine, released, journals = _read_state(settings, copts, opts)
+    plan, _ = plan_night(settings, copts, ledger=ledger, quarantine=quarantine, journals=journals)
+    return {"run_id": settings.run_id, "dry_run": True, "to_render": plan.todo.num_rows, "plan": plan.counts(),
+            "guard_tripped": plan.guard.tripped, "released": released,
+            "would_delete": plan.deleted.column("output_uri").to_pylist(), "plan_text": describe_plan(plan)}
+
+
+def _night(settings: JobSettings, copts: CatalogOptions, opts: StorageOptions, lease: Lease) -> dict:
+    out, run_id = settings.output, settings.run_id
+    started, t0 = L.now_utc(), time.time()
+    ledger, quarantine, released, journals = _read_state(settings, copts, opts)
+    plan, listing = plan_night(settings, copts, ledger=ledger, quarantine=quarantine, journals=journals)
+    if plan.guard.tripped and not copts.allow_mass_delete:
+        raise JobError(f"deletion guard: {plan.guard.describe()}; nothing was changed. If the catalog really "
+                       "shrank, rerun with --allow-mass-delete")
+    timings = {"plan_s": time.time() - t0, "render_s": 0.0, "commit_s": 0.0}
+    _log(describe_plan(plan))
+    history = {"run_id": run_id, "full": copts.full, "started_at": started, "inputs": plan.inputs,
+               "styles": len(settings.style_names)}
+    pipeline = None
+    try:
+        if released:
+            Q.write(out, quarantine, opts)
+        own_journal = None
+        rows = NightRows(out, plan.todo, run_id, opts)
+        if plan.todo.num_rows:
+            own_journal = L.write_journal(out, run_id, plan.todo, opts)
+            # A record that outlived its output's overwrite would vouch for the wrong bytes.
+            L.remove_provenance(out, plan.todo.column("output_uri").to_pylist(), opts)
+            t = time.time()
+            pipeline = _render(settings, plan.todo, rows.add)
+            timings["render_s"] = time.time() - t
+        t = time.time()
+        counts = commit(settings, plan, rows.table(), ledger, journals, own_journal, check_lease=lease.check,
+                        options=opts, quarantine=quarantine, listing_uris=listing.column("input_uri"),
+                        quarantine_after=copts.quarantine_after)
+        timings["commit_s"] = time.time() - t
+    except BaseException as exc:
+        _record_failure(settings, history, timings, t0, exc, opts)
+        raise
+    skipped, held = plan.total("unchanged"), plan.total("quarantined")
+    rate = error_rate({"ok": counts["processed"], "error": counts["errors"], "skipped": skipped})
+    timings["wall_s"] = time.time() - t0
+    runs = join_uri(out, "_runs")
+    summary = {
+        "run_id": run_id, "source": settings.input, "output": out, "full": copts.full, "inputs": plan.inputs,
+        "plan": plan.counts(), "style_sha256": plan.style_sha256, **counts,
+        "status": "ok", "dry_run": False, "skipped": skipped, "recovered": plan.total("recovered"),
+        "quarantined": held, "released": released, "guard": dataclasses.asdict(plan.guard) | {"tripped": plan.guard.tripped, "overridden": plan.guard.tripped},
+        "error_rate": rate, "max_error_rate": settings.max_error_rate, "passed": rate <= settings.max_error_rate,
+        "images_per_s": round(counts["processed"] / timings["render_s"], 3) if timings["render_s"] else None,
+        "started_at": started.isoformat(), "finished_at": L.now_utc().isoformat(),
+        "timings": {k: round(v, 3) for k, v in timings.items()}, "pipeline": pipeline,
+        "contact_sheet": (pipeline or {}).get("contact_sheet"),
+        "summary_uri": join_uri(runs, f"{run_id}.json"),
+    }
+    write_bytes_atomic(summary["summary_uri"], json.dumps(summary, indent=2, sort_keys=True, default=str).encode(), opts)
+    table = L.append_history(out, history | timings | {k: summary[k] for k in (
+        "processed", "skipped", "deleted", "errors", "quarantined", "recovered", "removed_outputs", "error_rate",
+        "images_per_s", "contact_sheet")} | {"status": "ok", "finished_at": L.now_utc(), "error": None}, opts)
+    try:
+        summary["report"] = catalog_report.write_report(out, table, opts)
+    except Exception as exc:  # a picture must not fail a night that committed
+        _log(f"could not write the report: {type(exc).__name__}: {exc}")
+    return summary
+
+
+def _record_failure(settings: JobSettings, history: dict, timings: dict, t0: float, exc: BaseException,
+                    opts: StorageOptions) -> None:
+    """Best effort: a night that fails in-process still leaves a history row saying so."""
+    try:
+        L.append_history(settings.output, history | timings | {
+            "status": "failed", "finished_at": L.now_utc(), "wall_s": time.time() - t0,
+            "error": f"{type(exc).__name__}: {exc}"[:2000]}, opts)
+    except Exception as inner:  # the store may be what failed; the original error matters more
+        _log(f"could not record the failure in the history: {inner}")
+
+
+def main(settings: CatalogSettings) -> int:
+    try:
+        summary = run_night(settings, catalog_options(settings))
+    except (JobError, LeaseError) as exc:
+        _log(f"error: {exc}")
+        return 2
+    if summary["dry_run"]:
+        print(summary["plan_text"])
+        return 0
+    print(f"night {summary['run_id']}: processed {summary['processed']}, skipped {summary['skipped']}, "
+          f"deleted {summary['deleted']}, recovered {summary['recovered']}, errors {summary['errors']}, "
+          f"quarantined {summary['quarantined']} in {summary['timings']['wall_s']:.1f}s; summary {summary['summary_uri']}")
+    return 0 if summary["passed"] else 1
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return main(parse_args(argv))
+

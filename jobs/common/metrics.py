@@ -1,0 +1,234 @@
+"""Metrics rows: their Parquet schema, a streaming writer, exactly-once accounting, and the counts
+behind the run summary."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from jobs.common.outcome import error_rate
+from jobs.common.storage import StorageOptions, join_uri, remove_prefix, write_bytes_atomic
+
+# One row per input x style. Documented in README.md ("Metrics schema"); keep both in step.
+# The run id is not a column: it is the hive partition `run_id=...` in the path only, as the hive
+# convention has it, so pyarrow.dataset, DuckDB, Polars, pandas and Ray Data read many runs as one
+# table (a value both in the files and in the path makes them disagree on its type).
+SCHEMA = pa.schema([
+    ("input_uri", pa.string()),
+    ("rel_path", pa.string()),
+    ("input_bytes", pa.int64()),
+    ("style", pa.string()),
+    ("model_sha256", pa.string()),
+    ("loss_model", pa.string()),
+    ("status", pa.string()),
+    ("error_type", pa.string()),
+    ("error", pa.string()),
+    ("output_uri", pa.string()),
+    ("output_bytes", pa.int64()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("out_width", pa.int32()),
+    ("out_height", pa.int32()),
+    ("measured", pa.bool_()),
+    ("forward_images", pa.int32()),
+    ("content_loss", pa.float64()),
+    ("style_loss", pa.float64()),
+    ("tv_loss", pa.float64()),
+    ("decode_ms", pa.float64()),
+    ("stylize_ms", pa.float64()),
+    ("metrics_ms", pa.float64()),
+    ("encode_ms", pa.float64()),
+    ("device", pa.string()),
+    ("backend", pa.string()),
+    ("arch", pa.string()),
+])
+_RENAMED = {"input_uri": "uri"}
+ROWS_PER_FILE = 100_000
+
+
+def _nullable(values: list, typ: pa.DataType) -> list:
+    """-1 sizes, empty strings and NaN losses are 'no value': store them as nulls."""
+    if pa.types.is_string(typ):
+        return [None if v in ("", None) else str(v) for v in values]
+    if pa.types.is_boolean(typ):
+        return [None if v is None or int(v) < 0 else bool(int(v)) for v in values]
+    if pa.types.is_integer(typ):
+        return [None if v is None or int(v) < 0 else int(v) for v in values]
+    return [None if v is None or math.isnan(float(v)) else float(v) for v in values]
+
+
+def _arrow_column(col: pa.Array | pa.ChunkedArray, typ: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    """An Arrow column with the 'no value' markers as nulls, cast to ``typ``."""
+    if pa.types.is_string(typ) and (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        return pc.if_else(pc.equal(col, ""), pa.scalar(None, col.type), col).cast(typ)
+    if pa.types.is_boolean(typ) and pa.types.is_integer(col.type):  # 1/0, -1: no value
+        return pc.if_else(pc.less(col, 0), pa.scalar(None, pa.bool_()), pc.not_equal(col, 0))
+    if pa.types.is_integer(typ) and pa.types.is_integer(col.type):
+        return pc.if_else(pc.less(col, 0), pa.scalar(None, col.type), col).cast(typ)
+    if pa.types.is_floating(typ) and (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+        col = col.cast(pa.float64())
+        return pc.if_else(pc.is_nan(col), pa.scalar(None, pa.float64()), col).cast(typ)
+    if pa.types.is_null(col.type):
+        return pa.nulls(len(col), typ)
+    return pa.array(_nullable(col.to_pylist(), typ), type=typ)
+
+
+def _column(col: np.ndarray, typ: pa.DataType) -> pa.Array:
+    """One numpy batch column as Arrow, with the 'no value' markers as nulls; vectorised, since the
+    driver converts every row of the run (the per-value path is kept for odd dtypes)."""
+    col = np.asarray(col)
+    if col.dtype.kind in "US" and pa.types.is_string(typ):
+        return pa.array(col, type=typ, mask=col == "")
+    if col.dtype.kind in "iu" and pa.types.is_boolean(typ):  # 1/0, -1: no value
+        return pa.array(col != 0, mask=col < 0)
+    if col.dtype.kind in "iu" and pa.types.is_integer(typ):
+        return pa.array(col, mask=col < 0).cast(typ)
+    if col.dtype.kind in "fiu" and pa.types.is_floating(typ):
+        col = col.astype(np.float64)
+        return pa.array(col, type=typ, mask=np.isnan(col))
+    return pa.array(_nullable(list(col), typ), type=typ)
+
+
+def to_table(batch: dict[str, np.ndarray] | pa.Table) -> pa.Table:
+    """A batch from the encode stage (numpy columns, or the Arrow table Ray Data holds them in)
+    -> a table with exactly :data:`SCHEMA`. The driver takes Arrow: no per-batch numpy copies of
+    every string column."""
+    if isinstance(batch, pa.Table):
+        names = set(batch.column_names)
+        arrays = []
+        for f in SCHEMA:
+            name = _RENAMED.get(f.name, f.name)
+            arrays.append(_arrow_column(batch[name], f.type) if name in names else pa.nulls(batch.num_rows, f.type))
+        return pa.Table.from_arrays(arrays, schema=SCHEMA)
+    n = len(batch["uri"])
+    arrays = []
+    for f in SCHEMA:
+        col = batch.get(_RENAMED.get(f.name, f.name))
+        arrays.append(pa.nulls(n, f.type) if col is None else _column(col, f.type))
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+def metrics_prefix(output: str, run_id: str) -> str:
+    return join_uri(output, "_metrics", f"run_id={run_id}")
+
+
+@dataclass
+class RunCounts:
+    """Counters for the summary, kept while rows stream past."""
+
+    by_status: Counter = field(default_factory=Counter)
+    by_error_type: Counter = field(default_factory=Counter)
+    by_style: dict[str, Counter] = field(default_factory=dict)
+    rows: int = 0
+    ok_pixels: int = 0
+    stylize_ms: float = 0.0
+    metrics_ms: float = 0.0
+    forward_images: Counter = field(default_factory=Counter)  # images in a forward pass -> ok rows from such passes
+    examples: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # style -> [(input, output)]
+
+    def add(self, table: pa.Table, keep_examples: int = 0) -> None:
+        self.rows += table.num_rows
+        for row in table.group_by(["style", "status"]).aggregate([([], "count_all")]).to_pylist():
+            self.by_status[row["status"]] += row["count_all"]
+            self.by_style.setdefault(row["style"], Counter())[row["status"]] += row["count_all"]
+        errors = table.filter(pc.equal(table["status"], "error"))
+        for row in errors.group_by("error_type").aggregate([([], "count_all")]).to_pylist():
+            self.by_error_type[row["error_type"]] += row["count_all"]
+        ok = table.filter(pc.equal(table["status"], "ok"))
+        if not ok.num_rows:
+            return
+        pixels = pc.multiply(pc.fill_null(ok["out_width"], 0).cast(pa.int64()), pc.fill_null(ok["out_height"], 0).cast(pa.int64()))
+        self.ok_pixels += pc.sum(pixels).as_py() or 0
+        self.stylize_ms += pc.sum(ok["stylize_ms"]).as_py() or 0.0
+        self.metrics_ms += pc.sum(ok["metrics_ms"]).as_py() or 0.0
+        if "forward_images" in ok.column_names:
+            for row in ok.group_by("forward_images").aggregate([([], "count_all")]).to_pylist():
+                if row["forward_images"]:
+                    self.forward_images[row["forward_images"]] += row["count_all"]
+        wanting = [s for s in set(ok["style"].to_pylist()) if len(self.examples.get(s, [])) < keep_examples]
+        for style in wanting:  # only while the contact sheet still needs examples
+            ex = self.examples.setdefault(style, [])
+            mine = ok.filter(pc.equal(ok["style"], style)).slice(0, keep_examples - len(ex))
+            ex.extend(zip(mine["input_uri"].to_pylist(), mine["output_uri"].to_pylist()))
+
+    def forward_summary(self) -> dict:
+        """Images per forward pass: mean and histogram ({images: passes}) over the ok rows' passes."""
+        passes = {k: -(-rows // k) for k, rows in sorted(self.forward_images.items())}
+        total = sum(passes.values())
+        images = sum(self.forward_images.values())
+        return {"images_per_forward_mean": round(images / total, 3) if total else None,
+                "images_per_forward_hist": {str(k): v for k, v in passes.items()}}
+
+    @property
+    def error_rate(self) -> float:
+        """See :func:`error_rate`."""
+        return error_rate(self.by_status)
+
+
+class PairLedger:
+    """Which (manifest row, style) pairs have come back: one bit each, so 10^7 inputs x 4 styles
+    take 5 MB. Rows of a retried block that were already counted are dropped, never counted twice."""
+
+    def __init__(self, rows: int, styles: list[str]) -> None:
+        self.styles = pa.array(styles, pa.string())
+        self.size = rows * len(styles)
+        self.bits = np.zeros((self.size + 7) // 8, dtype=np.uint8)
+        self.seen = 0
+
+    def first_seen(self, idx: np.ndarray, style: pa.ChunkedArray | pa.Array) -> np.ndarray:
+        """Boolean mask over the rows: True for pairs not seen before (first of any repeats)."""
+        pos = pc.index_in(style, value_set=self.styles).to_numpy(zero_copy_only=False)
+        keys = np.asarray(idx, dtype=np.int64) * len(self.styles) + pos
+        if len(keys) and (np.isnan(pos).any() or keys.min() < 0 or keys.max() >= self.size):
+            raise ValueError("a metrics row names an input index or style outside this run's plan")
+        keys = keys.astype(np.int64)
+        fresh = np.zeros(len(keys), dtype=bool)
+        fresh[np.unique(keys, return_index=True)[1]] = True  # repeats within the batch
+        byte, mask = keys >> 3, np.left_shift(1, keys & 7).astype(np.uint8)
+        fresh &= (self.bits[byte] & mask) == 0
+        np.bitwise_or.at(self.bits, byte[fresh], mask[fresh])
+        self.seen += int(fresh.sum())
+        return fresh
+
+
+class MetricsWriter:
+    """Streams metrics tables to ``{output}/_metrics/run_id={run_id}/part-NNNNN.parquet``.
+
+    The run's partition is cleared first, so rerunning a run id replaces its rows instead of
+    duplicating them; each part file is written atomically.
+    """
+
+    def __init__(self, output: str, run_id: str, options: StorageOptions | None = None, enabled: bool = True) -> None:
+        self.prefix = metrics_prefix(output, run_id)
+        self.options = options
+        self.enabled = enabled
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self.files: list[str] = []
+        if enabled:
+            remove_prefix(self.prefix, options)
+
+    def add(self, table: pa.Table) -> None:
+        if not self.enabled:
+            return
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= ROWS_PER_FILE:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        buf = io.BytesIO()
+        pq.write_table(pa.concat_tables(self._pending), buf, compression="zstd")
+        uri = join_uri(self.prefix, f"part-{len(self.files):05d}.parquet")
+        write_bytes_atomic(uri, buf.getvalue(), self.options)
+        self.files.append(uri)
+        self._pending, self._pending_rows = [], 0

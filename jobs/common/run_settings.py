@@ -1,0 +1,162 @@
+"""What every program's settings share: RunSettings (styles, storage, loss network, devices, actor pool,
+error budget), its defaults, and the demo's shipped assets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import secrets
+from importlib import resources
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator, model_validator
+
+from jobs.common.cli_settings import option, pairs_to_mapping, parse_selection
+from jobs.common.storage import StorageOptions
+
+DEFAULT_OUTPUT = "./out"
+DEFAULT_MAX_SIDE = 512  # for the embedded demo run only: sample photos go up to 3 MP
+DEFAULT_MAX_ERROR_RATE = 0.01
+# scikit-image's data folder holds one TIFF (multipage_rgb.tif) that Pillow cannot read: the demo shows
+# it as an error row, and its budget allows that one file out of ~30.
+DEMO_MAX_ERROR_RATE = 0.05
+# stylize_core.backends.BACKEND_SPECS, spelled out so the driver validates without importing torch (a
+# test keeps the two equal)
+BackendSpec = Literal["eager", "compile", "onnxruntime", "openvino", "eager:bf16", "compile:bf16", "openvino:bf16"]
+STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def demo_checkpoint(slim: bool = False) -> str:
+    """Path of a demo style network shipped with the package: the full pytorch/examples-sized one, or
+    the slim one (width 0.25, same recipe; see stylize_core/assets/README.md)."""
+    return str(resources.files("stylize_core") / "assets" / ("demo_mosaic_slim.pth" if slim else "demo_mosaic.pth"))
+
+
+def sample_images_dir() -> str:
+    """Real photographs (and a few odd files) that ship inside the scikit-image wheel."""
+    import skimage.data
+
+    return os.path.dirname(skimage.data.__file__)
+
+
+def default_run_id() -> str:
+    """Timestamped, sortable, unique enough for concurrent submits."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def _styles(value: Any) -> Any:
+    return pairs_to_mapping(value, "NAME=URI")
+
+
+GROUP_IO, GROUP_MODEL, GROUP_RAY, GROUP_OUTCOME = "input and output", "method and model", "Ray", "outcome"
+StyleMap = Annotated[dict[str, str], BeforeValidator(_styles)]
+
+
+def _mixes(value: Any) -> Any:
+    value = pairs_to_mapping(value, "NAME=SPEC") if not isinstance(value, dict) else value
+    return {name: parse_selection(spec) for name, spec in value.items()} if isinstance(value, dict) else value
+
+
+MixMap = Annotated[dict[str, int | str | dict[int | str, float]], BeforeValidator(_mixes)]
+
+
+class RunSettings(BaseModel):
+    """What every batch job shares, with the same names and meanings: styles, outputs and storage,
+    the loss network, devices, the Ray actor pool and the error budget. Picklable; passed to Ray workers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    output: str = option(DEFAULT_OUTPUT, "output prefix URI", group=GROUP_IO, min_length=1)
+    styles: StyleMap = option({}, "a style network checkpoint (this project's or pytorch/examples' .pth); repeat for "
+                              "several styles. In YAML: `style: {name: uri}`. Default: demo=<shipped demo checkpoint>",
+                              flag="--style", metavar="NAME=CHECKPOINT_URI", group=GROUP_IO)
+    style_images: StyleMap = option({}, "style image for NAME: the target of --method optimize, and the style-loss "
+                                    "target for checkpoints that do not carry their style image (pytorch/examples files)",
+                                    flag="--style-image", metavar="NAME=IMAGE_URI", group=GROUP_IO)
+    run_id: str = option("", "run identifier (default: a UTC timestamp); rerunning an id overwrites its results",
+                         group=GROUP_IO, pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
+    max_side: int | None = option(None, "downscale inputs whose longer side exceeds this before stylising "
+                                  f"(default: none; {DEFAULT_MAX_SIDE} for the embedded demo)", group=GROUP_IO, ge=16)
+    max_pixels: int = option(64_000_000, "refuse images with more pixels than this (decompression bombs)", group=GROUP_IO, ge=1)
+    endpoint_url: str | None = option(None, "S3 endpoint (default: AWS_ENDPOINT_URL or AWS's own)", group=GROUP_IO)
+    region: str | None = option(None, "S3 region (default: from the AWS environment/config)", group=GROUP_IO)
+    profile: str | None = option(None, "AWS profile for credentials (default: the standard AWS chain)", group=GROUP_IO)
+    vgg: Literal["vgg16", "vgg19"] | None = option(
+        None, "loss network for metrics and optimisation (default: vgg16 for metrics, vgg19 for optimize)", group=GROUP_MODEL)
+    vgg_weights: str | None = option(
+        None, "loss network weights: torchvision's ImageNet weights from its cache, a state dict path/URI, or "
+        "random:SEED (demos and tests). Default: imagenet (random:0 for the embedded demo)",
+        metavar="imagenet|PATH|URI|random:SEED", group=GROUP_MODEL, min_length=1)
+    metrics: bool = option(True, "skip the content/style/TV loss computation", negate="--no-metrics", group=GROUP_MODEL)
+    metrics_size: int = option(256, "short side at which losses are measured (never upscaled: smaller images are "
+                               "measured at their own size)", group=GROUP_MODEL, ge=16)
+    strength: float = option(1.0, "style strength, 0 (content) .. 1 (full style)", group=GROUP_MODEL, ge=0, le=1)
+    preserve_color: bool = option(False, "keep the input's colours (luminance-only transfer)", group=GROUP_MODEL)
+    device: str = option("auto", "torch device in the actors: auto (CUDA when present), cpu, cuda, cuda:N",
+                         group=GROUP_MODEL, pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    bf16: bool = option(True, "on CUDA, run in float32 instead of bf16 autocast", negate="--no-bf16", group=GROUP_MODEL)
+    channels_last: bool = option(True, "keep NCHW contiguous activations (default: channels_last, faster on CUDA and "
+                                 "on CPU)", negate="--no-channels-last", group=GROUP_MODEL)
+    address: str | None = option(None, "Ray cluster address (default: RAY_ADDRESS, else a local Ray)", group=GROUP_RAY)
+    actors: int = option(0, "stylize actor pool: N actors, or MIN:MAX for Ray Data's autoscaling pool (default: one "
+                         "per GPU; with --gpus-per-actor and no GPUs in the cluster yet, 1:8 so GPU workers that start "
+                         "at zero scale up; on CPU-only clusters one per node, or see --cores-per-actor)",
+                         metavar="N|MIN:MAX", group=GROUP_RAY, ge=0)
+    max_actors: int = option(0, cli=False)  # the pool's maximum (from --actors MIN:MAX); 0: planned
+    cores_per_actor: int = option(0, "CPU-only clusters: one actor per this many cores of each node, each running "
+                                  "that many torch threads (default: 0, one actor per node using all its cores)",
+                                  group=GROUP_RAY, ge=0)
+    batch_size: int | None = option(None, "rows per stylize actor call, the window the Stylizer packs into shape "
+                                    "buckets (default: 64 for GPU actors, 8 for CPU actors)", group=GROUP_RAY, ge=1, le=4096)
+    gpus_per_actor: float | None = option(None, "GPUs per actor, fractional allowed (default: 1 when the cluster has "
+                                          "GPUs, else 0)", group=GROUP_RAY, ge=0)
+    cpus_per_actor: float = option(1.0, "CPUs reserved per actor", group=GROUP_RAY, ge=0)
+    torch_threads: int = option(0, "intra-op threads per CPU actor (default: the node's cores / actors)", group=GROUP_RAY, ge=0)
+    max_error_rate: float | None = option(
+        None, f"exit 1 when errors / rows exceed this (default: {DEFAULT_MAX_ERROR_RATE}; {DEMO_MAX_ERROR_RATE} for "
+        "the embedded demo)", group=GROUP_OUTCOME, ge=0, le=1)
+    contact_sheet: int = option(6, "inputs shown on the contact sheet; 0 for none", group=GROUP_OUTCOME, ge=0, le=100)
+    quiet: bool = option(False, "no progress bars", group=GROUP_OUTCOME)
+    demo: bool = option(False, cli=False)
+
+    @field_validator("styles", "style_images")
+    @classmethod
+    def _style_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, uri in value.items():
+            if not STYLE_NAME.match(name):
+                raise ValueError(f"style name {name!r} must match {STYLE_NAME.pattern}")
+            if not uri:
+                raise ValueError(f"style {name!r} has an empty URI")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _actor_range(cls, data: Any) -> Any:
+        """``--actors MIN:MAX`` -> actors=MIN, max_actors=MAX (an autoscaling pool)."""
+        if isinstance(data, dict) and isinstance(data.get("actors"), str) and ":" in data["actors"]:
+            lo, _, hi = data["actors"].partition(":")
+            try:
+                low, high = int(lo), int(hi)
+            except ValueError:
+                raise ValueError(f"--actors expects N or MIN:MAX, got {data['actors']!r}") from None
+            if not 1 <= low <= high:
+                raise ValueError(f"--actors MIN:MAX needs 1 <= MIN <= MAX, got {data['actors']!r}")
+            data = {**data, "actors": low, "max_actors": high}
+        return data
+
+    @property
+    def style_names(self) -> list[str]:
+        return list(self.styles)
+
+    @property
+    def storage_options(self) -> StorageOptions:
+        """How this run reaches object storage (the one place the S3 flags become options)."""
+        return StorageOptions(endpoint_url=self.endpoint_url, region=self.region, profile=self.profile)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` (not re-validated: for values the caller derived from valid ones)."""
+        return self.model_copy(update=changes)

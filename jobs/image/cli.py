@@ -1,0 +1,346 @@
+"""Stylise a few images on this machine, without Ray: ``python -m jobs.stylize_image``.
+
+Feed-forward with a style network checkpoint (default: the shipped demo model), or per-image Gatys
+optimisation towards a style image (``--optimize``). Inputs and outputs are local paths or any URI
+``jobs.storage`` reads (``s3://``, ``file://``, ...).
+
+Exit status: 0 every input was written; 1 some inputs failed (each reported on stderr, the rest are
+still written); 2 nothing ran (bad options, missing checkpoint, style image or VGG weights).
+
+Imports only ``stylize_core`` and the Ray-free parts of ``jobs`` so it starts quickly and runs where
+Ray is not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import posixpath
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
+
+from stylize_core.builder import SetupError as BuildError
+from stylize_core.builder import StylizerSpec, build_stylizer, load_checkpoints
+from stylize_core.gatys import INITS, OPTIMIZERS, GatysConfig
+from stylize_core.gatys_stylizer import GatysStylizer
+from stylize_core.host import retain_freed_memory
+from stylize_core.image_io import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, ImageDecodeError, decode_image, encode_image, resize_max_side
+from stylize_core.stylizer import Stylizer, StyleResult
+
+from jobs.common import cli_settings
+from jobs.common.cli_settings import option, parse_selection
+from jobs.common.run_settings import BackendSpec, demo_checkpoint
+from jobs.common.storage import StorageOptions, join_uri, read_bytes, split_protocol, write_bytes_atomic
+
+PROG = "python -m jobs.stylize_image"
+# Output extensions we can write, mapped to the encoder's format name (".jpeg" is accepted too).
+_WRITABLE = {**{ext: fmt for fmt, ext in FORMAT_EXTENSIONS.items()}, ".jpeg": "jpeg"}
+
+
+class SetupError(Exception):
+    """Nothing can run (exit 2): bad option combination, missing checkpoint, style image or weights."""
+
+
+_FF, _METRICS, _GATYS, _STORAGE = ("feed-forward (default method)", "metrics and loss network",
+                                   "Gatys optimisation (--optimize)", "storage (URIs)")
+
+
+class ImageSettings(BaseModel):
+    """``python -m jobs.stylize_image`` options, from flags and ``--config`` YAML alike."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[str] = option(..., "input image files (paths or URIs)", positional=True, metavar="IN", min_length=1)
+    output: str = option(..., "with one input and a name ending in .jpg/.jpeg/.png/.webp: the output file (its "
+                         "extension picks the format); otherwise a directory receiving {stem}.{ext} per input (two "
+                         "inputs with the same stem are refused). Required", short="-o", metavar="OUT", min_length=1)
+    format: Literal["jpeg", "png", "webp"] | None = option(None, "output format (default: from OUT's extension, else jpeg)")
+    quality: int = option(90, "JPEG/WebP quality 1-100", ge=1, le=100)
+    max_side: int | None = option(None, "downscale inputs whose longer side exceeds N pixels before stylising "
+                                  "(default: keep size)", metavar="N", ge=1)
+    max_pixels: int = option(64_000_000, "refuse inputs with more pixels than this (decompression bombs)", ge=1)
+    strength: float = option(1.0, "style strength, 0 (the input unchanged) .. 1 (full style)", ge=0, le=1)
+    preserve_color: bool = option(False, "keep the input's colours (luminance-only transfer)")
+    device: str = option("auto", "torch device: auto (CUDA when present), cpu, cuda, cuda:N",
+                         pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    json_rows: bool = option(False, "print one JSON object per input on stdout (status, output, size, losses, timings; "
+                        "losses are null without --metrics); human-readable progress is then suppressed", flag="--json")
+    quiet: bool = option(False, "no progress lines (errors are still printed)", short="-q")
+
+    checkpoint: str | None = option(None, "style network: this project's checkpoint or a pytorch/examples "
+                                    "fast_neural_style .pth (default: the shipped demo model)",
+                                    metavar="PATH_OR_URI", group=_FF, min_length=1)
+    mix: Annotated[int | str | dict[int | str, float] | None, BeforeValidator(parse_selection)] = option(
+        None, "multi-style checkpoints: the style to render, an index or a name (`--mix 3`), or a blend with weights "
+        "normalised to sum to one (`--mix 3:0.5,wave:0.5`); `python -m jobs.styles CHECKPOINT` lists the styles",
+        metavar="SPEC", group=_FF)
+    backend: BackendSpec = option("eager", "where the style network runs on CPU: PyTorch eager, torch.compile, "
+                                  "onnxruntime or OpenVINO (these two need `pip install 'stylize[cpu]'`); NAME:bf16 "
+                                  "runs in bfloat16. See README 'CPU backends'", group=_FF)
+    batch_size: int = option(4, "images read and stylised together; same-sized ones share a forward pass",
+                             group=_FF, ge=1, le=1024)
+
+    metrics: bool = option(False, "measure content, style and TV loss of each output with the VGG loss network",
+                           group=_METRICS)
+    vgg: Literal["vgg16", "vgg19"] | None = option(None, "loss network (default: vgg16 for metrics, vgg19 for "
+                                                   "--optimize)", group=_METRICS)
+    vgg_weights: str = option("imagenet", "loss network weights: torchvision's ImageNet weights from its cache, a "
+                              "state dict path/URI, or random:SEED (tests and demos only)",
+                              metavar="imagenet|PATH|URI|random:SEED", group=_METRICS, min_length=1)
+    metrics_size: int = option(256, "short side at which losses are measured", group=_METRICS, ge=16)
+    style_image: str | None = option(None, "style image: the target of --optimize (required there); for feed-forward "
+                                     "metrics, overrides the style image stored in the checkpoint (bare "
+                                     "pytorch/examples files have none)", metavar="PATH_OR_URI", group=_METRICS)
+
+    optimize: bool = option(False, "optimise each image's pixels towards --style-image instead of using a "
+                            "checkpoint (slow)", group=_GATYS)
+    steps: int = option(100, "loss evaluations per pyramid level", group=_GATYS, ge=1)
+    levels: int = option(2, "coarse-to-fine pyramid levels", group=_GATYS, ge=1, le=8)
+    optimizer: Literal[tuple(OPTIMIZERS)] = option("lbfgs", "optimiser", group=_GATYS)  # type: ignore[valid-type]
+    init: Literal[tuple(INITS)] = option("content", "starting image", group=_GATYS)  # type: ignore[valid-type]
+    content_weight: float = option(1.0, "content loss weight", group=_GATYS, ge=0, allow_inf_nan=False)
+    style_weight: float = option(1e6, "style loss weight", group=_GATYS, ge=0, allow_inf_nan=False)
+    tv_weight: float = option(1e-3, "total-variation weight", group=_GATYS, ge=0, allow_inf_nan=False)
+    lr: float | None = option(None, "learning rate (default: 1.0 for lbfgs, 2.0 for adam)", group=_GATYS, gt=0)
+    seed: int = option(0, "seed of the noise init", group=_GATYS)
+
+    endpoint_url: str | None = option(None, "S3 endpoint (default: AWS_ENDPOINT_URL or AWS's own)", group=_STORAGE)
+    region: str | None = option(None, "S3 region (default: from the AWS environment/config)", group=_STORAGE)
+    profile: str | None = option(None, "AWS profile for credentials (default: the standard AWS chain)", group=_STORAGE)
+
+    @model_validator(mode="after")
+    def _method_options(self) -> ImageSettings:
+        if self.optimize and self.style_image is None:
+            raise ValueError("--optimize needs --style-image (the style to optimise towards)")
+        if self.optimize and self.checkpoint is not None:
+            raise ValueError("--checkpoint and --optimize exclude each other: --optimize uses --style-image only")
+        return self
+
+
+DESCRIPTION = (
+    "Stylise image files on this machine (no Ray) with a style network checkpoint, or with\n"
+    "per-image Gatys optimisation (--optimize). Inputs and outputs may be local paths or URIs\n"
+    "(s3://, file://, any fsspec URI).\n\n"
+    "exit status: 0 all written; 1 some inputs failed (reported on stderr, the others are still\n"
+    "written); 2 nothing ran (bad options, missing checkpoint, style image or VGG weights)."
+)
+EPILOG = (f"examples:\n  {PROG} photo.jpg --checkpoint mosaic.pth -o styled.jpg\n"
+          f"  {PROG} a.jpg b.png --checkpoint s3://models/mosaic.pth -o out/ --format png --json --metrics\n"
+          f"  {PROG} photo.jpg --optimize --style-image starry.jpg -o out/ --levels 3")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of the local, Ray-free stylisation tool."""
+    return cli_settings.build_parser(ImageSettings, PROG, DESCRIPTION, EPILOG)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> ImageSettings:
+    """Validated settings from ``argv`` (default: ``sys.argv[1:]``); exits 2 with one line when invalid."""
+    return cli_settings.parse(ImageSettings, argv, build_parser())
+
+
+def _basename(uri: str) -> str:
+    return posixpath.basename(split_protocol(uri)[1].rstrip("/"))
+
+
+def _same_place(a: str, b: str) -> bool:
+    pa, ra = split_protocol(a)
+    pb, rb = split_protocol(b)
+    if pa in (None, "file") and pb in (None, "file"):
+        return os.path.realpath(os.path.expanduser(ra)) == os.path.realpath(os.path.expanduser(rb))
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def plan_outputs(inputs: Sequence[str], output: str, fmt: str | None) -> tuple[str, list[str]]:
+    """``(format, output uri per input)``; raises SetupError on clashes or an unwritable extension."""
+    ext = posixpath.splitext(_basename(output))[1].lower()
+    protocol, rest = split_protocol(output)
+    existing_dir = protocol in (None, "file") and os.path.isdir(os.path.expanduser(rest))
+    single_file = not existing_dir and not output.endswith(("/", os.sep)) and ext in IMAGE_EXTENSIONS | set(_WRITABLE)
+    if single_file:
+        if ext not in _WRITABLE:
+            raise SetupError(f"cannot write {ext} files; name the output .jpg, .png or .webp, or give a directory")
+        if len(inputs) != 1:
+            raise SetupError(f"-o {output} names one file but {len(inputs)} inputs were given; give a directory")
+        if fmt is not None and fmt != _WRITABLE[ext]:
+            raise SetupError(f"--format {fmt} contradicts the output name {output}")
+        outs, fmt = [output], _WRITABLE[ext]
+    else:
+        fmt = fmt or "jpeg"
+        outs = [join_uri(output, posixpath.splitext(_basename(uri))[0] + FORMAT_EXTENSIONS[fmt]) for uri in inputs]
+        seen: dict[str, str] = {}
+        for uri, out in zip(inputs, outs):
+            if out in seen:
+                raise SetupError(f"inputs {seen[out]} and {uri} would both be written to {out}; "
+                                 "rename one or stylise them into different directories")
+            seen[out] = uri
+    for uri, out in zip(inputs, outs):
+        if _same_place(uri, out):
+            raise SetupError(f"refusing to overwrite the input {uri} with its output; choose another -o")
+    return fmt, outs
+
+
+@dataclass
+class Engine:
+    """What stylises: the stylizer, the style's name and how its results are labelled."""
+
+    stylizer: Stylizer | GatysStylizer
+    style: str
+    method: str
+    loss_model: str
+    checkpoint_sha256: str = ""
+    backend: str = ""
+
+
+def build_engine(args: ImageSettings, opener: Callable[[str], bytes]) -> Engine:
+    """Load the models the options ask for (the job's actors use the same builder); SetupError when
+    they cannot be loaded."""
+    source = args.checkpoint or demo_checkpoint()
+    loaded = None
+    if args.optimize:
+        style = posixpath.splitext(_basename(args.style_image))[0] or "style"
+        styles, style_images = {}, {style: args.style_image}
+    else:
+        try:
+            model = load_checkpoints({"style": source}, opener, {"style": args.mix} if args.mix is not None else None)["style"]
+        except BuildError as exc:
+            hint = "" if args.checkpoint else " (the demo model is not installed; pass --checkpoint PATH_OR_URI)"
+            raise SetupError(f"{exc}{hint}") from None
+        style = str(model.name or posixpath.splitext(_basename(source))[0] or "style")
+        styles, loaded = {style: source}, {style: model}
+        style_images = {style: args.style_image} if args.style_image else {}
+    spec = StylizerSpec(
+        styles=styles, style_images=style_images, method="optimize" if args.optimize else "feedforward",
+        vgg=args.vgg or ("vgg19" if args.optimize else "vgg16"), vgg_weights=args.vgg_weights, metrics=args.metrics,
+        metrics_size=args.metrics_size, device=args.device, strength=args.strength,
+        preserve_color=args.preserve_color, max_batch=args.batch_size, max_style_pixels=args.max_pixels,
+        backend=args.backend,
+        gatys=GatysConfig(steps=args.steps, pyramid_levels=args.levels, optimizer=args.optimizer, init=args.init,
+                          content_weight=args.content_weight, style_weight=args.style_weight,
+                          tv_weight=args.tv_weight, lr=args.lr, seed=args.seed, preserve_color=args.preserve_color),
+    )
+    try:
+        built = build_stylizer(spec, opener, loaded)
+    except BuildError as exc:
+        raise SetupError(str(exc)) from None
+    method = "optimize" if args.optimize else "feedforward"
+    return Engine(built.stylizer, style, method, built.loss_model, "" if args.optimize else built.model_sha256[style],
+                  built.backend)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _error_type(exc: BaseException) -> str:
+    if isinstance(exc, ImageDecodeError):
+        return exc.error_type
+    if isinstance(exc, FileNotFoundError):
+        return "not_found"
+    return type(exc).__name__
+
+
+class _Reporter:
+    """Prints progress, error lines (stderr) and, with --json, one row per input (stdout)."""
+
+    def __init__(self, args: ImageSettings, engine: Engine) -> None:
+        self.args, self.engine, self.failed = args, engine, 0
+
+    def _base(self, uri: str, out: str) -> dict:
+        e = self.engine
+        return {"input_uri": uri, "output_uri": out, "style": e.style, "method": e.method,
+                "checkpoint_sha256": e.checkpoint_sha256, "loss_model": e.loss_model, "backend": e.backend}
+
+    def error(self, uri: str, out: str, exc: BaseException) -> None:
+        self.failed += 1
+        print(f"{PROG}: error: {uri}: {_error_type(exc)}: {exc}", file=sys.stderr, flush=True)
+        if self.args.json_rows:
+            row = {**self._base(uri, out), "status": "error", "error_type": _error_type(exc), "error": str(exc)}
+            print(json.dumps(row), flush=True)
+
+    def ok(self, uri: str, out: str, result: StyleResult) -> None:
+        h, w = result.image.shape[:2]
+        if self.args.json_rows:
+            row = {**self._base(uri, out), "status": "ok", "error_type": None, "error": None, "width": w, "height": h,
+                   "content_loss": _finite_or_none(result.content_loss), "style_loss": _finite_or_none(result.style_loss),
+                   "tv_loss": _finite_or_none(result.tv_loss), "stylize_ms": result.stylize_ms,
+                   "metrics_ms": result.metrics_ms}
+            print(json.dumps(row), flush=True)
+        elif not self.args.quiet:
+            print(f"{uri} -> {out} ({w}x{h}, {result.stylize_ms:.0f} ms)", flush=True)
+
+
+def _read(uri: str, args: ImageSettings, opener: Callable[[str], bytes]) -> np.ndarray:
+    image = decode_image(opener(uri), max_pixels=args.max_pixels)  # (H, W, 3) uint8
+    return resize_max_side(image, args.max_side)
+
+
+def _stylize(engine: Engine, images: list[np.ndarray]) -> list[StyleResult | BaseException]:
+    """Results in order; a failing batch is retried image by image so one bad image fails alone."""
+    try:
+        return list(engine.stylizer.stylize(images, engine.style))
+    except Exception:
+        if len(images) == 1:
+            raise
+    out: list[StyleResult | BaseException] = []
+    for image in images:
+        try:
+            out.append(engine.stylizer.stylize([image], engine.style)[0])
+        except Exception as exc:  # noqa: BLE001 - reported per input, the run goes on
+            out.append(exc)
+    return out
+
+
+def main(args: ImageSettings) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 some inputs failed, 2 nothing ran)."""
+    retain_freed_memory()
+    opts = StorageOptions(endpoint_url=args.endpoint_url, region=args.region, profile=args.profile)
+    opener: Callable[[str], bytes] = lambda uri: read_bytes(uri, opts)  # noqa: E731
+    try:
+        fmt, outputs = plan_outputs(args.inputs, args.output, args.format)
+        engine = build_engine(args, opener)
+    except SetupError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    report = _Reporter(args, engine)
+    # Gatys runs one image at a time anyway; batching there would only hold more images in memory.
+    chunk = 1 if args.optimize else args.batch_size
+    pairs = list(zip(args.inputs, outputs))
+    for start in range(0, len(pairs), chunk):
+        ready: list[tuple[str, str, np.ndarray]] = []
+        for uri, out in pairs[start : start + chunk]:
+            try:
+                ready.append((uri, out, _read(uri, args, opener)))
+            except (OSError, ImageDecodeError, ValueError) as exc:
+                report.error(uri, out, exc)
+        if not ready:
+            continue
+        try:
+            results = _stylize(engine, [image for _, _, image in ready])
+        except Exception as exc:  # noqa: BLE001 - a single image's failure
+            results = [exc]
+        for (uri, out, _), result in zip(ready, results):
+            if isinstance(result, BaseException):
+                report.error(uri, out, result)
+                continue
+            try:
+                write_bytes_atomic(out, encode_image(result.image, fmt, args.quality), opts)
+            except (OSError, ValueError) as exc:
+                report.error(uri, out, exc)
+                continue
+            report.ok(uri, out, result)
+    if report.failed and not args.json_rows:
+        print(f"{PROG}: {report.failed} of {len(pairs)} input(s) failed", file=sys.stderr, flush=True)
+    return 1 if report.failed else 0
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return main(parse_args(argv))

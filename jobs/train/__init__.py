@@ -1,0 +1,2 @@
+"""Training style networks on Ray Train (``python -m jobs.train``, ``stylize-train``).
+"""

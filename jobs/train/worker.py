@@ -1,0 +1,146 @@
+"""The Ray Train side of ``jobs.train``: the per-worker training loop, the Ray Data UDF that reads,
+decodes and crops content images, and the small actor that gathers what the workers report
+(undecodable files, the step a run started from). The driver (``jobs/train.py``) plans, starts and
+exports; everything here runs in Ray's worker processes."""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from stylize_core.host import retain_freed_memory
+from stylize_core.image_io import ImageDecodeError, decode_image
+from stylize_core.training import StyleTrainer, TrainConfig, prepare_content, progress_line
+
+from jobs.common.storage import read_bytes
+
+STATE_FILE = "train_state.pt"
+
+
+# --- Ray Data: read + decode + crop, bad files reported to a ledger actor ----------------------------
+
+
+class _RunLedger:
+    """Driver-owned facts gathered from the workers: undecodable content files (one entry per URI;
+    epochs and restarts re-read the same files) and the step this invocation started from."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, dict[str, str]] = {}
+        self.start_step: int | None = None
+
+    def started(self, step: int) -> None:
+        if self.start_step is None:  # automatic restarts (--max-failures) keep the first value
+            self.start_step = step
+
+    def add(self, items: list[dict[str, str]]) -> None:
+        for item in items:
+            self._items.setdefault(item["uri"], item)
+
+    def summary(self) -> dict[str, Any]:
+        return {"skipped": [self._items[k] for k in sorted(self._items)], "start_step": self.start_step}
+
+
+def _read_content_batch(batch: dict[str, np.ndarray], *, size: int, options: Any, ledger: Any) -> dict[str, np.ndarray]:
+    """Ray Data UDF: {"uri": (n,)} -> {"image": (m, size, size, 3) uint8}, m <= n (bad files dropped)."""
+    import ray
+
+    images, bad = [], []
+    for uri in batch["uri"]:
+        uri = str(uri)
+        try:
+            images.append(prepare_content(decode_image(read_bytes(uri, options)), size))
+        except (ImageDecodeError, OSError) as exc:  # unreadable or undecodable: skip, but count it
+            bad.append({"uri": uri, "error_type": getattr(exc, "error_type", "read"), "error": str(exc)[:300]})
+    if bad:
+        ray.get(ledger.add.remote(bad))
+    return {"image": np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)}  # (m, S, S, 3)
+
+
+# --- the worker loop --------------------------------------------------------------------------------
+
+
+def _report(trainer: Any, rank: int, ledger: Any) -> None:
+    """Every rank must call ray.train.report (a barrier); only rank 0 writes the checkpoint."""
+    import ray
+    import ray.train
+
+    metrics = dict(trainer.history[-1]) if trainer.history else {"step": trainer.step_count}
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    state = trainer.state_dict()
+    state["skipped"] = ray.get(ledger.summary.remote())["skipped"]
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(state, os.path.join(tmp, STATE_FILE))
+        checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{trainer.step_count:08d}")
+
+
+def _mean_over_workers(values: torch.Tensor, world: int) -> torch.Tensor:
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values / world
+
+
+def _train_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train per-worker loop: restore, wrap in DDP, stream shards, step, checkpoint."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    retain_freed_memory()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    config = TrainConfig.from_dict(loop_config["train_config"])
+    options, ledger = loop_config["storage_options"], loop_config["ledger"]
+    weights = config.vgg_weights
+    opener = None if weights == "imagenet" or weights.startswith("random:") else (lambda uri: read_bytes(uri, options))
+    autocast = {"auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[loop_config["autocast"]]
+    device = ray.train.torch.get_device()
+    trainer = StyleTrainer(config, loop_config["style_images"], device=device, opener=opener, autocast_dtype=autocast)
+    trainer.style_cycle = (rank, world)  # workers of one step train different styles
+
+    checkpoint, skipped = ray.train.get_checkpoint(), []
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
+        trainer.load_state_dict(state)
+        skipped = state.get("skipped", [])
+        if rank == 0:
+            print(f"resumed from step {trainer.step_count} (epoch {trainer.epoch})", flush=True)
+    if rank == 0:
+        ray.get([ledger.add.remote(skipped), ledger.started.remote(trainer.step_count)])
+    trainer.model = ray.train.torch.prepare_model(trainer.model)  # DDP when world > 1
+    if world > 1:  # log losses averaged over the workers, not rank 0's alone
+        trainer.metrics_reducer = functools.partial(_mean_over_workers, world=world)
+
+    shard = ray.train.get_dataset_shard("train")
+    last_reported = trainer.step_count
+    while trainer.step_count < config.steps and trainer.epoch < config.epochs:
+        batches = 0
+        for batch in shard.iter_torch_batches(
+            batch_size=config.batch_size, drop_last=True, dtypes=torch.uint8, device=device,
+            local_shuffle_buffer_size=4 * config.batch_size, local_shuffle_seed=config.seed + trainer.epoch,
+        ):
+            batches += 1
+            record = trainer.step(batch["image"].permute(0, 3, 1, 2).float())  # (B, 3, S, S)
+            record["images"] *= world  # the history counts images over all workers
+            step = trainer.step_count
+            if rank == 0 and (step % config.log_every == 0 or step == 1):
+                print(progress_line(record, config), flush=True)
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                _report(trainer, rank, ledger)
+                last_reported = step
+            if step >= config.steps:
+                break
+        else:
+            if batches == 0:  # equal shards: every rank sees this together
+                raise RuntimeError(f"no full batch of {config.batch_size} decodable images per worker in an epoch")
+            trainer.epoch += 1
+    if trainer.step_count != last_reported:
+        _report(trainer, rank, ledger)

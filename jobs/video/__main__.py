@@ -1,0 +1,12 @@
+"""``python -m jobs.video`` and the console script: run the program, exit with its status."""
+
+from jobs.common import ray_runtime
+from jobs.video.driver import cli
+
+
+def entry() -> None:
+    ray_runtime.exit_process(cli())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,171 @@
+"""The video job's actor: probes inputs, stylises segments (decode -> flow -> stylise -> blend ->
+encode) and joins them. Ray-free: ``jobs.common.ray_runtime`` runs it as an actor, tests call it
+directly. Its work files are laid out by :mod:`jobs.video.workdir`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from fractions import Fraction
+
+import numpy as np
+
+from stylize_core.video.errors import VideoError
+
+from jobs.common.storage import (exists, get_file, local_path, put_file_atomic, read_bytes, write_bytes_atomic)
+from jobs.video.settings import VideoSettings
+from jobs.video.workdir import segment_uris
+
+def sequence_plan_inputs(n: int, fps: float) -> tuple[list[int], list[int], Fraction]:
+    """Frame timestamps of an image sequence: every frame a keyframe, ``fps`` frames a second."""
+    return list(range(n)), list(range(n)), Fraction(fps).limit_denominator(1000) ** -1
+
+
+class VideoWorker:
+    """Holds the style networks (and the VGG loss network when metrics are on), built once."""
+
+    def __init__(self, settings: VideoSettings) -> None:
+        import torch
+
+        from stylize_core.builder import StylizerSpec, build_stylizer
+        from stylize_core.host import retain_freed_memory
+        from stylize_core.stylizer import resolve_device
+
+        self.settings = settings
+        self.opts = settings.storage_options
+        retain_freed_memory()
+        if resolve_device(settings.device).type == "cpu":
+            torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) // max(1, settings.actors or 1)))
+        # The image job's builder: the same checkpoints, style-loss targets and loss network. Losses are
+        # measured here on every --loss-every-th frame, not by the Stylizer on every frame.
+        built = build_stylizer(StylizerSpec(
+            styles=settings.styles, style_images=settings.style_images, vgg=settings.vgg,
+            vgg_weights=settings.vgg_weights, metrics=settings.metrics, metrics_size=settings.metrics_size,
+            device=settings.device, bf16=settings.bf16, channels_last=settings.channels_last,
+            strength=settings.strength, preserve_color=settings.preserve_color, max_batch=settings.batch_size,
+            max_style_pixels=settings.max_pixels,
+        ), lambda uri: read_bytes(uri, self.opts))
+        self.stylizer = built.stylizer
+        self.sha256 = built.model_sha256
+        self.device_name = built.device_name
+        self.loss_model = built.loss_model
+        self.meter = self.stylizer.meter
+        self.tmp = tempfile.mkdtemp(prefix="stylize-video-")
+        self._cached: tuple[str, str] | None = None  # (uri, local copy) of the last remote input
+
+    # -- inputs -----------------------------------------------------------------------------------
+    def local_input(self, uri: str) -> str:
+        """A local path for ``uri``: itself when local, else a download kept for the next segment."""
+        path = local_path(uri)
+        if path is not None:
+            return path
+        if self._cached and self._cached[0] == uri:
+            return self._cached[1]
+        if self._cached:
+            with contextlib.suppress(OSError):
+                os.unlink(self._cached[1])
+        dest = os.path.join(self.tmp, "input-" + hashlib.sha1(uri.encode()).hexdigest()[:16] + os.path.splitext(uri)[1])
+        get_file(uri, dest, self.opts)
+        self._cached = (uri, dest)
+        return dest
+
+    def probe(self, task: dict) -> dict:
+        """``{uri, rel_path}`` -> the task plus ``info`` and ``plans``, or an error."""
+        from stylize_core.video.probe import probe_video
+        from stylize_core.video.segments import plan_segments
+
+        s = self.settings
+        out = dict(task, op="probe", status="ok", error_type="", error="", finished=False)
+        try:
+            if s.kind == "sequence":
+                seq = task["sequence"]
+                pts, keys, tb = sequence_plan_inputs(seq.frames, s.sequence_fps)
+                out["info"] = None
+            else:
+                path = self.local_input(task["uri"])
+                out["input_bytes"] = os.path.getsize(path)
+                info = probe_video(path, max_pixels=s.max_pixels, max_duration_s=s.max_duration)
+                pts, keys, tb = info.frame_pts, info.keyframe_pts, info.time_base
+                out["info"] = info
+            out["plans"] = plan_segments(pts, keys, tb, s.segment_seconds, s.warmup_frames)
+            # Joined by an earlier attempt of this run id: its rows are kept, no segment is redone.
+            from jobs.video.assemble import finished_rows
+
+            out["finished"] = finished_rows(self, task["rel_path"]) is not None
+        except VideoError as exc:
+            out.update(status="error", error_type=exc.error_type, error=str(exc))
+        except FileNotFoundError as exc:
+            out.update(status="error", error_type="not_found", error=f"input disappeared: {exc}")
+        except Exception as exc:  # storage/network: the row says why, the run goes on
+            out.update(status="error", error_type="read_error", error=f"{type(exc).__name__}: {exc}")
+        return out
+
+    # -- segments ---------------------------------------------------------------------------------
+    def _stylize_fns(self) -> dict:
+        def fn(frames, style):
+            return [r.image for r in self.stylizer.stylize_many(frames, [style], measure=[False] * len(frames))[style]]
+
+        return {s: (lambda frames, s=s: fn(frames, s)) for s in self.settings.style_names}
+
+    def _loss_fns(self) -> dict | None:
+        if self.meter is None:
+            return None
+        import torch
+
+        def fn(contents, outputs, style):
+            c = torch.from_numpy(np.stack(contents)).permute(0, 3, 1, 2).float()  # (B, 3, H, W) 0..255
+            o = torch.from_numpy(np.stack(outputs)).permute(0, 3, 1, 2).float()
+            r = self.meter.measure(c, o, style)
+            return list(zip(r["content_loss"], r["style_loss"]))
+
+        return {s: (lambda c, o, s=s: fn(c, o, s)) for s in self.settings.style_names}
+
+    def segment(self, task: dict) -> dict:
+        """Stylise one planned segment with every style and store its work files. Returns
+        ``{uri, index, status, error_type, error}``; a finished segment (its JSON exists) is skipped."""
+        from jobs.video.segment import run_segment
+
+        plan = task["plan"]
+        result = {"op": "segment", "uri": task["uri"], "index": plan.index, "status": "ok", "error_type": "", "error": "", "skipped": False}
+        uris = segment_uris(self.settings, task["rel_path"], plan.index)
+        try:
+            videos = [u for k, u in uris.items() if k.startswith("video:")] if self.settings.kind == "video" else []
+            if exists(uris["json"], self.opts) and all(exists(u, self.opts) for u in videos):
+                result["skipped"] = True
+                return result
+            run_segment(self, task, uris)
+        except VideoError as exc:
+            result.update(status="error", error_type=exc.error_type, error=str(exc))
+        except Exception as exc:
+            result.update(status="error", error_type="segment_error", error=f"{type(exc).__name__}: {exc}")
+        return result
+
+    def join(self, task: dict) -> dict:
+        """Join a video's segments per style; returns ``{uri, rows, strips}`` (see jobs.video_join)."""
+        from jobs.video.assemble import join_video
+
+        return join_video(self, task)
+
+    def store_npz(self, uri: str, arrays: dict[str, np.ndarray]) -> None:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        write_bytes_atomic(uri, buf.getvalue(), self.opts)
+
+    def store_json(self, uri: str, data: dict) -> None:
+        write_bytes_atomic(uri, json.dumps(data).encode(), self.opts)
+
+    def load_json(self, uri: str) -> dict:
+        return json.loads(read_bytes(uri, self.opts))
+
+    def put(self, path: str, uri: str) -> None:
+        put_file_atomic(path, uri, self.opts)
+
+    def __del__(self) -> None:
+        shutil.rmtree(getattr(self, "tmp", ""), ignore_errors=True)
+
