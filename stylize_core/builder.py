@@ -1,9 +1,9 @@
-"""Builds what stylises (a :class:`Stylizer` or :class:`GatysStylizer`) from a plain spec.
+"""What every method's builder shares: the spec, loading checkpoints, style images and the loss network.
 
-The one place that turns "these checkpoints, these style images, this loss network, this device"
-into loaded models: the Ray actor (``jobs.stylize_actor``) and the local CLI (``jobs.stylize_image``)
-both call :func:`build_stylizer`, so they cannot drift apart. Storage stays outside the core: files
-are read through ``opener(uri) -> bytes``.
+A method (feed-forward networks, Gatys optimisation, ...) is one module under
+:mod:`stylize_core.methods` and one entry in :mod:`stylize_core.registry`, whose
+:func:`~stylize_core.registry.build_stylizer` every program calls. Storage stays outside the core:
+files are read through ``opener(uri) -> bytes``.
 
 Everything that stops a build is a :class:`SetupError` whose message is one line naming the style,
 file or option to fix (the jobs turn it into exit status 2).
@@ -14,19 +14,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .backends import BackendError
 from .checkpoint import StyleModel, StyleModelError, load_style_model
 from .gatys import GatysConfig
-from .gatys_stylizer import GatysStylizer
 from .image_io import ImageDecodeError, decode_image
-from .loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, LossMeter, StyleTarget
+from .loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, StyleTarget
 from .style_mix import Selection
-from .stylizer import Stylizer, StylizerConfig, resolve_device
-from .vgg import VGGFeatures, VGGWeightsError
+from .stylizer import Stylizer, resolve_device
+from .vgg import VGGFeatures
+
+if TYPE_CHECKING:
+    from .gatys_stylizer import GatysStylizer
 
 Opener = Callable[[str], bytes]
 
@@ -69,12 +71,12 @@ class StylizerSpec:
 class BuiltStylizer:
     """The stylizer and how its results are labelled in metrics."""
 
-    stylizer: Stylizer | GatysStylizer
+    stylizer: Stylizer | "GatysStylizer"
     model_sha256: dict[str, str]  # style -> sha256 of its checkpoint (of its style image, optimize-only)
     loss_model: str  # "" without metrics
     device_name: str  # "cpu" or the CUDA device's name
     models: dict[str, StyleModel] = field(default_factory=dict)
-    backend: str = "torch eager"  # the runtime of the style networks, with its version (metrics rows)
+    backend: str = ""  # what runs the style networks: runtime and version, precision, device (metrics rows)
 
     def arch(self, style: str) -> str:
         """The style network's architecture as metrics rows record it ("" for Gatys optimisation)."""
@@ -133,46 +135,22 @@ def _style_image(name: str, uri: str, opener: Opener, max_pixels: int) -> tuple[
         raise SetupError(f"cannot read style image {uri} for {name!r}: {type(exc).__name__}: {exc}") from None
 
 
-def build_stylizer(spec: StylizerSpec, opener: Opener, loaded: Mapping[str, StyleModel] | None = None) -> BuiltStylizer:
-    """Load every model ``spec`` names (``loaded``: style networks the caller already has) and build
-    the stylizer; SetupError when anything is missing."""
-    device = check_device(spec.device)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    checkpoints = dict(loaded) if loaded is not None else load_checkpoints(spec.styles, opener, spec.mixes)
-    sha256 = {name: sm.model_id for name, sm in checkpoints.items()}  # a blend is a model of its own
-    style_images: dict[str, StyleTarget] = {}
+def loss_network(spec: StylizerSpec, opener: Opener) -> VGGFeatures | None:
+    """The loss network the metrics (and Gatys) use, or None without metrics."""
+    if not spec.metrics:
+        return None
+    return VGGFeatures(spec.vgg, DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS, spec.vgg_weights, opener=opener)
+
+
+def style_targets(spec: StylizerSpec, opener: Opener, checkpoints: Mapping[str, StyleModel],
+                  sha256: dict[str, str]) -> dict[str, StyleTarget]:
+    """Each style's loss target: its --style-image, else what its checkpoint carries. Styles known
+    only by an image (optimize) are identified by the image's hash in ``sha256``."""
+    targets: dict[str, StyleTarget] = {}
     for name, uri in spec.style_images.items():
-        style_images[name], digest = _style_image(name, uri, opener, spec.max_style_pixels)
-        sha256.setdefault(name, digest)  # optimize-only styles are identified by their image
+        targets[name], digest = _style_image(name, uri, opener, spec.max_style_pixels)
+        sha256.setdefault(name, digest)
     for name, sm in checkpoints.items():
         if style_target(sm) is not None:
-            style_images.setdefault(name, style_target(sm))
-    try:
-        vgg = None
-        if spec.metrics:
-            vgg = VGGFeatures(spec.vgg, DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS, spec.vgg_weights, opener=opener)
-        if spec.method == "optimize":
-            missing = [n for n in spec.style_names if n not in style_images]
-            if missing:
-                raise SetupError(f"--method optimize needs a style image for {missing}: pass --style-image NAME=URI")
-            meter = None
-            if vgg is not None:
-                meter = LossMeter(vgg, style_images, short_side=spec.metrics_size, device=device)
-            gatys = GatysStylizer(
-                {n: style_images[n] for n in spec.style_names}, spec.gatys, arch=spec.vgg, weights=spec.vgg_weights,
-                opener=opener, device=spec.device, strength=spec.strength, meter=meter,
-            )
-            return BuiltStylizer(gatys, sha256, gatys.loss_model, device_name)
-        config = StylizerConfig(
-            device=spec.device, channels_last=spec.channels_last, bf16=spec.bf16, metrics=spec.metrics,
-            metrics_short_side=spec.metrics_size, strength=spec.strength, preserve_color=spec.preserve_color,
-            max_batch=spec.max_batch, backend=spec.backend,
-        )
-        stylizer = Stylizer(checkpoints, vgg, config, style_images=style_images)
-        return BuiltStylizer(stylizer, sha256, stylizer.loss_model, device_name, checkpoints, stylizer.backend)
-    except (VGGWeightsError, BackendError) as exc:
-        raise SetupError(str(exc)) from None
-    except SetupError:
-        raise
-    except ValueError as exc:  # an impossible Gatys setting, a VGG state dict of the wrong shape, ...
-        raise SetupError(str(exc)) from None
+            targets.setdefault(name, style_target(sm))
+    return targets

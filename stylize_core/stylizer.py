@@ -130,14 +130,16 @@ class Stylizer:
             name: sm.model.to(self.device, memory_format=self.memory_format).eval().requires_grad_(False)
             for name, sm in self.styles.items()
         }
-        self.backend = "torch eager"
+        # What ran, as metrics rows record it: runtime and version, precision, device.
+        precision = "bf16-autocast" if self.cuda and self.config.bf16 else "fp32"
+        self.backend = f"torch-eager {torch.__version__} {precision} {self.device}"
         if self.config.backend != "eager":
             if self.cuda:
                 raise ValueError(f"backend {self.config.backend!r} runs on CPU; on CUDA the Stylizer runs PyTorch itself")
             from .backends import make_backend  # lazy: onnxruntime/OpenVINO are optional
 
             self.models = {name: make_backend(m, self.config.backend) for name, m in self.models.items()}
-            self.backend = next(iter(self.models.values())).describe()
+            self.backend = f"{next(iter(self.models.values())).describe()} cpu"
         self.loss_model = vgg.loss_model if vgg is not None else ""
         self.meter: LossMeter | None = None
         if vgg is not None and self.config.metrics:

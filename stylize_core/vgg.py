@@ -5,7 +5,8 @@ trimmed after the deepest requested layer, frozen, and ImageNet normalisation ha
 forward pass (on a new tensor; the caller's input is never modified).
 
 Weights (the ``weights`` spec):
-  ``imagenet``       torchvision's ImageNet weights from its cache (``$TORCH_HOME/hub/checkpoints``).
+  ``imagenet``       torchvision's ImageNet weights from its cache (``$TORCH_HOME/hub/checkpoints``);
+                     never downloaded unless ``STYLIZE_ALLOW_DOWNLOAD=1``.
   ``random:SEED``    deterministic random init, for tests and demos only.
   a path or URI      a state dict, torchvision layout (``features.N.*``) or features-only (``N.*``).
 The spec is reported by :attr:`VGGFeatures.loss_model` and travels with every loss it produces.
@@ -59,6 +60,12 @@ def imagenet_weights_path(arch: str) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
 
 
+def downloads_allowed() -> bool:
+    """torchvision's weights are read from its cache; fetched only when STYLIZE_ALLOW_DOWNLOAD=1 asks for it
+    (a batch job must not start a download per actor, and air-gapped clusters fail fast with the hint)."""
+    return os.environ.get("STYLIZE_ALLOW_DOWNLOAD", "").lower() in ("1", "true", "yes")
+
+
 def _load_imagenet_state(arch: str, allow_download: bool) -> dict[str, torch.Tensor]:
     path = imagenet_weights_path(arch)
     if not os.path.exists(path):
@@ -66,9 +73,10 @@ def _load_imagenet_state(arch: str, allow_download: bool) -> dict[str, torch.Ten
         hint = (
             f"ImageNet {arch.upper()} weights are not in torchvision's cache: stage the file "
             f"{os.path.basename(url)} (from {url}) at {path} (set TORCH_HOME to choose the cache "
-            f"directory), or pass --vgg-weights PATH_OR_URI to a state dict, or random:SEED for a demo."
+            f"directory; STYLIZE_ALLOW_DOWNLOAD=1 fetches it there), or pass --vgg-weights PATH_OR_URI to a "
+            f"state dict, or random:SEED for a demo."
         )
-        if not allow_download or os.environ.get("STYLIZE_OFFLINE", "") not in ("", "0"):
+        if not allow_download:
             raise VGGWeightsError(hint)
         try:
             torch.hub.download_url_to_file(url, path, progress=False)
@@ -117,7 +125,7 @@ class VGGFeatures(nn.Module):
         weights: str = "imagenet",
         *,
         opener: Opener | None = None,
-        allow_download: bool = True,
+        allow_download: bool | None = None,  # None: as STYLIZE_ALLOW_DOWNLOAD says (default: no)
     ) -> None:
         super().__init__()
         names = layer_names(arch)
@@ -147,7 +155,8 @@ class VGGFeatures(nn.Module):
         else:
             features = torchvision.models.vgg.make_layers(cfg)
             if weights == "imagenet":
-                state = _features_state(_load_imagenet_state(arch, allow_download))
+                state = _features_state(_load_imagenet_state(
+                    arch, downloads_allowed() if allow_download is None else allow_download))
                 self.loss_model = f"{arch}/imagenet"
             else:
                 raw, digest = _load_state_from(weights, opener)

@@ -11,32 +11,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from stylize_core.builder import SetupError, StylizerSpec, build_stylizer
+from stylize_core.builder import SetupError
 from stylize_core.device_errors import is_fatal_device_error
-from stylize_core.gatys import GatysConfig
 from stylize_core.host import retain_freed_memory
+from stylize_core.registry import build_stylizer
 from stylize_core.sampling import sampled
 from stylize_core.stylizer import resolve_device
 
 from jobs.common import ray_runtime
+from jobs.common.planning import ActorPlan
+from jobs.common.stylizer_spec import run_stylizer_spec
 from jobs.batch.settings import JobSettings
 from jobs.batch.stages import EMPTY_IMAGE, SETUP_ERROR, encode_write, read_decode
 from jobs.common.storage import read_bytes
-
-
-def stylizer_spec(settings: JobSettings) -> StylizerSpec:
-    """The stylizer the job's settings ask for (the local CLI builds its own spec the same way)."""
-    return StylizerSpec(
-        styles=settings.styles, style_images=settings.style_images, mixes=settings.mixes, method=settings.method,
-        vgg=settings.vgg,
-        vgg_weights=settings.vgg_weights, metrics=settings.metrics, metrics_size=settings.metrics_size,
-        device=settings.device, bf16=settings.bf16, channels_last=settings.channels_last,
-        strength=settings.strength, preserve_color=settings.preserve_color, max_batch=settings.batch_size or 64,
-        backend=settings.backend,
-        gatys=GatysConfig(steps=settings.optimize_steps, pyramid_levels=settings.optimize_levels,
-                          optimizer=settings.optimizer, preserve_color=settings.preserve_color),
-        max_style_pixels=settings.max_pixels,
-    )
 
 
 EXIT_FATAL_DEVICE_ERROR = 3
@@ -64,7 +51,7 @@ class StylizeActor:
     that many times becomes a ``stylize_error`` row of its own. No input can loop forever.
     """
 
-    def __init__(self, settings: JobSettings, attempts: Any = None, fused: bool = False) -> None:
+    def __init__(self, settings: JobSettings, plan: ActorPlan, attempts: Any = None, fused: bool = False) -> None:
         self.settings = settings
         self.attempts = attempts  # the run's attempt ledger (jobs.common.ray_runtime.attempt_ledger)
         # fused: read/decode and encode/write inside this call, for pools of CPU actors. Without a GPU to
@@ -74,14 +61,14 @@ class StylizeActor:
         self._one_at_a_time = threading.Lock()
         retain_freed_memory()  # reuse activation buffers instead of page-faulting them in per image
         if resolve_device(settings.device).type == "cpu":
-            threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // max(1, settings.actors or 1))
+            threads = plan.torch_threads or max(1, (os.cpu_count() or 1) // max(1, plan.max_actors))
             torch.set_num_threads(threads)
         opts = settings.storage_options
         # A constructor that raises leaves Ray retrying and logging tracebacks; instead every row this
         # actor is given says why it cannot run, and the driver stops with that one line (exit 2).
         self.setup_error = ""
         try:
-            built = build_stylizer(stylizer_spec(settings), lambda uri: read_bytes(uri, opts))
+            built = build_stylizer(run_stylizer_spec(settings, plan.window), lambda uri: read_bytes(uri, opts))
         except SetupError as exc:
             self.setup_error = str(exc)
             self.built = None

@@ -71,7 +71,7 @@ def _render(settings: JobSettings, staged: StagedManifest, plan: ActorPlan, fuse
             actor=STYLIZE_ACTOR,
             # Actors read the checkpoints themselves: megabytes of constructor arguments would go through
             # the object store with every actor start.
-            actor_kwargs={"settings": settings, "attempts": attempts, "fused": fused},
+            actor_kwargs={"settings": settings, "plan": plan, "attempts": attempts, "fused": fused},
             actors=(plan.min_actors, plan.max_actors),
             batch_size=plan.window,
             gpus_per_actor=plan.gpus_per_actor,
@@ -158,7 +158,6 @@ def _finish(settings: JobSettings, staged: StagedManifest, blobs: dict[str, byte
     styles = settings.style_names
     _log(f"run {settings.run_id}: {staged.rows} inputs x {len(styles)} style(s) -> {settings.output}")
     ray_runtime.configure_data(progress_bars=not settings.quiet)
-    settings.actors, settings.max_actors, settings.torch_threads = plan.min_actors, plan.max_actors, plan.torch_threads
     fused = settings.stages == "fused" or (settings.stages == "auto" and not plan.gpus_per_actor)
     counts, writer = _render(settings, staged, plan, fused, on_rows)
 

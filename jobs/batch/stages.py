@@ -1,7 +1,8 @@
-"""The batch job's stages as plain functions and one actor class, run by jobs/pipeline.py.
+"""The batch job's read/decode and encode/write stages as plain functions, run by :mod:`jobs.batch.driver`
+through Ray Data (or inside the actor, :mod:`jobs.batch.actor`, when the stages are fused).
 
-Nothing here imports Ray (or torch: the actor lives in jobs/stylize_actor.py): each stage maps a numpy batch (``dict[str, np.ndarray]``) to another, so
-it is testable without a cluster. Every input leaves the read stage as exactly one row, and the
+Nothing here imports Ray or torch: each stage maps a numpy batch (``dict[str, np.ndarray]``) to
+another, so it is testable without a cluster. Every input leaves the read stage as exactly one row, and the
 stylize stage turns each row into exactly one row per style, errors included.
 """
 

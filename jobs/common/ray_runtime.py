@@ -1,4 +1,7 @@
-"""Every Ray API call of the project lives here, so a Ray upgrade touches one file."""
+"""The Ray calls of the batch, video and catalog jobs live here, so a Ray upgrade touches few files.
+
+Ray Train (:mod:`jobs.train`) and job submission (:mod:`jobs.submit`) use their own Ray APIs directly.
+"""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ class RunSettings(BaseModel):
     """What every batch job shares, with the same names and meanings: styles, outputs and storage,
     the loss network, devices, the Ray actor pool and the error budget. Picklable; passed to Ray workers."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     output: str = option(DEFAULT_OUTPUT, "output prefix URI", group=GROUP_IO, min_length=1)
     styles: StyleMap = option({}, "a style network checkpoint (this project's or pytorch/examples' .pth); repeat for "
@@ -82,6 +82,21 @@ class RunSettings(BaseModel):
     endpoint_url: str | None = option(None, "S3 endpoint (default: AWS_ENDPOINT_URL or AWS's own)", group=GROUP_IO)
     region: str | None = option(None, "S3 region (default: from the AWS environment/config)", group=GROUP_IO)
     profile: str | None = option(None, "AWS profile for credentials (default: the standard AWS chain)", group=GROUP_IO)
+    method: Literal["feedforward", "optimize"] = option(
+        "feedforward", "feedforward: the style networks (Johnson et al.); optimize: per-image Gatys optimisation "
+        "against --style-image (slow; for small, high-value sets)", group=GROUP_MODEL)
+    mixes: MixMap = option({}, "which style of a multi-style checkpoint NAME renders: an index or a style name "
+                           "(`--mix warm=3`), or a blend with weights normalised to sum to one (`--mix "
+                           "warm=3:0.5,wave:0.5`); a blend is a style of its own (its own model id). In YAML: "
+                           "`mix: {warm: {3: 0.5, wave: 0.5}}`. `python -m jobs.styles CHECKPOINT` lists the styles",
+                           flag="--mix", metavar="NAME=SPEC", group=GROUP_IO)
+    optimize_steps: int = option(100, "optimize: steps per pyramid level", group=GROUP_MODEL, ge=1)
+    optimize_levels: int = option(2, "optimize: coarse-to-fine pyramid levels", group=GROUP_MODEL, ge=1, le=8)
+    optimizer: Literal["lbfgs", "adam"] = option("lbfgs", "optimize: optimiser", group=GROUP_MODEL)
+    backend: BackendSpec = option(
+        "eager", "where CPU actors run the style networks: PyTorch eager, torch.compile, onnxruntime or OpenVINO "
+        "(these two need `pip install 'stylize[cpu]'`); NAME:bf16 runs in bfloat16 where the CPU has it. See README "
+        "'CPU backends' for measured speeds. GPU actors always run PyTorch", group=GROUP_MODEL)
     vgg: Literal["vgg16", "vgg19"] | None = option(
         None, "loss network for metrics and optimisation (default: vgg16 for metrics, vgg19 for optimize)", group=GROUP_MODEL)
     vgg_weights: str | None = option(
@@ -147,12 +162,24 @@ class RunSettings(BaseModel):
 
     @property
     def style_names(self) -> list[str]:
-        return list(self.styles)
+        """Styles of this run: the checkpoints, plus (optimize) styles given only as a style image."""
+        extra = [n for n in self.style_images if n not in self.styles] if self.method == "optimize" else []
+        return list(self.styles) + extra
 
     @property
     def storage_options(self) -> StorageOptions:
         """How this run reaches object storage (the one place the S3 flags become options)."""
         return StorageOptions(endpoint_url=self.endpoint_url, region=self.region, profile=self.profile)
+
+    def gatys_options(self) -> dict[str, Any]:
+        """``--method optimize``'s options, as :class:`stylize_core.gatys.GatysConfig` takes them."""
+        return {"steps": self.optimize_steps, "pyramid_levels": self.optimize_levels, "optimizer": self.optimizer,
+                "preserve_color": self.preserve_color}
+
+    def _resolve(self, **values: Any) -> None:
+        """Set defaults that depend on other options, once, while validating; the model is frozen after."""
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()

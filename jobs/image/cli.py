@@ -22,19 +22,21 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
 from stylize_core.builder import SetupError as BuildError
-from stylize_core.builder import StylizerSpec, build_stylizer, load_checkpoints
-from stylize_core.gatys import INITS, OPTIMIZERS, GatysConfig
+from stylize_core.builder import load_checkpoints
+from stylize_core.registry import build_stylizer
+from stylize_core.gatys import INITS, OPTIMIZERS
 from stylize_core.gatys_stylizer import GatysStylizer
 from stylize_core.host import retain_freed_memory
 from stylize_core.image_io import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, ImageDecodeError, decode_image, encode_image, resize_max_side
 from stylize_core.stylizer import Stylizer, StyleResult
 
+from jobs.common.stylizer_spec import stylizer_spec
 from jobs.common import cli_settings
 from jobs.common.cli_settings import option, parse_selection
 from jobs.common.run_settings import BackendSpec, demo_checkpoint
@@ -56,7 +58,7 @@ _FF, _METRICS, _GATYS, _STORAGE = ("feed-forward (default method)", "metrics and
 class ImageSettings(BaseModel):
     """``python -m jobs.stylize_image`` options, from flags and ``--config`` YAML alike."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     inputs: list[str] = option(..., "input image files (paths or URIs)", positional=True, metavar="IN", min_length=1)
     output: str = option(..., "with one input and a name ending in .jpg/.jpeg/.png/.webp: the output file (its "
@@ -71,6 +73,9 @@ class ImageSettings(BaseModel):
     preserve_color: bool = option(False, "keep the input's colours (luminance-only transfer)")
     device: str = option("auto", "torch device: auto (CUDA when present), cpu, cuda, cuda:N",
                          pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    bf16: bool = option(True, "on CUDA, run in float32 instead of bf16 autocast", negate="--no-bf16")
+    channels_last: bool = option(True, "keep NCHW contiguous activations (default: channels_last, faster on CUDA and "
+                                 "on CPU)", negate="--no-channels-last")
     json_rows: bool = option(False, "print one JSON object per input on stdout (status, output, size, losses, timings; "
                         "losses are null without --metrics); human-readable progress is then suppressed", flag="--json")
     quiet: bool = option(False, "no progress lines (errors are still printed)", short="-q")
@@ -115,6 +120,16 @@ class ImageSettings(BaseModel):
     endpoint_url: str | None = option(None, "S3 endpoint (default: AWS_ENDPOINT_URL or AWS's own)", group=_STORAGE)
     region: str | None = option(None, "S3 region (default: from the AWS environment/config)", group=_STORAGE)
     profile: str | None = option(None, "AWS profile for credentials (default: the standard AWS chain)", group=_STORAGE)
+
+    @property
+    def method(self) -> str:
+        return "optimize" if self.optimize else "feedforward"
+
+    def gatys_options(self) -> dict[str, Any]:
+        """``--optimize``'s options, as :class:`stylize_core.gatys.GatysConfig` takes them."""
+        return {"steps": self.steps, "pyramid_levels": self.levels, "optimizer": self.optimizer, "init": self.init,
+                "content_weight": self.content_weight, "style_weight": self.style_weight, "tv_weight": self.tv_weight,
+                "lr": self.lr, "seed": self.seed, "preserve_color": self.preserve_color}
 
     @model_validator(mode="after")
     def _method_options(self) -> ImageSettings:
@@ -217,16 +232,7 @@ def build_engine(args: ImageSettings, opener: Callable[[str], bytes]) -> Engine:
         style = str(model.name or posixpath.splitext(_basename(source))[0] or "style")
         styles, loaded = {style: source}, {style: model}
         style_images = {style: args.style_image} if args.style_image else {}
-    spec = StylizerSpec(
-        styles=styles, style_images=style_images, method="optimize" if args.optimize else "feedforward",
-        vgg=args.vgg or ("vgg19" if args.optimize else "vgg16"), vgg_weights=args.vgg_weights, metrics=args.metrics,
-        metrics_size=args.metrics_size, device=args.device, strength=args.strength,
-        preserve_color=args.preserve_color, max_batch=args.batch_size, max_style_pixels=args.max_pixels,
-        backend=args.backend,
-        gatys=GatysConfig(steps=args.steps, pyramid_levels=args.levels, optimizer=args.optimizer, init=args.init,
-                          content_weight=args.content_weight, style_weight=args.style_weight,
-                          tv_weight=args.tv_weight, lr=args.lr, seed=args.seed, preserve_color=args.preserve_color),
-    )
+    spec = stylizer_spec(args, styles=styles, style_images=style_images, mixes={}, max_batch=args.batch_size)
     try:
         built = build_stylizer(spec, opener, loaded)
     except BuildError as exc:

@@ -57,7 +57,7 @@ from jobs.common.cli_settings import option, split_csv
 from jobs.common.listing import list_images
 from jobs.common.storage import StorageOptions, get_filesystem, join_uri, read_bytes, redact, split_protocol
 from jobs.common.storage import write_bytes_atomic
-from jobs.train.worker import STATE_FILE, _read_content_batch, _RunLedger, _train_worker
+from jobs.train.worker import STATE_FILE, read_content_batch, RunLedger, train_worker_loop
 
 HISTORY_COLUMNS = ("step", "epoch", "images", "content", "style", "tv", "total")
 _DEFAULTS = TrainConfig()
@@ -72,7 +72,7 @@ Csv = Annotated[tuple[str, ...], BeforeValidator(split_csv)]
 class TrainSettings(BaseModel):
     """``python -m jobs.train`` options, from flags and ``--config`` YAML alike."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     content: str = option(..., "content images: prefix, single image or manifest (.csv/.parquet); any URI. Required",
                           group=_DATA, min_length=1)
@@ -291,16 +291,16 @@ def main(args: TrainSettings) -> int:
     if refusal:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
-    ledger = ray.remote(num_cpus=0)(_RunLedger).remote()
+    ledger = ray.remote(num_cpus=0)(RunLedger).remote()
     uris = [f.uri for f in files]
     np.random.default_rng(config.seed).shuffle(uris)  # spread listing order (often by source) over shards
     dataset = ray.data.from_items([{"uri": u} for u in uris]).map_batches(
-        _read_content_batch, batch_size=args.read_batch_size, batch_format="numpy",
+        read_content_batch, batch_size=args.read_batch_size, batch_format="numpy",
         fn_kwargs={"size": config.image_size, "options": options, "ledger": ledger},
     )
     storage_path, storage_fs = _storage_for(args.output, options)
     trainer = TorchTrainer(
-        _train_worker,
+        train_worker_loop,
         train_loop_config={
             "train_config": asdict(config), "style_images": style_images, "storage_options": options,
             "ledger": ledger, "autocast": args.autocast,

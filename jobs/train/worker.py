@@ -26,7 +26,7 @@ STATE_FILE = "train_state.pt"
 # --- Ray Data: read + decode + crop, bad files reported to a ledger actor ----------------------------
 
 
-class _RunLedger:
+class RunLedger:
     """Driver-owned facts gathered from the workers: undecodable content files (one entry per URI;
     epochs and restarts re-read the same files) and the step this invocation started from."""
 
@@ -46,7 +46,7 @@ class _RunLedger:
         return {"skipped": [self._items[k] for k in sorted(self._items)], "start_step": self.start_step}
 
 
-def _read_content_batch(batch: dict[str, np.ndarray], *, size: int, options: Any, ledger: Any) -> dict[str, np.ndarray]:
+def read_content_batch(batch: dict[str, np.ndarray], *, size: int, options: Any, ledger: Any) -> dict[str, np.ndarray]:
     """Ray Data UDF: {"uri": (n,)} -> {"image": (m, size, size, 3) uint8}, m <= n (bad files dropped)."""
     import ray
 
@@ -87,7 +87,7 @@ def _mean_over_workers(values: torch.Tensor, world: int) -> torch.Tensor:
     return values / world
 
 
-def _train_worker(loop_config: dict[str, Any]) -> None:
+def train_worker_loop(loop_config: dict[str, Any]) -> None:
     """Ray Train per-worker loop: restore, wrap in DDP, stream shards, step, checkpoint."""
     import ray
     import ray.train

@@ -10,6 +10,7 @@ not run at all (one line saying what to fix).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,7 +27,7 @@ from jobs.common import ray_runtime
 from jobs.common.checkpoints import read_style_blobs
 from jobs.common.listing import list_images
 from jobs.common.outcome import JobError, error_rate, run_main
-from jobs.common.planning import plan_actors
+from jobs.common.planning import ActorPlan, plan_actors
 from jobs.common.storage import join_uri, redact, remove_temp_files, write_bytes_atomic
 from jobs.video.metrics import write_metrics
 from jobs.video.settings import VideoSettings, parse_args
@@ -65,108 +67,151 @@ def _strip_png(strips: list[np.ndarray]) -> bytes:
     return encode_image(np.concatenate(parts[:-1], axis=0), "png")
 
 
-def run(settings: VideoSettings) -> dict:
-    """Run the job; returns the summary (also written to ``{output}/_runs_video/{run_id}.json``)."""
+@dataclass
+class _Progress:
+    """What the driver knows while segments run: probed inputs, segments left, rows joined."""
+
+    tasks: list[dict]
+    probed: dict[str, dict] = field(default_factory=dict)
+    left: dict[str, int] = field(default_factory=dict)
+    rows: list[dict] = field(default_factory=list)
+    strips: list[np.ndarray] = field(default_factory=list)
+    segments: int = 0
+    skipped: int = 0
+    contacts: int = 0
+
+
+def _with_demo_input(settings: VideoSettings) -> VideoSettings:
+    """The embedded demo: the job makes its clip, and the settings name where it is."""
+    if not settings.demo:
+        return settings
+    from stylize_core.video.synthetic import demo_clip
+
+    return settings.replace(input=os.path.dirname(demo_clip(os.path.join(tempfile.gettempdir(), "stylize-video-demo",
+                                                                          "pan.mp4"))))
+
+
+def _on_probed(pool, settings: VideoSettings, state: _Progress, result: dict) -> None:
+    """A probed input: errors and finished inputs go straight to the join; else its segments start."""
+    state.probed[result["uri"]] = result
+    if result["status"] != "ok":
+        pool.submit("join", result)
+        return
+    if settings.contact_sheet and state.contacts < settings.contact_sheet and settings.kind == "video":
+        result["contact"] = True
+        state.contacts += 1
+    state.segments += len(result["plans"])
+    if result["finished"]:
+        state.skipped += len(result["plans"])
+        pool.submit("join", result)
+        return
+    state.left[result["uri"]] = len(result["plans"])
+    for seg in result["plans"]:
+        pool.submit("segment", {k: v for k, v in result.items() if k != "plans"} | {"plan": seg})
+
+
+def _on_segment(pool, state: _Progress, result: dict) -> None:
+    """A finished segment: the first failure marks its input; the input's last segment starts its join."""
+    task = state.probed[result["uri"]]
+    state.skipped += int(result["skipped"])
+    if result["status"] != "ok" and task["status"] == "ok":
+        task.update(status="error", error_type=result["error_type"], error=f"segment {result['index']}: {result['error']}")
+    state.left[result["uri"]] -= 1
+    if state.left[result["uri"]] == 0:
+        pool.submit("join", task)
+
+
+def _on_joined(settings: VideoSettings, state: _Progress, result: dict) -> None:
+    state.rows += result["rows"]
+    state.strips += [result["strips"][s] for s in settings.style_names if s in result["strips"]]
+    _log(settings, f"{len(state.rows)}/{len(state.tasks) * len(settings.styles)} rows")
+
+
+def _drive(settings: VideoSettings, plan: ActorPlan, tasks: list[dict]) -> _Progress:
+    """Probe every input, run its segments, join them: each result starts the next step of its input."""
     from stylize_core.host import malloc_env
 
-    started = time.time()
-    opts = settings.storage_options
-    if settings.demo:
-        from stylize_core.video.synthetic import demo_clip
-
-        settings.input = os.path.dirname(demo_clip(os.path.join(tempfile.gettempdir(), "stylize-video-demo", "pan.mp4")))
-    tasks = list_tasks(settings)
-    blobs = read_style_blobs(settings)  # fail fast on a missing checkpoint; the actors load their own copies
-    ray_runtime.init_ray(settings.address, quiet=settings.quiet, worker_env=malloc_env())
-    plan = plan_actors(settings)
-    actors, gpus = plan.max_actors, plan.gpus_per_actor
-    settings.actors = actors
-    work = join_uri(settings.output, "_video_work", f"run_id={settings.run_id}")
-    removed = remove_temp_files(work, opts)
-    _log(settings, f"run {settings.run_id}: {len(tasks)} {settings.kind}(s) x {len(settings.styles)} style(s), "
-         f"{actors} actor(s) -> {settings.output}")
     from jobs.video.worker import VideoWorker
 
+    state = _Progress(tasks)
     # Actors read the checkpoints themselves: constructor arguments stay small and inline, so Ray can
     # restart a dead actor without depending on objects in the store.
-    pool = ray_runtime.ActorTaskPool(VideoWorker, {"settings": settings}, actors=actors,
-                                     num_cpus=settings.cpus_per_actor, num_gpus=gpus, env=malloc_env())
-    probed: dict[str, dict] = {}
-    left: dict[str, int] = {}
-    rows: list[dict] = []
-    strips: list[np.ndarray] = []
-    segments = skipped = contacts = 0
+    pool = ray_runtime.ActorTaskPool(VideoWorker, {"settings": settings, "plan": plan}, actors=plan.max_actors,
+                                     num_cpus=plan.cpus_per_actor, num_gpus=plan.gpus_per_actor, env=malloc_env())
     try:
         for task in tasks:
             pool.submit("probe", task)
         while pool.has_next():
             result = pool.next_unordered()
-            uri = result["uri"]
             if result["op"] == "probe":
-                probed[uri] = result
-                if result["status"] != "ok":
-                    pool.submit("join", result)
-                    continue
-                if settings.contact_sheet and contacts < settings.contact_sheet and settings.kind == "video":
-                    result["contact"] = True
-                    contacts += 1
-                segments += len(result["plans"])
-                if result["finished"]:
-                    skipped += len(result["plans"])
-                    pool.submit("join", result)
-                    continue
-                left[uri] = len(result["plans"])
-                for plan in result["plans"]:
-                    pool.submit("segment", {k: v for k, v in result.items() if k != "plans"} | {"plan": plan})
+                _on_probed(pool, settings, state, result)
             elif result["op"] == "segment":
-                task = probed[uri]
-                skipped += int(result["skipped"])
-                if result["status"] != "ok" and task["status"] == "ok":
-                    task.update(status="error", error_type=result["error_type"], error=f"segment {result['index']}: {result['error']}")
-                left[uri] -= 1
-                if left[uri] == 0:
-                    pool.submit("join", task)
+                _on_segment(pool, state, result)
             else:
-                rows += result["rows"]
-                strips += [result["strips"][s] for s in settings.style_names if s in result["strips"]]
-                if not settings.quiet:
-                    _log(settings, f"{len(rows)}/{len(tasks) * len(settings.styles)} rows")
+                _on_joined(settings, state, result)
     finally:
         pool.shutdown()
     expected = len(tasks) * len(settings.styles)
-    if len(rows) != expected:
-        raise JobError(f"accounting mismatch: {expected} input x style pairs but {len(rows)} rows")
-    metrics_uri = write_metrics(rows, settings.output, settings.run_id, opts)
+    if len(state.rows) != expected:
+        raise JobError(f"accounting mismatch: {expected} input x style pairs but {len(state.rows)} rows")
+    return state
+
+
+def run(settings: VideoSettings) -> dict:
+    """Run the job; returns the summary (also written to ``{output}/_runs_video/{run_id}.json``)."""
+    from stylize_core.host import malloc_env
+
+    started = time.time()
+    settings = _with_demo_input(settings)
+    tasks = list_tasks(settings)
+    blobs = read_style_blobs(settings)  # fail fast on a missing checkpoint; the actors load their own copies
+    ray_runtime.init_ray(settings.address, quiet=settings.quiet, worker_env=malloc_env())
+    plan = plan_actors(settings)
+    removed = remove_temp_files(join_uri(settings.output, "_video_work", f"run_id={settings.run_id}"),
+                                settings.storage_options)
+    _log(settings, f"run {settings.run_id}: {len(tasks)} {settings.kind}(s) x {len(settings.styles)} style(s), "
+         f"{plan.max_actors} actor(s) -> {settings.output}")
+    state = _drive(settings, plan, tasks)
+    metrics_uri = write_metrics(state.rows, settings.output, settings.run_id, settings.storage_options)
+    summary = _summary(settings, plan, state, blobs, time.time() - started)
+    summary |= {"temp_files_removed": removed, "metrics_file": metrics_uri}
+    return _write_summary(settings, summary, state.strips)
+
+
+def _summary(settings: VideoSettings, plan: ActorPlan, state: _Progress, blobs: dict[str, bytes], wall: float) -> dict:
+    rows = state.rows
     ok = [r for r in rows if r["status"] == "ok"]
     errors = [r for r in rows if r["status"] == "error"]
-    by_type: dict[str, int] = {}
-    for r in errors:
-        by_type[r["error_type"]] = by_type.get(r["error_type"], 0) + 1
     rate = error_rate(Counter(r["status"] for r in rows))  # the one definition every job uses
-    wall = time.time() - started
 
     def mean(key: str) -> float | None:
         vals = [r[key] for r in ok if r.get(key) is not None and not np.isnan(r[key])]
         return round(float(np.mean(vals)), 6) if vals else None
 
-    summary = {
+    return {
         "run_id": settings.run_id, "input": settings.input, "output": settings.output, "kind": settings.kind,
-        "inputs": len(tasks), "styles": {n: {"checkpoint": u, "sha256": hashlib.sha256(blobs[n]).hexdigest()}
-                                         for n, u in settings.styles.items()},
-        "rows": len(rows), "counts": {"ok": len(ok), "error": len(errors)}, "errors_by_type": by_type,
+        "inputs": len(state.tasks), "styles": {n: {"checkpoint": u, "sha256": hashlib.sha256(blobs[n]).hexdigest()}
+                                               for n, u in settings.styles.items()},
+        "rows": len(rows), "counts": {"ok": len(ok), "error": len(errors)},
+        "errors_by_type": dict(Counter(r["error_type"] for r in errors)),
         "error_rate": rate, "max_error_rate": settings.max_error_rate, "passed": rate <= settings.max_error_rate,
-        "segments": segments, "segments_skipped": skipped, "temp_files_removed": removed,
-        "frames": int(sum(r["frames"] for r in ok)), "wall_s": round(wall, 3), "actors": actors,
+        "segments": state.segments, "segments_skipped": state.skipped,
+        "frames": int(sum(r["frames"] for r in ok)), "wall_s": round(wall, 3), "actors": plan.max_actors,
+        "actor_pool": dataclasses.asdict(plan),
         "ewarp_output": mean("ewarp_output"), "ewarp_per_frame": mean("ewarp_per_frame"),
         "ewarp_seams": mean("ewarp_seams"), "scene_cuts": int(sum(r.get("scene_cuts") or 0 for r in ok)),
-        "metrics_file": metrics_uri, "config": redact(settings.to_dict()),
+        "config": redact(settings.to_dict()),
     }
+
+
+def _write_summary(settings: VideoSettings, summary: dict, strips: list[np.ndarray]) -> dict:
     runs = join_uri(settings.output, "_runs_video")
     if strips:
         summary["contact_sheet"] = join_uri(runs, f"{settings.run_id}_contact.png")
-        write_bytes_atomic(summary["contact_sheet"], _strip_png(strips), opts)
+        write_bytes_atomic(summary["contact_sheet"], _strip_png(strips), settings.storage_options)
     summary["summary_uri"] = join_uri(runs, f"{settings.run_id}.json")
-    write_bytes_atomic(summary["summary_uri"], json.dumps(summary, indent=2, sort_keys=True, default=str).encode(), opts)
+    write_bytes_atomic(summary["summary_uri"], json.dumps(summary, indent=2, sort_keys=True, default=str).encode(),
+                       settings.storage_options)
     return summary
 
 

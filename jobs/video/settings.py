@@ -63,21 +63,28 @@ class VideoSettings(RunSettings):
     def _fill_defaults(self) -> VideoSettings:
         if self.input is not None and self.sequence is not None:
             raise ValueError("--input and --sequence exclude each other: give one")
-        self.demo = self.input is None and self.sequence is None
-        self.kind = "sequence" if self.sequence else "video"
-        self.input = self.sequence or self.input or ""  # the demo's clip is made by the job
-        self.sequence = None
-        self.styles = self.styles or {"demo": demo_checkpoint()}
-        if set(self.style_images) - set(self.styles):
-            raise ValueError(f"--style-image names {sorted(set(self.style_images) - set(self.styles))} match no --style")
-        self.run_id = self.run_id or default_run_id()
-        if self.max_side is None and self.demo:
-            self.max_side = DEMO_MAX_SIDE
-        self.vgg = self.vgg or "vgg16"
-        self.vgg_weights = self.vgg_weights or ("random:0" if self.demo else "imagenet")
-        if self.max_error_rate is None:
-            self.max_error_rate = DEFAULT_MAX_ERROR_RATE
-        self.max_actors = max(self.max_actors, self.actors)
+        if self.method != "feedforward":
+            raise ValueError(f"--method {self.method} is not available for video: per-frame optimisation would take "
+                             "minutes a frame; use style networks (--method feedforward)")
+        styles = self.styles or {"demo": demo_checkpoint()}
+        if set(self.style_images) - set(styles):
+            raise ValueError(f"--style-image names {sorted(set(self.style_images) - set(styles))} match no --style")
+        if set(self.mixes) - set(styles):
+            raise ValueError(f"--mix names {sorted(set(self.mixes) - set(styles))} match no --style")
+        demo = self.input is None and self.sequence is None
+        self._resolve(
+            demo=demo,
+            kind="sequence" if self.sequence else "video",
+            input=self.sequence or self.input or "",  # the demo's clip is made by the job
+            sequence=None,
+            styles=styles,
+            run_id=self.run_id or default_run_id(),
+            max_side=DEMO_MAX_SIDE if self.max_side is None and demo else self.max_side,
+            vgg=self.vgg or "vgg16",
+            vgg_weights=self.vgg_weights or ("random:0" if demo else "imagenet"),
+            max_error_rate=DEFAULT_MAX_ERROR_RATE if self.max_error_rate is None else self.max_error_rate,
+            max_actors=max(self.max_actors, self.actors),
+        )
         return self
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from stylize_core.video.errors import VideoError
 
 from jobs.common.storage import (exists, get_file, local_path, put_file_atomic, read_bytes, write_bytes_atomic)
+from jobs.common.planning import ActorPlan
 from jobs.video.settings import VideoSettings
 from jobs.video.workdir import segment_uris
 
@@ -30,10 +31,12 @@ def sequence_plan_inputs(n: int, fps: float) -> tuple[list[int], list[int], Frac
 class VideoWorker:
     """Holds the style networks (and the VGG loss network when metrics are on), built once."""
 
-    def __init__(self, settings: VideoSettings) -> None:
+    def __init__(self, settings: VideoSettings, plan: ActorPlan) -> None:
         import torch
 
-        from stylize_core.builder import StylizerSpec, build_stylizer
+        from stylize_core.registry import build_stylizer
+
+        from jobs.common.stylizer_spec import run_stylizer_spec
         from stylize_core.host import retain_freed_memory
         from stylize_core.stylizer import resolve_device
 
@@ -41,16 +44,10 @@ class VideoWorker:
         self.opts = settings.storage_options
         retain_freed_memory()
         if resolve_device(settings.device).type == "cpu":
-            torch.set_num_threads(settings.torch_threads or max(1, (os.cpu_count() or 1) // max(1, settings.actors or 1)))
+            torch.set_num_threads(plan.torch_threads or max(1, (os.cpu_count() or 1) // max(1, plan.max_actors)))
         # The image job's builder: the same checkpoints, style-loss targets and loss network. Losses are
         # measured here on every --loss-every-th frame, not by the Stylizer on every frame.
-        built = build_stylizer(StylizerSpec(
-            styles=settings.styles, style_images=settings.style_images, vgg=settings.vgg,
-            vgg_weights=settings.vgg_weights, metrics=settings.metrics, metrics_size=settings.metrics_size,
-            device=settings.device, bf16=settings.bf16, channels_last=settings.channels_last,
-            strength=settings.strength, preserve_color=settings.preserve_color, max_batch=settings.batch_size,
-            max_style_pixels=settings.max_pixels,
-        ), lambda uri: read_bytes(uri, self.opts))
+        built = build_stylizer(run_stylizer_spec(settings, settings.batch_size), lambda uri: read_bytes(uri, self.opts))
         self.stylizer = built.stylizer
         self.sha256 = built.model_sha256
         self.device_name = built.device_name

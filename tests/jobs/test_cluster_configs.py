@@ -14,7 +14,7 @@ import pytest
 import ray
 import yaml
 
-from jobs.catalog import night as catalog
+from jobs.catalog import settings as catalog
 from jobs import submit
 from jobs.batch.settings import parse_args as parse_job_settings
 
@@ -94,6 +94,23 @@ def _unique(items: list[tuple[str, str, list[str]]]) -> list[tuple[str, str, lis
 ENTRYPOINTS = _unique(_all_entrypoints())
 
 
+# Each command's parser, where its code lives (the commands are thin modules or packages' __main__).
+PARSERS = {
+    "jobs.stylize": "jobs.batch.settings:build_parser",
+    "jobs.stylize_image": "jobs.image.cli:build_parser",
+    "jobs.stylize_video": "jobs.video.settings:build_parser",
+    "jobs.catalog": "jobs.catalog.settings:build_parser",
+    "jobs.train": "jobs.train.driver:build_parser",
+    "jobs.styles": "jobs.styles:build_parser",
+    "jobs.submit": "jobs.submit:build_parser",
+}
+
+
+def command_parser(command: str):
+    module_name, _, attr = PARSERS[command].partition(":")
+    return getattr(importlib.import_module(module_name), attr)()
+
+
 def test_every_manifest_parses_as_yaml():
     assert {p.name for p in YAML_FILES} >= {"raycluster.yaml", "rayjob-stylize.yaml", "cronjob-nightly.yaml",
                                           "runtime_env.yaml", "cluster.yaml", "serviceaccount.yaml"}
@@ -109,8 +126,11 @@ def test_entrypoints_are_found_in_every_kind_of_file():
 
 @pytest.mark.parametrize("source,module,argv", ENTRYPOINTS, ids=[f"{f}:{m}:{i}" for i, (f, m, _) in enumerate(ENTRYPOINTS)])
 def test_entrypoint_parses_with_the_project_parser(source, module, argv):
-    parser = importlib.import_module(module).build_parser()
-    if "--help" in argv:  # a pointer to the usage text, not a run
+    parser = command_parser(module)
+    if "--help" in argv:  # a pointer to the usage text, not a run: it must print the usage and exit 0
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args(argv)
+        assert stop.value.code == 0, f"{source}: `python -m {module} {shlex.join(argv)}` does not print its help"
         return
     try:
         parser.parse_args(argv)
@@ -127,7 +147,7 @@ def test_entrypoint_extraction_rejects_bad_flags():
     (mod, argv), = entrypoints("run: python -m jobs.stylize --input x --no-such-flag && echo done")
     assert (mod, argv) == ("jobs.stylize", ["--input", "x", "--no-such-flag"])
     with pytest.raises(SystemExit):
-        importlib.import_module(mod).build_parser().parse_args(argv)
+        command_parser(mod).parse_args(argv)
 
 
 def _by_kind(path: Path) -> dict[str, list[dict]]:

@@ -136,4 +136,6 @@ def test_backend_choices_match_the_core():
 
     from stylize_core.backends import BACKEND_SPECS
 
-    assert set(typing.get_args(settings.BackendSpec)) == set(BACKEND_SPECS)
+    from jobs.common.run_settings import BackendSpec
+
+    assert set(typing.get_args(BackendSpec)) == set(BACKEND_SPECS)

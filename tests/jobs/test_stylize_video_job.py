@@ -116,12 +116,14 @@ def test_rerun_skips_finished_work_and_removes_temp_files(first_run, inputs):
 
 
 def test_interrupted_run_resumes_from_finished_segments(inputs, tmp_path):
+    from jobs.common.planning import ActorPlan
     from jobs.video.worker import VideoWorker
 
     src = os.path.join(inputs, "clips/pan.MP4")
     args = ["--input", src, "--output", str(tmp_path), "--run-id", "r2", "--no-metrics", *FAST]
     settings = parse_args(args)
-    worker = VideoWorker(settings)  # as an actor would: probe, then only the first segment
+    plan = ActorPlan(1, 1, 0.0, 1.0, 1, "test: one actor", settings.batch_size)
+    worker = VideoWorker(settings, plan)  # as an actor would: probe, then only the first segment
     task = worker.probe({"uri": src, "rel_path": "pan.MP4"})
     assert worker.segment({k: v for k, v in task.items() if k != "plans"} | {"plan": task["plans"][0]})["status"] == "ok"
     summary = stylize_video.run(settings)

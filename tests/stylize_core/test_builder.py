@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from stylize_core.builder import SetupError, StylizerSpec, build_stylizer, check_device
+from stylize_core.builder import SetupError, StylizerSpec, check_device
+from stylize_core.registry import build_stylizer
 from stylize_core.checkpoint import save_style_model
 from stylize_core.gatys_stylizer import GatysStylizer
 from stylize_core.image_io import encode_image

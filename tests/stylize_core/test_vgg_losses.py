@@ -72,6 +72,20 @@ def test_imagenet_missing_names_the_file_to_stage(tmp_path, monkeypatch):
     assert VGGFeatures("vgg16", ["relu1_1"], "imagenet", allow_download=False).loss_model == "vgg16/imagenet"
 
 
+def test_imagenet_is_never_downloaded_unless_asked(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("STYLIZE_ALLOW_DOWNLOAD", raising=False)
+    fetched = []
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, path, **kw: fetched.append(url))
+    with pytest.raises(VGGWeightsError, match="STYLIZE_ALLOW_DOWNLOAD=1"):
+        VGGFeatures("vgg16", ["relu1_1"], "imagenet")
+    assert fetched == []
+    monkeypatch.setenv("STYLIZE_ALLOW_DOWNLOAD", "1")
+    with pytest.raises((OSError, RuntimeError, EOFError, VGGWeightsError)):  # the fake download wrote no file
+        VGGFeatures("vgg16", ["relu1_1"], "imagenet")
+    assert len(fetched) == 1 and fetched[0].endswith("vgg16-397923af.pth")
+
+
 def test_gram_matrix_known_values():
     f = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 2, 1, 2)  # C=2, H=1, W=2
     g = gram_matrix(f)

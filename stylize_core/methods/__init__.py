@@ -1,0 +1,1 @@
+"""Stylisation methods: one module each, registered in :mod:`stylize_core.registry`."""

@@ -1,0 +1,59 @@
+"""The one registry of stylisation methods: a method's name -> the function that builds its stylizer.
+
+Every program (the batch job's actors, the video workers, the local CLI, the nightly catalog through
+the batch job) builds what stylises through :func:`build_stylizer`, so a new method is one module
+under :mod:`stylize_core.methods` and one entry in :data:`METHODS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+
+from .backends import BackendError
+from .builder import BuiltStylizer, Opener, SetupError, StylizerSpec, check_device, load_checkpoints
+from .checkpoint import StyleModel
+from .methods import feedforward, optimize
+from .vgg import VGGWeightsError
+
+Build = Callable[[StylizerSpec, Opener, torch.device, Mapping[str, StyleModel], dict[str, str]], BuiltStylizer]
+
+
+@dataclass(frozen=True)
+class Method:
+    build: Build
+    needs_checkpoints: bool  # styles are checkpoints (else style images only)
+    summary: str
+
+
+METHODS: dict[str, Method] = {
+    "feedforward": Method(feedforward.build, True, "style networks (Johnson et al.), single- and multi-style"),
+    "optimize": Method(optimize.build, False, "per-image Gatys optimisation towards a style image"),
+}
+
+
+def method(name: str) -> Method:
+    """The registered method ``name``, or SetupError naming the ones there are."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise SetupError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}") from None
+
+
+def build_stylizer(spec: StylizerSpec, opener: Opener, loaded: Mapping[str, StyleModel] | None = None) -> BuiltStylizer:
+    """Load every model ``spec`` names (``loaded``: style networks the caller already has) and build
+    the method's stylizer; SetupError (one line saying what to fix) when anything is missing."""
+    entry = method(spec.method)
+    device = check_device(spec.device)
+    checkpoints = dict(loaded) if loaded is not None else load_checkpoints(spec.styles, opener, spec.mixes)
+    sha256 = {name: sm.model_id for name, sm in checkpoints.items()}  # a blend is a model of its own
+    try:
+        return entry.build(spec, opener, device, checkpoints, sha256)
+    except (VGGWeightsError, BackendError) as exc:
+        raise SetupError(str(exc)) from None
+    except SetupError:
+        raise
+    except ValueError as exc:  # an impossible Gatys setting, a VGG state dict of the wrong shape, ...
+        raise SetupError(str(exc)) from None
