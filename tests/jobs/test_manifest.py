@@ -59,7 +59,7 @@ def test_s3_listing_arrives_page_by_page(s3_client: Any, s3_bucket: str, tmp_pat
 
 
 def test_user_manifest_streams_in_pages_and_keeps_its_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(M, "PAGE_ROWS", 4)
+    monkeypatch.setattr(manifest, "PAGE_ROWS", 4)
     uris = [f"imgs/{'a' if n % 2 else 'b/c'}/{n}.png" for n in range(11)]
     (tmp_path / "m.csv").write_text("uri,rel_path\n" + "".join(f"{u},{'own.png' if n == 3 else ''}\n" for n, u in enumerate(uris)))
     pages = list(manifest.iter_manifest(str(tmp_path / "m.csv")))
