@@ -23,6 +23,7 @@ from jobs.common.planning import ActorPlan
 from jobs.common.stylizer_spec import run_stylizer_spec
 from jobs.batch.settings import JobSettings
 from jobs.batch.stages import EMPTY_IMAGE, SETUP_ERROR, encode_write, read_decode
+from jobs.common.metrics_schema import READ, STYLIZE, StageRows, blank_rows, stage_keys
 from jobs.common.storage import read_bytes
 
 
@@ -127,7 +128,8 @@ class StylizeActor:
         """One ``setup_error`` row per input x style, nothing read or stylised."""
         styles = self.settings.style_names
         rows = np.repeat(np.arange(len(batch["uri"])), len(styles))
-        out = {k: np.asarray(batch[k])[rows] for k in ("uri", "rel_path")}
+        out = blank_rows(len(rows))
+        out.update({k: np.asarray(batch[k])[rows] for k in ("uri", "rel_path")})
         out.update(style=np.array(styles * len(batch["uri"])), status=np.full(len(rows), "error"),
                    error_type=np.full(len(rows), SETUP_ERROR), error=np.full(len(rows), self.setup_error))
         return out
@@ -170,10 +172,8 @@ class StylizeActor:
             except Exception as exc:
                 found = {s: [exc] * len(idx) for s in styles}
             results.update({(i, s): r for s in styles for i, r in zip(idx, found[s])})
-        cols: dict[str, list] = {k: [] for k in (
-            "row", "style", "model_sha256", "status", "error_type", "error", "out_image", "out_width", "out_height",
-            "content_loss", "style_loss", "tv_loss", "stylize_ms", "metrics_ms", "measured", "forward_images",
-        )}
+        built = self.built
+        made = StageRows(STYLIZE, extra=("row", "out_image"))
         for style in self.settings.style_names:
             for i in range(n):
                 res = results.get((i, style))
@@ -183,32 +183,27 @@ class StylizeActor:
                 elif isinstance(res, Exception):
                     row_status, etype, err = "error", "stylize_error", f"{type(res).__name__}: {res}"
                 ok = row_status == "ok"
-                cols["row"].append(i)
-                cols["style"].append(style)
-                cols["model_sha256"].append(self.built.model_sha256[style])
-                cols["status"].append(row_status)
-                cols["error_type"].append(etype)
-                cols["error"].append(err)
-                out = res.image if ok else EMPTY_IMAGE
-                cols["out_image"].append(out)
-                cols["out_width"].append(int(out.shape[1]) if ok else -1)
-                cols["out_height"].append(int(out.shape[0]) if ok else -1)
-                for name in ("content_loss", "style_loss", "tv_loss"):
-                    cols[name].append(float(getattr(res, name)) if ok else float("nan"))
-                cols["stylize_ms"].append(float(res.stylize_ms) if ok else float("nan"))
-                cols["metrics_ms"].append(float(res.metrics_ms) if ok and res.measured else float("nan"))
-                cols["measured"].append(int(res.measured) if ok else -1)  # 1/0, -1: no value
-                cols["forward_images"].append(int(res.forward_images) if ok else -1)
+                image = res.image if ok else EMPTY_IMAGE
+                nan = float("nan")
+                made.append(
+                    row=i, style=style, model_sha256=built.model_sha256[style], loss_model=built.loss_model,
+                    status=row_status, error_type=etype, error=err, out_image=image,
+                    out_width=int(image.shape[1]) if ok else -1, out_height=int(image.shape[0]) if ok else -1,
+                    measured=int(res.measured) if ok else -1,  # 1/0, -1: no value
+                    forward_images=int(res.forward_images) if ok else -1,
+                    content_loss=float(res.content_loss) if ok else nan, style_loss=float(res.style_loss) if ok else nan,
+                    tv_loss=float(res.tv_loss) if ok else nan, stylize_ms=float(res.stylize_ms) if ok else nan,
+                    metrics_ms=float(res.metrics_ms) if ok and res.measured else nan,
+                    device=built.device_name, backend=built.backend, arch=built.arch(style),
+                )
+        cols = made.cols
         rows = cols.pop("row")
-        out = {k: np.asarray(batch[k])[rows] for k in ("idx", "uri", "rel_path", "input_bytes", "width", "height", "decode_ms")
-               if k in batch}  # idx: the row's manifest index, by which the driver counts rows exactly once
+        # The read stage's columns pass through, and idx: the row's manifest index, by which the driver
+        # counts rows exactly once.
+        out = {k: np.asarray(batch[k])[rows] for k in ("idx", *stage_keys(READ)) if k in batch and k not in cols}
         out.update({k: np.array(v) for k, v in cols.items() if k != "out_image"})
         images_out = np.empty(len(rows), dtype=object)
         images_out[:] = cols["out_image"]
         out["out_image"] = images_out
-        out["loss_model"] = np.array([self.built.loss_model] * len(rows))
-        out["device"] = np.array([self.built.device_name] * len(rows))
-        out["backend"] = np.array([self.built.backend] * len(rows))
-        out["arch"] = np.array([self.built.arch(s) for s in cols["style"]])
         self._end(key)
         return out

@@ -16,6 +16,7 @@ import numpy as np
 from stylize_core.image_io import FORMAT_EXTENSIONS, ImageDecodeError, decode_image_sized, encode_image
 
 from jobs.batch.settings import JobSettings
+from jobs.common.metrics_schema import READ, WRITE, StageRows, stage_columns
 from jobs.common.storage import UnsafePathError, exists, output_uri, read_bytes, write_bytes_atomic
 
 EMPTY_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
@@ -38,9 +39,7 @@ def read_decode(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str
     rel_paths = [str(r) for r in batch["rel_path"]]
     idx = batch.get("idx")
     planned = [str(t).split(",") if str(t) else [] for t in batch["todo_styles"]] if "todo_styles" in batch else None
-    rows: dict[str, list] = {k: [] for k in (
-        "idx", "uri", "rel_path", "input_bytes", "status", "error_type", "error", "image", "width", "height", "decode_ms", "todo_styles",
-    )}
+    rows = StageRows(READ, extra=("idx", "image", "todo_styles"))
     for n, (uri, rel) in enumerate(zip(uris, rel_paths)):
         start = time.perf_counter()
         todo = settings.style_names if planned is None else [s for s in settings.style_names if s in planned[n]]
@@ -61,21 +60,14 @@ def read_decode(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str
             status, error_type, error = "error", "not_found", f"input disappeared before it was read: {exc}"
         except Exception as exc:  # storage/network/permission: the row says why, the run goes on
             status, error_type, error = "error", "read_error", f"{type(exc).__name__}: {exc}"
-        rows["idx"].append(int(idx[n]) if idx is not None else n)
-        rows["uri"].append(uri)
-        rows["rel_path"].append(rel)
-        rows["input_bytes"].append(nbytes)
-        rows["status"].append(status)
-        rows["error_type"].append(error_type)
-        rows["error"].append(error)
-        rows["width"].append(int(size[1]))
-        rows["height"].append(int(size[0]))
-        rows["image"].append(image)
-        rows["decode_ms"].append((time.perf_counter() - start) * 1000)
-        rows["todo_styles"].append(",".join(todo))
-    out = {k: np.array(v) for k, v in rows.items() if k != "image"}
-    images = np.empty(len(rows["image"]), dtype=object)
-    images[:] = rows["image"]
+        rows.append(
+            idx=int(idx[n]) if idx is not None else n, uri=uri, rel_path=rel, input_bytes=nbytes, status=status,
+            error_type=error_type, error=error, width=int(size[1]), height=int(size[0]), image=image,
+            decode_ms=(time.perf_counter() - start) * 1000, todo_styles=",".join(todo),
+        )
+    out = {k: np.array(v) for k, v in rows.cols.items() if k != "image"}
+    images = np.empty(len(rows.cols["image"]), dtype=object)
+    images[:] = rows.cols["image"]
     out["image"] = images
     return out
 
@@ -102,9 +94,9 @@ def encode_write(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[st
         except Exception as exc:
             status[i], error_type[i], error[i] = "error", "write_error", f"{type(exc).__name__}: {exc}"
     out = {k: v for k, v in batch.items() if k != "out_image"}
-    out.update(
-        status=np.array(status), error_type=np.array(error_type), error=np.array(error),
-        output_uri=np.array(out_uris), encode_ms=np.array(encode_ms), output_bytes=np.array(output_bytes),
-        run_id=np.array([settings.run_id] * n),
-    )
+    out.update(stage_columns(
+        WRITE, status=status, error_type=error_type, error=error,
+        output_uri=out_uris, encode_ms=encode_ms, output_bytes=output_bytes,
+    ))
+    out["run_id"] = np.array([settings.run_id] * n)
     return out

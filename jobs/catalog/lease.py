@@ -2,15 +2,9 @@
 
 The lease holds the night's run id, host, pid, a random token and an expiry. Every change is a
 compare-and-swap against the state read just before, so two nights can never both believe they
-hold it:
-
-- S3: taken with a conditional PUT ``If-None-Match: *`` (the object must not exist), renewed,
-  taken over when expired and released with ``If-Match: <ETag read>``; a lost race is S3's 412
-  (or 409 under concurrent conditional writes), after which the lease is read again.
-- Local disk: the read-compare-write runs under ``flock`` on a lock file beside the lease (the
-  kernel drops the lock with the process, so a dead night leaves no stale lock), the lease itself
-  is created with ``os.link`` (fails if it exists: the exclusive create) and replaced with
-  ``os.replace`` (readers see the old or the new content, never a torn one).
+hold it (:mod:`jobs.common.storage_swap`: on S3 conditional PUT/DELETE against the ETag read, on
+local disk a read-compare-write under ``flock``). The lease is created only if absent, renewed,
+taken over when expired and released only if unchanged; a lost race reads the lease again.
 
 The holder renews from a background thread every ``ttl / 3`` seconds; a night checks that it still
 holds the lease (:meth:`Lease.check`, a fresh read) right before it writes the ledger.
@@ -19,10 +13,7 @@ Other filesystems have no compare-and-swap that fsspec exposes: a night there re
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
-import fcntl
 import json
 import os
 import socket
@@ -30,12 +21,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from fsspec.implementations.local import LocalFileSystem
-
-from jobs.common.storage import StorageOptions, get_filesystem, join_uri, redact, split_protocol
+from jobs.common.storage import StorageOptions, join_uri, redact
+from jobs.common.storage_swap import read_tagged, supports_swap, swap
 
 DEFAULT_TTL_S = 300.0
 
@@ -68,18 +57,6 @@ def lease_uri(output: str) -> str:
     return join_uri(output, "_catalog", "lease.json")
 
 
-class _Store:
-    """Compare-and-swap on one small object: ``read() -> (holder | None, tag)``; ``swap(tag, new)``
-    writes ``new`` (or deletes, when None) only if the object is still what ``tag`` names (tag None:
-    only if absent). Returns False when it was not."""
-
-    def read(self) -> tuple[Holder | None, object]:
-        raise NotImplementedError
-
-    def swap(self, tag: object, new: Holder | None) -> bool:
-        raise NotImplementedError
-
-
 def _encode(holder: Holder) -> bytes:
     return json.dumps(dataclasses.asdict(holder), sort_keys=True).encode()
 
@@ -91,108 +68,29 @@ def _decode(data: bytes) -> Holder | None:
         return None  # unreadable (hand-edited?): treated as expired, taken over by CAS like any other
 
 
-class _S3Store(_Store):
-    def __init__(self, uri: str, options: StorageOptions | None) -> None:
-        self.fs, self.path = get_filesystem(uri, options)
-        self.bucket, _, self.key = self.path.partition("/")
+class _Store:
+    """The lease object as a compare-and-swap cell: ``read() -> (holder | None, tag)``;
+    ``swap(tag, new)`` writes ``new`` (or deletes, when None) only if the object is still what
+    ``tag`` names (tag None: only if absent). Returns False when it was not."""
+
+    def __init__(self, output: str, options: StorageOptions | None) -> None:
+        self.uri, self.options = lease_uri(output), options
+        if not supports_swap(self.uri, options):
+            raise LeaseError(f"no lease possible on {redact(output)}: the nightly catalog needs an s3:// or local output")
 
     def read(self) -> tuple[Holder | None, object]:
-        try:
-            obj = self.fs.call_s3("head_object", Bucket=self.bucket, Key=self.key)
-            etag = obj["ETag"]
-            # Read after the ETag: content newer than the ETag makes the later If-Match fail (safe).
-            data = self.fs.cat_file(self.path)
-        except FileNotFoundError:
+        data, tag = read_tagged(self.uri, self.options)
+        if data is None:
             return None, None
-        holder = _decode(data)
-        return holder or Holder("?", "?", 0, "", 0.0, 0.0), etag
+        return _decode(data) or Holder("?", "?", 0, "", 0.0, 0.0), tag
 
     def swap(self, tag: object, new: Holder | None) -> bool:
-        try:
-            if new is None:
-                self.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.key, IfMatch=tag)
-            elif tag is None:
-                self.fs.call_s3("put_object", Bucket=self.bucket, Key=self.key, Body=_encode(new), IfNoneMatch="*")
-            else:
-                self.fs.call_s3("put_object", Bucket=self.bucket, Key=self.key, Body=_encode(new), IfMatch=tag)
-        except (FileExistsError, FileNotFoundError):
-            return False
-        except OSError as exc:  # s3fs maps 412 (If-Match) and 409 (concurrent conditional write) to OSError
-            if exc.errno == errno.EINVAL or any(s in str(exc).lower() for s in ("condition", "conflict")):
-                return False
-            raise
-        finally:
-            self.fs.invalidate_cache(self.path)
-        return True
-
-
-class _LocalStore(_Store):
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.lock = path + ".lock"
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the flock
-
-    def _read_unlocked(self) -> tuple[Holder | None, object]:
-        try:
-            with open(self.path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            return None, None
-        holder = _decode(data) or Holder("?", "?", 0, "", 0.0, 0.0)
-        return holder, data  # the bytes themselves are the tag: a swap compares them
-
-    def read(self) -> tuple[Holder | None, object]:
-        with self._locked():
-            return self._read_unlocked()
-
-    def swap(self, tag: object, new: Holder | None) -> bool:
-        with self._locked():
-            _, current = self._read_unlocked()
-            if current != tag:
-                return False
-            if new is None:
-                os.unlink(self.path)
-                return True
-            tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(_encode(new))
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                if tag is None:
-                    os.link(tmp, self.path)  # exclusive create: fails if the lease exists
-                else:
-                    os.replace(tmp, self.path)
-            except FileExistsError:
-                return False
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-            return True
-
-
-def _store(output: str, options: StorageOptions | None) -> _Store:
-    uri = lease_uri(output)
-    fs, path = get_filesystem(uri, options)
-    if isinstance(fs, LocalFileSystem):
-        return _LocalStore(path)
-    if split_protocol(uri)[0] in ("s3", "s3a"):
-        return _S3Store(uri, options)
-    raise LeaseError(f"no lease possible on {redact(output)}: the nightly catalog needs an s3:// or local output")
+        return swap(self.uri, tag, None if new is None else _encode(new), self.options)
 
 
 def read_holder(output: str, options: StorageOptions | None = None) -> Holder | None:
     """Who holds the lease now (None when nobody)."""
-    return _store(output, options).read()[0]
+    return _Store(output, options).read()[0]
 
 
 class Lease:
@@ -201,7 +99,7 @@ class Lease:
     def __init__(self, output: str, run_id: str, options: StorageOptions | None = None,
                  ttl_s: float = DEFAULT_TTL_S) -> None:
         self.output, self.run_id, self.ttl_s = output, run_id, ttl_s
-        self._store = _store(output, options)
+        self._store = _Store(output, options)
         self._token = uuid.uuid4().hex
         self._tag: object = None
         self._lost: str | None = None

@@ -14,25 +14,23 @@
   them, so a crash between the ledger update and the deletes leaves no orphan nobody knows about.
 - ``history.parquet``: one row per night.
 
-Also here: the versions the ledger records for inputs.
+Also here: the versions the ledger records for inputs (stat'ed by :func:`jobs.common.storage.object_version`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
 import json
-import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
 
-from jobs.common.storage import InputFile, StorageOptions, get_filesystem, join_uri, read_bytes, write_bytes_atomic
+from jobs.common.storage import (InputFile, StorageOptions, get_filesystem, join_uri, object_version, read_bytes,
+                                 write_bytes_atomic)
 from jobs.common.storage_batch import remove_many
 
 ENTRY_COLUMNS = ("input_uri", "rel_path", "style", "input_version", "model_sha256", "output_uri", "run_id")
@@ -216,35 +214,10 @@ def remove_outputs(output: str, output_uris: Iterable[str], options: StorageOpti
 # ---------------------------------------------------------------- versions of inputs
 
 
-def _epoch(value: object) -> float | None:
-    if value is None:
-        return None
-    return value.timestamp() if hasattr(value, "timestamp") else float(value)  # type: ignore[arg-type]
-
-
-def _stat_version(uri: str, options: StorageOptions) -> str:
-    """A version for an input the listing did not stat (manifest entries); "" when it is missing."""
-    fs, path = get_filesystem(uri, options)
-    try:
-        if isinstance(fs, LocalFileSystem):
-            st = os.stat(path)
-            return f"{st.st_size}-{st.st_mtime_ns}"  # the same form list_images gives
-        info = fs.info(path)
-    except FileNotFoundError:
-        return ""
-    etag = info.get("ETag") or info.get("etag")
-    if etag:
-        return str(etag).strip('"')
-    mtime = _epoch(info.get("mtime") or info.get("LastModified") or info.get("last_modified"))
-    if info.get("size") is not None and mtime is not None:
-        return f"{info['size']}-{mtime}"
-    return "sha256:" + hashlib.sha256(fs.cat_file(path)).hexdigest()
-
-
 def input_versions(inputs: Sequence[InputFile], options: StorageOptions) -> dict[str, str]:
     """``{uri: version}``; inputs listed without a version are stat'ed (in parallel)."""
     out = {f.uri: f.version for f in inputs if f.version}
     missing = [f.uri for f in inputs if not f.version]
     with ThreadPoolExecutor(IO_THREADS) as pool:
-        out.update(zip(missing, pool.map(lambda u: _stat_version(u, options), missing)))
+        out.update(zip(missing, pool.map(lambda u: object_version(u, options), missing)))
     return out  # type: ignore[return-value]

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 
-import fsspec
-import fsspec.asyn
 from fsspec.implementations.local import LocalFileSystem
+from stylize_core.image_io import IMAGE_EXTENSIONS
 
 from jobs.common.manifest import iter_manifest
-from jobs.common.storage import (_S3_PROTOCOLS, IMAGE_EXTENSIONS, MANIFEST_SUFFIXES, InputFile, StorageOptions, get_filesystem,
-                      redact, split_protocol)
+from jobs.common.storage import MANIFEST_SUFFIXES, InputFile, StorageOptions, get_filesystem, listed_input, redact
+from jobs.common.storage_batch import list_pages
 
 
 def _has_ext(name: str, exts: frozenset[str]) -> bool:
@@ -42,36 +41,6 @@ def _walk_local(root: str, exts: frozenset[str]) -> Iterator[InputFile]:
                     yield _local_file(entry.path, os.path.relpath(entry.path, root).replace(os.sep, "/"))
 
 
-def _remote_file(fs: fsspec.AbstractFileSystem, protocol: str | None, info: Mapping, rel: str) -> InputFile:
-    name = info["name"]
-    uri = f"{protocol}://{name}" if protocol in _S3_PROTOCOLS else fs.unstrip_protocol(name)
-    etag = info.get("ETag") or info.get("etag")
-    return InputFile(uri, rel, info.get("size"), str(etag).strip('"') if etag else None)
-
-
-def _s3_pages(fs: fsspec.AbstractFileSystem, root: str, page_size: int) -> Iterator[list[dict]]:
-    """Object infos under ``root`` one ListObjectsV2 round at a time, so a prefix of millions of
-    keys is never held whole (``find`` collects the full listing first). s3fs's page iterator is
-    async and private: without it, fall back to ``find``."""
-    iterdir = getattr(fs, "_iterdir", None)
-    if iterdir is None:
-        yield list(fs.find(root, detail=True).values())
-        return
-    bucket, _, key = root.partition("/")
-    pages = iterdir(bucket, delimiter="", prefix=key)
-
-    async def take() -> list[dict]:
-        out: list[dict] = []
-        async for info in pages:
-            out.append(info)
-            if len(out) >= page_size:
-                break
-        return out
-
-    while page := fsspec.asyn.sync(fs.loop, take):
-        yield page
-
-
 def iter_listing(
     uri: str, options: StorageOptions | None = None, extensions: Iterable[str] = IMAGE_EXTENSIONS,
     page_size: int = 10_000,
@@ -91,7 +60,6 @@ def iter_listing(
             raise FileNotFoundError(f"input path does not exist: {path}")
         yield from _paged(_walk_local(path, exts), page_size)
         return
-    protocol = split_protocol(uri)[0]
     fs.invalidate_cache(path)
     try:
         info = fs.info(path)
@@ -100,20 +68,10 @@ def iter_listing(
     if info["type"] != "directory":
         if not _has_ext(path, exts):
             raise ValueError(f"{redact(uri)} is neither a prefix, a manifest {MANIFEST_SUFFIXES} nor an image")
-        yield [_remote_file(fs, protocol, info, posixpath.basename(info["name"]))]
+        yield [listed_input(uri, fs, info, posixpath.basename(info["name"]))]
         return
-    root = path.rstrip("/") + "/"
-    if protocol in _S3_PROTOCOLS:
-        pages: Iterable[Iterable[dict]] = _s3_pages(fs, root, page_size)
-    else:  # other fsspec filesystems: a directory at a time
-        pages = (entries.values() for _dir, _sub, entries in fs.walk(path, detail=True))
-    for page in pages:
-        out = [
-            _remote_file(fs, protocol, entry, entry["name"][len(root):])
-            for entry in page
-            if entry.get("type") == "file" and entry["name"].startswith(root) and _has_ext(entry["name"], exts)
-        ]
-        if out:
+    for page in list_pages(uri, options, page_size):
+        if out := [f for f in page if _has_ext(f.rel_path, exts)]:
             yield out
 
 

@@ -1,5 +1,5 @@
-"""Metrics rows: their Parquet schema, a streaming writer, exactly-once accounting, and the counts
-behind the run summary."""
+"""Metrics rows (their schema: :mod:`jobs.common.metrics_schema`): batches to Arrow tables, a
+streaming writer, exactly-once accounting, and the counts behind the run summary."""
 
 from __future__ import annotations
 
@@ -13,43 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from jobs.common.metrics_schema import BATCH_KEYS, SCHEMA
 from jobs.common.outcome import error_rate
 from jobs.common.storage import StorageOptions, join_uri, remove_prefix, write_bytes_atomic
 
-# One row per input x style. Documented in README.md ("Metrics schema"); keep both in step.
-# The run id is not a column: it is the hive partition `run_id=...` in the path only, as the hive
-# convention has it, so pyarrow.dataset, DuckDB, Polars, pandas and Ray Data read many runs as one
-# table (a value both in the files and in the path makes them disagree on its type).
-SCHEMA = pa.schema([
-    ("input_uri", pa.string()),
-    ("rel_path", pa.string()),
-    ("input_bytes", pa.int64()),
-    ("style", pa.string()),
-    ("model_sha256", pa.string()),
-    ("loss_model", pa.string()),
-    ("status", pa.string()),
-    ("error_type", pa.string()),
-    ("error", pa.string()),
-    ("output_uri", pa.string()),
-    ("output_bytes", pa.int64()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("out_width", pa.int32()),
-    ("out_height", pa.int32()),
-    ("measured", pa.bool_()),
-    ("forward_images", pa.int32()),
-    ("content_loss", pa.float64()),
-    ("style_loss", pa.float64()),
-    ("tv_loss", pa.float64()),
-    ("decode_ms", pa.float64()),
-    ("stylize_ms", pa.float64()),
-    ("metrics_ms", pa.float64()),
-    ("encode_ms", pa.float64()),
-    ("device", pa.string()),
-    ("backend", pa.string()),
-    ("arch", pa.string()),
-])
-_RENAMED = {"input_uri": "uri"}
 ROWS_PER_FILE = 100_000
 
 
@@ -104,13 +71,13 @@ def to_table(batch: dict[str, np.ndarray] | pa.Table) -> pa.Table:
         names = set(batch.column_names)
         arrays = []
         for f in SCHEMA:
-            name = _RENAMED.get(f.name, f.name)
+            name = BATCH_KEYS[f.name]
             arrays.append(_arrow_column(batch[name], f.type) if name in names else pa.nulls(batch.num_rows, f.type))
         return pa.Table.from_arrays(arrays, schema=SCHEMA)
-    n = len(batch["uri"])
+    n = len(batch[BATCH_KEYS["input_uri"]])
     arrays = []
     for f in SCHEMA:
-        col = batch.get(_RENAMED.get(f.name, f.name))
+        col = batch.get(BATCH_KEYS[f.name])
         arrays.append(pa.nulls(n, f.type) if col is None else _column(col, f.type))
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 

@@ -1,6 +1,8 @@
-"""All storage I/O of the project: reading and atomically writing bytes, confined output keys, and
-redaction of secrets before anything is logged (listing inputs is :mod:`jobs.listing`; batched
-deletes and existence checks are :mod:`jobs.storage_batch`).
+"""All single-object storage I/O of the project: reading and atomically writing bytes, an object's
+version, confined output keys, and redaction of secrets before anything is logged. Listing a prefix
+in pages, batched deletes and existence checks are :mod:`jobs.common.storage_batch`;
+compare-and-swap on one small object is :mod:`jobs.common.storage_swap`; what speaks S3's own API
+is :mod:`jobs.common.s3`, reached only through these three.
 
 Works on local paths, ``file://``, ``s3://`` (s3fs) and any other fsspec URI. Functions take plain
 URI strings plus a picklable :class:`StorageOptions`, so they run unchanged inside Ray workers;
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import os
 import posixpath
 import re
@@ -24,13 +27,9 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-try:
-    from stylize_core.image_io import IMAGE_EXTENSIONS
-except ImportError:  # image_io absent or its deps missing: the same set, kept in sync by hand
-    IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+from jobs.common import s3
 
 MANIFEST_SUFFIXES: tuple[str, ...] = (".parquet", ".csv")
-_S3_PROTOCOLS = frozenset({"s3", "s3a"})
 _LOCAL_PROTOCOLS = frozenset({"file", "local"})
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
 _STYLE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -120,13 +119,6 @@ def clear_filesystem_cache() -> None:
         _FS_CACHE.clear()
 
 
-def _make_s3(options: StorageOptions) -> fsspec.AbstractFileSystem:
-    import s3fs  # local import: local-only jobs need not load botocore
-
-    # No listings cache: other workers and processes write the same prefixes concurrently.
-    return s3fs.S3FileSystem(**options.s3fs_kwargs(), use_listings_cache=False, skip_instance_cache=True)
-
-
 def get_filesystem(uri: str, options: StorageOptions | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """``(filesystem, path without protocol)`` for ``uri``; local paths come back absolute."""
     if "::" in uri:  # chained fsspec URL (simplecache::s3://...): fsspec parses it
@@ -134,9 +126,9 @@ def get_filesystem(uri: str, options: StorageOptions | None = None) -> tuple[fss
     protocol, rest = split_protocol(uri)
     if protocol is None or protocol in _LOCAL_PROTOCOLS:
         return _cached_fs(("file", None), LocalFileSystem), os.path.abspath(os.path.expanduser(rest))
-    if protocol in _S3_PROTOCOLS:
+    if protocol in s3.PROTOCOLS:
         opts = options if options is not None else StorageOptions()
-        return _cached_fs(("s3", opts), lambda: _make_s3(opts)), rest.strip("/")
+        return _cached_fs(("s3", opts), lambda: s3.filesystem(opts.s3fs_kwargs())), rest.strip("/")
     return fsspec.core.url_to_fs(uri)  # fsspec caches its own instances per protocol and kwargs
 
 
@@ -157,6 +149,46 @@ def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:
     return fs.cat_file(path)
 
 
+def _etag(info: Mapping) -> str | None:
+    etag = info.get("ETag") or info.get("etag")
+    return str(etag).strip('"') if etag else None
+
+
+def _epoch(value: object) -> float | None:
+    if value is None:
+        return None
+    return value.timestamp() if hasattr(value, "timestamp") else float(value)  # type: ignore[arg-type]
+
+
+def listed_input(uri: str, fs: fsspec.AbstractFileSystem, info: Mapping, rel_path: str) -> InputFile:
+    """The :class:`InputFile` for an fsspec info dict found by listing ``uri`` (a remote prefix or
+    object): an S3 object keeps the scheme ``uri`` was spelled with (``s3a://`` stays ``s3a://``)."""
+    name = info["name"]
+    protocol = split_protocol(uri)[0]
+    found = f"{protocol}://{name}" if protocol in s3.PROTOCOLS else fs.unstrip_protocol(name)
+    return InputFile(found, rel_path, info.get("size"), _etag(info))
+
+
+def object_version(uri: str, options: StorageOptions | None = None) -> str:
+    """A version of one object, "" when it is missing: locally ``f"{size}-{mtime_ns}"`` (as listings
+    give it), else its ETag (unquoted), else ``f"{size}-{mtime}"``, else the sha256 of its bytes."""
+    fs, path = get_filesystem(uri, options)
+    try:
+        if isinstance(fs, LocalFileSystem):
+            st = os.stat(path)
+            return f"{st.st_size}-{st.st_mtime_ns}"
+        info = fs.info(path)
+    except FileNotFoundError:
+        return ""
+    etag = _etag(info)
+    if etag is not None:
+        return etag
+    mtime = _epoch(info.get("mtime") or info.get("LastModified") or info.get("last_modified"))
+    if info.get("size") is not None and mtime is not None:
+        return f"{info['size']}-{mtime}"
+    return "sha256:" + hashlib.sha256(fs.cat_file(path)).hexdigest()
+
+
 def _atomic(uri: str, options: StorageOptions | None, write_local: Callable[[str], None],
             write_remote: Callable[[fsspec.AbstractFileSystem, str], None]) -> None:
     """Write ``uri`` so that its final name only ever holds complete content: locally to a temp file
@@ -174,7 +206,7 @@ def _atomic(uri: str, options: StorageOptions | None, write_local: Callable[[str
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-    elif split_protocol(uri)[0] in _S3_PROTOCOLS:
+    elif s3.is_s3(uri):
         write_remote(fs, path)
     else:
         tmp = f"{posixpath.dirname(path)}/{_TMP_PREFIX}{uuid.uuid4().hex}"
@@ -221,7 +253,7 @@ def remove_prefix(uri: str, options: StorageOptions | None = None) -> None:
     """Recursively delete everything under ``uri``; absent is fine. Refuses a bucket or fs root."""
     fs, path = get_filesystem(uri, options)
     bare = path.strip("/")
-    if not bare or (split_protocol(uri)[0] in _S3_PROTOCOLS and "/" not in bare):
+    if not bare or (s3.is_s3(uri) and "/" not in bare):
         raise ValueError(f"refusing to delete a whole bucket or root: {redact(uri)}")
     with contextlib.suppress(FileNotFoundError):
         fs.rm(path, recursive=True)

@@ -1,27 +1,40 @@
-"""Batched storage calls at the nightly catalog's scale: deleting many files (S3 DeleteObjects, 1000
-keys a request) and asking which of many files exist (one listing of a prefix or one HEAD per key,
-whichever costs fewer requests). Same URIs and :class:`~jobs.common.storage.StorageOptions` as
-:mod:`jobs.storage`."""
+"""Storage calls over many objects at catalog scale: listing a remote prefix in pages as the listing
+arrives, deleting many files (S3 DeleteObjects, 1000 keys a request) and asking which of many files
+exist (one listing of a prefix or one HEAD per key, whichever costs fewer requests). Same URIs and
+:class:`~jobs.common.storage.StorageOptions` as :mod:`jobs.common.storage`; the S3 calls themselves
+are :mod:`jobs.common.s3`."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from fsspec.implementations.local import LocalFileSystem
 
-from jobs.common.storage import _S3_PROTOCOLS, StorageOptions, get_filesystem, join_uri, split_protocol
+from jobs.common import s3
+from jobs.common.storage import InputFile, StorageOptions, get_filesystem, join_uri, listed_input, split_protocol
 
-S3_DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
 # Existence by listing costs one request per 1000 keys under the prefix, by HEAD one per key: list a
 # prefix when the keys asked about outnumber its expected size / LIST_PAGE.
 LIST_PAGE = 1000
 _HEAD_THREADS = 16
 
 
-def _is_s3(uri: str) -> bool:
-    return split_protocol(uri)[0] in _S3_PROTOCOLS
+def list_pages(uri: str, options: StorageOptions | None = None, page_size: int = 10_000) -> Iterator[list[InputFile]]:
+    """The files under a remote prefix (recursive, unsorted) as the listing arrives: on S3 one
+    ListObjectsV2 round of up to ``page_size`` keys a page (a prefix of millions of keys is never
+    held whole), on other fsspec filesystems one directory a page. Local directories are walked by
+    :mod:`jobs.common.listing`, which stats only the files it keeps."""
+    fs, path = get_filesystem(uri, options)
+    root = path.rstrip("/") + "/"
+    if s3.is_s3(uri):
+        pages: Iterable[Iterable[dict]] = s3.iter_pages(fs, root, page_size)
+    else:  # other fsspec filesystems: a directory at a time
+        pages = (entries.values() for _dir, _sub, entries in fs.walk(path, detail=True))
+    for page in pages:
+        yield [listed_input(uri, fs, entry, entry["name"][len(root):])
+               for entry in page if entry.get("type") == "file" and entry["name"].startswith(root)]
 
 
 def remove_many(uris: Iterable[str], options: StorageOptions | None = None) -> int:
@@ -32,7 +45,7 @@ def remove_many(uris: Iterable[str], options: StorageOptions | None = None) -> i
     todo = sorted(set(u for u in uris if u))
     by_bucket: dict[str, list[str]] = {}
     for uri in todo:
-        if _is_s3(uri):
+        if s3.is_s3(uri):
             bucket, _, key = split_protocol(uri)[1].partition("/")
             by_bucket.setdefault(bucket, []).append(key)
             continue
@@ -44,16 +57,7 @@ def remove_many(uris: Iterable[str], options: StorageOptions | None = None) -> i
             with contextlib.suppress(FileNotFoundError):
                 fs.rm_file(path)
     for bucket, keys in by_bucket.items():
-        fs, _ = get_filesystem(f"s3://{bucket}", options)
-        for i in range(0, len(keys), S3_DELETE_BATCH):
-            chunk = keys[i:i + S3_DELETE_BATCH]
-            out = fs.call_s3("delete_objects", Bucket=bucket,
-                             Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
-            if out.get("Errors"):
-                first = out["Errors"][0]
-                raise OSError(f"S3 refused to delete {len(out['Errors'])} key(s), e.g. "
-                              f"s3://{bucket}/{first.get('Key')}: {first.get('Code')} {first.get('Message')}")
-            fs.invalidate_cache(bucket)
+        s3.delete_keys(get_filesystem(f"s3://{bucket}", options)[0], bucket, keys)
     return len(todo)
 
 
