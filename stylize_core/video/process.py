@@ -93,7 +93,7 @@ def _timed(frames: Iterable, ms: list[float]):
         yield item
 
 
-Motion = tuple[np.ndarray | None, np.ndarray | None, bool]  # (backward flow, reliable mask, scene cut)
+_Motion = tuple[np.ndarray | None, np.ndarray | None, bool]  # (backward flow, reliable mask, scene cut)
 
 
 class _ClipRun:
@@ -113,7 +113,7 @@ class _ClipRun:
         self.meter = WarpErrorMeter(meter_side) if meter_side is not None else None
         self.prev: tuple[np.ndarray, np.ndarray] | None = None  # the previous input frame: (grey, histogram)
 
-    def motion(self, batch: list[tuple[object, np.ndarray]]) -> list[Motion]:
+    def motion(self, batch: list[tuple[object, np.ndarray]]) -> list[_Motion]:
         """Flow and cut detection for each frame against its predecessor (shared by every style)."""
         motion = []
         for _, rgb in batch:
@@ -129,7 +129,7 @@ class _ClipRun:
             self.prev = (gray, hist)
         return motion
 
-    def style_batch(self, s: str, batch: list[tuple[object, np.ndarray]], motion: list[Motion], first: int) -> None:
+    def style_batch(self, s: str, batch: list[tuple[object, np.ndarray]], motion: list[_Motion], first: int) -> None:
         """Stylise a batch with style ``s``, then blend, sink and measure its frames in order;
         ``first`` is the clip index of the batch's first frame."""
         st = self.stats[s]
