@@ -76,46 +76,56 @@ def _rendered_rows(todo: pa.Table, rows: pa.Table, existing: set[str], run_id: s
         schema=L.LEDGER_SCHEMA)
 
 
-def commit(settings, plan, rows: pa.Table, ledger: pa.Table, journals: dict[str, pa.Table], own_journal: str | None,
-           *, check_lease: Callable[[], None], options: StorageOptions | None,
-           quarantine: pa.Table, listing_uris: pa.Array, quarantine_after: int) -> dict:
-    """Settle the night (see the module docstring). Returns its counts."""
-    out, run_id = settings.output, settings.run_id
-    ok_uris = pc.unique(rows.filter(pc.equal(rows.column("status"), "ok")).column("output_uri")).to_pylist()
-    # What each style's prefix holds, about: last night's outputs plus tonight's (picks listing vs HEADs).
+def _expected_per_style(out: str, ledger: pa.Table, todo: pa.Table) -> dict[str, int]:
+    """What each style's prefix holds, about: last night's outputs plus tonight's (picks listing vs HEADs)."""
     expected = _style_counts(ledger)
-    for s, n in _style_counts(plan.todo).items():
+    for s, n in _style_counts(todo).items():
         expected[s] = expected.get(s, 0) + n
-    per_style = {join_uri(out, s): n for s, n in expected.items()}
+    return {join_uri(out, s): n for s, n in expected.items()}
+
+
+def _new_ledger(plan, rows: pa.Table, ledger: pa.Table, run_id: str, options: StorageOptions | None,
+                per_style: dict[str, int]) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """(tonight's rendered ledger rows, the new ledger, the old ledger rows it replaces or drops)."""
+    ok_uris = pc.unique(rows.filter(pc.equal(rows.column("status"), "ok")).column("output_uri")).to_pylist()
     existing = existing_files(ok_uris, options, prefixes=per_style)
     rendered = _rendered_rows(plan.todo, rows, existing, run_id)
     upserts = pa.concat_tables([plan.adopted, rendered])
     gone = pa.concat_arrays([L.keys(plan.deleted).combine_chunks() if plan.deleted.num_rows else pa.array([], pa.string()),
                              L.keys(upserts).combine_chunks() if upserts.num_rows else pa.array([], pa.string())])
     removed = pc.is_in(L.keys(ledger), value_set=gone) if ledger.num_rows else pa.array([], pa.bool_())
-    new_ledger = pa.concat_tables([ledger.filter(pc.invert(removed)), upserts])
+    return rendered, pa.concat_tables([ledger.filter(pc.invert(removed)), upserts]), ledger.filter(removed)
 
-    leftover = L.read_tombstones(out, options)
-    candidates = [ledger.filter(removed).column("output_uri").combine_chunks()]
+
+def _doomed_outputs(released: pa.Table, journals: dict[str, pa.Table], todo: pa.Table, leftover: dict[str, pa.Array],
+                    new_ledger: pa.Table, options: StorageOptions | None, per_style: dict[str, int]) -> pa.Array:
+    """Outputs that a released ledger row, a journal entry or an older tombstone names, that the new
+    ledger does not claim, and that exist."""
+    candidates = [released.column("output_uri").combine_chunks()]
     candidates += [t.column("output_uri").combine_chunks() for t in journals.values()]
-    candidates += [plan.todo.column("output_uri").combine_chunks()] + list(leftover.values())
+    candidates += [todo.column("output_uri").combine_chunks()] + list(leftover.values())
     everything = pc.unique(pa.concat_arrays([c.cast(pa.string()) for c in candidates]))
     unclaimed = everything.filter(pc.and_(pc.not_equal(everything, ""),
                                           pc.invert(pc.is_in(everything, value_set=new_ledger.column("output_uri")))))
     # Most unclaimed journal entries are pairs that failed and never wrote: delete only what exists.
     present = existing_files(unclaimed.to_pylist(), options, prefixes=per_style)
-    doomed = unclaimed.filter(pc.is_in(unclaimed, value_set=pa.array(sorted(present), pa.string())))
+    return unclaimed.filter(pc.is_in(unclaimed, value_set=pa.array(sorted(present), pa.string())))
 
-    errors_rows = rows.filter(pc.equal(rows.column("status"), "error"))
+
+def _errors_by_type(rows: pa.Table, errors_rows: pa.Table, rendered: pa.Table) -> dict[str, int]:
     errors_by_type: dict[str, int] = {}
     for r in errors_rows.group_by("error_type").aggregate([([], "count_all")]).to_pylist():
         errors_by_type[r["error_type"] or "unknown"] = r["count_all"]
     missing = rows.filter(pc.equal(rows.column("status"), "ok")).num_rows - rendered.num_rows
     if missing:  # reported written but absent (or elsewhere than planned): retried next night
         errors_by_type["output_missing"] = missing
+    return errors_by_type
 
-    versions = {r["input_uri"]: r["input_version"] for r in plan.todo.filter(
-        pc.is_in(plan.todo.column("input_uri"), value_set=errors_rows.column("input_uri"))).select(
+
+def _permanent_failures(todo: pa.Table, errors_rows: pa.Table) -> dict[str, tuple[str, str, str]]:
+    """Inputs whose every failure tonight was permanent: (input version, error type, error) each."""
+    versions = {r["input_uri"]: r["input_version"] for r in todo.filter(
+        pc.is_in(todo.column("input_uri"), value_set=errors_rows.column("input_uri"))).select(
         ["input_uri", "input_version"]).to_pylist()}
     failures = {}
     for r in errors_rows.to_pylist():
@@ -124,8 +134,22 @@ def commit(settings, plan, rows: pa.Table, ledger: pa.Table, journals: dict[str,
     transient = {r["input_uri"] for r in errors_rows.to_pylist() if r["error_type"] not in Q.PERMANENT_ERRORS}
     for uri in transient:
         failures.pop(uri, None)  # a transient failure says nothing about the file: the streak ends
-    new_quarantine, newly = Q.update(quarantine, pc.unique(plan.todo.column("input_uri")), listing_uris, failures,
-                                     run_id, quarantine_after)
+    return failures
+
+
+def commit(settings, plan, rows: pa.Table, ledger: pa.Table, journals: dict[str, pa.Table], own_journal: str | None,
+           *, check_lease: Callable[[], None], options: StorageOptions | None,
+           quarantine: pa.Table, listing_uris: pa.Array, quarantine_after: int) -> dict:
+    """Settle the night (see the module docstring). Returns its counts."""
+    out, run_id = settings.output, settings.run_id
+    per_style = _expected_per_style(out, ledger, plan.todo)
+    rendered, new_ledger, released = _new_ledger(plan, rows, ledger, run_id, options, per_style)
+    leftover = L.read_tombstones(out, options)
+    doomed = _doomed_outputs(released, journals, plan.todo, leftover, new_ledger, options, per_style)
+    errors_rows = rows.filter(pc.equal(rows.column("status"), "error"))
+    errors_by_type = _errors_by_type(rows, errors_rows, rendered)
+    new_quarantine, newly = Q.update(quarantine, pc.unique(plan.todo.column("input_uri")), listing_uris,
+                                     _permanent_failures(plan.todo, errors_rows), run_id, quarantine_after)
 
     tombstone = L.write_tombstones(out, run_id, doomed, options) if len(doomed) else None
     check_lease()

@@ -38,7 +38,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -189,6 +189,47 @@ def plan_cpus_per_worker(
     return requested, None
 
 
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What each training worker reserves; the run summary records it."""
+
+    cpus_per_worker: float
+    gpus: float  # per worker; 0 trains on CPUs
+
+    @property
+    def device(self) -> str:
+        return "gpu" if self.gpus > 0 else "cpu"
+
+
+def plan_workers(args: TrainSettings, resources: dict[str, float], *, fixed: bool) -> tuple[WorkerPlan, str | None]:
+    """(plan, refusal or None) for ``--workers`` on a cluster with ``resources`` (Ray's totals); on a
+    ``fixed`` cluster a request that cannot run is refused (see :func:`plan_cpus_per_worker`)."""
+    gpus = args.gpus_per_worker if args.gpus_per_worker is not None else min(1.0, resources.get("GPU", 0))
+    cpus_per_worker, refusal = plan_cpus_per_worker(args.workers, args.cpus_per_worker, resources.get("CPU", 0.0),
+                                                    fixed=fixed)
+    if refusal is None and fixed and gpus > 0 and args.workers * gpus > resources.get("GPU", 0):
+        refusal = (f"--workers {args.workers} x {gpus:g} GPU need {args.workers * gpus:g} GPUs and this Ray has "
+                   f"{resources.get('GPU', 0):g}: pass fewer --workers or --gpus-per-worker 0")
+    return WorkerPlan(cpus_per_worker, gpus), refusal
+
+
+def _start_ray(address: str | None) -> bool:
+    """Join the cluster at ``address`` (or RAY_ADDRESS), else start a local Ray; True for a local
+    Ray, which cannot grow."""
+    import ray
+
+    from jobs.common.ray_runtime import init_ray
+
+    fixed = not (address or os.environ.get("RAY_ADDRESS"))
+    if fixed:
+        # Ray Train's node-preemption watcher has nothing to watch on one machine, and starting it
+        # logs an error-level line (its actor restarts with arguments in the object store) on every run.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    init_ray(address)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    return fixed
+
+
 # --- driver: run the trainer, then export ---------------------------------------------------------
 
 
@@ -257,13 +298,39 @@ def export_final(state: dict[str, Any], style_images: list[np.ndarray], output: 
     return {"artifacts": uris, "onnx_max_abs_diff": onnx_max_abs_diff(model, onnx_data)}
 
 
+def _final_state(result: Any) -> dict[str, Any]:
+    """The training state in the run's latest checkpoint (on resume: this run's or an earlier one's)."""
+    if result.checkpoint is None:
+        raise RuntimeError("training finished without a checkpoint")
+    with result.checkpoint.as_directory() as directory:
+        return torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
+
+
+def _skipped(state: dict[str, Any], ledger_summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Undecodable content files, once per URI: those of earlier runs (in the checkpoint) and this run's."""
+    return list({s["uri"]: dict(s) for s in [*state.get("skipped", []), *ledger_summary["skipped"]]}.values())
+
+
+def _summary(args: TrainSettings, config: TrainConfig, plan: WorkerPlan, state: dict[str, Any], *, styles: int,
+             content_images: int, skipped: list[dict[str, Any]], start_step: int | None, seconds: float,
+             exported: dict[str, Any]) -> dict[str, Any]:
+    """train_summary.json: what was trained on what, with which resources, how long, and the artifacts."""
+    history = state["history"]
+    resumed_from = start_step or 0
+    return {
+        "style": config.style_name, "steps": state["step"], "epochs": state["epoch"], "loss_model": state["loss_model"],
+        "workers": args.workers, "cpus_per_worker": plan.cpus_per_worker, "device": plan.device,
+        "arch": config.arch(styles).to_dict(), "content_images": content_images,
+        "skipped_files": len(skipped), "skipped": skipped, "resumed_from_step": resumed_from,
+        "steps_this_run": state["step"] - resumed_from, "fit_seconds": round(seconds, 2),
+        "final_losses": history[-1] if history else None, "training_config": asdict(config), **exported,
+    }
+
+
 def main(args: TrainSettings) -> int:
     """Run the training job; returns a process exit code."""
     import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from jobs.common.ray_runtime import init_ray
+    import ray.train.torch  # noqa: F401  (loaded before any I/O, as always: a broken install fails first)
 
     if os.environ.get("RAY_TRAIN_V2_ENABLED", "1").lower() in ("0", "false"):  # V1 resumes only via .restore()
         print("warning: RAY_TRAIN_V2_ENABLED=0: a rerun will not resume from the checkpoints", file=sys.stderr)
@@ -274,20 +341,8 @@ def main(args: TrainSettings) -> int:
     if len(files) < args.workers * args.batch_size:
         print(f"error: {len(files)} content images, fewer than --workers x --batch-size", file=sys.stderr)
         return 2
-    fixed = not (args.address or os.environ.get("RAY_ADDRESS"))  # a local Ray cannot grow
-    if fixed:
-        # Ray Train's node-preemption watcher has nothing to watch on one machine, and starting it
-        # logs an error-level line (its actor restarts with arguments in the object store) on every run.
-        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    init_ray(args.address)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    resources = ray.cluster_resources()
-    gpus = args.gpus_per_worker if args.gpus_per_worker is not None else min(1.0, resources.get("GPU", 0))
-    cpus_per_worker, refusal = plan_cpus_per_worker(args.workers, args.cpus_per_worker, resources.get("CPU", 0.0),
-                                                    fixed=fixed)
-    if refusal is None and fixed and gpus > 0 and args.workers * gpus > resources.get("GPU", 0):
-        refusal = (f"--workers {args.workers} x {gpus:g} GPU need {args.workers * gpus:g} GPUs and this Ray has "
-                   f"{resources.get('GPU', 0):g}: pass fewer --workers or --gpus-per-worker 0")
+    fixed = _start_ray(args.address)
+    plan, refusal = plan_workers(args, ray.cluster_resources(), fixed=fixed)
     if refusal:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
@@ -298,6 +353,37 @@ def main(args: TrainSettings) -> int:
         read_content_batch, batch_size=args.read_batch_size, batch_format="numpy",
         fn_kwargs={"size": config.image_size, "options": options, "ledger": ledger},
     )
+    trainer = _trainer(args, config, plan, style_images, options, ledger, dataset)
+    print(f"training {config.style_name!r} ({config.arch(len(style_images)).describe()}): {len(files)} images, "
+          f"{args.workers} worker(s) x {plan.cpus_per_worker:g} CPU, {plan.device.upper()}, "
+          f"output {redact(args.output)}", flush=True)
+    start = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # TrainingFailedError and friends: the checkpoints so far stay for a rerun
+        print(f"error: training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - start
+    state = _final_state(result)
+    ledger_summary = ray.get(ledger.summary.remote())  # seeded from the checkpoint on resume
+    skipped = _skipped(state, ledger_summary)
+    extra = {"content_images": len(files), "skipped_files": len(skipped), "workers": args.workers}
+    exported = export_final(state, style_images, args.output, options, extra=extra, opset=args.onnx_opset)
+    summary = _summary(args, config, plan, state, styles=len(style_images), content_images=len(files),
+                       skipped=skipped, start_step=ledger_summary["start_step"], seconds=seconds, exported=exported)
+    write_bytes_atomic(join_uri(args.output, "train_summary.json"), json.dumps(summary, indent=2).encode(), options)
+    print(json.dumps(redact({k: v for k, v in summary.items() if k not in ("training_config", "skipped")}), indent=2))
+    return 0
+
+
+def _trainer(args: TrainSettings, config: TrainConfig, plan: WorkerPlan, style_images: list[np.ndarray],
+             options: StorageOptions, ledger: Any, dataset: Any) -> Any:
+    """Ray Train's trainer: the worker loop and what it is given, the workers' resources, where the
+    run's checkpoints go (its resume key) and how many failures it retries."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    gpus, cpus_per_worker = plan.gpus, plan.cpus_per_worker
     storage_path, storage_fs = _storage_for(args.output, options)
     trainer = TorchTrainer(
         train_worker_loop,
@@ -318,37 +404,7 @@ def main(args: TrainSettings) -> int:
         ),
         datasets={"train": dataset},
     )
-    print(f"training {config.style_name!r} ({config.arch(len(style_images)).describe()}): {len(files)} images, "
-          f"{args.workers} worker(s) x {cpus_per_worker:g} CPU, {'GPU' if gpus > 0 else 'CPU'}, "
-          f"output {redact(args.output)}", flush=True)
-    start = time.perf_counter()
-    try:
-        result = trainer.fit()
-    except Exception as exc:  # TrainingFailedError and friends: the checkpoints so far stay for a rerun
-        print(f"error: training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    seconds = time.perf_counter() - start
-    if result.checkpoint is None:
-        raise RuntimeError("training finished without a checkpoint")
-    with result.checkpoint.as_directory() as directory:
-        state = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
-    ledger_summary = ray.get(ledger.summary.remote())  # seeded from the checkpoint on resume
-    skipped = list({s["uri"]: dict(s) for s in [*state.get("skipped", []), *ledger_summary["skipped"]]}.values())
-    extra = {"content_images": len(files), "skipped_files": len(skipped), "workers": args.workers}
-    exported = export_final(state, style_images, args.output, options, extra=extra, opset=args.onnx_opset)
-    history = state["history"]
-    resumed_from = ledger_summary["start_step"] or 0
-    summary = {
-        "style": config.style_name, "steps": state["step"], "epochs": state["epoch"], "loss_model": state["loss_model"],
-        "workers": args.workers, "cpus_per_worker": cpus_per_worker, "device": "gpu" if gpus > 0 else "cpu",
-        "arch": config.arch(len(style_images)).to_dict(), "content_images": len(files),
-        "skipped_files": len(skipped), "skipped": skipped, "resumed_from_step": resumed_from,
-        "steps_this_run": state["step"] - resumed_from, "fit_seconds": round(seconds, 2),
-        "final_losses": history[-1] if history else None, "training_config": asdict(config), **exported,
-    }
-    write_bytes_atomic(join_uri(args.output, "train_summary.json"), json.dumps(summary, indent=2).encode(), options)
-    print(json.dumps(redact({k: v for k, v in summary.items() if k not in ("training_config", "skipped")}), indent=2))
-    return 0
+    return trainer
 
 
 def cli(argv: Sequence[str] | None = None) -> int:

@@ -65,6 +65,71 @@ def _open(path: str):
         raise VideoError("not_video", f"cannot open as a video: {type(exc).__name__}: {exc}") from None
 
 
+def _video_stream(container, max_pixels: int):
+    """The first video stream, if FFmpeg can decode it and its frames pass the pixel guard."""
+    if not container.streams.video:
+        raise VideoError("no_video_stream", "the file has no video stream")
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    if ctx is None:  # PyAV leaves it None when FFmpeg has no decoder for the stream's codec
+        raise VideoError("unsupported_codec", "no decoder for the video codec in this FFmpeg build")
+    if ctx.width * ctx.height > max_pixels:
+        raise VideoError("too_large", f"{ctx.width}x{ctx.height} frames exceed the {max_pixels}-pixel guard")
+    return stream
+
+
+def _packet_index(container, stream) -> tuple[list[int], list[int], int]:
+    """(every frame's pts, keyframe pts, both sorted; the last frame's duration) from the packets alone."""
+    import av
+
+    pts: list[int] = []
+    keys: list[int] = []
+    durations: dict[int, int] = {}
+    try:
+        with ffmpeg_errors() as log:
+            for packet in container.demux(stream):
+                t = packet.pts if packet.pts is not None else packet.dts
+                if t is None or packet.size == 0:
+                    continue  # the flush packet at the end
+                pts.append(t)
+                durations[t] = packet.duration or 0
+                if packet.is_keyframe:
+                    keys.append(t)
+        log.check("damaged container")
+    except av.error.FFmpegError as exc:
+        raise VideoError("corrupt", f"damaged container while reading packets: {exc}") from None
+    if not pts:
+        raise VideoError("zero_frames", "the video stream holds no frames")
+    pts.sort()
+    keys.sort()
+    if len(set(pts)) != len(pts):
+        raise VideoError("corrupt", "several frames share one timestamp")
+    gaps = [b - a for a, b in zip(pts, pts[1:])]
+    last = durations.get(pts[-1]) or (min(gaps) if gaps else 0)
+    if not last and stream.average_rate:
+        last = max(1, round(1 / (stream.average_rate * stream.time_base)))
+    return pts, keys, int(last)
+
+
+def _read_frame_tags(container, stream, info: VideoInfo) -> None:
+    """Rotation and colour tags onto ``info``. They live on decoded frames (FFmpeg copies the stream's
+    display matrix onto each frame), so the first one is decoded; this also catches undecodable streams."""
+    import av
+
+    container.seek(info.frame_pts[0], stream=stream, backward=True, any_frame=False)
+    try:
+        first = next(iter(container.decode(stream)), None)
+    except av.error.FFmpegError as exc:
+        raise VideoError("corrupt", f"the first frame does not decode: {exc}") from None
+    if first is None:
+        raise VideoError("zero_frames", "no frame of the video stream decodes")
+    info.rotation = int(first.rotation or 0) % 360
+    if info.rotation % 90:
+        raise VideoError("unsupported_rotation", f"display rotation {info.rotation} is not a multiple of 90 degrees")
+    info.colorspace, info.color_range = int(first.colorspace), int(first.color_range)
+    info.color_primaries, info.color_trc = int(first.color_primaries), int(first.color_trc)
+
+
 def probe_video(
     path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_duration_s: float = DEFAULT_MAX_DURATION_S
 ) -> VideoInfo:
@@ -72,64 +137,17 @@ def probe_video(
 
     Raises :class:`VideoError` for anything that cannot be stylised.
     """
-    import av
-
     with _open(path) as container:
-        if not container.streams.video:
-            raise VideoError("no_video_stream", "the file has no video stream")
-        stream = container.streams.video[0]
+        stream = _video_stream(container, max_pixels)
         ctx = stream.codec_context
-        if ctx is None:  # PyAV leaves it None when FFmpeg has no decoder for the stream's codec
-            raise VideoError("unsupported_codec", "no decoder for the video codec in this FFmpeg build")
-        width, height = ctx.width, ctx.height
-        if width * height > max_pixels:
-            raise VideoError("too_large", f"{width}x{height} frames exceed the {max_pixels}-pixel guard")
-        pts: list[int] = []
-        keys: list[int] = []
-        durations: dict[int, int] = {}
-        try:
-            with ffmpeg_errors() as log:
-                for packet in container.demux(stream):
-                    t = packet.pts if packet.pts is not None else packet.dts
-                    if t is None or packet.size == 0:
-                        continue  # the flush packet at the end
-                    pts.append(t)
-                    durations[t] = packet.duration or 0
-                    if packet.is_keyframe:
-                        keys.append(t)
-            log.check("damaged container")
-        except av.error.FFmpegError as exc:
-            raise VideoError("corrupt", f"damaged container while reading packets: {exc}") from None
-        if not pts:
-            raise VideoError("zero_frames", "the video stream holds no frames")
-        pts.sort()
-        keys.sort()
-        if len(set(pts)) != len(pts):
-            raise VideoError("corrupt", "several frames share one timestamp")
-        gaps = [b - a for a, b in zip(pts, pts[1:])]
-        last = durations.get(pts[-1]) or (min(gaps) if gaps else 0)
-        if not last and stream.average_rate:
-            last = max(1, round(1 / (stream.average_rate * stream.time_base)))
+        pts, keys, last = _packet_index(container, stream)
         info = VideoInfo(
-            width=width, height=height, codec=ctx.name, pix_fmt=ctx.pix_fmt or "",
-            time_base=stream.time_base, frame_pts=pts, keyframe_pts=keys or pts[:1], last_duration=int(last),
+            width=ctx.width, height=ctx.height, codec=ctx.name, pix_fmt=ctx.pix_fmt or "",
+            time_base=stream.time_base, frame_pts=pts, keyframe_pts=keys or pts[:1], last_duration=last,
             average_rate=stream.average_rate, container=container.format.name,
             audio_streams=[a.codec_context.name if a.codec_context is not None else "unknown" for a in container.streams.audio],
         )
         if info.duration_s > max_duration_s:
             raise VideoError("too_large", f"{info.duration_s:.0f} s exceeds the {max_duration_s:.0f}-second guard")
-        # Rotation and colour tags live on decoded frames (FFmpeg copies the stream's display
-        # matrix onto each frame), so decode the first one; this also catches undecodable streams.
-        container.seek(pts[0], stream=stream, backward=True, any_frame=False)
-        try:
-            first = next(iter(container.decode(stream)), None)
-        except av.error.FFmpegError as exc:
-            raise VideoError("corrupt", f"the first frame does not decode: {exc}") from None
-        if first is None:
-            raise VideoError("zero_frames", "no frame of the video stream decodes")
-        info.rotation = int(first.rotation or 0) % 360
-        if info.rotation % 90:
-            raise VideoError("unsupported_rotation", f"display rotation {info.rotation} is not a multiple of 90 degrees")
-        info.colorspace, info.color_range = int(first.colorspace), int(first.color_range)
-        info.color_primaries, info.color_trc = int(first.color_primaries), int(first.color_trc)
+        _read_frame_tags(container, stream, info)
         return info

@@ -93,6 +93,102 @@ def _timed(frames: Iterable, ms: list[float]):
         yield item
 
 
+_Motion = tuple[np.ndarray | None, np.ndarray | None, bool]  # (backward flow, reliable mask, scene cut)
+
+
+class _ClipRun:
+    """What the steps of :func:`stylize_clip` share: the styles' stats and blenders, the flow and cut
+    detectors, the meter, and the previous input frame."""
+
+    def __init__(self, stylize: Mapping[str, StylizeFn], sinks: Mapping[str, SinkFn], *, warmup: int, temporal: str,
+                 weight: float, flow: DisFlow | None, cuts: SceneCutDetector | None, meter_side: int | None,
+                 losses: Mapping[str, LossFn] | None, loss_every: int) -> None:
+        self.stylize, self.sinks, self.warmup, self.temporal = stylize, sinks, warmup, temporal
+        self.losses, self.loss_every = losses, loss_every
+        self.styles = list(stylize)
+        self.stats = {s: ClipStats() for s in self.styles}
+        self.blenders = {s: TemporalBlender(weight) for s in self.styles}
+        self.flow = flow or DisFlow()
+        self.cuts = cuts or SceneCutDetector()
+        self.meter = WarpErrorMeter(meter_side) if meter_side is not None else None
+        self.prev: tuple[np.ndarray, np.ndarray] | None = None  # the previous input frame: (grey, histogram)
+
+    def motion(self, batch: list[tuple[object, np.ndarray]]) -> list[_Motion]:
+        """Flow and cut detection for each frame against its predecessor (shared by every style)."""
+        motion = []
+        for _, rgb in batch:
+            gray = to_gray(rgb)
+            hist = SceneCutDetector.histogram(gray)
+            back = mask = None
+            cut = False
+            if self.prev is not None:
+                if self.temporal == "flow":
+                    back, mask = self.flow.back_and_mask(self.prev[0], gray)
+                cut = self.cuts.is_cut(self.prev[1], hist, mask)
+            motion.append((back, mask, cut))
+            self.prev = (gray, hist)
+        return motion
+
+    def style_batch(self, s: str, batch: list[tuple[object, np.ndarray]], motion: list[_Motion], first: int) -> None:
+        """Stylise a batch with style ``s``, then blend, sink and measure its frames in order;
+        ``first`` is the clip index of the batch's first frame."""
+        st = self.stats[s]
+        images = [rgb for _, rgb in batch]
+        t0 = time.perf_counter()
+        stylised = self.stylize[s](images)
+        st.ms["stylize"] += (time.perf_counter() - t0) * 1000
+        if len(stylised) != len(images):
+            raise RuntimeError(f"style {s!r}: {len(images)} frames in, {len(stylised)} out")
+        for j, ((key, rgb), per_frame, (back, mask, cut)) in enumerate(zip(batch, stylised, motion)):
+            i = first + j
+            t0 = time.perf_counter()
+            if self.temporal == "none" or cut:
+                self.blenders[s].reset()
+            out = self.blenders[s].step(per_frame, back, mask) if self.temporal == "flow" else per_frame
+            st.ms["blend"] += (time.perf_counter() - t0) * 1000
+            if i >= self.warmup:  # warm-up frames only build the blender's state
+                self.keep(s, i, key, rgb, out, per_frame, cut)
+
+    def keep(self, s: str, i: int, key: object, rgb: np.ndarray, out: np.ndarray, per_frame: np.ndarray,
+             cut: bool) -> None:
+        """A kept frame: sink it, measure it, and remember it as seam material."""
+        st = self.stats[s]
+        kept = i - self.warmup
+        st.frames += 1
+        st.cuts += int(cut)
+        t0 = time.perf_counter()
+        self.sinks[s](key, out)
+        st.ms["encode"] += (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
+        self.measure(s, i, kept, rgb, out, per_frame)
+        st.ms["measure"] += (time.perf_counter() - t0) * 1000
+        if st.first_in is None:
+            st.first_in, st.first_out = rgb, out
+        st.last_in, st.last_out, st.last_pf = rgb, out, per_frame
+
+    def measure(self, s: str, i: int, kept: int, rgb: np.ndarray, out: np.ndarray, per_frame: np.ndarray) -> None:
+        """E_warp against the previous kept frame, and the losses on every ``loss_every``-th kept frame."""
+        st = self.stats[s]
+        if self.meter is not None and st.last_in is not None and kept > 0:
+            e = self.meter.pair(st.last_in, rgb, {"out": (st.last_out, out), "pf": (st.last_pf, per_frame)}, key=i)
+            for name, attr in (("out", "ewarp_out"), ("pf", "ewarp_pf")):
+                if not math.isnan(e[name]):
+                    setattr(st, f"{attr}_sum", getattr(st, f"{attr}_sum") + e[name])
+                    setattr(st, f"{attr}_n", getattr(st, f"{attr}_n") + 1)
+        if self.losses and s in self.losses and kept % self.loss_every == 0:
+            (c_out, s_out), (c_pf, s_pf) = self.losses[s]([rgb, rgb], [out, per_frame])
+            st.loss_n += 1
+            st.content_out_sum += c_out
+            st.style_out_sum += s_out
+            st.content_pf_sum += c_pf
+            st.style_pf_sum += s_pf
+
+    def share(self, stage: str, ms: float) -> None:
+        """Work done once for every style, split so the sums over styles stay true."""
+        for s in self.styles:
+            self.stats[s].ms[stage] += ms / len(self.styles)
+
+
 def stylize_clip(
     frames: Iterable[tuple[object, np.ndarray]],
     stylize: Mapping[str, StylizeFn],
@@ -118,82 +214,21 @@ def stylize_clip(
     """
     if temporal not in ("flow", "none"):
         raise ValueError(f"temporal must be 'flow' or 'none', got {temporal!r}")
-    styles = list(stylize)
-    stats = {s: ClipStats() for s in styles}
-    blenders = {s: TemporalBlender(weight) for s in styles}
-    flow = flow or DisFlow()
-    cuts = cuts or SceneCutDetector()
-    meter = WarpErrorMeter(meter_side) if meter_side is not None else None
+    run = _ClipRun(stylize, sinks, warmup=warmup, temporal=temporal, weight=weight, flow=flow, cuts=cuts,
+                   meter_side=meter_side, losses=losses, loss_every=loss_every)
     decode_ms = [0.0]
-    prev: dict | None = None  # the previous frame: input, grey, histogram, and per style (out, per-frame)
-    n = 0
     source = _timed(frames, decode_ms)
-    while True:
-        batch = [item for _, item in zip(range(batch_size), source)]
-        if not batch:
-            break
-        # Flow and cut detection for each frame against its predecessor (shared by every style).
+    n = 0
+    # range first: zip stops on it before taking a frame the batch has no room for
+    while batch := [item for _, item in zip(range(batch_size), source)]:
         t0 = time.perf_counter()
-        motion = []
-        for key, rgb in batch:
-            gray = to_gray(rgb)
-            hist = SceneCutDetector.histogram(gray)
-            back = mask = None
-            cut = False
-            if prev is not None:
-                if temporal == "flow":
-                    back, mask = flow.back_and_mask(prev["gray"], gray)
-                cut = cuts.is_cut(prev["hist"], hist, mask)
-            motion.append((back, mask, cut))
-            prev_in = {"gray": gray, "hist": hist}
-            prev = prev_in if prev is None else prev | prev_in
+        motion = run.motion(batch)
         flow_ms = (time.perf_counter() - t0) * 1000
-        images = [rgb for _, rgb in batch]
-        for s in styles:
-            st = stats[s]
-            t0 = time.perf_counter()
-            stylised = stylize[s](images)
-            st.ms["stylize"] += (time.perf_counter() - t0) * 1000
-            if len(stylised) != len(images):
-                raise RuntimeError(f"style {s!r}: {len(images)} frames in, {len(stylised)} out")
-            for j, ((key, rgb), per_frame, (back, mask, cut)) in enumerate(zip(batch, stylised, motion)):
-                i = n + j
-                t0 = time.perf_counter()
-                if temporal == "none" or cut:
-                    blenders[s].reset()
-                out = blenders[s].step(per_frame, back, mask) if temporal == "flow" else per_frame
-                st.ms["blend"] += (time.perf_counter() - t0) * 1000
-                if i < warmup:
-                    continue
-                kept = i - warmup
-                st.frames += 1
-                st.cuts += int(cut)
-                t0 = time.perf_counter()
-                sinks[s](key, out)
-                st.ms["encode"] += (time.perf_counter() - t0) * 1000
-                t0 = time.perf_counter()
-                last = st.last_in is not None and kept > 0
-                if meter is not None and last:
-                    e = meter.pair(st.last_in, rgb, {"out": (st.last_out, out), "pf": (st.last_pf, per_frame)}, key=i)
-                    for name, attr in (("out", "ewarp_out"), ("pf", "ewarp_pf")):
-                        if not math.isnan(e[name]):
-                            setattr(st, f"{attr}_sum", getattr(st, f"{attr}_sum") + e[name])
-                            setattr(st, f"{attr}_n", getattr(st, f"{attr}_n") + 1)
-                if losses and s in losses and kept % loss_every == 0:
-                    (c_out, s_out), (c_pf, s_pf) = losses[s]([rgb, rgb], [out, per_frame])
-                    st.loss_n += 1
-                    st.content_out_sum += c_out
-                    st.style_out_sum += s_out
-                    st.content_pf_sum += c_pf
-                    st.style_pf_sum += s_pf
-                st.ms["measure"] += (time.perf_counter() - t0) * 1000
-                if st.first_in is None:
-                    st.first_in, st.first_out = rgb, out
-                st.last_in, st.last_out, st.last_pf = rgb, out, per_frame
+        for s in run.styles:
+            run.style_batch(s, batch, motion, n)
         n += len(batch)
-        for s in styles:
-            stats[s].ms["flow"] += flow_ms / len(styles)  # shared work, split so the sums stay true
-    for s in styles:
-        stats[s].ms["decode"] += decode_ms[0] / len(styles)
-        stats[s].last_pf = None
-    return stats
+        run.share("flow", flow_ms)
+    run.share("decode", decode_ms[0])
+    for s in run.styles:
+        run.stats[s].last_pf = None  # only needed between frames; the join's seams use first/last in/out
+    return run.stats
