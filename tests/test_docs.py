@@ -164,5 +164,5 @@ def test_batch_job_example_compiles_and_its_imports_exist() -> None:
         elif isinstance(node, ast.ImportFrom):
             module = importlib.import_module(node.module or "")
             for alias in node.names:
-                assert hasattr(module, alias.name) or importlib.util.find_spec(f"{node.module}.{alias.name}"), \
-                    f"{node.module}.{alias.name}"
+                submodule = hasattr(module, "__path__") and importlib.util.find_spec(f"{node.module}.{alias.name}")
+                assert hasattr(module, alias.name) or submodule, f"{node.module}.{alias.name} does not exist"
