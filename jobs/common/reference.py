@@ -53,8 +53,10 @@ class Section:
 
 
 def parser_sections(parser: argparse.ArgumentParser) -> tuple[list[str], list[Section]]:
-    """(text around the groups: description then epilog, the groups in ``--help`` order)."""
-    seen: tuple[list[str], list[Section]] = ([], [])
+    """(text outside the groups: the description, then the epilog; the groups in ``--help`` order)."""
+    texts: list[str] = []
+    sections: list[Section] = []
+    open_section: list[Section] = []  # the group format_help() is inside of, if any
 
     class Recorder(argparse.HelpFormatter):
         # format_help() drives these hooks in the order it prints; record instead of wrapping text.
@@ -62,17 +64,18 @@ def parser_sections(parser: argparse.ArgumentParser) -> tuple[list[str], list[Se
             pass
 
         def start_section(self, heading: str | None) -> None:
-            seen[1].append(Section(heading))
+            sections.append(Section(heading))
+            open_section[:] = [sections[-1]]
 
         def add_text(self, text: str | None) -> None:
             if text and text is not argparse.SUPPRESS:
-                (seen[1][-1].text if seen[1] else seen[0]).append(text)
+                (open_section[0].text if open_section else texts).append(text)
 
         def add_arguments(self, actions: Any) -> None:
-            seen[1][-1].actions.extend(a for a in actions if a.help is not argparse.SUPPRESS)
+            sections[-1].actions.extend(a for a in actions if a.help is not argparse.SUPPRESS)
 
         def end_section(self) -> None:
-            pass
+            open_section.clear()
 
     original = parser.formatter_class
     parser.formatter_class = Recorder
@@ -80,12 +83,7 @@ def parser_sections(parser: argparse.ArgumentParser) -> tuple[list[str], list[Se
         parser.format_help()
     finally:
         parser.formatter_class = original
-    sections = seen[1]
-    # The epilog is added after the last group: format_help() adds it with no section open.
-    epilog = [parser.epilog] if parser.epilog and sections and parser.epilog in sections[-1].text else []
-    if epilog:
-        sections[-1].text.remove(parser.epilog)
-    return seen[0] + epilog, sections
+    return texts, sections
 
 
 def invocation(action: argparse.Action) -> str:
@@ -120,16 +118,18 @@ def render_command(command: str, script: str | None, parser: argparse.ArgumentPa
     lines += [call, ""]
     if parser.usage:  # a usage written by hand says what argparse cannot (jobs.submit's `-- COMMAND`)
         lines += ["```", "usage: " + parser.usage % {"prog": parser.prog}, "```", ""]
-    for text in texts[:1]:  # the description: prose
-        lines += [text.strip("\n"), ""]
+    for text in texts:  # the description: prose
+        if text != parser.epilog:
+            lines += [text.strip("\n"), ""]
     for section in sections:
         if not section.actions:
             continue
         lines += [f"### {command}: {section.title}", ""]
         lines += [f"- `{invocation(a)}`: {help_text(a, parser.prog)}" for a in section.actions]
         lines.append("")
-    for text in texts[1:]:  # the epilog: examples, kept as written
-        lines += ["```", text.strip("\n"), "```", ""]
+    for text in texts:  # the epilog: examples, kept as written
+        if text == parser.epilog:
+            lines += ["```", text.strip("\n"), "```", ""]
     return "\n".join(lines)
 
 
