@@ -94,6 +94,11 @@ def cli_fields(model: type[BaseModel]) -> dict[str, pydantic.fields.FieldInfo]:
 
 
 def _default_text(field: pydantic.fields.FieldInfo, kind: str) -> str:
+    if field.is_required():  # its default is pydantic's PydanticUndefined sentinel: say "required" instead
+        said = (field.description or "").rstrip(" .").lower().endswith("required")
+        return "" if said else " (required)"
+    if "default:" in (field.description or "").lower():  # the help says it better ("default: one per GPU; ...")
+        return ""
     default = field.default
     if kind == "bool" or default in (None, "", [], {}, ()) or field.default_factory is not None:
         return ""
