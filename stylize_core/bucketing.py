@@ -8,8 +8,8 @@ Padding is not free of effects: instance norm averages over every pixel of the p
 the mirrored border shifts each channel's mean and variance a little, and the network's receptive
 field sees mirrored content near the edges. ``benchmarks/bench_bucketing.py`` measures the output
 difference (cropped padded run vs the unpadded run) on photographs with the demo checkpoint, as a
-function of the pad fraction; :data:`DEFAULT_MAX_PAD_FRACTION` is chosen from it (see README,
-"Shape buckets"). Planning here is pure Python, so it is tested without a GPU.
+function of the pad fraction; :data:`DEFAULT_MAX_PAD_FRACTION` is chosen from it (see docs/benchmarks.md,
+"Bucket padding"). Planning here is pure Python, so it is tested without a GPU.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ import skimage.data
 from PIL import Image
 
 from jobs.common.run_settings import demo_checkpoint
-from stylize_core.builder import StylizerSpec, build_stylizer
+from stylize_core.builder import StylizerSpec
+from stylize_core.registry import build_stylizer
 from stylize_core.image_io import resize_max_side
 
 output = "styled_astronaut.jpg"

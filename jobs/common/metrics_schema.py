@@ -3,7 +3,7 @@ in the pipeline's batches where that differs, and the stages of the batch job th
 
 The stages build their output with :func:`stage_columns` / :class:`StageRows`, which refuse any
 column set other than the declared one, so a column is added in one place: here (then its stage
-computes it). Documented in README.md ("Metrics schema").
+computes it). Documented in docs/reference/metrics.md.
 
 The run id is not a column: it is the hive partition ``run_id=...`` in the path only, as the hive
 convention has it, so pyarrow.dataset, DuckDB, Polars, pandas and Ray Data read many runs as one

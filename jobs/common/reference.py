@@ -23,7 +23,7 @@ COMMANDS: tuple[tuple[str, str | None, str], ...] = (
     ("jobs.stylize_image", "stylize-image", "jobs.image.cli:build_parser"),
     ("jobs.catalog", "stylize-catalog", "jobs.catalog.settings:build_parser"),
     ("jobs.stylize_video", "stylize-video", "jobs.video.settings:build_parser"),
-    ("jobs.train", "stylize-train", "jobs.train.driver:build_parser"),
+    ("jobs.train", "stylize-train", "jobs.train.settings:build_parser"),
     ("jobs.styles", None, "jobs.styles:build_parser"),
     ("jobs.submit", None, "jobs.submit:build_parser"),
 )

@@ -2,7 +2,7 @@
 
 Written to ``{output}/_metrics_video/run_id={run_id}/part-00000.parquet``. The run id lives only
 in the hive path (readers such as pyarrow.dataset with partitioning="hive" or Ray Data add it as a
-column), not inside the files. Documented in README.md ("Video metrics"); keep both in step.
+column), not inside the files. Documented in docs/reference/metrics.md ("Video metrics"); keep both in step.
 """
 
 from __future__ import annotations

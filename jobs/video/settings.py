@@ -44,7 +44,7 @@ class VideoSettings(RunSettings):
                                     group=_VIDEO, ge=0, lt=1)
     segment_seconds: float = option(10.0, "segment length for parallel processing, cut at keyframes; 0: one segment "
                                     "per video", group=_VIDEO, ge=0)
-    # 24: the state left from before a segment's start weighs 0.8^24 < 1 % (README: seams, measured).
+    # 24: the state left from before a segment's start weighs 0.8^24 < 1 % (docs/benchmarks.md, "Video": seams, measured).
     warmup_frames: int = option(24, "frames before each segment stylised for the temporal state, then dropped",
                                 group=_VIDEO, ge=0)
     sequence_fps: float = option(24.0, "frame rate assumed for image sequences (segment length only)", group=_VIDEO,

@@ -100,7 +100,7 @@ PARSERS = {
     "jobs.stylize_image": "jobs.image.cli:build_parser",
     "jobs.stylize_video": "jobs.video.settings:build_parser",
     "jobs.catalog": "jobs.catalog.settings:build_parser",
-    "jobs.train": "jobs.train.driver:build_parser",
+    "jobs.train": "jobs.train.settings:build_parser",
     "jobs.styles": "jobs.styles:build_parser",
     "jobs.submit": "jobs.submit:build_parser",
 }

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from jobs.train import driver as train
+from jobs.train import settings as train_settings
 from jobs.common.storage import read_bytes
 from stylize_core.checkpoint import load_style_model
 from stylize_core.transformer_net import NetConfig, TransformerNet
@@ -40,7 +41,7 @@ def _onnx_matches(onnx_data: bytes, model: TransformerNet) -> None:
 
 
 def test_help_documents_every_option() -> None:
-    parser = train.build_parser()
+    parser = train_settings.build_parser()
     text = parser.format_help()
     for action in parser._actions:
         assert action.help, f"{action.option_strings} has no help"
