@@ -33,6 +33,19 @@ class ActorPlan:
     window: int = 8  # rows per actor call: the images the Stylizer can pack into shape buckets
 
 
+def reserved_cpus(nodes: list[float], actors_per_node: list[int], wanted: float) -> float:
+    """The CPUs each actor reserves: ``wanted`` when every node's actors fit and one node keeps a whole
+    CPU free, else the largest share that does. Actors that reserve every CPU leave none for the
+    manifest's read tasks, and Ray Data then waits forever (measured on Ray 2.60); capping the number
+    of actors instead would leave nodes idle (two 1-CPU nodes would run one actor)."""
+    best = 0.0
+    for j, (cpus_j, actors_j) in enumerate(zip(nodes, actors_per_node)):
+        # node j keeps a CPU for reading; every other node only has to hold its actors
+        fits = [(c - (1.0 if i == j else 0.0)) / a for i, (c, a) in enumerate(zip(nodes, actors_per_node)) if a]
+        best = max(best, min(fits, default=wanted))
+    return max(0.0, min(wanted, best))
+
+
 def plan_actors(settings: RunSettings) -> ActorPlan:
     """GPU clusters: one actor per GPU (``--gpus-per-actor`` each), autoscaling 1..8 while the cluster
     shows no GPUs yet. CPU-only clusters: one actor per node, or per ``--cores-per-actor`` cores of
@@ -55,19 +68,14 @@ def plan_actors(settings: RunSettings) -> ActorPlan:
     cores = settings.cores_per_actor
     if lo:
         reason = "--actors"
+        per_node = [hi // len(nodes) + (1 if k < hi % len(nodes) else 0) for k in range(len(nodes))]
     else:
-        lo = hi = sum(max(1, int(c // cores)) if cores else 1 for c in nodes)
+        per_node = [max(1, int(c // cores)) if cores else 1 for c in nodes]
+        lo = hi = sum(per_node)
         reason = f"CPU-only: one actor per {f'{cores} cores of each node' if cores else 'node'} ({len(nodes)} node(s))"
-        # Actors that reserve every CPU leave none for the manifest's read tasks: Ray Data then
-        # waits forever (measured on Ray 2.60). Keep one CPU free.
-        fit = max(1, int((sum(nodes) - 1) // max(settings.cpus_per_actor, 1e-9)))
-        if hi > fit:
-            lo = hi = fit
-            reason += f", capped at {fit} so that a CPU stays free for reading"
-    cpus = settings.cpus_per_actor
-    if hi * cpus > sum(nodes) - 1:  # e.g. one CPU in all, or --actors N on N CPUs: reserve less
-        cpus = max(0.0, (sum(nodes) - 1) / hi)
-        reason += f", reserving {cpus:g} CPU each so that a CPU stays free for reading"
+    cpus = reserved_cpus(nodes, per_node, settings.cpus_per_actor)
+    if cpus < settings.cpus_per_actor:
+        reason += f", reserving {cpus:g} CPU each so that every actor fits and a CPU stays free for reading"
     # Actors spread over the nodes; each takes its share of a node's cores (the smallest node's,
     # when nodes differ, so that none is oversubscribed).
     share = max(1, int(min(nodes) // -(-hi // len(nodes))))

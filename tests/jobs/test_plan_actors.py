@@ -26,9 +26,10 @@ def test_cpu_only_clusters_get_one_actor_per_node_using_its_cores(monkeypatch):
     assert (plan.min_actors, plan.max_actors, plan.torch_threads) == (3, 3, 16)
     plan = _plan(monkeypatch, "--cores-per-actor", "4", nodes=[16.0, 8.0, 2.0])
     assert (plan.min_actors, plan.max_actors, plan.torch_threads) == (4 + 2 + 1, 7, 4)
-    # one-CPU actors on every CPU would starve the read tasks (Ray Data waits forever): one stays free
+    # one-CPU actors on every CPU would starve the read tasks (Ray Data waits forever): every core still
+    # gets its actor, each reserving half a CPU, so that one CPU stays free
     plan = _plan(monkeypatch, "--cores-per-actor", "1", nodes=[2.0, 2.0])
-    assert (plan.min_actors, plan.max_actors) == (3, 3) and "free" in plan.reason
+    assert (plan.min_actors, plan.max_actors, plan.cpus_per_actor) == (4, 4, 0.5) and "free" in plan.reason
     plan = _plan(monkeypatch, "--actors", "4", nodes=[8.0, 8.0])  # two per node: half a node's cores each
     assert (plan.min_actors, plan.max_actors, plan.torch_threads, plan.cpus_per_actor) == (4, 4, 4, 1.0)
     # one CPU in all, or as many actors as CPUs: they reserve less, so reading still gets a CPU
@@ -37,6 +38,21 @@ def test_cpu_only_clusters_get_one_actor_per_node_using_its_cores(monkeypatch):
     plan = _plan(monkeypatch, "--actors", "2", nodes=[2.0])
     assert (plan.min_actors, plan.cpus_per_actor, plan.torch_threads) == (2, 0.5, 1)
     assert _plan(monkeypatch, "--torch-threads", "3", nodes=[16.0]).torch_threads == 3
+
+
+@pytest.mark.parametrize("cpus,reserved", [(1.0, 0.0), (2.0, 1.0), (4.0, 1.0)])
+def test_every_node_gets_an_actor_whatever_its_size(monkeypatch, cpus, reserved):
+    # two nodes of 1, 2 or 4 CPUs: one actor on each, using the node's cores; a CPU stays free for reading
+    plan = _plan(monkeypatch, nodes=[cpus, cpus])
+    assert (plan.min_actors, plan.max_actors, plan.torch_threads, plan.cpus_per_actor) == (2, 2, int(cpus), reserved)
+    assert 2 * plan.cpus_per_actor <= 2 * cpus - 1
+
+
+def test_reserved_cpus_keep_a_whole_cpu_free_on_one_node():
+    assert planning.reserved_cpus([1.0, 1.0], [1, 1], 1.0) == 0.0  # no node can give up a CPU otherwise
+    assert planning.reserved_cpus([3.0, 1.0], [1, 1], 1.0) == 1.0  # the big node keeps one free
+    assert planning.reserved_cpus([2.0], [2], 1.0) == 0.5
+    assert planning.reserved_cpus([8.0, 8.0], [2, 2], 1.5) == 1.5  # what was asked, when it fits
 
 
 def test_gpu_clusters_get_one_actor_per_gpu(monkeypatch):

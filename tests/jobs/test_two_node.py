@@ -37,18 +37,19 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def two_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+def two_nodes(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    node_cpus = getattr(request, "param", NODE_CPUS)  # CPUs of each of the two nodes
     was_running = ray.is_initialized()
     ray.shutdown()
     temp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
     monkeypatch.setenv("RAY_TMPDIR", temp)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": NODE_CPUS, "include_dashboard": True, "dashboard_host": "127.0.0.1",
+        "num_cpus": node_cpus, "include_dashboard": True, "dashboard_host": "127.0.0.1",
         "dashboard_port": _free_port(), "dashboard_agent_listen_port": _free_port(),
     })
     try:
-        cluster.add_node(num_cpus=NODE_CPUS)
+        cluster.add_node(num_cpus=node_cpus)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
         yield cluster
@@ -80,12 +81,16 @@ def _actor_nodes() -> set[str]:
     return {a.node_id for a in actors if a.node_id}
 
 
-def test_cpu_only_cluster_runs_an_actor_on_each_node_by_default(two_nodes, tmp_path):
+@pytest.mark.parametrize("two_nodes,reserved", [(NODE_CPUS, 1.0), (1, 0.0)], indirect=["two_nodes"],
+                         ids=["2-cpu-nodes", "1-cpu-nodes"])
+def test_cpu_only_cluster_runs_an_actor_on_each_node_by_default(two_nodes, tmp_path, reserved):
+    node_cpus = int(ray.cluster_resources()["CPU"]) // 2
     settings = (stylize.parse_args(_inputs(tmp_path) + ["--run-id", "two-node"]))
     summary = stylize.run(settings)
     assert summary["counts"] == {"ok": 8}
-    assert summary["actor_pool"] | {"reason": ""} == {"min": 2, "max": 2, "cpus_per_actor": 1.0, "torch_threads": NODE_CPUS,
-                                                      "reason": ""}
+    # 1-CPU nodes: the actors reserve no CPU, so that each node runs one and reading still gets a CPU
+    assert summary["actor_pool"] | {"reason": ""} == {"min": 2, "max": 2, "cpus_per_actor": reserved,
+                                                      "torch_threads": node_cpus, "reason": ""}
     assert sorted(os.listdir(tmp_path / "out" / "s")) == [f"p{n}.jpg" for n in range(8)]
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert _actor_nodes() == nodes and len(nodes) == 2
