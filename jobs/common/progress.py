@@ -36,12 +36,18 @@ def progress_line(done: int, total: int, errors: int, rate: float | None, *, uni
     return f"{line}, {rate:.2f} {rate_unit}, ETA {format_eta(eta)}"
 
 
+def bar(done: int, total: int, width: int = 20) -> str:
+    """``[#####---------------]``."""
+    filled = min(width, width * done // total) if total > 0 else width
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
 class Progress:
     """Fed ``update(done, errors)`` as results arrive; writes to ``stream`` (stderr).
 
     The rate counts from the first update on: what came before it is start-up (Ray, actors, model
-    loads), which would make the ETA of a long run far too long. On a terminal one line is redrawn in
-    place; elsewhere (a log file, CI) a line is written when ``interval`` seconds have passed since the
+    loads), which would make the ETA of a long run far too long. On a terminal one line with a bar is
+    drawn at once and redrawn in place; elsewhere (a log file, CI) a line is written when ``interval`` seconds have passed since the
     last one and something changed, so a quiet pipeline adds no lines. ``enabled=False`` (``--quiet``)
     writes nothing.
     """
@@ -60,6 +66,8 @@ class Progress:
         self._last_done = 0
         self._drawn = False
         self.done = self.errors = 0
+        if enabled and self._tty:
+            self._draw()  # 0/total while the pipeline starts
 
     def rate(self, now: float | None = None) -> float | None:
         if self._first is None:
@@ -71,8 +79,9 @@ class Progress:
         return None
 
     def line(self, now: float | None = None) -> str:
-        return f"{self.label} " + progress_line(self.done, self.total, self.errors, self.rate(now),
-                                                 unit=self.unit, rate_unit=self.rate_unit)
+        text = progress_line(self.done, self.total, self.errors, self.rate(now), unit=self.unit,
+                             rate_unit=self.rate_unit)
+        return f"{self.label} {bar(self.done, self.total)} {text}" if self._tty else f"{self.label} {text}"
 
     def update(self, done: int, errors: int = 0) -> None:
         now = self._clock()
@@ -82,11 +91,14 @@ class Progress:
         if not self.enabled:
             return
         if self._tty:
-            self._write(f"\r{self.line(now)}\x1b[K")
-            self._drawn = True
+            self._draw(now)
         elif now - self._last_write >= self.interval and done != self._last_done:
             self._write(self.line(now) + "\n")
             self._last_write, self._last_done = now, done
+
+    def _draw(self, now: float | None = None) -> None:
+        self._write(f"\r{self.line(now)}\x1b[K")
+        self._drawn = True
 
     def close(self) -> None:
         """End the terminal's progress line, so what follows starts on a line of its own."""

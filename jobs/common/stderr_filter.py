@@ -4,7 +4,9 @@ For log lines that Ray's C++ core writes straight to file descriptor 2, where no
 filter sees them (see :func:`jobs.common.ray_runtime.stylize_dataset` for the one line and why).
 While active, descriptor 2 is a pipe that a thread copies to the real stderr line by line; a partial
 line is passed on at once unless it could be the start of a Ray core line (``[`` first), so a
-terminal's progress line (``\\r...``) is not held back.
+terminal's progress line (``\\r...``) is not held back. What a process that dies abruptly within the
+block (``os._exit``, a fatal Ray core error) wrote last may be lost from the console; Ray's core
+writes the same lines to its log files too.
 """
 
 from __future__ import annotations
@@ -47,16 +49,19 @@ def drop_stderr_lines(*markers: bytes) -> Iterator[None]:
 
 
 def _pump(read_fd: int, out_fd: int, markers: tuple[bytes, ...]) -> None:
+    """Copy until every write end is closed. It must not stop early: writers would block on a full pipe."""
     pending = b""
-    with os.fdopen(read_fd, "rb", buffering=0) as source:
-        while chunk := source.read(65536):
+    try:
+        while chunk := os.read(read_fd, 65536):
             *lines, pending = (pending + chunk).split(b"\n")
             out = b"".join(line + b"\n" for line in lines if not all(m in line for m in markers))
             if pending and not pending.startswith(b"["):
                 out, pending = out + pending, b""
             _write_all(out_fd, out)
-    if pending and not all(m in pending for m in markers):
-        _write_all(out_fd, pending)
+        if pending and not all(m in pending for m in markers):
+            _write_all(out_fd, pending)
+    finally:
+        os.close(read_fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
