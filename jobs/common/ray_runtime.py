@@ -251,10 +251,16 @@ def stylize_dataset(
     )
     if write_fn is not None:
         ds = ds.map_batches(write_fn, batch_size=batch_size, batch_format="numpy", num_cpus=1)
-    # Arrow, as Ray Data holds the blocks: the driver converts and counts them without numpy copies.
+    yield from _arrow_batches(ds)
+
+
+def _arrow_batches(ds: Any) -> Iterator[Any]:
+    """The dataset's batches as Arrow, as Ray Data holds the blocks (the driver converts and counts
+    them without numpy copies). Asking for the first starts the execution, and with it the actor
+    pool's first actors: Ray core's warning about those (:data:`_ACTOR_ARGS_WARNING`) is kept off the
+    console meanwhile."""
     batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1))
     try:
-        # The first batch starts the execution, and with it the pool's first actors.
         with drop_stderr_lines(*_ACTOR_ARGS_WARNING):
             first = next(batches, None)
         if first is not None:

@@ -111,6 +111,8 @@ def test_a_healthy_run_prints_progress_and_its_outcome_in_a_few_lines_with_no_er
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert [line for line in lines if ERROR_LINE.search(line)] == [], proc.stdout
     assert len(lines) < 15, proc.stdout
+    # Ray Data's detail (execution plan, stats blocks, the hint that its bars are off) is in its log files only.
+    assert not [line for line in lines if re.search(r"streaming_executor|logging_progress|Progress bars", line)]
     assert any(line.startswith("[stylize] run ") and "3 inputs x 2 style(s)" in line for line in lines), proc.stdout
     progress = [line for line in lines if re.fullmatch(r"\[stylize\] \d/6 rows \(\d+%\), 0 errors(, .*)?", line)]
     assert progress, proc.stdout
