@@ -29,6 +29,7 @@ from jobs.common.manifest import ManifestError
 from jobs.common.metrics import MetricsWriter, PairLedger, RunCounts, to_table
 from jobs.common.outcome import JobError, run_main
 from jobs.common.planning import ActorPlan, plan_actors
+from jobs.common.progress import Progress
 from jobs.common.storage import InputFile, arrow_paths, join_uri, redact, remove_prefix, write_bytes_atomic
 from stylize_core.host import malloc_env
 
@@ -58,7 +59,7 @@ def _render(settings: JobSettings, staged: StagedManifest, plan: ActorPlan, fuse
     styles = settings.style_names
     ledger = PairLedger(staged.rows, styles)
     expected = staged.rows * len(styles)
-    last_log = time.time()
+    progress = Progress("[stylize]", expected, enabled=not settings.quiet)
     if staged.rows:
         attempts = ray_runtime.attempt_ledger()  # held for the whole stream, then released
         parts, filesystem = arrow_paths(list(staged.parts), opts)
@@ -90,9 +91,8 @@ def _render(settings: JobSettings, staged: StagedManifest, plan: ActorPlan, fuse
             counts.add(table, keep_examples=settings.contact_sheet)
             if on_rows is not None:
                 on_rows(table)
-            if not settings.quiet and time.time() - last_log > 10:
-                last_log = time.time()
-                _log(f"{counts.rows}/{expected} rows, {counts.by_status['error']} errors")
+            progress.update(counts.rows, counts.by_status["error"])
+    progress.close()
     writer.flush()
     if counts.rows != expected or ledger.seen != expected:
         raise JobError(f"accounting mismatch: {expected} input x style pairs listed but {counts.rows} rows came back")
@@ -157,7 +157,7 @@ def _finish(settings: JobSettings, staged: StagedManifest, blobs: dict[str, byte
     opts = settings.storage_options
     styles = settings.style_names
     _log(f"run {settings.run_id}: {staged.rows} inputs x {len(styles)} style(s) -> {settings.output}")
-    ray_runtime.configure_data(progress_bars=not settings.quiet)
+    ray_runtime.configure_data()
     fused = settings.stages == "fused" or (settings.stages == "auto" and not plan.gpus_per_actor)
     counts, writer = _render(settings, staged, plan, fused, on_rows)
 

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import ray
 
+from jobs.common.stderr_filter import drop_stderr_lines
+
 log = logging.getLogger(__name__)
 
 
@@ -131,12 +133,35 @@ def result(handle: Any) -> Any:
     return ray.get(handle)
 
 
-def configure_data(progress_bars: bool) -> None:
+def configure_data() -> None:
+    """Ray Data settings of the batch job. The console gets the job's own progress
+    (:mod:`jobs.common.progress`): Ray Data's progress bars are off (on a non-terminal they are a
+    block of stats lines every 10 s), and its INFO lines (execution plan, start, finish) go only to
+    its log files under the Ray session's ``logs/ray-data/``; its warnings still reach the console."""
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = progress_bars
+    ctx.enable_progress_bars = False
+    ctx.enable_operator_progress_bars = False
     # Errors are rows, not exceptions: a UDF exception means a bug or a dead cluster, and it must fail
     # the run loudly rather than drop blocks silently.
     ctx.max_errored_blocks = 0
+    # Ray Data's default logging config (ray/data/_internal/logging.py, Ray 2.60) gives the "ray.data"
+    # logger a file handler at DEBUG and a handler named "console" at INFO. A config of one's own
+    # (RAY_DATA_LOGGING_CONFIG) has no handler of that name and is left as it is.
+    for handler in logging.getLogger("ray.data").handlers:
+        if handler.get_name() == "console":
+            handler.setLevel(logging.WARNING)
+            if not any(isinstance(f, _BarsOffHint) for f in handler.filters):
+                handler.addFilter(_BarsOffHint())
+
+
+class _BarsOffHint(logging.Filter):
+    """Ray Data warns once that its progress bars are off and how to turn them on
+    (ray/data/_internal/progress/__init__.py); they are off on purpose, so the console skips that hint
+    (its log file keeps it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("ray.data._internal.progress")
+                    and record.getMessage().startswith("Progress bars disabled."))
 
 
 class DeferredActor:
@@ -226,8 +251,39 @@ def stylize_dataset(
     )
     if write_fn is not None:
         ds = ds.map_batches(write_fn, batch_size=batch_size, batch_format="numpy", num_cpus=1)
-    # Arrow, as Ray Data holds the blocks: the driver converts and counts them without numpy copies.
-    yield from ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1)
+    yield from _arrow_batches(ds)
+
+
+def _arrow_batches(ds: Any) -> Iterator[Any]:
+    """The dataset's batches as Arrow, as Ray Data holds the blocks (the driver converts and counts
+    them without numpy copies). Asking for the first starts the execution, and with it the actor
+    pool's first actors: Ray core's warning about those (:data:`_ACTOR_ARGS_WARNING`) is kept off the
+    console meanwhile."""
+    batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1))
+    try:
+        with drop_stderr_lines(*_ACTOR_ARGS_WARNING):
+            first = next(batches, None)
+        if first is not None:
+            yield first
+            yield from batches
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
+# Ray 2.60's core logs this at ERROR level, once per process, to stderr (src/ray/core_worker/
+# core_worker.cc, CoreWorker::CreateActor) for any actor with max_restarts != 0 and an argument passed
+# by reference (ray-project/ray#53727: such an argument, if lost, is not rebuilt for a restart).
+# Ray Data's actor pool always creates its actors so (ray/data/_internal/execution/operators/
+# actor_pool_map_operator.py, _start_actor: `ctx` and `map_transformer` are ObjectRefs from
+# map_operator.py's ray.put) with max_restarts=-1 (its fault tolerance, which the job relies on), so
+# no way of building our actor avoids it, and the C++ line bypasses Python logging. The warning is
+# moot here: the driver owns both objects and holds them for the whole execution, and a restart that
+# did fail would raise its own error, which is not filtered. The line stays in the driver's Ray log
+# (the session's logs/python-core-driver-*.log); only the console copy of exactly this line is dropped.
+_ACTOR_ARGS_WARNING = (b"Actor with class name: 'MapWorker(",
+                       b"has constructor arguments in the object store and max_restarts > 0")
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)

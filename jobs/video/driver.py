@@ -28,6 +28,7 @@ from jobs.common.checkpoints import read_style_blobs
 from jobs.common.listing import list_images
 from jobs.common.outcome import JobError, error_rate, run_main
 from jobs.common.planning import ActorPlan, plan_actors
+from jobs.common.progress import Progress
 from jobs.common.storage import join_uri, redact, remove_temp_files, write_bytes_atomic
 from jobs.video.metrics import write_metrics
 from jobs.video.settings import VideoSettings, parse_args
@@ -79,6 +80,7 @@ class _Progress:
     segments: int = 0
     skipped: int = 0
     contacts: int = 0
+    progress: Progress = field(default_factory=lambda: Progress("", 0, enabled=False))
 
 
 def _with_demo_input(settings: VideoSettings) -> VideoSettings:
@@ -124,7 +126,7 @@ def _on_segment(pool, state: _Progress, result: dict) -> None:
 def _on_joined(settings: VideoSettings, state: _Progress, result: dict) -> None:
     state.rows += result["rows"]
     state.strips += [result["strips"][s] for s in settings.style_names if s in result["strips"]]
-    _log(settings, f"{len(state.rows)}/{len(state.tasks) * len(settings.styles)} rows")
+    state.progress.update(len(state.rows), sum(r["status"] == "error" for r in state.rows))
 
 
 def _drive(settings: VideoSettings, plan: ActorPlan, tasks: list[dict]) -> _Progress:
@@ -133,7 +135,8 @@ def _drive(settings: VideoSettings, plan: ActorPlan, tasks: list[dict]) -> _Prog
 
     from jobs.video.worker import VideoWorker
 
-    state = _Progress(tasks)
+    state = _Progress(tasks, progress=Progress("[stylize_video]", len(tasks) * len(settings.styles),
+                                               rate_unit="rows/s", enabled=not settings.quiet))
     # Actors read the checkpoints themselves: constructor arguments stay small and inline, so Ray can
     # restart a dead actor without depending on objects in the store.
     pool = ray_runtime.ActorTaskPool(VideoWorker, {"settings": settings, "plan": plan}, actors=plan.max_actors,
@@ -149,6 +152,7 @@ def _drive(settings: VideoSettings, plan: ActorPlan, tasks: list[dict]) -> _Prog
                 _on_segment(pool, state, result)
             else:
                 _on_joined(settings, state, result)
+        state.progress.close()
     finally:
         pool.shutdown()
     expected = len(tasks) * len(settings.styles)
