@@ -12,7 +12,6 @@ filesystem objects are built lazily and cached per process, never shipped betwee
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import os
 import posixpath
@@ -28,6 +27,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from jobs.common import s3
+from jobs.common.redaction import redact, redact_text, redact_uri  # noqa: F401  (the one redaction, found here)
 
 MANIFEST_SUFFIXES: tuple[str, ...] = (".parquet", ".csv")
 _LOCAL_PROTOCOLS = frozenset({"file", "local"})
@@ -286,31 +286,6 @@ def output_uri(output: str, style: str, rel_path: str, ext: str) -> str:
     parts = safe_rel_components(rel_path)
     parts[-1] = posixpath.splitext(parts[-1])[0] + ext
     return join_uri(output, style, *parts)
-
-
-_SECRET_KEY_RE = re.compile(r"secret|passw(or)?d|token|keyid|accesskey|credential|authorization|apikey|privatekey")
-_URL_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]+@")
-# Signed URLs carry credentials in the query (X-Amz-Credential, X-Amz-Signature, ...).
-_QUERY_SECRET_RE = re.compile(
-    r"([?&][^=&#\s]*(?:secret|password|token|credential|signature|key-?id|access-?key)[^=&#\s]*=)[^&#\s]*", re.I
-)
-_REDACTED = "***"
-
-
-def _is_secret_key(key: Any) -> bool:
-    return bool(_SECRET_KEY_RE.search(re.sub(r"[^a-z0-9]", "", str(key).lower())))
-
-
-def redact(obj: Any) -> Any:
-    """Deep copy of ``obj`` with secret-looking mapping values replaced by ``"***"``, and URL userinfo
-    (``s3://KEY:SECRET@bucket``) and signed-URL query credentials removed from strings."""
-    if isinstance(obj, str):
-        return _QUERY_SECRET_RE.sub(rf"\1{_REDACTED}", _URL_USERINFO_RE.sub(r"\1", obj))
-    if isinstance(obj, Mapping):
-        return {k: (_REDACTED if v is not None and _is_secret_key(k) else redact(v)) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return type(obj)(redact(v) for v in obj)
-    return copy.deepcopy(obj)
 
 
 def get_file(uri: str, local_path: str, options: StorageOptions | None = None) -> None:
