@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.catalog import ledger as L
-from jobs.common.storage import InputFile, UnsafePathError, join_uri, safe_rel_components
+from jobs.common.storage import InputFile, UnsafePathError, join_uri, redact_uri, safe_rel_components
 
 # A todo row is a ledger row to be (kind: new | changed | recheck, the last a claimed output a dead
 # night may have overwritten).
@@ -28,8 +28,30 @@ LISTING_SCHEMA = pa.schema([("input_uri", pa.string()), ("rel_path", pa.string()
 Probe = Callable[[Sequence[str]], tuple[dict[str, dict], set[str]]]
 
 
+class AmbiguousInputs(ValueError):
+    """Two listed inputs that differ only in a secret (a signed query's value): redacted, the ledger
+    could not tell them apart."""
+
+
+def listed_sources(inputs: Sequence[InputFile]) -> dict[str, str]:
+    """``{redacted uri: uri}`` for the inputs whose URI carries a secret. The ledger, journals and
+    quarantine name an input by its redacted URI (a presigned URL's new signature each night is the
+    same input); :class:`AmbiguousInputs` when two inputs would share one name."""
+    sources: dict[str, str] = {}
+    for f in inputs:
+        shown = redact_uri(f.uri)
+        if shown != f.uri and sources.setdefault(shown, f.uri) != f.uri:
+            raise AmbiguousInputs(f"inputs {shown} and another differ only in a secret (user:password@ or a signed "
+                                  "query value): the catalog names inputs by their redacted URI; list each object once")
+    if sources and len({redact_uri(f.uri) for f in inputs}) != len({f.uri for f in inputs}):
+        raise AmbiguousInputs("an input with a secret in its URI is listed beside the same URI without one: "
+                              "list each object once")
+    return sources
+
+
 def listing_table(inputs: Sequence[InputFile], versions: dict[str, str]) -> pa.Table:
-    return pa.table({"input_uri": [f.uri for f in inputs], "rel_path": [f.rel_path for f in inputs],
+    """The listing as the ledger names it: inputs by their redacted URI (:func:`listed_sources`)."""
+    return pa.table({"input_uri": [redact_uri(f.uri) for f in inputs], "rel_path": [f.rel_path for f in inputs],
                      "input_version": [versions.get(f.uri) or f.version or "" for f in inputs]}, schema=LISTING_SCHEMA)
 
 

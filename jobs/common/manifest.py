@@ -13,6 +13,7 @@ import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -88,8 +89,11 @@ def _split(uri: str) -> tuple[str, str]:
     protocol, rest = split_protocol(uri)
     if protocol in _LOCAL:
         return "local", os.path.abspath(os.path.expanduser(rest))
+    if protocol in ("http", "https"):  # a presigned URL's query names no file: never in an output key
+        parts = urlsplit(uri)
+        return parts.netloc.rpartition("@")[2], unquote(parts.path).lstrip("/")
     group, _, path = rest.partition("/")
-    return group, path
+    return group.rpartition("@")[2], path  # userinfo is no part of a key
 
 
 class _CommonDirs:

@@ -13,7 +13,7 @@ import math
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.common.storage import StorageOptions, join_uri, remove_prefix, write_bytes_atomic
+from jobs.common.storage import StorageOptions, join_uri, redact_text, remove_prefix, write_bytes_atomic
 
 _S, _I, _F = pa.string(), pa.int64(), pa.float64()
 SCHEMA = pa.schema([
@@ -30,11 +30,11 @@ SCHEMA = pa.schema([
 
 
 def _value(v, typ: pa.DataType):
-    """Empty strings, negative sizes/counts and NaN are 'no value': nulls."""
+    """Empty strings, negative sizes/counts and NaN are 'no value': nulls; strings are redacted."""
     if v is None:
         return None
     if pa.types.is_string(typ):
-        return str(v) if v != "" else None
+        return redact_text(str(v)) if v != "" else None
     if pa.types.is_integer(typ):
         return int(v) if int(v) >= 0 else None
     return None if math.isnan(float(v)) else float(v)
