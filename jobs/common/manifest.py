@@ -13,7 +13,6 @@ import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -27,6 +26,7 @@ from jobs.common.storage import (
     join_uri,
     redact,
     split_protocol,
+    url_path,
 )
 
 PAGE_ROWS = 65_536  # rows per record batch read from a user's manifest
@@ -86,12 +86,9 @@ def _csv_page(rows: list[list[str]], iu: int, ir: int | None) -> tuple[list, lis
 
 def _split(uri: str) -> tuple[str, str]:
     """(group, path) for deriving relative paths: a bucket and its key, or the local disk."""
-    protocol, rest = split_protocol(uri)
+    protocol, rest = split_protocol(url_path(uri))  # a presigned URL's query is never in an output key
     if protocol in _LOCAL:
         return "local", os.path.abspath(os.path.expanduser(rest))
-    if protocol in ("http", "https"):  # a presigned URL's query names no file: never in an output key
-        parts = urlsplit(uri)
-        return parts.netloc.rpartition("@")[2], unquote(parts.path).lstrip("/")
     group, _, path = rest.partition("/")
     return group.rpartition("@")[2], path  # userinfo is no part of a key
 

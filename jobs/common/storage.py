@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -86,6 +87,17 @@ def split_protocol(uri: str) -> tuple[str | None, str]:
     """``"s3://b/k"`` -> ``("s3", "b/k")``; a plain path -> ``(None, path)``."""
     m = _SCHEME_RE.match(uri)
     return (m.group(1).lower(), m.group(2)) if m else (None, uri)
+
+
+def url_path(uri: str) -> str:
+    """``uri`` as a file name may use it: an http(s) URL without its userinfo, query and fragment (a
+    presigned URL's signature names no file), anything else as it is (``?`` and ``#`` are legal
+    in S3 keys and local names)."""
+    protocol, _ = split_protocol(uri)
+    if protocol not in ("http", "https"):
+        return uri
+    parts = urlsplit(uri)
+    return f"{protocol}://{parts.netloc.rpartition('@')[2]}{unquote(parts.path)}"
 
 
 def join_uri(base: str, *parts: str) -> str:

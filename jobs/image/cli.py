@@ -21,7 +21,6 @@ import posixpath
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
 from typing import Annotated, Any, Literal
 
@@ -42,7 +41,7 @@ from jobs.common import cli_settings
 from jobs.common.cli_settings import option, parse_selection
 from jobs.common.run_settings import BackendSpec, demo_checkpoint
 from jobs.common.storage import (StorageOptions, join_uri, read_bytes, redact, redact_text, split_protocol,
-                                 write_bytes_atomic)
+                                 url_path, write_bytes_atomic)
 
 PROG = "python -m jobs.stylize_image"
 # Output extensions we can write, mapped to the encoder's format name (".jpeg" is accepted too).
@@ -165,10 +164,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ImageSettings:
 
 
 def _basename(uri: str) -> str:
-    protocol, rest = split_protocol(uri)
-    if protocol in ("http", "https"):  # a signed URL's query names no file
-        rest = unquote(urlsplit(uri).path)
-    return posixpath.basename(rest.rstrip("/"))
+    return posixpath.basename(split_protocol(url_path(uri))[1].rstrip("/"))  # a signed URL's query names no file
 
 
 def _say(msg: str, err: bool = False) -> None:
