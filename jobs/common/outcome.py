@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Callable, Mapping
 
 from jobs.common.storage import redact_text, redact_uri
@@ -33,12 +34,15 @@ def error_rate(by_status: Mapping[str, int]) -> float:
 
 
 def run_main(run: Callable[[], dict], describe: Callable[[dict], str], prog: str) -> int:
-    """Run a job and print its outcome, redacted: 0 within the error budget, 1 over it, 2 when it could
-    not run (one line on stderr)."""
+    """Run a job and print its outcome, redacted: 0 within the error budget, 1 over it (or a crash:
+    its traceback), 2 when it could not run (one line on stderr)."""
     try:
         summary = run()
     except JobError as exc:
         print(f"[{prog}] error: {redact_text(str(exc))}", file=sys.stderr, flush=True)
         return 2
+    except Exception:  # a crash: its traceback, redacted (exceptions quote the URIs they failed on)
+        print(redact_text(traceback.format_exc()), file=sys.stderr, flush=True)
+        return 1
     print(redact_text(describe(summary)))
     return 0 if summary["passed"] else 1

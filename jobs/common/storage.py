@@ -155,10 +155,27 @@ def arrow_paths(uris: list[str], options: StorageOptions | None = None) -> tuple
     return paths, None if isinstance(fs, LocalFileSystem) else fs
 
 
+@contextlib.contextmanager
+def _http_status(uri: str):
+    """An HTTP error answer (aiohttp's ClientResponseError is no OSError, and its text holds the
+    whole signed URL) as ``PermissionError`` (401, 403) or ``OSError``, naming the URI redacted."""
+    try:
+        yield
+    except (OSError, ValueError):
+        raise
+    except Exception as exc:
+        status = getattr(exc, "status", None)
+        if not isinstance(status, int):
+            raise
+        kind = PermissionError if status in (401, 403) else OSError
+        raise kind(f"HTTP {status} {getattr(exc, 'message', '')}: {redact_uri(uri)}".replace("  ", " ")) from None
+
+
 def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:
-    """The whole object; ``FileNotFoundError`` if absent."""
+    """The whole object; ``FileNotFoundError`` if absent, ``PermissionError`` when refused."""
     fs, path = get_filesystem(uri, options)
-    return fs.cat_file(path)
+    with _http_status(uri):
+        return fs.cat_file(path)
 
 
 def _etag(info: Mapping) -> str | None:
@@ -304,7 +321,8 @@ def get_file(uri: str, local_path: str, options: StorageOptions | None = None) -
     """Copy an object to a local file (large videos: streamed, never held in memory whole)."""
     fs, path = get_filesystem(uri, options)
     os.makedirs(os.path.dirname(os.path.abspath(local_path)), exist_ok=True)
-    fs.get_file(path, local_path)
+    with _http_status(uri):
+        fs.get_file(path, local_path)
 
 
 def put_file_atomic(local_path: str, uri: str, options: StorageOptions | None = None) -> None:
