@@ -193,7 +193,7 @@ def _night(settings: JobSettings, copts: CatalogOptions, opts: StorageOptions, l
     timings["wall_s"] = time.time() - t0
     runs = join_uri(out, "_runs")
     summary = {
-        "run_id": run_id, "source": redact_text(settings.input), "output": out, "full": copts.full, "inputs": plan.inputs,
+        "run_id": run_id, "source": settings.input, "output": out, "full": copts.full, "inputs": plan.inputs,
         "plan": plan.counts(), "style_sha256": plan.style_sha256, **counts,
         "status": "ok", "dry_run": False, "skipped": skipped, "recovered": plan.total("recovered"),
         "quarantined": held, "released": released, "guard": dataclasses.asdict(plan.guard) | {"tripped": plan.guard.tripped, "overridden": plan.guard.tripped},
@@ -236,9 +236,10 @@ def main(settings: CatalogSettings) -> int:
     if summary["dry_run"]:
         print(redact_text(summary["plan_text"]))
         return 0
-    print(redact_text(f"night {summary['run_id']}: processed {summary['processed']}, skipped {summary['skipped']}, "
-          f"deleted {summary['deleted']}, recovered {summary['recovered']}, errors {summary['errors']}, "
-          f"quarantined {summary['quarantined']} in {summary['timings']['wall_s']:.1f}s; summary {summary['summary_uri']}"))
+    print(redact_text(
+        f"night {summary['run_id']}: processed {summary['processed']}, skipped {summary['skipped']}, "
+        f"deleted {summary['deleted']}, recovered {summary['recovered']}, errors {summary['errors']}, "
+        f"quarantined {summary['quarantined']} in {summary['timings']['wall_s']:.1f}s; summary {summary['summary_uri']}"))
     return 0 if summary["passed"] else 1
 
 

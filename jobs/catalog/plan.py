@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.catalog import ledger as L
+from jobs.common.metrics import redact_columns
 from jobs.common.storage import InputFile, UnsafePathError, join_uri, redact_uri, safe_rel_components
 
 # A todo row is a ledger row to be (kind: new | changed | recheck, the last a claimed output a dead
@@ -33,25 +34,32 @@ class AmbiguousInputs(ValueError):
     could not tell them apart."""
 
 
+def _named(inputs: Sequence[InputFile]) -> tuple[pa.Array, pa.Array]:
+    """(uris, redacted uris) of the inputs as Arrow columns: Python sees only URIs with a secret."""
+    raw = pa.array([f.uri for f in inputs], pa.string())
+    return raw, redact_columns(pa.table({"u": raw}), ("u",), redact_uri).column("u").combine_chunks()
+
+
 def listed_sources(inputs: Sequence[InputFile]) -> dict[str, str]:
     """``{redacted uri: uri}`` for the inputs whose URI carries a secret. The ledger, journals and
     quarantine name an input by its redacted URI (a presigned URL's new signature each night is the
     same input); :class:`AmbiguousInputs` when two inputs would share one name."""
-    sources: dict[str, str] = {}
-    for f in inputs:
-        shown = redact_uri(f.uri)
-        if shown != f.uri and sources.setdefault(shown, f.uri) != f.uri:
-            raise AmbiguousInputs(f"inputs {shown} and another differ only in a secret (user:password@ or a signed "
-                                  "query value): the catalog names inputs by their redacted URI; list each object once")
-    if sources and len({redact_uri(f.uri) for f in inputs}) != len({f.uri for f in inputs}):
-        raise AmbiguousInputs("an input with a secret in its URI is listed beside the same URI without one: "
-                              "list each object once")
-    return sources
+    raw, shown = _named(inputs)
+    changed = pc.not_equal(raw, shown)
+    if not pc.any(changed).as_py():
+        return {}
+    if pc.count_distinct(shown).as_py() != pc.count_distinct(raw).as_py():
+        pairs = pa.table({"s": shown, "r": raw}).group_by(["s", "r"]).aggregate([])
+        counts = pairs.group_by("s").aggregate([([], "count_all")])
+        name = counts.filter(pc.greater(counts.column("count_all"), 1)).column("s")[0].as_py()
+        raise AmbiguousInputs(f"inputs {name} and another differ only in a secret (user:password@ or a signed "
+                              "query value): the catalog names inputs by their redacted URI; list each object once")
+    return dict(zip(shown.filter(changed).to_pylist(), raw.filter(changed).to_pylist()))
 
 
 def listing_table(inputs: Sequence[InputFile], versions: dict[str, str]) -> pa.Table:
     """The listing as the ledger names it: inputs by their redacted URI (:func:`listed_sources`)."""
-    return pa.table({"input_uri": [redact_uri(f.uri) for f in inputs], "rel_path": [f.rel_path for f in inputs],
+    return pa.table({"input_uri": _named(inputs)[1], "rel_path": [f.rel_path for f in inputs],
                      "input_version": [versions.get(f.uri) or f.version or "" for f in inputs]}, schema=LISTING_SCHEMA)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,9 +23,11 @@ URI_COLUMNS = ("input_uri", "output_uri", "error")  # the columns that may hold 
 _MAY_HOLD_SECRET = r"[@?#&;]"  # no userinfo, query or fragment: nothing to redact
 
 
-def redact_columns(table: pa.Table, names: tuple[str, ...] = URI_COLUMNS) -> pa.Table:
-    """``table`` with :func:`jobs.common.storage.redact_text` applied to its string columns ``names``;
-    only the values that could hold a secret go through Python, so a plain catalog costs a scan."""
+def redact_columns(table: pa.Table, names: tuple[str, ...] = URI_COLUMNS,
+                   redact: Callable[[str], str] = redact_text) -> pa.Table:
+    """``table`` with :func:`jobs.common.storage.redact_text` (or ``redact``) applied to its string
+    columns ``names``; only the values that could hold a secret go through Python, so a plain
+    catalog costs a scan."""
     for name in names:
         if name not in table.column_names:
             continue
@@ -32,7 +35,7 @@ def redact_columns(table: pa.Table, names: tuple[str, ...] = URI_COLUMNS) -> pa.
         hit = pc.fill_null(pc.match_substring_regex(col, _MAY_HOLD_SECRET), False)
         if not pc.any(hit).as_py():
             continue
-        values = [None if v is None else redact_text(v) for v in col.filter(hit).to_pylist()]
+        values = [None if v is None else redact(v) for v in col.filter(hit).to_pylist()]
         col = pc.replace_with_mask(col, hit, pa.array(values, col.type))
         table = table.set_column(table.column_names.index(name), name, col)
     return table
