@@ -70,3 +70,15 @@ def test_redact_nested_and_keys() -> None:
     # summaries keep their keys (a style may be called "token"), only their strings are redacted
     assert redact(cfg, keys=False)["styles"] == {"token": SIGV4_SHOWN}
     assert cfg["styles"]["token"] == SIGV4  # a copy: the input is untouched
+
+
+def test_a_presigned_urls_query_names_no_file(tmp_path) -> None:
+    from jobs.common.listing import read_manifest
+    from jobs.common.storage import url_path
+
+    assert url_path(SIGV4) == "https://bkt.s3.amazonaws.com/models/mosaic.pth"
+    assert url_path("http://u:pw@h:8/a%20b.jpg?sig=x#f") == "http://h:8/a b.jpg"
+    assert url_path("s3://bucket/a?b#c.jpg") == "s3://bucket/a?b#c.jpg"  # legal in S3 keys: kept
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("uri\nhttps://u:pw@h/p/a.jpg?X-Amz-Signature=1\nhttps://h/p/sub/b.jpg?sig=2\n")
+    assert [f.rel_path for f in read_manifest(str(manifest))] == ["a.jpg", "sub/b.jpg"]
