@@ -106,20 +106,26 @@ def plan_night(settings: JobSettings, copts: CatalogOptions, *, ledger: pa.Table
 # ---------------------------------------------------------------- rendering
 
 
-def _render(settings: JobSettings, todo: pa.Table, on_rows: Callable[[pa.Table], None],
-            sources: dict[str, str] | None = None) -> dict:
-    """Run the batch job on exactly these pairs, streaming its rows to ``on_rows``; returns its summary.
-    ``sources``: the real URI of each input the plan names by its redacted one."""
-    sources = sources or {}
+def _with_sources(todo: pa.Table, sources: dict[str, str]) -> pa.Table:
+    """``todo`` naming each input by its real URI again (the plan names it redacted), to render it;
+    :class:`NightRows` redacts the rows that come back."""
+    if not sources:
+        return todo
+    names = todo.column("input_uri").to_pylist()
+    real = pa.array([sources.get(n, n) for n in names], pa.string())
+    return todo.set_column(todo.column_names.index("input_uri"), "input_uri", real)
+
+
+def _render(settings: JobSettings, todo: pa.Table, on_rows: Callable[[pa.Table], None]) -> dict:
+    """Run the batch job on exactly these pairs, streaming its rows to ``on_rows``; returns its summary."""
     styles = set(pc.unique(todo.column("style")).to_pylist())  # no work tonight: no model load, no rows
     sub = settings.replace(styles={s: u for s, u in settings.styles.items() if s in styles},
                               style_images={s: u for s, u in settings.style_images.items() if s in styles})
     pairs: dict[str, list[str]] = {}
     inputs: dict[str, InputFile] = {}
     for r in todo.select(["input_uri", "rel_path", "style"]).to_pylist():
-        uri = sources.get(r["input_uri"], r["input_uri"])
-        pairs.setdefault(uri, []).append(r["style"])
-        inputs.setdefault(uri, InputFile(uri, r["rel_path"], None, None))
+        pairs.setdefault(r["input_uri"], []).append(r["style"])
+        inputs.setdefault(r["input_uri"], InputFile(r["input_uri"], r["rel_path"], None, None))
     return batch.run(sub, inputs=list(inputs.values()), todo=pairs, on_rows=on_rows)
 
 
@@ -178,7 +184,7 @@ def _night(settings: JobSettings, copts: CatalogOptions, opts: StorageOptions, l
             # A record that outlived its output's overwrite would vouch for the wrong bytes.
             L.remove_provenance(out, plan.todo.column("output_uri").to_pylist(), opts)
             t = time.time()
-            pipeline = _render(settings, plan.todo, rows.add, sources=sources)
+            pipeline = _render(settings, _with_sources(plan.todo, sources), rows.add)
             timings["render_s"] = time.time() - t
         t = time.time()
         counts = commit(settings, plan, rows.table(), ledger, journals, own_journal, check_lease=lease.check,

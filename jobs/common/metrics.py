@@ -16,14 +16,14 @@ import pyarrow.parquet as pq
 
 from jobs.common.metrics_schema import BATCH_KEYS, SCHEMA
 from jobs.common.outcome import error_rate
-from jobs.common.storage import StorageOptions, join_uri, redact_text, remove_prefix, write_bytes_atomic
+from jobs.common.storage import StorageOptions, join_uri, redact_text, redact_uri, remove_prefix, write_bytes_atomic
 
 ROWS_PER_FILE = 100_000
-URI_COLUMNS = ("input_uri", "output_uri", "error")  # the columns that may hold a URI, redacted when written
+URI_COLUMNS = ("input_uri", "output_uri")  # redacted when written, as URIs (redact_uri); "error" as text
 _MAY_HOLD_SECRET = r"[@?#&;]"  # no userinfo, query or fragment: nothing to redact
 
 
-def redact_columns(table: pa.Table, names: tuple[str, ...] = URI_COLUMNS,
+def redact_columns(table: pa.Table, names: tuple[str, ...] = ("error",),
                    redact: Callable[[str], str] = redact_text) -> pa.Table:
     """``table`` with :func:`jobs.common.storage.redact_text` (or ``redact``) applied to its string
     columns ``names``; only the values that could hold a secret go through Python, so a plain
@@ -216,7 +216,8 @@ class MetricsWriter:
         if not self._pending:
             return
         buf = io.BytesIO()
-        pq.write_table(redact_columns(pa.concat_tables(self._pending)), buf, compression="zstd")
+        table = redact_columns(pa.concat_tables(self._pending), URI_COLUMNS, redact_uri)
+        pq.write_table(redact_columns(table, ("error",)), buf, compression="zstd")
         uri = join_uri(self.prefix, f"part-{len(self.files):05d}.parquet")
         write_bytes_atomic(uri, buf.getvalue(), self.options)
         self.files.append(uri)

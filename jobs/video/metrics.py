@@ -13,7 +13,8 @@ import math
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.common.storage import StorageOptions, join_uri, redact_text, remove_prefix, write_bytes_atomic
+from jobs.common.metrics import redact_columns
+from jobs.common.storage import StorageOptions, join_uri, redact_uri, remove_prefix, write_bytes_atomic
 
 _S, _I, _F = pa.string(), pa.int64(), pa.float64()
 SCHEMA = pa.schema([
@@ -30,19 +31,20 @@ SCHEMA = pa.schema([
 
 
 def _value(v, typ: pa.DataType):
-    """Empty strings, negative sizes/counts and NaN are 'no value': nulls; strings are redacted."""
+    """Empty strings, negative sizes/counts and NaN are 'no value': nulls."""
     if v is None:
         return None
     if pa.types.is_string(typ):
-        return redact_text(str(v)) if v != "" else None
+        return str(v) if v != "" else None
     if pa.types.is_integer(typ):
         return int(v) if int(v) >= 0 else None
     return None if math.isnan(float(v)) else float(v)
 
 
 def to_table(rows: list[dict]) -> pa.Table:
-    return pa.table({f.name: pa.array([_value(r.get(f.name), f.type) for r in rows], type=f.type) for f in SCHEMA},
-                    schema=SCHEMA)
+    table = pa.table({f.name: pa.array([_value(r.get(f.name), f.type) for r in rows], type=f.type) for f in SCHEMA},
+                     schema=SCHEMA)
+    return redact_columns(redact_columns(table, ("input_uri", "output_uri"), redact_uri), ("error",))
 
 
 def metrics_prefix(output: str, run_id: str) -> str:

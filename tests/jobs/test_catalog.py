@@ -267,9 +267,9 @@ def test_crashed_night_is_finished_by_the_next(tmp_path, monkeypatch):
     cfg = _config(tmp_path, str(src), out, {"a": str(ckpt)}, max_error_rate=0.5)
     real_render = catalog._render
 
-    def dies_midway(settings, todo, on_rows, **kw):
+    def dies_midway(settings, todo, on_rows):
         real_render(settings, todo.filter(pc.is_in(todo.column("rel_path"), value_set=pa.array(
-            ["img0.png", "img1.png", "img2.png"]))), on_rows, **kw)
+            ["img0.png", "img1.png", "img2.png"]))), on_rows)
         raise RuntimeError("node lost")
 
     monkeypatch.setattr(catalog, "_render", dies_midway)
