@@ -27,6 +27,8 @@ from typing import Any, TextIO
 
 import yaml
 
+from jobs.common.redaction import redact_text  # stdlib only: submit stays light
+
 # Never upload these: environments, VCS data, outputs and caches (gitignore syntax, as Ray reads it).
 DEFAULT_EXCLUDES = [".venv/", ".git/", "out/", "bench_out/", "build/", "__pycache__/", "*.pyc",
                     ".pytest_cache/", "*.egg-info/"]
@@ -34,7 +36,7 @@ TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 
 
 def _log(msg: str) -> None:
-    print(f"[submit] {msg}", file=sys.stderr, flush=True)
+    print(f"[submit] {redact_text(msg)}", file=sys.stderr, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +100,7 @@ def _client(address: str | None) -> Any:
 
 async def _tail(client: Any, job_id: str, out: TextIO) -> None:
     async for chunk in client.tail_job_logs(job_id):
-        out.write(chunk)
+        out.write(redact_text(chunk))  # the job redacts its own lines; Ray's lines about it are not
         out.flush()
 
 
@@ -107,7 +109,7 @@ def _poll_logs(client: Any, job_id: str, out: TextIO, deadline: float | None, po
     shown = 0
     while True:
         logs = client.get_job_logs(job_id)
-        out.write(logs[shown:])
+        out.write(redact_text(logs[shown:]))
         out.flush()
         shown = len(logs)
         if str(client.get_job_status(job_id)) in TERMINAL or (deadline and time.time() > deadline):

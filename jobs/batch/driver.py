@@ -27,15 +27,16 @@ from jobs.common import ray_runtime
 from jobs.common.checkpoints import check_style_blobs, read_style_blobs
 from jobs.common.manifest import ManifestError
 from jobs.common.metrics import MetricsWriter, PairLedger, RunCounts, to_table
-from jobs.common.outcome import JobError, run_main
+from jobs.common.outcome import JobError, plain_output, run_main
 from jobs.common.planning import ActorPlan, plan_actors
 from jobs.common.progress import Progress
-from jobs.common.storage import InputFile, arrow_paths, join_uri, redact, remove_prefix, write_bytes_atomic
+from jobs.common.storage import (InputFile, arrow_paths, join_uri, redact, redact_text, remove_prefix,
+                                 write_bytes_atomic)
 from stylize_core.host import malloc_env
 
 
 def _log(msg: str) -> None:
-    print(f"[stylize] {msg}", file=sys.stderr, flush=True)
+    print(f"[stylize] {redact_text(msg)}", file=sys.stderr, flush=True)
 
 
 def _raise_setup_error(table: pa.Table) -> None:
@@ -116,15 +117,15 @@ def run(
     """
     started = time.time()
     opts = settings.storage_options
-    staging = staging_prefix(settings.output, settings.run_id)
+    staging = staging_prefix(plain_output(settings.output), settings.run_id)
 
     def stage() -> StagedManifest:
         try:
             return stage_inputs(settings.input if inputs is None else inputs, staging, opts, todo=todo)
         except FileNotFoundError as exc:
-            raise JobError(f"input not found: {exc}") from None
+            raise JobError(f"input not found: {redact_text(str(exc))}") from None
         except (ManifestError, ValueError, PermissionError) as exc:
-            raise JobError(f"input {redact(settings.input)}: {exc}") from None
+            raise JobError(f"input {redact(settings.input)}: {redact_text(str(exc))}") from None
 
     # Listing and fetching checkpoints take seconds each: they overlap Ray's start-up (as does
     # importing Ray Data). ray.init stays on the main thread, where it installs its signal handlers.
@@ -199,6 +200,7 @@ def _finish(settings: JobSettings, staged: StagedManifest, blobs: dict[str, byte
         summary["contact_sheet"] = join_uri(runs, f"{settings.run_id}_contact.png")
         write_bytes_atomic(summary["contact_sheet"], sheet, opts)
     summary["summary_uri"] = join_uri(runs, f"{settings.run_id}.json")
+    summary = redact(summary, keys=False)  # input, checkpoints, style images: presigned URLs are common
     write_bytes_atomic(summary["summary_uri"], json.dumps(summary, indent=2, sort_keys=True).encode(), opts)
     return summary
 

@@ -21,7 +21,8 @@ import pyarrow.compute as pc
 
 from jobs.catalog import ledger as L
 from jobs.catalog import quarantine as Q
-from jobs.common.storage import StorageOptions, join_uri
+from jobs.common.metrics import redact_columns
+from jobs.common.storage import StorageOptions, join_uri, redact_uri
 from jobs.common.storage_batch import existing_files, remove_many
 
 ROW_COLUMNS = ("input_uri", "style", "status", "error_type", "error", "output_uri", "model_sha256")
@@ -42,7 +43,9 @@ class NightRows:
     def add(self, table: pa.Table) -> None:
         cols = [table.column(c).cast(pa.string()) if c in table.column_names else pa.nulls(table.num_rows, pa.string())
                 for c in ROW_COLUMNS]
-        part = pa.Table.from_arrays(cols, names=list(ROW_COLUMNS))
+        # The plan names inputs by their redacted URI (jobs.catalog.plan.listed_sources), as the ledger will.
+        part = redact_columns(pa.Table.from_arrays(cols, names=list(ROW_COLUMNS)), ("input_uri", "output_uri"), redact_uri)
+        part = redact_columns(part, ("error",))
         ok = part.filter(pc.and_(pc.equal(part.column("status"), "ok"), pc.is_in(L.keys(part), value_set=self._todo_keys)))
         records = []
         for r in ok.select(["input_uri", "style", "output_uri", "model_sha256"]).to_pylist():

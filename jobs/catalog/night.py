@@ -31,16 +31,16 @@ from jobs.catalog import quarantine as Q
 from jobs.catalog import report as catalog_report
 from jobs.catalog.commit import NightRows, commit
 from jobs.catalog.lease import Lease, LeaseError
-from jobs.catalog.plan import NightPlan, build_plan, describe_plan, listing_table
+from jobs.catalog.plan import AmbiguousInputs, NightPlan, build_plan, describe_plan, listed_sources, listing_table
 from jobs.catalog.settings import CatalogOptions, CatalogSettings, catalog_options, parse_args
 from jobs.common.listing import list_images
-from jobs.common.outcome import JobError, error_rate
-from jobs.common.storage import InputFile, StorageOptions, join_uri, read_bytes, write_bytes_atomic
+from jobs.common.outcome import JobError, error_rate, plain_output
+from jobs.common.storage import InputFile, StorageOptions, join_uri, read_bytes, redact, redact_text, write_bytes_atomic
 from jobs.common.storage_batch import existing_files
 
 
 def _log(msg: str) -> None:
-    print(f"[catalog] {msg}", file=sys.stderr, flush=True)
+    print(f"[catalog] {redact_text(msg)}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- planning (reads only)
@@ -56,7 +56,7 @@ def style_digests(settings: JobSettings, options: StorageOptions) -> dict[str, s
         try:
             out[name] = hashlib.sha256(read_bytes(uri, options)).hexdigest()
         except FileNotFoundError:
-            raise JobError(f"style {name!r}: checkpoint not found: {uri}") from None
+            raise JobError(f"style {name!r}: checkpoint not found: {redact_text(uri)}") from None
         if name in settings.mixes:
             from stylize_core.builder import SetupError, load_checkpoints  # torch: only for multi-style configs
 
@@ -82,24 +82,38 @@ def probe_outputs(output: str, options: StorageOptions, ledger: pa.Table) -> Cal
 
 
 def plan_night(settings: JobSettings, copts: CatalogOptions, *, ledger: pa.Table, quarantine: pa.Table,
-               journals: dict[str, pa.Table]) -> tuple[NightPlan, pa.Table]:
-    """List the catalog and hash the checkpoints, then plan; returns (plan, listing). Writes nothing."""
+               journals: dict[str, pa.Table]) -> tuple[NightPlan, pa.Table, dict[str, str]]:
+    """List the catalog and hash the checkpoints, then plan; returns (plan, listing, {redacted input
+    uri: uri} for the inputs whose URI carries a secret). Writes nothing."""
     opts = settings.storage_options
     try:
         inputs = list_images(settings.input, opts)
+        sources = listed_sources(inputs)
     except FileNotFoundError as exc:
         # An empty S3 prefix looks missing; treating it as empty would delete every output.
-        raise JobError(f"source not found (or an empty prefix): {exc}") from None
+        raise JobError(f"source not found (or an empty prefix): {redact_text(str(exc))}") from None
+    except AmbiguousInputs as exc:
+        raise JobError(str(exc)) from None
     listing = listing_table(inputs, L.input_versions(inputs, opts))
     journal = pa.concat_tables(list(journals.values())) if journals else None
     plan = build_plan(settings, listing, style_digests(settings, opts), ledger, quarantined=Q.held(quarantine),
                       journal=None if copts.full else journal, probe=probe_outputs(settings.output, opts, ledger),
                       full=copts.full, max_delete_fraction=copts.max_delete_fraction,
                       max_delete_floor=copts.max_delete_floor)
-    return plan, listing
+    return plan, listing, sources
 
 
 # ---------------------------------------------------------------- rendering
+
+
+def _with_sources(todo: pa.Table, sources: dict[str, str]) -> pa.Table:
+    """``todo`` naming each input by its real URI again (the plan names it redacted), to render it;
+    :class:`NightRows` redacts the rows that come back."""
+    if not sources:
+        return todo
+    names = todo.column("input_uri").to_pylist()
+    real = pa.array([sources.get(n, n) for n in names], pa.string())
+    return todo.set_column(todo.column_names.index("input_uri"), "input_uri", real)
 
 
 def _render(settings: JobSettings, todo: pa.Table, on_rows: Callable[[pa.Table], None]) -> dict:
@@ -122,6 +136,7 @@ def run_night(settings: JobSettings, copts: CatalogOptions | None = None) -> dic
     """Plan, render, commit one night; returns its summary (also ``{output}/_runs/{run_id}.json``)."""
     copts = copts or CatalogOptions()
     opts = settings.storage_options
+    plain_output(settings.output)  # the ledger names outputs to delete: they must be the real objects
     settings = settings.replace(skip_existing=False)  # the ledger decides, not existence
     if copts.dry_run:
         return _dry_run(settings, copts, opts)
@@ -140,7 +155,7 @@ def _read_state(settings: JobSettings, copts: CatalogOptions, opts: StorageOptio
 
 def _dry_run(settings: JobSettings, copts: CatalogOptions, opts: StorageOptions) -> dict:
     ledger, quarantine, released, journals = _read_state(settings, copts, opts)
-    plan, _ = plan_night(settings, copts, ledger=ledger, quarantine=quarantine, journals=journals)
+    plan, _, _ = plan_night(settings, copts, ledger=ledger, quarantine=quarantine, journals=journals)
     return {"run_id": settings.run_id, "dry_run": True, "to_render": plan.todo.num_rows, "plan": plan.counts(),
             "guard_tripped": plan.guard.tripped, "released": released,
             "would_delete": plan.deleted.column("output_uri").to_pylist(), "plan_text": describe_plan(plan)}
@@ -150,7 +165,7 @@ def _night(settings: JobSettings, copts: CatalogOptions, opts: StorageOptions, l
     out, run_id = settings.output, settings.run_id
     started, t0 = L.now_utc(), time.time()
     ledger, quarantine, released, journals = _read_state(settings, copts, opts)
-    plan, listing = plan_night(settings, copts, ledger=ledger, quarantine=quarantine, journals=journals)
+    plan, listing, sources = plan_night(settings, copts, ledger=ledger, quarantine=quarantine, journals=journals)
     if plan.guard.tripped and not copts.allow_mass_delete:
         raise JobError(f"deletion guard: {plan.guard.describe()}; nothing was changed. If the catalog really "
                        "shrank, rerun with --allow-mass-delete")
@@ -169,7 +184,7 @@ def _night(settings: JobSettings, copts: CatalogOptions, opts: StorageOptions, l
             # A record that outlived its output's overwrite would vouch for the wrong bytes.
             L.remove_provenance(out, plan.todo.column("output_uri").to_pylist(), opts)
             t = time.time()
-            pipeline = _render(settings, plan.todo, rows.add)
+            pipeline = _render(settings, _with_sources(plan.todo, sources), rows.add)
             timings["render_s"] = time.time() - t
         t = time.time()
         counts = commit(settings, plan, rows.table(), ledger, journals, own_journal, check_lease=lease.check,
@@ -195,6 +210,7 @@ def _night(settings: JobSettings, copts: CatalogOptions, opts: StorageOptions, l
         "contact_sheet": (pipeline or {}).get("contact_sheet"),
         "summary_uri": join_uri(runs, f"{run_id}.json"),
     }
+    summary = redact(summary, keys=False)
     write_bytes_atomic(summary["summary_uri"], json.dumps(summary, indent=2, sort_keys=True, default=str).encode(), opts)
     table = L.append_history(out, history | timings | {k: summary[k] for k in (
         "processed", "skipped", "deleted", "errors", "quarantined", "recovered", "removed_outputs", "error_rate",
@@ -212,7 +228,7 @@ def _record_failure(settings: JobSettings, history: dict, timings: dict, t0: flo
     try:
         L.append_history(settings.output, history | timings | {
             "status": "failed", "finished_at": L.now_utc(), "wall_s": time.time() - t0,
-            "error": f"{type(exc).__name__}: {exc}"[:2000]}, opts)
+            "error": redact_text(f"{type(exc).__name__}: {exc}")[:2000]}, opts)
     except Exception as inner:  # the store may be what failed; the original error matters more
         _log(f"could not record the failure in the history: {inner}")
 
@@ -224,11 +240,12 @@ def main(settings: CatalogSettings) -> int:
         _log(f"error: {exc}")
         return 2
     if summary["dry_run"]:
-        print(summary["plan_text"])
+        print(redact_text(summary["plan_text"]))
         return 0
-    print(f"night {summary['run_id']}: processed {summary['processed']}, skipped {summary['skipped']}, "
-          f"deleted {summary['deleted']}, recovered {summary['recovered']}, errors {summary['errors']}, "
-          f"quarantined {summary['quarantined']} in {summary['timings']['wall_s']:.1f}s; summary {summary['summary_uri']}")
+    print(redact_text(
+        f"night {summary['run_id']}: processed {summary['processed']}, skipped {summary['skipped']}, "
+        f"deleted {summary['deleted']}, recovered {summary['recovered']}, errors {summary['errors']}, "
+        f"quarantined {summary['quarantined']} in {summary['timings']['wall_s']:.1f}s; summary {summary['summary_uri']}"))
     return 0 if summary["passed"] else 1
 
 

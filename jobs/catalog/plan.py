@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.catalog import ledger as L
-from jobs.common.storage import InputFile, UnsafePathError, join_uri, safe_rel_components
+from jobs.common.metrics import redact_columns
+from jobs.common.storage import InputFile, UnsafePathError, join_uri, redact_uri, safe_rel_components
 
 # A todo row is a ledger row to be (kind: new | changed | recheck, the last a claimed output a dead
 # night may have overwritten).
@@ -28,8 +29,37 @@ LISTING_SCHEMA = pa.schema([("input_uri", pa.string()), ("rel_path", pa.string()
 Probe = Callable[[Sequence[str]], tuple[dict[str, dict], set[str]]]
 
 
+class AmbiguousInputs(ValueError):
+    """Two listed inputs that differ only in a secret (a signed query's value): redacted, the ledger
+    could not tell them apart."""
+
+
+def _named(inputs: Sequence[InputFile]) -> tuple[pa.Array, pa.Array]:
+    """(uris, redacted uris) of the inputs as Arrow columns: Python sees only URIs with a secret."""
+    raw = pa.array([f.uri for f in inputs], pa.string())
+    return raw, redact_columns(pa.table({"u": raw}), ("u",), redact_uri).column("u").combine_chunks()
+
+
+def listed_sources(inputs: Sequence[InputFile]) -> dict[str, str]:
+    """``{redacted uri: uri}`` for the inputs whose URI carries a secret. The ledger, journals and
+    quarantine name an input by its redacted URI (a presigned URL's new signature each night is the
+    same input); :class:`AmbiguousInputs` when two inputs would share one name."""
+    raw, shown = _named(inputs)
+    changed = pc.not_equal(raw, shown)
+    if not pc.any(changed).as_py():
+        return {}
+    if pc.count_distinct(shown).as_py() != pc.count_distinct(raw).as_py():
+        pairs = pa.table({"s": shown, "r": raw}).group_by(["s", "r"]).aggregate([])
+        counts = pairs.group_by("s").aggregate([([], "count_all")])
+        name = counts.filter(pc.greater(counts.column("count_all"), 1)).column("s")[0].as_py()
+        raise AmbiguousInputs(f"inputs {name} and another differ only in a secret (user:password@ or a signed "
+                              "query value): the catalog names inputs by their redacted URI; list each object once")
+    return dict(zip(shown.filter(changed).to_pylist(), raw.filter(changed).to_pylist()))
+
+
 def listing_table(inputs: Sequence[InputFile], versions: dict[str, str]) -> pa.Table:
-    return pa.table({"input_uri": [f.uri for f in inputs], "rel_path": [f.rel_path for f in inputs],
+    """The listing as the ledger names it: inputs by their redacted URI (:func:`listed_sources`)."""
+    return pa.table({"input_uri": _named(inputs)[1], "rel_path": [f.rel_path for f in inputs],
                      "input_version": [versions.get(f.uri) or f.version or "" for f in inputs]}, schema=LISTING_SCHEMA)
 
 

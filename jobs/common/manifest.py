@@ -26,6 +26,7 @@ from jobs.common.storage import (
     join_uri,
     redact,
     split_protocol,
+    url_path,
 )
 
 PAGE_ROWS = 65_536  # rows per record batch read from a user's manifest
@@ -85,11 +86,11 @@ def _csv_page(rows: list[list[str]], iu: int, ir: int | None) -> tuple[list, lis
 
 def _split(uri: str) -> tuple[str, str]:
     """(group, path) for deriving relative paths: a bucket and its key, or the local disk."""
-    protocol, rest = split_protocol(uri)
+    protocol, rest = split_protocol(url_path(uri))  # a presigned URL's query is never in an output key
     if protocol in _LOCAL:
         return "local", os.path.abspath(os.path.expanduser(rest))
     group, _, path = rest.partition("/")
-    return group, path
+    return group.rpartition("@")[2], path  # userinfo is no part of a key
 
 
 class _CommonDirs:

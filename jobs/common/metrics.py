@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,9 +16,29 @@ import pyarrow.parquet as pq
 
 from jobs.common.metrics_schema import BATCH_KEYS, SCHEMA
 from jobs.common.outcome import error_rate
-from jobs.common.storage import StorageOptions, join_uri, remove_prefix, write_bytes_atomic
+from jobs.common.storage import StorageOptions, join_uri, redact_text, redact_uri, remove_prefix, write_bytes_atomic
 
 ROWS_PER_FILE = 100_000
+URI_COLUMNS = ("input_uri", "output_uri")  # redacted when written, as URIs (redact_uri); "error" as text
+_MAY_HOLD_SECRET = r"[@?#&;]"  # no userinfo, query or fragment: nothing to redact
+
+
+def redact_columns(table: pa.Table, names: tuple[str, ...] = ("error",),
+                   redact: Callable[[str], str] = redact_text) -> pa.Table:
+    """``table`` with :func:`jobs.common.storage.redact_text` (or ``redact``) applied to its string
+    columns ``names``; only the values that could hold a secret go through Python, so a plain
+    catalog costs a scan."""
+    for name in names:
+        if name not in table.column_names:
+            continue
+        col = table.column(name).combine_chunks()
+        hit = pc.fill_null(pc.match_substring_regex(col, _MAY_HOLD_SECRET), False)
+        if not pc.any(hit).as_py():
+            continue
+        values = [None if v is None else redact(v) for v in col.filter(hit).to_pylist()]
+        col = pc.replace_with_mask(col, hit, pa.array(values, col.type))
+        table = table.set_column(table.column_names.index(name), name, col)
+    return table
 
 
 def _nullable(values: list, typ: pa.DataType) -> list:
@@ -166,7 +187,8 @@ class PairLedger:
 
 
 class MetricsWriter:
-    """Streams metrics tables to ``{output}/_metrics/run_id={run_id}/part-NNNNN.parquet``.
+    """Streams metrics tables to ``{output}/_metrics/run_id={run_id}/part-NNNNN.parquet``, their URIs
+    and errors redacted (the tables handed to it stay as they are: the contact sheet reads them).
 
     The run's partition is cleared first, so rerunning a run id replaces its rows instead of
     duplicating them; each part file is written atomically.
@@ -194,7 +216,8 @@ class MetricsWriter:
         if not self._pending:
             return
         buf = io.BytesIO()
-        pq.write_table(pa.concat_tables(self._pending), buf, compression="zstd")
+        table = redact_columns(pa.concat_tables(self._pending), URI_COLUMNS, redact_uri)
+        pq.write_table(redact_columns(table, ("error",)), buf, compression="zstd")
         uri = join_uri(self.prefix, f"part-{len(self.files):05d}.parquet")
         write_bytes_atomic(uri, buf.getvalue(), self.options)
         self.files.append(uri)

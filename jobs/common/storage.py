@@ -12,7 +12,6 @@ filesystem objects are built lazily and cached per process, never shipped betwee
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import os
 import posixpath
@@ -23,11 +22,13 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from jobs.common import s3
+from jobs.common.redaction import redact, redact_text, redact_uri  # noqa: F401  (the one redaction, found here)
 
 MANIFEST_SUFFIXES: tuple[str, ...] = (".parquet", ".csv")
 _LOCAL_PROTOCOLS = frozenset({"file", "local"})
@@ -88,6 +89,17 @@ def split_protocol(uri: str) -> tuple[str | None, str]:
     return (m.group(1).lower(), m.group(2)) if m else (None, uri)
 
 
+def url_path(uri: str) -> str:
+    """``uri`` as a file name may use it: an http(s) URL without its userinfo, query and fragment (a
+    presigned URL's signature names no file), anything else as it is (``?`` and ``#`` are legal
+    in S3 keys and local names)."""
+    protocol, _ = split_protocol(uri)
+    if protocol not in ("http", "https"):
+        return uri
+    parts = urlsplit(uri)
+    return f"{protocol}://{parts.netloc.rpartition('@')[2]}{unquote(parts.path)}"
+
+
 def join_uri(base: str, *parts: str) -> str:
     """Join path segments onto ``base``, keeping its scheme and never producing ``//`` in the path."""
     protocol, rest = split_protocol(base)
@@ -143,10 +155,27 @@ def arrow_paths(uris: list[str], options: StorageOptions | None = None) -> tuple
     return paths, None if isinstance(fs, LocalFileSystem) else fs
 
 
+@contextlib.contextmanager
+def _http_status(uri: str):
+    """An HTTP error answer (aiohttp's ClientResponseError is no OSError, and its text holds the
+    whole signed URL) as ``PermissionError`` (401, 403) or ``OSError``, naming the URI redacted."""
+    try:
+        yield
+    except (OSError, ValueError):
+        raise
+    except Exception as exc:
+        status = getattr(exc, "status", None)
+        if not isinstance(status, int):
+            raise
+        kind = PermissionError if status in (401, 403) else OSError
+        raise kind(f"HTTP {status} {getattr(exc, 'message', '')}: {redact_uri(uri)}".replace("  ", " ")) from None
+
+
 def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:
-    """The whole object; ``FileNotFoundError`` if absent."""
+    """The whole object; ``FileNotFoundError`` if absent, ``PermissionError`` when refused."""
     fs, path = get_filesystem(uri, options)
-    return fs.cat_file(path)
+    with _http_status(uri):
+        return fs.cat_file(path)
 
 
 def _etag(info: Mapping) -> str | None:
@@ -288,36 +317,12 @@ def output_uri(output: str, style: str, rel_path: str, ext: str) -> str:
     return join_uri(output, style, *parts)
 
 
-_SECRET_KEY_RE = re.compile(r"secret|passw(or)?d|token|keyid|accesskey|credential|authorization|apikey|privatekey")
-_URL_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]+@")
-# Signed URLs carry credentials in the query (X-Amz-Credential, X-Amz-Signature, ...).
-_QUERY_SECRET_RE = re.compile(
-    r"([?&][^=&#\s]*(?:secret|password|token|credential|signature|key-?id|access-?key)[^=&#\s]*=)[^&#\s]*", re.I
-)
-_REDACTED = "***"
-
-
-def _is_secret_key(key: Any) -> bool:
-    return bool(_SECRET_KEY_RE.search(re.sub(r"[^a-z0-9]", "", str(key).lower())))
-
-
-def redact(obj: Any) -> Any:
-    """Deep copy of ``obj`` with secret-looking mapping values replaced by ``"***"``, and URL userinfo
-    (``s3://KEY:SECRET@bucket``) and signed-URL query credentials removed from strings."""
-    if isinstance(obj, str):
-        return _QUERY_SECRET_RE.sub(rf"\1{_REDACTED}", _URL_USERINFO_RE.sub(r"\1", obj))
-    if isinstance(obj, Mapping):
-        return {k: (_REDACTED if v is not None and _is_secret_key(k) else redact(v)) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return type(obj)(redact(v) for v in obj)
-    return copy.deepcopy(obj)
-
-
 def get_file(uri: str, local_path: str, options: StorageOptions | None = None) -> None:
     """Copy an object to a local file (large videos: streamed, never held in memory whole)."""
     fs, path = get_filesystem(uri, options)
     os.makedirs(os.path.dirname(os.path.abspath(local_path)), exist_ok=True)
-    fs.get_file(path, local_path)
+    with _http_status(uri):
+        fs.get_file(path, local_path)
 
 
 def put_file_atomic(local_path: str, uri: str, options: StorageOptions | None = None) -> None:

@@ -40,7 +40,8 @@ from jobs.common.stylizer_spec import stylizer_spec
 from jobs.common import cli_settings
 from jobs.common.cli_settings import option, parse_selection
 from jobs.common.run_settings import BackendSpec, demo_checkpoint
-from jobs.common.storage import StorageOptions, join_uri, read_bytes, split_protocol, write_bytes_atomic
+from jobs.common.storage import (StorageOptions, join_uri, read_bytes, redact, redact_text, split_protocol,
+                                 url_path, write_bytes_atomic)
 
 PROG = "python -m jobs.stylize_image"
 # Output extensions we can write, mapped to the encoder's format name (".jpeg" is accepted too).
@@ -163,7 +164,12 @@ def parse_args(argv: Sequence[str] | None = None) -> ImageSettings:
 
 
 def _basename(uri: str) -> str:
-    return posixpath.basename(split_protocol(uri)[1].rstrip("/"))
+    return posixpath.basename(split_protocol(url_path(uri))[1].rstrip("/"))  # a signed URL's query names no file
+
+
+def _say(msg: str, err: bool = False) -> None:
+    """Every line the CLI prints, redacted (inputs and checkpoints may be presigned URLs)."""
+    print(redact_text(msg), file=sys.stderr if err else sys.stdout, flush=True)
 
 
 def _same_place(a: str, b: str) -> bool:
@@ -267,10 +273,10 @@ class _Reporter:
 
     def error(self, uri: str, out: str, exc: BaseException) -> None:
         self.failed += 1
-        print(f"{PROG}: error: {uri}: {_error_type(exc)}: {exc}", file=sys.stderr, flush=True)
+        _say(f"{PROG}: error: {uri}: {_error_type(exc)}: {exc}", err=True)
         if self.args.json_rows:
             row = {**self._base(uri, out), "status": "error", "error_type": _error_type(exc), "error": str(exc)}
-            print(json.dumps(row), flush=True)
+            print(json.dumps(redact(row, keys=False)), flush=True)
 
     def ok(self, uri: str, out: str, result: StyleResult) -> None:
         h, w = result.image.shape[:2]
@@ -279,9 +285,9 @@ class _Reporter:
                    "content_loss": _finite_or_none(result.content_loss), "style_loss": _finite_or_none(result.style_loss),
                    "tv_loss": _finite_or_none(result.tv_loss), "stylize_ms": result.stylize_ms,
                    "metrics_ms": result.metrics_ms}
-            print(json.dumps(row), flush=True)
+            print(json.dumps(redact(row, keys=False)), flush=True)
         elif not self.args.quiet:
-            print(f"{uri} -> {out} ({w}x{h}, {result.stylize_ms:.0f} ms)", flush=True)
+            _say(f"{uri} -> {out} ({w}x{h}, {result.stylize_ms:.0f} ms)")
 
 
 def _read(uri: str, args: ImageSettings, opener: Callable[[str], bytes]) -> np.ndarray:
@@ -314,7 +320,7 @@ def main(args: ImageSettings) -> int:
         fmt, outputs = plan_outputs(args.inputs, args.output, args.format)
         engine = build_engine(args, opener)
     except SetupError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
+        _say(f"{PROG}: error: {exc}", err=True)
         return 2
     report = _Reporter(args, engine)
     # Gatys runs one image at a time anyway; batching there would only hold more images in memory.
@@ -344,7 +350,7 @@ def main(args: ImageSettings) -> int:
                 continue
             report.ok(uri, out, result)
     if report.failed and not args.json_rows:
-        print(f"{PROG}: {report.failed} of {len(pairs)} input(s) failed", file=sys.stderr, flush=True)
+        _say(f"{PROG}: {report.failed} of {len(pairs)} input(s) failed", err=True)
     return 1 if report.failed else 0
 
 

@@ -26,17 +26,17 @@ import numpy as np
 from jobs.common import ray_runtime
 from jobs.common.checkpoints import read_style_blobs
 from jobs.common.listing import list_images
-from jobs.common.outcome import JobError, error_rate, run_main
+from jobs.common.outcome import JobError, error_rate, plain_output, run_main
 from jobs.common.planning import ActorPlan, plan_actors
 from jobs.common.progress import Progress
-from jobs.common.storage import join_uri, redact, remove_temp_files, write_bytes_atomic
+from jobs.common.storage import join_uri, redact, redact_text, remove_temp_files, write_bytes_atomic
 from jobs.video.metrics import write_metrics
 from jobs.video.settings import VideoSettings, parse_args
 
 
 def _log(settings: VideoSettings, msg: str) -> None:
     if not settings.quiet:
-        print(f"[stylize_video] {msg}", file=sys.stderr, flush=True)
+        print(f"[stylize_video] {redact_text(msg)}", file=sys.stderr, flush=True)
 
 
 def list_tasks(settings: VideoSettings) -> list[dict]:
@@ -167,6 +167,7 @@ def run(settings: VideoSettings) -> dict:
 
     started = time.time()
     settings = _with_demo_input(settings)
+    plain_output(settings.output)
     tasks = list_tasks(settings)
     blobs = read_style_blobs(settings)  # fail fast on a missing checkpoint; the actors load their own copies
     ray_runtime.init_ray(settings.address, quiet=settings.quiet, worker_env=malloc_env())
@@ -214,6 +215,7 @@ def _write_summary(settings: VideoSettings, summary: dict, strips: list[np.ndarr
         summary["contact_sheet"] = join_uri(runs, f"{settings.run_id}_contact.png")
         write_bytes_atomic(summary["contact_sheet"], _strip_png(strips), settings.storage_options)
     summary["summary_uri"] = join_uri(runs, f"{settings.run_id}.json")
+    summary = redact(summary, keys=False)  # input, checkpoints: presigned URLs are common
     write_bytes_atomic(summary["summary_uri"], json.dumps(summary, indent=2, sort_keys=True, default=str).encode(),
                        settings.storage_options)
     return summary

@@ -13,7 +13,8 @@ import math
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.common.storage import StorageOptions, join_uri, remove_prefix, write_bytes_atomic
+from jobs.common.metrics import redact_columns
+from jobs.common.storage import StorageOptions, join_uri, redact_uri, remove_prefix, write_bytes_atomic
 
 _S, _I, _F = pa.string(), pa.int64(), pa.float64()
 SCHEMA = pa.schema([
@@ -41,8 +42,9 @@ def _value(v, typ: pa.DataType):
 
 
 def to_table(rows: list[dict]) -> pa.Table:
-    return pa.table({f.name: pa.array([_value(r.get(f.name), f.type) for r in rows], type=f.type) for f in SCHEMA},
-                    schema=SCHEMA)
+    table = pa.table({f.name: pa.array([_value(r.get(f.name), f.type) for r in rows], type=f.type) for f in SCHEMA},
+                     schema=SCHEMA)
+    return redact_columns(redact_columns(table, ("input_uri", "output_uri"), redact_uri), ("error",))
 
 
 def metrics_prefix(output: str, run_id: str) -> str:

@@ -18,7 +18,8 @@ import numpy as np
 
 from stylize_core.video.errors import VideoError
 
-from jobs.common.storage import (exists, get_file, local_path, put_file_atomic, read_bytes, write_bytes_atomic)
+from jobs.common.storage import (exists, get_file, local_path, put_file_atomic, read_bytes, redact, url_path,
+                                 write_bytes_atomic)
 from jobs.common.planning import ActorPlan
 from jobs.video.settings import VideoSettings
 from jobs.video.workdir import segment_uris
@@ -67,7 +68,8 @@ class VideoWorker:
         if self._cached:
             with contextlib.suppress(OSError):
                 os.unlink(self._cached[1])
-        dest = os.path.join(self.tmp, "input-" + hashlib.sha1(uri.encode()).hexdigest()[:16] + os.path.splitext(uri)[1])
+        ext = os.path.splitext(url_path(uri))[1]  # a presigned URL's query is no part of a file name
+        dest = os.path.join(self.tmp, "input-" + hashlib.sha1(uri.encode()).hexdigest()[:16] + ext)
         get_file(uri, dest, self.opts)
         self._cached = (uri, dest)
         return dest
@@ -155,7 +157,7 @@ class VideoWorker:
         write_bytes_atomic(uri, buf.getvalue(), self.opts)
 
     def store_json(self, uri: str, data: dict) -> None:
-        write_bytes_atomic(uri, json.dumps(data).encode(), self.opts)
+        write_bytes_atomic(uri, json.dumps(redact(data, keys=False)).encode(), self.opts)  # kept under the output
 
     def load_json(self, uri: str) -> dict:
         return json.loads(read_bytes(uri, self.opts))
