@@ -122,7 +122,9 @@ def style_target(sm: StyleModel) -> StyleTarget:
     return None if any(image is None for image, _ in pairs) else pairs
 
 
-def _style_image(name: str, uri: str, opener: Opener, max_pixels: int) -> tuple[np.ndarray, str]:
+def read_style_image(name: str, uri: str, opener: Opener, max_pixels: int = 64_000_000) -> tuple[np.ndarray, str]:
+    """Style ``name``'s image (H, W, 3) uint8 and the sha256 of its bytes; SetupError saying why when
+    it cannot be read or decoded (training reads its style images through this too)."""
     try:
         data = opener(uri)
     except Exception as exc:  # OSErrors, and what remote filesystems raise (an HTTP 403 is no OSError)
@@ -148,7 +150,7 @@ def style_targets(spec: StylizerSpec, opener: Opener, checkpoints: Mapping[str, 
     only by an image (optimize) are identified by the image's hash in ``sha256``."""
     targets: dict[str, StyleTarget] = {}
     for name, uri in spec.style_images.items():
-        targets[name], digest = _style_image(name, uri, opener, spec.max_style_pixels)
+        targets[name], digest = read_style_image(name, uri, opener, spec.max_style_pixels)
         sha256.setdefault(name, digest)
     for name, sm in checkpoints.items():
         if style_target(sm) is not None:

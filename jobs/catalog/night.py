@@ -33,9 +33,10 @@ from jobs.catalog.commit import NightRows, commit
 from jobs.catalog.lease import Lease, LeaseError
 from jobs.catalog.plan import NightPlan, build_plan, describe_plan, listing_table
 from jobs.catalog.settings import CatalogOptions, CatalogSettings, catalog_options, parse_args
+from jobs.common.checkpoints import input_unusable, read_checkpoint, read_file, stop
 from jobs.common.listing import list_images
 from jobs.common.outcome import JobError, error_rate
-from jobs.common.storage import InputFile, StorageOptions, join_uri, read_bytes, write_bytes_atomic
+from jobs.common.storage import InputFile, StorageOptions, join_uri, redact, write_bytes_atomic
 from jobs.common.storage_batch import existing_files
 
 
@@ -52,18 +53,19 @@ def style_digests(settings: JobSettings, options: StorageOptions) -> dict[str, s
     blend's weights re-renders it."""
     out = {}
     for name in settings.style_names:
-        uri = settings.styles.get(name) or settings.style_images[name]
-        try:
-            out[name] = hashlib.sha256(read_bytes(uri, options)).hexdigest()
-        except FileNotFoundError:
-            raise JobError(f"style {name!r}: checkpoint not found: {uri}") from None
+        if name in settings.styles:  # unusable bytes stop the night here, before anything is planned
+            uri, data = settings.styles[name], read_checkpoint(name, settings.styles[name], options)
+        else:
+            uri = settings.style_images[name]
+            data = read_file("style image", uri, options, f"style {name!r}")
+        out[name] = hashlib.sha256(data).hexdigest()
         if name in settings.mixes:
             from stylize_core.builder import SetupError, load_checkpoints  # torch: only for multi-style configs
 
             try:
-                out[name] = load_checkpoints({name: uri}, lambda u: read_bytes(u, options), settings.mixes)[name].model_id
+                out[name] = load_checkpoints({name: uri}, lambda u: data, settings.mixes)[name].model_id
             except SetupError as exc:
-                raise JobError(str(exc)) from None
+                raise stop(str(exc)) from None
     return out
 
 
@@ -89,7 +91,9 @@ def plan_night(settings: JobSettings, copts: CatalogOptions, *, ledger: pa.Table
         inputs = list_images(settings.input, opts)
     except FileNotFoundError as exc:
         # An empty S3 prefix looks missing; treating it as empty would delete every output.
-        raise JobError(f"source not found (or an empty prefix): {exc}") from None
+        raise JobError(f"source not found (or an empty prefix): {redact(str(exc))}") from None
+    except (OSError, ValueError) as exc:  # denied, not listable, not images
+        raise input_unusable(settings.input, exc) from None
     listing = listing_table(inputs, L.input_versions(inputs, opts))
     journal = pa.concat_tables(list(journals.values())) if journals else None
     plan = build_plan(settings, listing, style_digests(settings, opts), ledger, quarantined=Q.held(quarantine),
