@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from stylize_core.file_errors import FileUnusable
+
 from jobs.batch import driver as batch
 from jobs.batch.settings import JobSettings
 from jobs.catalog import ledger as L
@@ -36,7 +38,7 @@ from jobs.catalog.settings import CatalogOptions, CatalogSettings, catalog_optio
 from jobs.common.checkpoints import input_unusable, read_checkpoint, read_file, stop
 from jobs.common.listing import list_images
 from jobs.common.outcome import JobError, error_rate
-from jobs.common.storage import InputFile, StorageOptions, join_uri, redact, write_bytes_atomic
+from jobs.common.storage import InputFile, StorageOptions, join_uri, write_bytes_atomic
 from jobs.common.storage_batch import existing_files
 
 
@@ -89,9 +91,11 @@ def plan_night(settings: JobSettings, copts: CatalogOptions, *, ledger: pa.Table
     opts = settings.storage_options
     try:
         inputs = list_images(settings.input, opts)
-    except FileNotFoundError as exc:
+    except FileNotFoundError:
         # An empty S3 prefix looks missing; treating it as empty would delete every output.
-        raise JobError(f"source not found (or an empty prefix): {redact(str(exc))}") from None
+        raise stop(FileUnusable("input", settings.input, "not found", "not found, or an empty prefix",
+                                "check --source (an empty prefix is refused: taken as an empty catalog, it would "
+                                "delete every output)")) from None
     except (OSError, ValueError) as exc:  # denied, not listable, not images
         raise input_unusable(settings.input, exc) from None
     listing = listing_table(inputs, L.input_versions(inputs, opts))
