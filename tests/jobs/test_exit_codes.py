@@ -215,3 +215,27 @@ def test_unusable_file_exits_2_with_one_line(results, case: str) -> None:
     if style is not None:
         assert f"style {style!r}: cannot use " in line, line
     assert SIGNATURE not in proc.stderr and os.environ["AWS_SECRET_ACCESS_KEY"] not in proc.stderr
+
+
+def test_local_permission_denied_reads_as_access_denied(tmp_path, monkeypatch) -> None:
+    """What a non-root user gets for a mode-000 checkpoint or directory (simulated: root reads those):
+    the PermissionError the OS raises, here raised by a patched ``open`` / ``os.scandir``."""
+    from stylize_core.builder import SetupError, load_checkpoints
+
+    from jobs.common.checkpoints import input_unusable
+    from jobs.common.listing import list_images
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(args[0]))
+
+    (tmp_path / "in").mkdir()
+    with monkeypatch.context() as m:
+        m.setattr("builtins.open", denied)
+        with pytest.raises(SetupError, match=r"^style 'm': cannot use checkpoint .*m\.pth: access denied; grant"):
+            load_checkpoints({"m": str(tmp_path / "m.pth")}, None)
+    with monkeypatch.context() as m:
+        m.setattr("os.scandir", denied)
+        with pytest.raises(PermissionError) as info:
+            list_images(str(tmp_path / "in"))
+    assert str(input_unusable(str(tmp_path / "in"), info.value)).startswith(
+        f"cannot use input {tmp_path / 'in'}: access denied; grant")
