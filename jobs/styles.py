@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def style_lines(checkpoint: str) -> list[str]:
     """``index<TAB>name`` per style; raises StyleModelError with the reason when unreadable."""
-    from stylize_core.checkpoint import StyleModelError, load_style_model
+    from stylize_core.checkpoint import load_style_model
 
     from jobs.common.storage import read_bytes, split_protocol
 
@@ -31,10 +31,7 @@ def style_lines(checkpoint: str) -> list[str]:
         checkpoint = path
     elif protocol is not None:
         def opener(uri: str) -> bytes:
-            try:
-                return read_bytes(uri)
-            except FileNotFoundError:
-                raise StyleModelError(f"style checkpoint not found: {uri}") from None
+            return read_bytes(uri)  # load_style_model says why it cannot be read
 
     model = load_style_model(checkpoint, opener=opener)
     return [f"{i}\t{name}" for i, name in enumerate(model.style_names)]

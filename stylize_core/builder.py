@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .checkpoint import StyleModel, StyleModelError, load_style_model
+from .file_errors import FileUnusable, unusable
 from .gatys import GatysConfig
 from .image_io import ImageDecodeError, decode_image
 from .loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, StyleTarget
@@ -103,12 +104,8 @@ def load_checkpoints(styles: Mapping[str, str], opener: Opener | None,
     for name, uri in styles.items():
         try:
             models[name] = load_style_model(uri, opener=opener, style=(mixes or {}).get(name))
-        except (FileNotFoundError, IsADirectoryError):
-            raise SetupError(f"style {name!r}: checkpoint not found: {uri}") from None
-        except StyleModelError as exc:
-            raise SetupError(f"style {name!r}: {exc}") from None
-        except OSError as exc:
-            raise SetupError(f"style {name!r}: cannot read {uri}: {type(exc).__name__}: {exc}") from None
+        except StyleModelError as exc:  # every cause, reading included (stylize_core.file_errors)
+            raise SetupError(exc.line(f"style {name!r}")) from None
         if models[name].needs_selection:
             listed = ", ".join(f"{i}:{n}" for i, n in enumerate(models[name].style_names))
             raise SetupError(f"style {name!r}: {uri} is a multi-style network ({listed}); choose a style or a blend "
@@ -125,14 +122,19 @@ def style_target(sm: StyleModel) -> StyleTarget:
     return None if any(image is None for image, _ in pairs) else pairs
 
 
-def _style_image(name: str, uri: str, opener: Opener, max_pixels: int) -> tuple[np.ndarray, str]:
+def read_style_image(name: str, uri: str, opener: Opener, max_pixels: int = 64_000_000) -> tuple[np.ndarray, str]:
+    """Style ``name``'s image (H, W, 3) uint8 and the sha256 of its bytes; SetupError saying why when
+    it cannot be read or decoded (training reads its style images through this too)."""
     try:
         data = opener(uri)
+    except Exception as exc:  # OSErrors, and what remote filesystems raise (an HTTP 403 is no OSError)
+        raise SetupError(unusable("style image", uri, exc).line(f"style {name!r}")) from None
+    try:
         return decode_image(data, max_pixels=max_pixels), hashlib.sha256(data).hexdigest()
-    except FileNotFoundError:
-        raise SetupError(f"style image for {name!r} not found: {uri}") from None
-    except (OSError, ImageDecodeError) as exc:
-        raise SetupError(f"cannot read style image {uri} for {name!r}: {type(exc).__name__}: {exc}") from None
+    except ImageDecodeError as exc:
+        cause = "empty" if not data else "truncated" if "truncated" in str(exc) else "not an image"
+        problem = FileUnusable("style image", uri, cause, f"it is not a usable image ({exc})")
+        raise SetupError(problem.line(f"style {name!r}")) from None
 
 
 def loss_network(spec: StylizerSpec, opener: Opener) -> VGGFeatures | None:
@@ -148,7 +150,7 @@ def style_targets(spec: StylizerSpec, opener: Opener, checkpoints: Mapping[str, 
     only by an image (optimize) are identified by the image's hash in ``sha256``."""
     targets: dict[str, StyleTarget] = {}
     for name, uri in spec.style_images.items():
-        targets[name], digest = _style_image(name, uri, opener, spec.max_style_pixels)
+        targets[name], digest = read_style_image(name, uri, opener, spec.max_style_pixels)
         sha256.setdefault(name, digest)
     for name, sm in checkpoints.items():
         if style_target(sm) is not None:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .file_errors import FileUnusable, read_failure, sniff_checkpoint
 from .style_mix import Selection, mix_label, model_id, normalize_weights
 from .transformer_net import NetConfig, TransformerNet
 
@@ -51,9 +52,12 @@ _SHOWN = 3  # keys listed in a mismatch message
 Opener = Callable[[str], bytes]
 
 
-class StyleModelError(ValueError):
+class StyleModelError(FileUnusable):
     """A style checkpoint cannot be loaded (missing, unsafe or not a TransformerNet), or a style
-    selection does not fit the checkpoint."""
+    selection does not fit the checkpoint: ``cause`` classifies it (:mod:`stylize_core.file_errors`)."""
+
+    def __init__(self, source: str, cause: str, reason: str, hint: str | None = None) -> None:
+        super().__init__("checkpoint", source, cause, reason, hint)
 
 
 @dataclass
@@ -104,7 +108,8 @@ class StyleModel:
         try:
             weights = normalize_weights(selection, self.style_names or ("",) * self.arch.num_styles)
         except ValueError as exc:
-            raise StyleModelError(f"{self.source}: {exc}") from None
+            raise StyleModelError(self.source, "selection", str(exc),
+                                  "choose one of its styles (python -m jobs.styles URI lists them)") from None
         if not self.multi_style:
             return self  # the only style there is
         network = self.network if self.network is not None else self.model
@@ -118,17 +123,13 @@ class StyleModel:
 
 
 def _read(source: str, opener: Opener | None) -> bytes:
-    if opener is not None:
-        return opener(source)
     try:
+        if opener is not None:
+            return opener(source)
         with open(source, "rb") as f:
             return f.read()
-    except FileNotFoundError:
-        raise StyleModelError(f"style checkpoint not found: {source}") from None
-    except IsADirectoryError:
-        raise StyleModelError(f"style checkpoint {source} is a directory, not a file") from None
-    except PermissionError:
-        raise StyleModelError(f"style checkpoint {source}: permission denied") from None
+    except Exception as exc:  # OSErrors, and what remote filesystems raise (an HTTP 403 is no OSError)
+        raise StyleModelError(source, *read_failure(exc)) from None
 
 
 def _public_name(module: str, name: str) -> str:
@@ -170,29 +171,22 @@ def _blocked_global(raw: bytes, message: str) -> str | None:
 
 
 def _torch_load(raw: bytes, source: str) -> Any:
-    if not raw:
-        raise StyleModelError(f"style checkpoint {source} is empty (0 bytes)")
-    # torch.save writes a zip archive (current) or a protocol-2 pickle (legacy); anything else, e.g. a
-    # text or HTML file, is no checkpoint at all (torch would fail with a bare KeyError).
-    if not raw.startswith((b"PK\x03\x04", b"\x80")):
-        head = raw[:24]
-        kind = "a text file" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "a binary file"
-        raise StyleModelError(f"{source} is not a PyTorch checkpoint: it is {kind} starting with {head!r}")
+    # Empty, an HTML page, a cut-short archive: torch would fail with a bare KeyError or EOFError.
+    if problem := sniff_checkpoint(raw):
+        raise StyleModelError(source, *problem)
     try:
         return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         culprit = _blocked_global(raw, str(exc))
         if culprit:
-            raise StyleModelError(
-                f"refused to load {source}: it would import {culprit}, which a tensor checkpoint never "
-                "needs (loaded with torch.load weights_only=True; nothing in it ran)"
-            ) from None
-        raise StyleModelError(
-            f"refused to load {source}: it is not a plain tensor checkpoint (torch.load weights_only=True "
-            f"said: {_first_line(exc)})"
-        ) from None
-    except Exception as exc:
-        raise StyleModelError(f"cannot read {source} as a PyTorch checkpoint: {type(exc).__name__}: {exc}") from None
+            raise StyleModelError(source, "unsafe",
+                                  f"refused to load it: it would import {culprit}, which a tensor checkpoint never "
+                                  "needs (loaded with torch.load weights_only=True; nothing in it ran)") from None
+        raise StyleModelError(source, "unsafe", "refused to load it: it is not a plain tensor checkpoint "
+                              f"(torch.load weights_only=True said: {_first_line(exc)})") from None
+    except Exception as exc:  # a damaged archive or pickle: cut short, or bytes changed in transit
+        raise StyleModelError(source, "truncated", "it is damaged or truncated (torch.load said: "
+                              f"{type(exc).__name__}: {_first_line(exc)})") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -222,9 +216,8 @@ def _build(state: dict[str, torch.Tensor], arch: NetConfig, source: str) -> Tran
         parts = [f"missing keys: {_listed(missing)}" if missing else "",
                  f"unexpected keys: {_listed(unexpected)}" if unexpected else "",
                  f"shape mismatches: {_listed(shapes)}" if shapes else ""]
-        raise StyleModelError(
-            f"{source} does not match TransformerNet({arch.describe()}): {'; '.join(p for p in parts if p)}"
-        )
+        raise StyleModelError(source, "wrong network",
+                              f"it does not match TransformerNet({arch.describe()}): {', '.join(p for p in parts if p)}")
     model.load_state_dict(state, strict=True)
     return model.eval().requires_grad_(False)
 
@@ -244,7 +237,7 @@ def load_style_model(
     ``style`` selects a style or blend of a multi-style checkpoint (:meth:`StyleModel.select`).
     """
     if data is None and opener is None and os.path.isdir(source):
-        raise StyleModelError(f"style checkpoint {source} is a directory, not a file")
+        raise StyleModelError(source, "directory", "it is a directory")
     raw = data if data is not None else _read(source, opener)
     digest = hashlib.sha256(raw).hexdigest()
     obj = _torch_load(raw, source)
@@ -254,14 +247,15 @@ def load_style_model(
     arch = NetConfig()
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if int(obj.get("version", 0)) > FORMAT_VERSION:
-            raise StyleModelError(f"{source} has checkpoint format version {obj['version']}, newer than {FORMAT_VERSION}")
+            raise StyleModelError(source, "wrong network", f"it has checkpoint format version {obj['version']}, "
+                                  f"newer than {FORMAT_VERSION}", "update this project to load it")
         try:
             arch = NetConfig.from_dict(obj.get("arch"))
         except (TypeError, ValueError) as exc:
-            raise StyleModelError(f"{source} has an invalid architecture record: {exc}") from None
+            raise StyleModelError(source, "wrong network", f"it has an invalid architecture record: {exc}") from None
         state = obj.get("state_dict")
         if not isinstance(state, dict):
-            raise StyleModelError(f"{source} is a style checkpoint without a state dict")
+            raise StyleModelError(source, "wrong network", "it is a style checkpoint without a state dict")
         metadata = dict(obj.get("metadata") or {})
         if arch.multi_style:
             images = [_image(v) for v in obj.get("style_images") or []] or [None] * arch.num_styles
@@ -271,15 +265,15 @@ def load_style_model(
         state = obj
         images = [None]
     else:
-        raise StyleModelError(f"{source} is neither a style checkpoint nor a TransformerNet state dict")
+        raise StyleModelError(source, "wrong network", "it is neither a style checkpoint nor a TransformerNet state dict")
 
     state = {k: v.float() for k, v in state.items() if not _LEGACY_KEY.search(k)}
     model = _build(state, arch, source)
     if arch.multi_style:
         names = tuple(str(n) for n in metadata.get("styles") or [f"style{i}" for i in range(arch.num_styles)])
         if len(names) != arch.num_styles or len(images) != arch.num_styles:
-            raise StyleModelError(f"{source} lists {len(names)} style names and {len(images)} style images "
-                                  f"for a network of {arch.num_styles} styles")
+            raise StyleModelError(source, "wrong network", f"it lists {len(names)} style names and {len(images)} "
+                                  f"style images for a network of {arch.num_styles} styles")
     else:
         names = (str(metadata.get("style") or ""),)
     loaded = StyleModel(model=model, metadata=metadata, style_image=images[0] if not arch.multi_style else None,

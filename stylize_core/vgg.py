@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from .file_errors import FileUnusable, sniff_checkpoint, unusable
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -92,15 +94,18 @@ def _load_state_from(spec: str, opener: Opener | None) -> tuple[dict[str, torch.
         else:
             with open(spec, "rb") as f:
                 data = f.read()
-    except FileNotFoundError:
-        raise VGGWeightsError(f"VGG weights file not found: {spec}") from None
+    except Exception as exc:  # OSErrors, and what remote filesystems raise (an HTTP 403 is no OSError)
+        raise VGGWeightsError(unusable("VGG weights", spec, exc).line()) from None
     digest = hashlib.sha256(data).hexdigest()
+    if problem := sniff_checkpoint(data):
+        raise VGGWeightsError(FileUnusable("VGG weights", spec, *problem).line())
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise VGGWeightsError(
-            f"cannot load VGG weights from {spec} as a plain state dict (weights_only=True): {exc}"
-        ) from None
+        reason = f"it cannot be loaded as a plain state dict (torch.load weights_only=True said: {exc})"
+        raise VGGWeightsError(FileUnusable("VGG weights", spec, "wrong weights", reason.splitlines()[0]).line()) from None
+    if not isinstance(state, dict):
+        raise VGGWeightsError(FileUnusable("VGG weights", spec, "wrong weights", "it is not a state dict").line())
     return state, digest
 
 
@@ -165,7 +170,8 @@ class VGGFeatures(nn.Module):
             try:
                 features.load_state_dict(state, strict=True)
             except RuntimeError as exc:
-                raise VGGWeightsError(f"{weights} is not a {arch} state dict: {exc}") from None
+                reason = f"it is not a {arch} state dict ({str(exc).splitlines()[0][:300]})"
+                raise VGGWeightsError(FileUnusable("VGG weights", weights, "wrong weights", reason).line()) from None
 
         modules = list(features.children())[:depth]
         for module in modules:

@@ -12,9 +12,10 @@ import functools
 import hashlib
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,8 +25,7 @@ from jobs.batch.settings import JobSettings, parse_args
 from jobs.batch.stages import SETUP_ERROR, encode_write, read_decode
 from jobs.batch.staging import StagedManifest, stage_inputs, staging_prefix
 from jobs.common import ray_runtime
-from jobs.common.checkpoints import check_style_blobs, read_style_blobs
-from jobs.common.manifest import ManifestError
+from jobs.common.checkpoints import check_style_blobs, input_unusable, read_style_blobs, stop
 from jobs.common.metrics import MetricsWriter, PairLedger, RunCounts, to_table
 from jobs.common.outcome import JobError, plain_output, run_main
 from jobs.common.planning import ActorPlan, plan_actors
@@ -44,7 +44,7 @@ def _raise_setup_error(table: pa.Table) -> None:
     ``setup_error``: the run cannot start, so stop with the actor's message (exit 2)."""
     errors = pc.filter(table.column("error"), pc.equal(table.column("error_type"), SETUP_ERROR))
     if len(errors):
-        raise JobError(errors[0].as_py())
+        raise stop(errors[0].as_py())
 
 
 # The actor class, by name: actors import it (and torch); the driver never does.
@@ -119,20 +119,22 @@ def run(
     opts = settings.storage_options
     staging = staging_prefix(plain_output(settings.output), settings.run_id)
 
-    def stage() -> StagedManifest:
-        try:
-            return stage_inputs(settings.input if inputs is None else inputs, staging, opts, todo=todo)
-        except FileNotFoundError as exc:
-            raise JobError(f"input not found: {redact_text(str(exc))}") from None
-        except (ManifestError, ValueError, PermissionError) as exc:
-            raise JobError(f"input {redact(settings.input)}: {redact_text(str(exc))}") from None
+    listed = threading.Event()
 
-    # Listing and fetching checkpoints take seconds each: they overlap Ray's start-up (as does
-    # importing Ray Data). ray.init stays on the main thread, where it installs its signal handlers.
+    def stage() -> StagedManifest:
+        source = settings.input if inputs is None else inputs
+        try:
+            return stage_inputs(source, staging, opts, todo=todo, on_listed=listed.set)
+        except (OSError, ValueError) as exc:  # missing, denied, not listable, a bad manifest
+            raise input_unusable(source if isinstance(source, str) else settings.input, exc) from None
+
+    # Listing takes seconds: past its first page it overlaps Ray's start-up (as does importing Ray
+    # Data). ray.init stays on the main thread, where it installs its signal handlers.
     try:
         with ThreadPoolExecutor(3, thread_name_prefix="stylize-prepare") as pool:
             blobs_f = pool.submit(read_style_blobs, settings)
             staged_f = pool.submit(stage)
+            _fail_before_ray(blobs_f, staged_f, listed)
             pool.submit(ray_runtime.preload_data)
             # Local workers inherit the actors' malloc settings: actors then start on prestarted workers.
             ray_runtime.init_ray(settings.address, quiet=settings.quiet, worker_env=malloc_env())
@@ -147,10 +149,21 @@ def run(
             checked = ray_runtime.call_remote(check_style_blobs, settings, blobs)
         problem = ray_runtime.result(checked) if checked is not None else None
         if problem:
-            raise JobError(problem)
+            raise stop(problem)
         return _finish(settings, staged, blobs, plan, started, on_rows)
     finally:
         remove_prefix(staging, opts)  # the metrics rows are the record of what ran
+
+
+def _fail_before_ray(blobs: Future, staged: Future, listed: threading.Event) -> None:
+    """Raise what already stops the run before Ray starts (seconds, and its workers' memory): the
+    checkpoints are read and checked (milliseconds locally, a GET per style remotely), and the listing
+    has answered (one LIST), before Ray's start-up; the rest of the listing still overlaps it."""
+    blobs.result()
+    while not listed.wait(0.01) and not staged.done():
+        pass
+    if staged.done():
+        staged.result()
 
 
 def _finish(settings: JobSettings, staged: StagedManifest, blobs: dict[str, bytes], plan: ActorPlan, started: float,

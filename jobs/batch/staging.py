@@ -9,7 +9,7 @@ counts results by ``idx`` (see :class:`jobs.common.metrics.PairLedger`).
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -48,10 +48,13 @@ def stage_inputs(
     *,
     todo: Mapping[str, Sequence[str]] | None = None,
     part_rows: int = PART_ROWS,
+    on_listed: Callable[[], None] | None = None,
 ) -> StagedManifest:
     """Write ``source`` (a prefix, an image or a manifest URI, or InputFiles) as numbered parts under
     ``prefix`` (cleared first), a part at a time as the listing arrives. ``todo`` maps an input uri
-    to the styles to render for it (the others become ``skipped`` rows)."""
+    to the styles to render for it (the others become ``skipped`` rows). ``on_listed`` is called once
+    the listing has answered (its first page, or its end): a prefix that cannot be listed has raised
+    by then."""
     if isinstance(source, str):
         pages: Iterable[Iterable[InputFile]] = (
             iter_manifest(source, options) if is_manifest(source) else iter_listing(source, options)
@@ -78,6 +81,9 @@ def stage_inputs(
             values.clear()
 
     for page in pages:
+        if on_listed is not None:
+            on_listed()
+            on_listed = None
         for f in page:
             if planned is None:  # a manifest carrying its own plan (the catalog's) is planned throughout
                 planned = isinstance(f, PlannedInput)
@@ -91,5 +97,7 @@ def stage_inputs(
             rows += 1
             if len(cols["uri"]) >= part_rows:
                 flush()
+    if on_listed is not None:
+        on_listed()
     flush()
     return StagedManifest(prefix, tuple(parts), rows, bool(planned))

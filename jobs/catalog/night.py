@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from stylize_core.file_errors import FileUnusable
+
 from jobs.batch import driver as batch
 from jobs.batch.settings import JobSettings
 from jobs.catalog import ledger as L
@@ -33,9 +35,10 @@ from jobs.catalog.commit import NightRows, commit
 from jobs.catalog.lease import Lease, LeaseError
 from jobs.catalog.plan import AmbiguousInputs, NightPlan, build_plan, describe_plan, listed_sources, listing_table
 from jobs.catalog.settings import CatalogOptions, CatalogSettings, catalog_options, parse_args
+from jobs.common.checkpoints import input_unusable, read_checkpoint, read_file, stop
 from jobs.common.listing import list_images
 from jobs.common.outcome import JobError, error_rate, plain_output
-from jobs.common.storage import InputFile, StorageOptions, join_uri, read_bytes, redact, redact_text, write_bytes_atomic
+from jobs.common.storage import InputFile, StorageOptions, join_uri, redact, redact_text, write_bytes_atomic
 from jobs.common.storage_batch import existing_files
 
 
@@ -52,18 +55,19 @@ def style_digests(settings: JobSettings, options: StorageOptions) -> dict[str, s
     blend's weights re-renders it."""
     out = {}
     for name in settings.style_names:
-        uri = settings.styles.get(name) or settings.style_images[name]
-        try:
-            out[name] = hashlib.sha256(read_bytes(uri, options)).hexdigest()
-        except FileNotFoundError:
-            raise JobError(f"style {name!r}: checkpoint not found: {redact_text(uri)}") from None
+        if name in settings.styles:  # unusable bytes stop the night here, before anything is planned
+            uri, data = settings.styles[name], read_checkpoint(name, settings.styles[name], options)
+        else:
+            uri = settings.style_images[name]
+            data = read_file("style image", uri, options, f"style {name!r}")
+        out[name] = hashlib.sha256(data).hexdigest()
         if name in settings.mixes:
             from stylize_core.builder import SetupError, load_checkpoints  # torch: only for multi-style configs
 
             try:
-                out[name] = load_checkpoints({name: uri}, lambda u: read_bytes(u, options), settings.mixes)[name].model_id
+                out[name] = load_checkpoints({name: uri}, lambda u: data, settings.mixes)[name].model_id
             except SetupError as exc:
-                raise JobError(str(exc)) from None
+                raise stop(str(exc)) from None
     return out
 
 
@@ -89,11 +93,15 @@ def plan_night(settings: JobSettings, copts: CatalogOptions, *, ledger: pa.Table
     try:
         inputs = list_images(settings.input, opts)
         sources = listed_sources(inputs)
-    except FileNotFoundError as exc:
+    except FileNotFoundError:
         # An empty S3 prefix looks missing; treating it as empty would delete every output.
-        raise JobError(f"source not found (or an empty prefix): {redact_text(str(exc))}") from None
+        raise stop(FileUnusable("input", settings.input, "not found", "not found, or an empty prefix",
+                                "check --source (an empty prefix is refused: taken as an empty catalog, it would "
+                                "delete every output)")) from None
     except AmbiguousInputs as exc:
         raise JobError(str(exc)) from None
+    except (OSError, ValueError) as exc:  # denied, not listable, not images
+        raise input_unusable(settings.input, exc) from None
     listing = listing_table(inputs, L.input_versions(inputs, opts))
     journal = pa.concat_tables(list(journals.values())) if journals else None
     plan = build_plan(settings, listing, style_digests(settings, opts), ledger, quarantined=Q.held(quarantine),

@@ -36,6 +36,7 @@ from stylize_core.host import retain_freed_memory
 from stylize_core.image_io import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, ImageDecodeError, decode_image, encode_image, resize_max_side
 from stylize_core.stylizer import Stylizer, StyleResult
 
+from jobs.common.checkpoints import one_line
 from jobs.common.stylizer_spec import stylizer_spec
 from jobs.common import cli_settings
 from jobs.common.cli_settings import option, parse_selection
@@ -230,12 +231,13 @@ def build_engine(args: ImageSettings, opener: Callable[[str], bytes]) -> Engine:
         style = posixpath.splitext(_basename(args.style_image))[0] or "style"
         styles, style_images = {}, {style: args.style_image}
     else:
+        named = posixpath.splitext(_basename(source))[0] or "style"  # errors name the style as the jobs do
         try:
-            model = load_checkpoints({"style": source}, opener, {"style": args.mix} if args.mix is not None else None)["style"]
+            model = load_checkpoints({named: source}, opener, {named: args.mix} if args.mix is not None else None)[named]
         except BuildError as exc:
             hint = "" if args.checkpoint else " (the demo model is not installed; pass --checkpoint PATH_OR_URI)"
             raise SetupError(f"{exc}{hint}") from None
-        style = str(model.name or posixpath.splitext(_basename(source))[0] or "style")
+        style = str(model.name or named)
         styles, loaded = {style: source}, {style: model}
         style_images = {style: args.style_image} if args.style_image else {}
     spec = stylizer_spec(args, styles=styles, style_images=style_images, mixes={}, max_batch=args.batch_size)
@@ -320,7 +322,7 @@ def main(args: ImageSettings) -> int:
         fmt, outputs = plan_outputs(args.inputs, args.output, args.format)
         engine = build_engine(args, opener)
     except SetupError as exc:
-        _say(f"{PROG}: error: {exc}", err=True)
+        _say(f"{PROG}: error: {one_line(str(exc))}", err=True)
         return 2
     report = _Reporter(args, engine)
     # Gatys runs one image at a time anyway; batching there would only hold more images in memory.

@@ -45,12 +45,13 @@ import torch
 
 from stylize_core.checkpoint import examples_state_dict
 from stylize_core.host import malloc_env
-from stylize_core.image_io import decode_image
 from stylize_core.onnx_export import onnx_bytes, onnx_max_abs_diff
 from stylize_core.training import TrainConfig, trained_checkpoint_bytes
 from stylize_core.transformer_net import TransformerNet
 
+from jobs.common.checkpoints import input_unusable, stop
 from jobs.common.listing import list_images
+from jobs.common.outcome import JobError
 from jobs.common.storage import StorageOptions, get_filesystem, join_uri, read_bytes, redact, split_protocol
 from jobs.common.storage import write_bytes_atomic
 from jobs.train.settings import TrainSettings, parse_args, train_config_from_args
@@ -240,8 +241,11 @@ def main(args: TrainSettings) -> int:
         print("warning: RAY_TRAIN_V2_ENABLED=0: a rerun will not resume from the checkpoints", file=sys.stderr)
     options = StorageOptions()
     config = train_config_from_args(args)
-    files = list_images(args.content, options)
-    style_images = [decode_image(read_bytes(uri, options)) for uri in args.style_image]  # (H, W, 3) uint8 each
+    try:
+        files, style_images = _inputs(args, config, options)
+    except JobError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if len(files) < args.workers * args.batch_size:
         print(f"error: {len(files)} content images, fewer than --workers x --batch-size", file=sys.stderr)
         return 2
@@ -278,6 +282,29 @@ def main(args: TrainSettings) -> int:
     write_bytes_atomic(join_uri(args.output, "train_summary.json"), json.dumps(summary, indent=2).encode(), options)
     print(json.dumps(redact({k: v for k, v in summary.items() if k not in ("training_config", "skipped")}), indent=2))
     return 0
+
+
+def _inputs(args: TrainSettings, config: TrainConfig, options: StorageOptions) -> tuple[list, list[np.ndarray]]:
+    """The content listing and the style images (H, W, 3 uint8 each), after checking that the VGG
+    weights load: what the workers would otherwise find unusable, one traceback each, after Ray started.
+    JobError (exit 2) saying which file and why."""
+    from stylize_core.builder import SetupError, read_style_image
+    from stylize_core.vgg import VGGFeatures, VGGWeightsError, layer_names
+
+    try:
+        files = list_images(args.content, options)
+    except (OSError, ValueError) as exc:
+        raise input_unusable(args.content, exc) from None
+    names = list(config.style_names) or [config.style_name]
+    try:
+        images = [read_style_image(name, uri, lambda u: read_bytes(u, options))[0]
+                  for name, uri in zip(names, args.style_image)]
+        if not config.vgg_weights.startswith("random:"):  # the same loader the workers run
+            VGGFeatures(config.vgg, layer_names(config.vgg)[:1], config.vgg_weights,
+                        opener=lambda u: read_bytes(u, options))
+    except (SetupError, VGGWeightsError) as exc:
+        raise stop(str(exc)) from None
+    return files, images
 
 
 def _trainer(args: TrainSettings, config: TrainConfig, plan: WorkerPlan, style_images: list[np.ndarray],

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from jobs.common import ray_runtime
-from jobs.common.checkpoints import read_style_blobs
+from jobs.common.checkpoints import input_unusable, read_style_blobs, stop
 from jobs.common.listing import list_images
 from jobs.common.outcome import JobError, error_rate, plain_output, run_main
 from jobs.common.planning import ActorPlan, plan_actors
@@ -49,8 +49,8 @@ def list_tasks(settings: VideoSettings) -> list[dict]:
         if settings.kind == "video":
             return [{"uri": f.uri, "rel_path": f.rel_path} for f in list_images(settings.input, opts, VIDEO_EXTENSIONS)]
         files = list_images(settings.input, opts, SEQUENCE_EXTENSIONS)
-    except (FileNotFoundError, ValueError) as exc:
-        raise JobError(f"input not usable: {redact(str(exc))}") from None
+    except (OSError, ValueError) as exc:  # missing, denied, not listable, not videos
+        raise input_unusable(settings.input, exc) from None
     by_rel = {f.rel_path: f.uri for f in files}
     return [{"uri": join_uri(settings.input, seq.name), "rel_path": seq.name, "sequence": seq,
              "frame_uris": [by_rel[r] for r in seq.rel_paths]} for seq in find_sequences(by_rel)]
@@ -133,7 +133,7 @@ def _drive(settings: VideoSettings, plan: ActorPlan, tasks: list[dict]) -> _Prog
     """Probe every input, run its segments, join them: each result starts the next step of its input."""
     from stylize_core.host import malloc_env
 
-    from jobs.video.worker import VideoWorker
+    from jobs.video.worker import SETUP_ERROR, VideoWorker
 
     state = _Progress(tasks, progress=Progress("[stylize_video]", len(tasks) * len(settings.styles),
                                                rate_unit="rows/s", enabled=not settings.quiet))
@@ -146,6 +146,8 @@ def _drive(settings: VideoSettings, plan: ActorPlan, tasks: list[dict]) -> _Prog
             pool.submit("probe", task)
         while pool.has_next():
             result = pool.next_unordered()
+            if result["op"] == "probe" and result["error_type"] == SETUP_ERROR:
+                raise stop(result["error"])  # the workers cannot build their stylizer: nothing can run
             if result["op"] == "probe":
                 _on_probed(pool, settings, state, result)
             elif result["op"] == "segment":

@@ -24,6 +24,9 @@ from jobs.common.planning import ActorPlan
 from jobs.video.settings import VideoSettings
 from jobs.video.workdir import segment_uris
 
+SETUP_ERROR = "setup_error"  # a probe's error_type when the worker could not build its stylizer
+
+
 def sequence_plan_inputs(n: int, fps: float) -> tuple[list[int], list[int], Fraction]:
     """Frame timestamps of an image sequence: every frame a keyframe, ``fps`` frames a second."""
     return list(range(n)), list(range(n)), Fraction(fps).limit_denominator(1000) ** -1
@@ -35,6 +38,7 @@ class VideoWorker:
     def __init__(self, settings: VideoSettings, plan: ActorPlan) -> None:
         import torch
 
+        from stylize_core.builder import SetupError
         from stylize_core.registry import build_stylizer
 
         from jobs.common.stylizer_spec import run_stylizer_spec
@@ -48,7 +52,12 @@ class VideoWorker:
             torch.set_num_threads(plan.torch_threads or max(1, (os.cpu_count() or 1) // max(1, plan.max_actors)))
         # The image job's builder: the same checkpoints, style-loss targets and loss network. Losses are
         # measured here on every --loss-every-th frame, not by the Stylizer on every frame.
-        built = build_stylizer(run_stylizer_spec(settings, settings.batch_size), lambda uri: read_bytes(uri, self.opts))
+        self.setup_error = ""  # why nothing can be stylised: every probe answers with it, the driver stops (exit 2)
+        try:
+            built = build_stylizer(run_stylizer_spec(settings, settings.batch_size), lambda uri: read_bytes(uri, self.opts))
+        except SetupError as exc:  # raised here it would reach the driver as a Ray traceback, after retries
+            self.setup_error = str(exc)
+            return
         self.stylizer = built.stylizer
         self.sha256 = built.model_sha256
         self.device_name = built.device_name
@@ -81,6 +90,8 @@ class VideoWorker:
 
         s = self.settings
         out = dict(task, op="probe", status="ok", error_type="", error="", finished=False)
+        if self.setup_error:
+            return out | {"status": "error", "error_type": SETUP_ERROR, "error": self.setup_error}
         try:
             if s.kind == "sequence":
                 seq = task["sequence"]

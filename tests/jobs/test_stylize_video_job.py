@@ -169,4 +169,4 @@ def test_s3_end_to_end(inputs, s3_bucket, s3_server, tmp_path):
 def test_unusable_input_exits_2_with_one_line(tmp_path, capsys):
     assert stylize_video.cli(["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "input not usable" in err[0]
+    assert len(err) == 1 and "cannot use input" in err[0]

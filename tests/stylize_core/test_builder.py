@@ -50,9 +50,9 @@ def test_optimize_only_styles_are_identified_by_their_image(tmp_path):
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        (dict(styles={"m": "/nope/m.pth"}), "style 'm': checkpoint not found: /nope/m.pth"),
+        (dict(styles={"m": "/nope/m.pth"}), "style 'm': cannot use checkpoint /nope/m.pth: not found; check the URI"),
         (dict(styles={"m": "CKPT"}, vgg_weights="/nope/vgg.pth"), "/nope/vgg.pth"),
-        (dict(styles={}, style_images={"s": "/nope/s.png"}, method="optimize"), "style image for 's' not found"),
+        (dict(styles={}, style_images={"s": "/nope/s.png"}, method="optimize"), "style 's': cannot use style image /nope/s.png: not found"),
     ],
 )
 def test_what_stops_a_build_is_one_line_naming_the_file(ckpt, spec, message):
