@@ -93,28 +93,44 @@ def _batch_args(tmp_path: Path, address: str, run_id: str, n: int = INPUTS) -> l
             "--batch-size", "1", "--read-batch-size", "1", "--address", address, "--run-id", run_id]
 
 
-def _remove_when(nodes: TwoNodes, folder: Path, count: int, pattern: str = "*") -> threading.Thread:
-    """Remove the worker node, ungracefully, once ``count`` files match under ``folder``."""
-    def watch() -> None:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if folder.exists() and sum(1 for p in folder.rglob(pattern) if ".tmp-" not in p.name) >= count:
-                break
-            time.sleep(0.02)
-        nodes.cluster.remove_node(nodes.worker, allow_graceful=False)
-        watch.removed_at = sum(1 for p in folder.rglob(pattern) if ".tmp-" not in p.name) if folder.exists() else 0
+class NodeRemoval(threading.Thread):
+    """Removes the worker node, ungracefully (a preemption, a raylet killed), once ``count`` files
+    match ``pattern`` under ``folder``; ``at`` is when."""
 
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
+    def __init__(self, nodes: TwoNodes, folder: Path, count: int, pattern: str) -> None:
+        super().__init__(daemon=True)
+        self.nodes, self.folder, self.count, self.pattern = nodes, folder, count, pattern
+        self.at = float("inf")
+        self.start()
+
+    def _made(self) -> int:
+        if not self.folder.exists():
+            return 0
+        return sum(1 for p in self.folder.rglob(self.pattern) if ".tmp-" not in p.name)
+
+    def run(self) -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline and self._made() < self.count:
+            time.sleep(0.02)
+        self.at = time.time()
+        self.nodes.cluster.remove_node(self.nodes.worker, allow_graceful=False)
+
+    def check_mid_run(self, finished: float) -> None:
+        """The node went while the job was still running, and Ray has marked it dead."""
+        self.join(timeout=60)
+        assert not self.is_alive() and self.at < finished
+        assert sum(1 for n in ray.nodes() if n["Alive"]) == 1
+
+
+def _actors(class_name: str) -> list[dict]:
+    """The GCS's actor table (no dashboard needed, unlike ray.util.state)."""
+    from ray._private.state import actors
+
+    return [a for a in actors().values() if a["ActorClassName"] == class_name]
 
 
 def _temp_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if ".tmp-" in p.name]
-
-
-def _alive_nodes() -> int:
-    return sum(1 for n in ray.nodes() if n["Alive"])
 
 
 def _names(n: int, ext: str) -> list[str]:
@@ -137,10 +153,9 @@ def test_batch_job_survives_losing_the_node_that_holds_the_attempt_ledger(two_no
     monkeypatch.setattr(ray_runtime, "attempt_ledger",
                         functools.partial(ray_runtime.attempt_ledger, node_id=two_nodes.worker_id))
     settings = stylize.parse_args(_batch_args(tmp_path, two_nodes.cluster.address, "lost-ledger"))
-    watcher = _remove_when(two_nodes, tmp_path / "out" / "s", 6, "*.jpg")
+    removal = NodeRemoval(two_nodes, tmp_path / "out" / "s", 6, "*.jpg")
     summary = stylize.run(settings)
-    watcher.join(timeout=60)
-    assert not watcher.is_alive() and _alive_nodes() == 1
+    removal.check_mid_run(time.time())
     assert summary["counts"] == {"ok": INPUTS} and summary["passed"]
     _check_batch_outputs(tmp_path / "out", "lost-ledger")
 
@@ -175,3 +190,32 @@ def test_a_pipeline_failure_writes_the_rows_held_and_a_rerun_of_the_run_id_compl
     assert sorted(os.path.basename(u) for u in rows["input_uri"].to_pylist()) == _names(n, "png")
     assert rows["status"].to_pylist().count("skipped") == made >= held.num_rows  # the first run's outputs stand
     assert _temp_files(tmp_path / "out") == []
+
+
+@pytest.mark.slow  # two raylets, a node death
+def test_video_job_reruns_the_lost_nodes_segments(two_nodes, tmp_path):
+    from stylize_core.video import make_clip, pan_frames
+    from stylize_core.video.synthetic import sample_photo
+
+    from jobs.video import driver as video
+    from jobs.video.settings import parse_args as video_args
+
+    clips = 4
+    (tmp_path / "in").mkdir()
+    for k in range(clips):
+        make_clip(str(tmp_path / "in" / f"c{k}.mp4"), pan_frames(sample_photo("astronaut"), 24, (96, 64), seed=k), gop=6,
+                  audio_hz=None)
+    out = tmp_path / "out"
+    settings = video_args(["--input", str(tmp_path / "in"), "--output", str(out), "--style", _style(tmp_path),
+                           "--segment-seconds", "0.25", "--warmup-frames", "2", "--vgg-weights", "random:0",
+                           "--no-metrics", "--preset", "ultrafast", "--quiet", "--contact-sheet", "0",
+                           "--address", two_nodes.cluster.address, "--run-id", "lost-node"])
+    removal = NodeRemoval(two_nodes, out / "_video_work", 3, "seg-*.json")
+    summary = video.run(settings)
+    removal.check_mid_run(time.time())
+    assert any(a["NumRestarts"] for a in _actors("VideoWorker"))  # the lost node's actor came back on the head
+    assert summary["counts"] == {"ok": clips, "error": 0} and summary["passed"]
+    rows = pq.read_table(out / "_metrics_video" / "run_id=lost-node").to_pylist()
+    assert sorted(r["rel_path"] for r in rows) == [f"c{k}.mp4" for k in range(clips)]  # each exactly once
+    assert sorted(p.name for p in (out / "s").iterdir()) == [f"c{k}.mp4" for k in range(clips)]
+    assert _temp_files(out) == []
