@@ -297,12 +297,18 @@ def end_attempt(ledger: Any, key: str) -> None:
     _ask_ledger(ledger, "end", key)
 
 
+class ActorLostError(RuntimeError):
+    """An actor of an :class:`ActorTaskPool` is gone for good: its restarts spent, or no node left
+    that can hold it."""
+
+
 class ActorTaskPool:
     """A fixed pool of actors taking method calls as they free up (the video job's segments and joins).
 
     Work is submitted while results come back, so a video's join can be queued as soon as its last
-    segment finishes. A dead actor is restarted and its call retried by Ray (``max_restarts``,
-    ``max_task_retries``).
+    segment finishes. A dead actor (its node lost, say) is restarted and its call retried by Ray
+    (``max_restarts``, ``max_task_retries``); once its restarts are spent, :meth:`next_unordered`
+    raises :class:`ActorLostError`.
     """
 
     def __init__(self, actor_cls: type, actor_kwargs: dict[str, Any], *, actors: int, num_cpus: float,
@@ -326,7 +332,11 @@ class ActorTaskPool:
         return self._pool.has_next()
 
     def next_unordered(self) -> Any:
-        return self._pool.get_next_unordered()
+        try:
+            return self._pool.get_next_unordered()
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError) as exc:
+            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+            raise ActorLostError(f"{type(exc).__name__}: {first}"[:300]) from exc
 
     def shutdown(self) -> None:
         for actor in self._actors:

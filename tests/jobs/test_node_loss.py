@@ -250,3 +250,38 @@ def test_catalog_night_commits_each_pair_once_when_a_node_is_lost(two_nodes, tmp
     _check_batch_outputs(out, "n1")
     head = two_nodes.cluster.head_node.node_id
     assert [a["Address"]["NodeID"] for a in _actors("_AttemptLedger")] == [head]
+
+
+def _dying_video_worker(base: type) -> type:
+    """``base`` whose every segment call kills its process, as a node lost again and again would.
+    Built in a function, so cloudpickle ships it to the workers by value."""
+
+    def segment(self, task):
+        os._exit(1)
+
+    return type(f"Dying{base.__name__}", (base,), {"segment": segment})
+
+
+def test_video_actor_lost_for_good_stops_with_one_line_and_a_rerun_completes(ray_local, tmp_path, monkeypatch, capsys):
+    from stylize_core.video import make_clip, pan_frames
+    from stylize_core.video.synthetic import sample_photo
+
+    from jobs.video import driver as video
+    from jobs.video import worker
+    from jobs.video.settings import parse_args as video_args
+
+    (tmp_path / "in").mkdir()
+    make_clip(str(tmp_path / "in" / "c0.mp4"), pan_frames(sample_photo("astronaut"), 12, (64, 48), seed=0), gop=6,
+              audio_hz=None)
+    settings = video_args(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--style",
+                           _style(tmp_path), "--segment-seconds", "0.25", "--warmup-frames", "2", "--vgg-weights",
+                           "random:0", "--no-metrics", "--preset", "ultrafast", "--quiet", "--contact-sheet", "0",
+                           "--actors", "1", "--run-id", "v1"])
+    monkeypatch.setattr(worker, "VideoWorker", _dying_video_worker(worker.VideoWorker))
+    assert video.main(settings) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[stylize_video] error")]
+    assert len(err) == 1 and "lost for good" in err[0] and "rerun with --run-id v1" in err[0]
+    monkeypatch.undo()
+    assert video.main(settings) == 0
+    rows = pq.read_table(tmp_path / "out" / "_metrics_video" / "run_id=v1").to_pylist()
+    assert [r["rel_path"] for r in rows] == ["c0.mp4"] and rows[0]["status"] == "ok"
