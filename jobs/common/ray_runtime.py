@@ -264,21 +264,21 @@ def attempt_ledger(node_id: str | None = None) -> Any:
 # A ledger call that has not answered in this long is taken as a lost ledger: the guard must never
 # hold up a healthy batch for long.
 LEDGER_TIMEOUT_S = 30.0
-# Ledgers this process found unreachable: not asked again (each try may wait for an RPC to fail).
-_lost_ledgers: set[str] = set()
+# Ledgers (actor handles compare by actor id) this process found unreachable: not asked again, as
+# each try may wait for an RPC to fail.
+_lost_ledgers: set[Any] = set()
 
 
 def _ask_ledger(ledger: Any, method: str, key: str) -> Any:
     """Call the ledger, or None when it is unreachable. The guard is advisory: without it a crash
     loop is no longer capped, but no batch fails for want of a count (Ray Data does not retry a
     batch whose UDF raised, so a ledger error would fail the whole run)."""
-    ident = ledger._actor_id.hex()
-    if ident in _lost_ledgers:
+    if ledger in _lost_ledgers:
         return None
     try:
         return ray.get(getattr(ledger, method).remote(key), timeout=LEDGER_TIMEOUT_S)
     except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError, ray.exceptions.GetTimeoutError) as exc:
-        _lost_ledgers.add(ident)
+        _lost_ledgers.add(ledger)
         log.warning("attempt ledger unreachable (%s); this actor goes on without the crash-loop guard",
                     type(exc).__name__)
         return None
