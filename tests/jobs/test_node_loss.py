@@ -2,6 +2,8 @@
 two-node local cluster (Ray's own ``ray.cluster_utils.Cluster``), the job connected with
 ``--address``, the worker node removed without warning once some outputs exist. Each job finishes
 with every input exactly once in the metrics and once as an output, and no temporary files left.
+What Ray cannot recover (injected on the session's local Ray) stops the job with one line after the
+rows it holds are written, and a rerun of the same run id completes the run.
 
 The cluster lives in its own temp dir (RAY_TMPDIR), as in tests/jobs/test_two_node.py; the
 session's local Ray, if it was running, is restarted afterwards.
@@ -151,7 +153,7 @@ def _check_batch_outputs(out: Path, run_id: str) -> None:
     assert _temp_files(out) == []
 
 
-@pytest.mark.slow  # two raylets, a node death, the lost ledger's timeouts: ~95 s on 2 shared cores
+@pytest.mark.slow  # two raylets, a node death: ~95 s on 2 shared cores
 def test_batch_job_survives_losing_the_node_that_holds_the_attempt_ledger(two_nodes, tmp_path, monkeypatch):
     """The issue's case: the crash-loop guard placed on the node that is lost. The guard is advisory
     then: the stylize actors carry on without it, and the run completes."""
