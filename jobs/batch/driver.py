@@ -14,7 +14,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
@@ -51,6 +51,21 @@ def _raise_setup_error(table: pa.Table) -> None:
 STYLIZE_ACTOR: str | type = "jobs.batch.actor:StylizeActor"
 
 
+def _written_on_failure(batches: Iterator[pa.Table], settings: JobSettings, writer: MetricsWriter, counts: RunCounts,
+                        expected: int) -> Iterator[pa.Table]:
+    """The stream, but a pipeline failure Ray could not recover (a lost node whose blocks cannot be
+    rebuilt, a UDF error) first writes the rows the driver holds, then stops the run with one line
+    (:class:`JobError`). A rerun of the same run id replaces this run's metrics and completes it."""
+    try:
+        yield from batches
+    except Exception as exc:
+        writer.flush()
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        cause = redact(f"{type(exc).__name__}: {first}"[:300])
+        raise JobError(f"the Ray pipeline failed after {counts.rows} of {expected} rows ({cause}); the rows so far "
+                       f"are in {redact(writer.prefix)}; rerun with --run-id {settings.run_id} to complete the run") from exc
+
+
 def _render(settings: JobSettings, staged: StagedManifest, plan: ActorPlan, fused: bool,
             on_rows: Callable[[pa.Table], None] | None) -> tuple[RunCounts, MetricsWriter]:
     """Stream the staged manifest through the pipeline; every (input, style) pair counted once."""
@@ -81,6 +96,7 @@ def _render(settings: JobSettings, staged: StagedManifest, plan: ActorPlan, fuse
             write_fn=None if fused else functools.partial(encode_write, settings=settings),
             actor_env=malloc_env(),
         )
+        batches = _written_on_failure(batches, settings, writer, counts, expected)
         for batch in batches:
             table = to_table(batch)
             _raise_setup_error(table)

@@ -303,30 +303,68 @@ class _AttemptLedger:
         self.started.pop(key, None)
 
 
-def attempt_ledger() -> Any:
+def attempt_ledger(node_id: str | None = None) -> Any:
     """A new attempt ledger for one run, shared by its stylize actors through their constructor
     arguments. Anonymous: a named one would let a rerun of the same run id pick up the previous
-    run's ledger while Ray is still tearing it down. It lives while the caller holds the handle."""
-    return _AttemptLedger.remote()
+    run's ledger while Ray is still tearing it down. It lives while the caller holds the handle.
+
+    Placed on ``node_id``, by default the driver's own node: a node lost mid-run must not take the
+    guard with it while the run goes on (it did, placed by Ray on a worker node that was then
+    removed: tests/jobs/test_node_loss.py). The node that runs the driver is lost with the run."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = node_id or ray.get_runtime_context().get_node_id()
+    return _AttemptLedger.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
+
+
+# A ledger call that has not answered in this long is taken as a lost ledger: the guard must never
+# hold up a healthy batch for long.
+LEDGER_TIMEOUT_S = 30.0
+# Ledgers (actor handles compare by actor id) this process found unreachable: not asked again, as
+# each try may wait for an RPC to fail.
+_lost_ledgers: set[Any] = set()
+
+
+def _ask_ledger(ledger: Any, method: str, key: str) -> Any:
+    """Call the ledger, or None when it is unreachable. The guard is advisory: without it a crash
+    loop is no longer capped, but no batch fails for want of a count (Ray Data does not retry a
+    batch whose UDF raised, so a ledger error would fail the whole run)."""
+    if ledger in _lost_ledgers:
+        return None
+    try:
+        return ray.get(getattr(ledger, method).remote(key), timeout=LEDGER_TIMEOUT_S)
+    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError, ray.exceptions.GetTimeoutError) as exc:
+        _lost_ledgers.add(ledger)
+        log.warning("attempt ledger unreachable (%s); this actor goes on without the crash-loop guard",
+                    type(exc).__name__)
+        return None
 
 
 def begin_attempt(ledger: Any, key: str) -> int:
-    """Count one more start of ``key``; returns how many times it has been started unfinished."""
-    return ray.get(ledger.begin.remote(key))
+    """Count one more start of ``key``; returns how many times it has been started unfinished (1,
+    a first start, when the ledger is unreachable)."""
+    started = _ask_ledger(ledger, "begin", key)
+    return 1 if started is None else int(started)
 
 
 def end_attempt(ledger: Any, key: str) -> None:
     # Waited for: an actor that exits on a sticky CUDA error right after would otherwise lose the
     # unsent call, and an input it had finished would count as one that killed it.
-    ray.get(ledger.end.remote(key))
+    _ask_ledger(ledger, "end", key)
+
+
+class ActorLostError(RuntimeError):
+    """An actor of an :class:`ActorTaskPool` is gone for good: its restarts spent, or no node left
+    that can hold it."""
 
 
 class ActorTaskPool:
     """A fixed pool of actors taking method calls as they free up (the video job's segments and joins).
 
     Work is submitted while results come back, so a video's join can be queued as soon as its last
-    segment finishes. A dead actor is restarted and its call retried by Ray (``max_restarts``,
-    ``max_task_retries``).
+    segment finishes. A dead actor (its node lost, say) is restarted and its call retried by Ray
+    (``max_restarts``, ``max_task_retries``); once its restarts are spent, :meth:`next_unordered`
+    raises :class:`ActorLostError`.
     """
 
     def __init__(self, actor_cls: type, actor_kwargs: dict[str, Any], *, actors: int, num_cpus: float,
@@ -350,7 +388,11 @@ class ActorTaskPool:
         return self._pool.has_next()
 
     def next_unordered(self) -> Any:
-        return self._pool.get_next_unordered()
+        try:
+            return self._pool.get_next_unordered()
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError) as exc:
+            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+            raise ActorLostError(f"{type(exc).__name__}: {first}"[:300]) from exc
 
     def shutdown(self) -> None:
         for actor in self._actors:

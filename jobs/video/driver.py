@@ -129,6 +129,16 @@ def _on_joined(settings: VideoSettings, state: _Progress, result: dict) -> None:
     state.progress.update(len(state.rows), sum(r["status"] == "error" for r in state.rows))
 
 
+def _stop_lost(settings: VideoSettings, state: _Progress, exc: Exception) -> None:
+    """An actor Ray could not bring back: write the rows joined so far, stop with one line. A rerun of
+    the run id replaces those metrics and skips the segments already finished under ``_video_work``."""
+    expected = len(state.tasks) * len(settings.styles)
+    if state.rows:
+        write_metrics(state.rows, settings.output, settings.run_id, settings.storage_options)
+    raise JobError(f"a video actor was lost for good after {len(state.rows)} of {expected} rows ({redact(str(exc))}); "
+                   f"rerun with --run-id {settings.run_id} to complete the run") from exc
+
+
 def _drive(settings: VideoSettings, plan: ActorPlan, tasks: list[dict]) -> _Progress:
     """Probe every input, run its segments, join them: each result starts the next step of its input."""
     from stylize_core.host import malloc_env
@@ -145,7 +155,10 @@ def _drive(settings: VideoSettings, plan: ActorPlan, tasks: list[dict]) -> _Prog
         for task in tasks:
             pool.submit("probe", task)
         while pool.has_next():
-            result = pool.next_unordered()
+            try:
+                result = pool.next_unordered()
+            except ray_runtime.ActorLostError as exc:
+                _stop_lost(settings, state, exc)
             if result["op"] == "probe" and result["error_type"] == SETUP_ERROR:
                 raise stop(result["error"])  # the workers cannot build their stylizer: nothing can run
             if result["op"] == "probe":
