@@ -53,6 +53,18 @@ class FakeRenderer:
         return {"fake": True}
 
 
+def fake_checkpoint(label: str) -> bytes:
+    """Bytes that pass the driver's checkpoint check (a real torch.save file) and differ per label:
+    the fake render never loads them; the catalog only hashes them into the model id."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"label": label}, buf)
+    return buf.getvalue()
+
+
 def style_outputs(output: str) -> set[str]:
     """Every file under the output prefix except the catalog's and the job's own folders."""
     fs, path = get_filesystem(output)

@@ -13,7 +13,7 @@ from jobs.catalog import ledger as L
 from jobs.common.storage import write_bytes_atomic
 from jobs.common.storage_batch import remove_many
 
-from catalog_fakes import Crash, FakeRenderer, check_settled, settings_for, style_outputs, versions
+from catalog_fakes import Crash, FakeRenderer, check_settled, fake_checkpoint, settings_for, style_outputs, versions
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -30,7 +30,7 @@ def _catalog(root: str, n: int = 10) -> tuple[str, str, dict[str, str]]:
     write_bytes_atomic(f"{src}/sub/broken.png", b"BROKEN")
     styles = {}
     for s in ("a", "b"):
-        write_bytes_atomic(f"{root}/models/{s}.pth", f"model {s}".encode())
+        write_bytes_atomic(f"{root}/models/{s}.pth", fake_checkpoint(f"model {s}"))
         styles[s] = f"{root}/models/{s}.pth"
     return src, out, styles
 

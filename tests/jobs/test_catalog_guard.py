@@ -14,7 +14,7 @@ from jobs.common.metrics import RunCounts, error_rate
 from jobs.common.storage import read_bytes, write_bytes_atomic
 from jobs.common.storage_batch import remove_many
 
-from catalog_fakes import FakeRenderer, check_settled, settings_for, style_outputs, versions
+from catalog_fakes import FakeRenderer, check_settled, fake_checkpoint, settings_for, style_outputs, versions
 
 
 def _setup(tmp_path, n: int, *, broken: dict[str, bytes] | None = None) -> tuple[str, str, list[str]]:
@@ -23,7 +23,7 @@ def _setup(tmp_path, n: int, *, broken: dict[str, bytes] | None = None) -> tuple
         write_bytes_atomic(f"{src}/img{i:02d}.png", f"image {i}".encode())
     for name, data in (broken or {}).items():
         write_bytes_atomic(f"{src}/{name}", data)
-    write_bytes_atomic(str(tmp_path / "a.pth"), b"model a")
+    write_bytes_atomic(str(tmp_path / "a.pth"), fake_checkpoint("model a"))
     return src, out, ["--source", src, "--output", out, f"--style=a={tmp_path / 'a.pth'}", "--quiet",
                       "--contact-sheet", "0"]
 
@@ -123,7 +123,7 @@ def test_two_nights_started_together_one_runs(tmp_path, monkeypatch, where, requ
     src, out = f"{root}/cat", f"{root}/out"
     for i in range(3):
         write_bytes_atomic(f"{src}/img{i}.png", f"image {i}".encode())
-    write_bytes_atomic(f"{root}/a.pth", b"model a")
+    write_bytes_atomic(f"{root}/a.pth", fake_checkpoint("model a"))
     refused = threading.Event()
 
     class Waits(FakeRenderer):  # the winner keeps the lease until the loser has been turned away
