@@ -23,10 +23,11 @@ from .checkpoint import StyleModel, StyleModelError, load_style_model
 from .gatys import GatysConfig
 from .gatys_stylizer import GatysStylizer
 from .image_io import ImageDecodeError, decode_image
-from .loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, LossMeter, StyleTarget
+from .loss_meter import LossMeter, StyleTarget
+from .loss_network import build_loss_network
 from .style_mix import Selection
 from .stylizer import Stylizer, StylizerConfig, resolve_device
-from .vgg import VGGFeatures, VGGWeightsError
+from .vgg import VGGWeightsError
 
 Opener = Callable[[str], bytes]
 
@@ -43,7 +44,7 @@ class StylizerSpec:
     styles: Mapping[str, str]
     style_images: Mapping[str, str] = field(default_factory=dict)
     method: str = "feedforward"  # or "optimize"
-    vgg: str = "vgg16"
+    vgg: str = "vgg16"  # loss network: vgg16, vgg19, texture[:SEED] (stylize_core.loss_network)
     vgg_weights: str = "imagenet"
     metrics: bool = True
     metrics_size: int = 256
@@ -150,7 +151,7 @@ def build_stylizer(spec: StylizerSpec, opener: Opener, loaded: Mapping[str, Styl
     try:
         vgg = None
         if spec.metrics:
-            vgg = VGGFeatures(spec.vgg, DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS, spec.vgg_weights, opener=opener)
+            vgg = build_loss_network(spec.vgg, spec.vgg_weights, opener=opener)  # its metric layers
         if spec.method == "optimize":
             missing = [n for n in spec.style_names if n not in style_images]
             if missing:
