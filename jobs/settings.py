@@ -83,8 +83,10 @@ class RunSettings(BaseModel):
     endpoint_url: str | None = option(None, "S3 endpoint (default: AWS_ENDPOINT_URL or AWS's own)", group=_IO)
     region: str | None = option(None, "S3 region (default: from the AWS environment/config)", group=_IO)
     profile: str | None = option(None, "AWS profile for credentials (default: the standard AWS chain)", group=_IO)
-    vgg: Literal["vgg16", "vgg19"] | None = option(
-        None, "loss network for metrics and optimisation (default: vgg16 for metrics, vgg19 for optimize)", group=_MODEL)
+    vgg: str | None = option(
+        None, "loss network for metrics and optimisation: vgg16, vgg19 or texture[:SEED] (random filters, nothing to "
+        "download). Default: vgg16 for metrics, vgg19 for optimize; texture for the embedded demo", group=_MODEL,
+        pattern=r"^(vgg16|vgg19|texture(:\d+)?)$")
     vgg_weights: str | None = option(
         None, "loss network weights: torchvision's ImageNet weights from its cache, a state dict path/URI, or "
         "random:SEED (demos and tests). Default: imagenet (random:0 for the embedded demo)",
@@ -215,7 +217,7 @@ class JobSettings(RunSettings):
         self.run_id = self.run_id or default_run_id()
         if self.max_side is None and self.demo:
             self.max_side = DEFAULT_MAX_SIDE
-        self.vgg = self.vgg or ("vgg19" if self.method == "optimize" else "vgg16")
+        self.vgg = self.vgg or ("texture" if self.demo else "vgg19" if self.method == "optimize" else "vgg16")
         self.vgg_weights = self.vgg_weights or ("random:0" if self.demo else "imagenet")
         if self.max_error_rate is None:
             self.max_error_rate = DEMO_MAX_ERROR_RATE if self.demo else DEFAULT_MAX_ERROR_RATE

@@ -73,7 +73,7 @@ class VideoSettings(RunSettings):
         self.run_id = self.run_id or default_run_id()
         if self.max_side is None and self.demo:
             self.max_side = DEMO_MAX_SIDE
-        self.vgg = self.vgg or "vgg16"
+        self.vgg = self.vgg or ("texture" if self.demo else "vgg16")
         self.vgg_weights = self.vgg_weights or ("random:0" if self.demo else "imagenet")
         if self.max_error_rate is None:
             self.max_error_rate = DEFAULT_MAX_ERROR_RATE
