@@ -23,10 +23,10 @@ from .checkpoint import StyleModel, StyleModelError, load_style_model
 from .file_errors import FileUnusable, unusable
 from .gatys import GatysConfig
 from .image_io import ImageDecodeError, decode_image
-from .loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, StyleTarget
+from .loss_meter import StyleTarget
+from .loss_network import LossNetwork, build_loss_network
 from .style_mix import Selection
 from .stylizer import Stylizer, resolve_device
-from .vgg import VGGFeatures
 
 if TYPE_CHECKING:
     from .gatys_stylizer import GatysStylizer
@@ -46,7 +46,7 @@ class StylizerSpec:
     styles: Mapping[str, str]
     style_images: Mapping[str, str] = field(default_factory=dict)
     method: str = "feedforward"  # or "optimize"
-    vgg: str = "vgg16"
+    vgg: str = "vgg16"  # loss network: vgg16, vgg19, texture[:SEED] (stylize_core.loss_network)
     vgg_weights: str = "imagenet"
     metrics: bool = True
     metrics_size: int = 256
@@ -137,11 +137,11 @@ def read_style_image(name: str, uri: str, opener: Opener, max_pixels: int = 64_0
         raise SetupError(problem.line(f"style {name!r}")) from None
 
 
-def loss_network(spec: StylizerSpec, opener: Opener) -> VGGFeatures | None:
+def loss_network(spec: StylizerSpec, opener: Opener) -> LossNetwork | None:
     """The loss network the metrics (and Gatys) use, or None without metrics."""
     if not spec.metrics:
         return None
-    return VGGFeatures(spec.vgg, DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS, spec.vgg_weights, opener=opener)
+    return build_loss_network(spec.vgg, spec.vgg_weights, opener=opener)  # with its metric layers
 
 
 def style_targets(spec: StylizerSpec, opener: Opener, checkpoints: Mapping[str, StyleModel],

@@ -9,14 +9,15 @@ intermediate is a valid image. Loss scales (those of :mod:`stylize_core.losses`)
   values are tiny (orders of 1e-6..1e-4 with ImageNet VGG), hence ``style_weight`` 1e6 against
   ``content_weight`` 1: the same normalisation and weights as PyTorch's own Gatys tutorial.
   Equal layer weights let the shallow layers (fewer channels, larger Gram entries) dominate, as there.
+  The texture network (``texture[:SEED]``, stylize_core/texture_net.py) is calibrated to balance
+  with the same defaults.
 * tv: mean absolute difference between neighbouring pixels in 0..255 units, summed over the two
   directions (roughly 5..30 for photographs). ``tv_weight`` 1e-3 is a light touch: the L1 gradient
   does not vanish for small differences, so it mostly removes low-amplitude high-frequency noise
   without blurring edges. Use ~1e-2 for visibly smoother results, 0 to disable.
 
 Colour preservation returns the luminance of the result with the chrominance (YIQ) of the content
-(:func:`stylize_core.color.preserve_color`). The alternative of Gatys et al. 2016b, matching the style
-image's luminance histogram to the content's before optimising, is not implemented here.
+(:func:`stylize_core.color.preserve_color`); Gatys et al. 2016b's luminance matching is not implemented.
 
 The optimisation always runs with autograd on (``inference_mode(False)`` + ``enable_grad``), because
 the Ray actor calls it from inside ``torch.inference_mode()``. An ambient ``torch.autocast`` is left
@@ -29,7 +30,7 @@ import itertools
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,8 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from .color import preserve_color as _preserve_color
+from .loss_network import LossNetwork, build_loss_network, resolve_layers
 from .losses import content_loss, image_to_tensor, style_grams, style_loss, tv_loss
-from .vgg import VGGFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +74,9 @@ class GatysConfig:
     (pixel units per step at the start; 5..10 converges faster and coarser).
     """
 
-    content_layers: tuple[str, ...] = ("relu4_2",)
-    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    # () = the loss network's Gatys default (VGG: relu4_2 / relu1_1..relu5_1; see loss_network)
+    content_layers: tuple[str, ...] = ()
+    style_layers: tuple[str, ...] = ()
     style_layer_weights: dict[str, float] | None = None
     content_weight: float = 1.0
     style_weight: float = 1e6
@@ -100,8 +102,6 @@ class GatysConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, not {self.init!r}")
-        if not self.content_layers or not self.style_layers:
-            raise ValueError("content_layers and style_layers must both be non-empty")
         if self.steps < 1 or self.pyramid_levels < 1 or self.pyramid_min_side < 1:
             raise ValueError("steps, pyramid_levels and pyramid_min_side must be >= 1")
         if self.lr is not None and not self.lr > 0:
@@ -111,9 +111,14 @@ class GatysConfig:
         if self.style_size is not None and self.style_size < 1:
             raise ValueError(f"style_size must be >= 1 or None, not {self.style_size}")
 
+    def for_network(self, name: str) -> GatysConfig:
+        """A copy whose empty layer lists are loss network ``name``'s Gatys defaults."""
+        content, style = resolve_layers(name, self.content_layers, self.style_layers, "gatys")
+        return replace(self, content_layers=content, style_layers=style)
+
     @property
     def layers(self) -> tuple[str, ...]:
-        """Every layer the loss network must return: content layers, then style layers, deduplicated."""
+        """Every layer the loss network must return (as given; :meth:`for_network` fills defaults)."""
         return tuple(dict.fromkeys(self.content_layers + self.style_layers))
 
     @property
@@ -139,10 +144,11 @@ class GatysResult:
 
 def gatys_vgg(
     arch: str = "vgg19", weights: str = "imagenet", config: GatysConfig | None = None, **kw: Any
-) -> VGGFeatures:
-    """A :class:`VGGFeatures` returning exactly the layers ``config`` needs (extra kw go to it)."""
-    config = config or GatysConfig()
-    return VGGFeatures(arch, layers=config.layers, weights=weights, **kw)
+) -> LossNetwork:
+    """Loss network ``arch`` (vgg16, vgg19, texture[:SEED]; :func:`build_loss_network`) returning
+    exactly the layers ``config`` needs (extra kw go to the factory)."""
+    config = (config or GatysConfig()).for_network(arch)
+    return build_loss_network(arch, weights, config.layers, use="gatys", **kw)
 
 
 def pyramid_sizes(height: int, width: int, levels: int, min_side: int) -> list[tuple[int, int]]:
@@ -229,7 +235,7 @@ def _initial_image(
 def optimize_image(
     content: np.ndarray,
     style: np.ndarray,
-    vgg: VGGFeatures | Extractor,
+    vgg: LossNetwork | Extractor,
     config: GatysConfig | None = None,
     *,
     device: str | torch.device | None = None,
@@ -242,7 +248,8 @@ def optimize_image(
     loss network's. ``callback`` receives each trace entry as it is produced. Raises
     FloatingPointError when the loss becomes non-finite.
     """
-    config = config or GatysConfig()
+    # the network's own defaults for empty layer lists (an extractor without `arch`: VGG's)
+    config = (config or GatysConfig()).for_network(getattr(vgg, "arch", "vgg19"))
     config.validate()
     content_np = _check_image("content", content)
     style_np = _check_image("style", style)

@@ -26,7 +26,7 @@ class GatysStylizer:
         style_images: Mapping[str, np.ndarray],
         config: GatysConfig | None = None,
         *,
-        arch: str = "vgg19",
+        arch: str = "vgg19",  # the loss network: vgg16, vgg19, texture[:SEED]
         weights: str = "imagenet",
         opener=None,
         device: str = "auto",

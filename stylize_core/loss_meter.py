@@ -15,13 +15,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .loss_network import LossNetwork, resolve_layers
 from .losses import StyleTargetCache, blended_style_grams, content_loss, style_loss, tv_loss
-from .vgg import VGGFeatures
 
 # A style's loss target: its style image, or for a blend of a multi-style network (image, weight)
 # pairs whose Gram targets are mixed with the same weights; None when there is no style image.
 StyleTarget = np.ndarray | Sequence[tuple[np.ndarray, float]] | None
 
+# VGG's metric layers (Johnson et al.'s); other loss networks have their own (loss_network.default_layers)
 DEFAULT_CONTENT_LAYERS = ("relu2_2",)
 DEFAULT_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 
@@ -82,16 +83,18 @@ class LossMeter:
 
     def __init__(
         self,
-        vgg: VGGFeatures,
+        vgg: LossNetwork,
         style_images: Mapping[str, StyleTarget],
         *,
-        content_layers: Sequence[str] = DEFAULT_CONTENT_LAYERS,
-        style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
+        content_layers: Sequence[str] = (),
+        style_layers: Sequence[str] = (),
         short_side: int = 256,
         device: torch.device | str = "cpu",
         bf16: bool = False,
         channels_last: bool = True,
     ) -> None:
+        # () = the network's own metric layers (VGG: DEFAULT_CONTENT_LAYERS / DEFAULT_STYLE_LAYERS)
+        content_layers, style_layers = resolve_layers(getattr(vgg, "arch", "vgg16"), content_layers, style_layers)
         missing = set(content_layers) | set(style_layers)
         missing -= set(vgg.layers)
         if missing:

@@ -21,9 +21,9 @@ import torch
 from .bucketing import DEFAULT_MAX_PAD_FRACTION, MIN_SIDE, Batch, crop, pad_to, plan_batches  # noqa: F401
 from .checkpoint import StyleModel
 from .color import blend, preserve_color
-from .loss_meter import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, LossMeter, PendingLosses
+from .loss_meter import LossMeter, PendingLosses
+from .loss_network import LossNetwork
 from .run_stats import DeviceClock, ForwardStats
-from .vgg import VGGFeatures
 
 
 @dataclass
@@ -38,8 +38,8 @@ class StylizerConfig:
     bf16: bool = True  # autocast on CUDA only; CPU stays float32
     metrics: bool = True
     metrics_short_side: int = 256  # the most: smaller images are measured at their own size
-    content_layers: tuple[str, ...] = DEFAULT_CONTENT_LAYERS
-    style_layers: tuple[str, ...] = DEFAULT_STYLE_LAYERS
+    content_layers: tuple[str, ...] = ()  # () = the loss network's metric layers (loss_network.default_layers)
+    style_layers: tuple[str, ...] = ()
     strength: float = 1.0
     preserve_color: bool = False
     max_batch: int = 8
@@ -114,7 +114,7 @@ class Stylizer:
     def __init__(
         self,
         styles: Mapping[str, StyleModel],
-        vgg: VGGFeatures | None = None,
+        vgg: LossNetwork | None = None,
         config: StylizerConfig | None = None,
         *,
         style_images: Mapping[str, np.ndarray] | None = None,

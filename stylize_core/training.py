@@ -8,7 +8,7 @@ Several style images train one multi-style network (conditional instance norm, D
 2017): every image of a batch gets a style, cycling through the styles, so each step sees all of
 them when the batch is at least as large as the number of styles.
 
-Run ``python -m stylize_core.training --demo OUT.pth`` to train the small demo network shipped in
+Run ``python -m stylize_core.training_demo --demo OUT.pth`` to train the small demo network shipped in
 ``stylize_core/assets/`` (:mod:`stylize_core.training_demo`; how it was made:
 ``stylize_core/assets/README.md``).
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -27,9 +27,10 @@ import torch.nn.functional as F
 
 from .checkpoint import checkpoint_bytes
 from .image_io import resize_max_side, resize_short_side
+from .loss_network import build_loss_network, resolve_layers
 from .losses import content_loss, image_to_tensor, style_grams, style_loss, tv_loss
 from .transformer_net import NetConfig, TransformerNet
-from .vgg import Opener, VGGFeatures
+from .vgg import Opener
 
 # The style image travels inside every checkpoint; this bounds its size there.
 STYLE_IMAGE_MAX_SIDE = 512
@@ -54,10 +55,12 @@ class TrainConfig:
     content_weight: float = 1e5
     style_weight: float = 1e10
     tv_weight: float = 0.0
-    vgg: str = "vgg16"
+    vgg: str = "vgg16"  # the loss network: vgg16, vgg19 or texture[:SEED] (stylize_core.loss_network)
     vgg_weights: str = "imagenet"
-    content_layers: tuple[str, ...] = ("relu2_2",)
-    style_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+    # () = the loss network's default (VGG: relu2_2 / relu1_2..relu4_3); the trainer records the
+    # resolved lists, so a checkpoint says which layers it was trained with
+    content_layers: tuple[str, ...] = ()
+    style_layers: tuple[str, ...] = ()
     style_size: int | None = None  # long side of the style image for the targets; None: as given
     style_scales: tuple[float, ...] = (1.0,)
     seed: int = 42
@@ -110,7 +113,7 @@ def _resolve_autocast(device: torch.device, autocast_dtype: torch.dtype | str | 
 
 
 class StyleTrainer:
-    """Model + Adam + VGG loss network + cached style targets, with resumable state.
+    """Model + Adam + loss network (``config.vgg``) + cached style targets, with resumable state.
 
     ``style_image`` is one (H, W, 3) uint8 image, or a sequence of them for a multi-style network
     (``config.style_names`` names them). ``autocast_dtype``: ``"auto"`` (bf16 on CUDA, off on CPU), ``None`` (off) or a dtype. The
@@ -131,7 +134,9 @@ class StyleTrainer:
         autocast_dtype: torch.dtype | Literal["auto"] | None = "auto",
         channels_last: bool = False,
     ) -> None:
-        self.config = config
+        name = getattr(vgg, "arch", config.vgg)  # a custom extractor without `arch`: config.vgg's names
+        content_layers, style_layers = resolve_layers(name, config.content_layers, config.style_layers)
+        self.config = config = replace(config, content_layers=content_layers, style_layers=style_layers)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         images = [style_image] if isinstance(style_image, np.ndarray) else list(style_image)
         if not images:
@@ -150,7 +155,7 @@ class StyleTrainer:
         self.model: torch.nn.Module = model.to(self.device, memory_format=memory_format)
         if vgg is None:
             layers = tuple(dict.fromkeys(config.content_layers + config.style_layers))
-            vgg = VGGFeatures(config.vgg, layers, config.vgg_weights, opener=opener).to(self.device)
+            vgg = build_loss_network(config.vgg, config.vgg_weights, layers, opener=opener).to(self.device)
         self.vgg = vgg
         self.loss_model: str = getattr(vgg, "loss_model", "custom")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
@@ -345,9 +350,3 @@ def progress_line(record: dict[str, float], config: TrainConfig) -> str:
         f"content {record['content']:.4g} style {record['style']:.4g} "
         f"tv {record['tv']:.4g} total {record['total']:.4g}"
     )
-
-
-if __name__ == "__main__":  # the documented command for the demo networks (stylize_core/assets/README.md)
-    from stylize_core.training_demo import main
-
-    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """The demo style networks shipped in ``stylize_core/assets/``, trained on scikit-image's photographs
 (no download) against a procedural mosaic; how each was made is in ``stylize_core/assets/README.md``.
 
-    python -m stylize_core.training --demo OUT.pth [--width 0.25]   # or: python -m stylize_core.training_demo
+    python -m stylize_core.training_demo --demo OUT.pth [--width 0.25]
 """
 
 from __future__ import annotations
@@ -76,11 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=5e-3)
+    # the shipped demos' recipe (VGG16 random:0); the texture network's is in stylize_core/assets/README.md
     p.add_argument("--content-weight", type=float, default=5e5)
     p.add_argument("--style-weight", type=float, default=1e10)
     p.add_argument("--tv-weight", type=float, default=0.0)
-    p.add_argument("--vgg-weights", default="random:0", help="random:SEED, imagenet, or a state-dict path")
-    p.add_argument("--style-layers", default="relu1_2,relu2_2,relu3_3")
+    p.add_argument("--vgg", "--loss-network", dest="vgg", default="vgg16",
+                   help="loss network: vgg16, vgg19 or texture[:SEED] (random filters, no download)")
+    p.add_argument("--vgg-weights", default="random:0", help="VGG only: random:SEED, imagenet, or a state-dict path")
+    p.add_argument("--style-layers", default="relu1_2,relu2_2,relu3_3",
+                   help="comma-separated; empty: the loss network's defaults")
     p.add_argument("--style-image", default=None, help="image file; default: the procedural mosaic")
     p.add_argument("--width", type=float, default=1.0, help="channel multiplier (0.25: the slim demo)")
     p.add_argument("--blocks", type=int, default=5, help="residual blocks")
@@ -110,8 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         content_weight=args.content_weight,
         style_weight=args.style_weight,
         tv_weight=args.tv_weight,
+        vgg=args.vgg,
         vgg_weights=args.vgg_weights,
-        style_layers=tuple(args.style_layers.split(",")),
+        style_layers=tuple(filter(None, args.style_layers.split(","))),
         seed=0,
         log_every=20,
         checkpoint_every=0,

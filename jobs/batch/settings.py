@@ -59,7 +59,7 @@ class JobSettings(RunSettings):
             styles=styles,
             run_id=self.run_id or default_run_id(),
             max_side=DEFAULT_MAX_SIDE if self.max_side is None and demo else self.max_side,
-            vgg=self.vgg or ("vgg19" if self.method == "optimize" else "vgg16"),
+            vgg=self.vgg or ("texture" if demo else "vgg19" if self.method == "optimize" else "vgg16"),
             vgg_weights=self.vgg_weights or ("random:0" if demo else "imagenet"),
             max_error_rate=(DEMO_MAX_ERROR_RATE if demo else DEFAULT_MAX_ERROR_RATE)
             if self.max_error_rate is None else self.max_error_rate,

@@ -97,8 +97,10 @@ class RunSettings(BaseModel):
         "eager", "where CPU actors run the style networks: PyTorch eager, torch.compile, onnxruntime or OpenVINO "
         "(these two need `pip install 'stylize[cpu]'`); NAME:bf16 runs in bfloat16 where the CPU has it. See README "
         "'CPU backends' for measured speeds. GPU actors always run PyTorch", group=GROUP_MODEL)
-    vgg: Literal["vgg16", "vgg19"] | None = option(
-        None, "loss network for metrics and optimisation (default: vgg16 for metrics, vgg19 for optimize)", group=GROUP_MODEL)
+    vgg: str | None = option(
+        None, "loss network for metrics and optimisation: vgg16, vgg19 or texture[:SEED] (random filters, nothing to "
+        "download). Default: vgg16 for metrics, vgg19 for optimize; texture for the embedded demo", group=GROUP_MODEL,
+        pattern=r"^(vgg16|vgg19|texture(:\d+)?)$")
     vgg_weights: str | None = option(
         None, "loss network weights: torchvision's ImageNet weights from its cache, a state dict path/URI, or "
         "random:SEED (demos and tests). Default: imagenet (random:0 for the embedded demo)",

@@ -97,8 +97,9 @@ class ImageSettings(BaseModel):
 
     metrics: bool = option(False, "measure content, style and TV loss of each output with the VGG loss network",
                            group=_METRICS)
-    vgg: Literal["vgg16", "vgg19"] | None = option(None, "loss network (default: vgg16 for metrics, vgg19 for "
-                                                   "--optimize)", group=_METRICS)
+    vgg: str | None = option(None, "loss network: vgg16, vgg19 or texture[:SEED] (random filters, nothing to "
+                             "download) (default: vgg16 for metrics, vgg19 for --optimize)", group=_METRICS,
+                             pattern=r"^(vgg16|vgg19|texture(:\d+)?)$")
     vgg_weights: str = option("imagenet", "loss network weights: torchvision's ImageNet weights from its cache, a "
                               "state dict path/URI, or random:SEED (tests and demos only)",
                               metavar="imagenet|PATH|URI|random:SEED", group=_METRICS, min_length=1)

@@ -56,10 +56,11 @@ class TrainSettings(BaseModel):
     depthwise: bool = option(False, "depthwise-separable 3x3 convs in the residual blocks (slim: ~1.1x less CPU per "
                              "image)", group=_NET)
 
-    vgg: Literal["vgg16", "vgg19"] = option(_DEFAULTS.vgg, "loss network", group=_LOSS)
+    vgg: str = option(_DEFAULTS.vgg, "loss network: vgg16, vgg19 or texture[:SEED]", group=_LOSS,
+                      pattern=r"^(vgg16|vgg19|texture(:\d+)?)$")
     vgg_weights: str = option(_DEFAULTS.vgg_weights, "imagenet|PATH|URI|random:SEED", group=_LOSS, min_length=1)
-    content_layers: Csv = option(_DEFAULTS.content_layers, "comma-separated", group=_LOSS, min_length=1)
-    style_layers: Csv = option(_DEFAULTS.style_layers, "comma-separated", group=_LOSS, min_length=1)
+    content_layers: Csv = option(_DEFAULTS.content_layers, "comma-separated (default: the loss network's)", group=_LOSS)
+    style_layers: Csv = option(_DEFAULTS.style_layers, "comma-separated (default: the loss network's)", group=_LOSS)
     style_size: int | None = option(None, "long side of the style image (default: as given)", group=_LOSS, ge=16)
     style_scales: Annotated[tuple[float, ...], BeforeValidator(split_csv)] = option(
         (1.0,), "comma-separated; Gram targets averaged", group=_LOSS, min_length=1)

@@ -80,7 +80,7 @@ class VideoSettings(RunSettings):
             styles=styles,
             run_id=self.run_id or default_run_id(),
             max_side=DEMO_MAX_SIDE if self.max_side is None and demo else self.max_side,
-            vgg=self.vgg or "vgg16",
+            vgg=self.vgg or ("texture" if demo else "vgg16"),
             vgg_weights=self.vgg_weights or ("random:0" if demo else "imagenet"),
             max_error_rate=DEFAULT_MAX_ERROR_RATE if self.max_error_rate is None else self.max_error_rate,
             max_actors=max(self.max_actors, self.actors),

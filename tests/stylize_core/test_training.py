@@ -1,4 +1,5 @@
-"""Tests for stylize_core.training and stylize_core.onnx_export (random VGG weights, tiny images)."""
+"""Tests for stylize_core.training and stylize_core.onnx_export (random VGG weights, tiny images; the
+texture loss network where a loss must mean something)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def _images(n: int, seed: int = 0, shape: tuple[int, int] = (40, 52)) -> list[np
 
 def _config(**kw) -> TrainConfig:
     base = dict(image_size=32, batch_size=2, steps=4, epochs=100, lr=1e-2, vgg_weights="random:0",
-                style_layers=LAYERS, seed=1, log_every=1000, checkpoint_every=0)
+                content_layers=("relu2_2",), style_layers=LAYERS, seed=1, log_every=1000, checkpoint_every=0)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -102,6 +103,16 @@ def test_loss_goes_down_over_a_short_run(vgg: VGGFeatures) -> None:
     totals = [r["total"] for r in trainer.history]
     assert len(totals) == 30 and trainer.step_count == 30
     assert np.mean(totals[-5:]) < 0.5 * np.mean(totals[:3])
+
+
+def test_texture_loss_network_style_loss_falls_and_layers_are_recorded() -> None:
+    cfg = _config(steps=30, lr=5e-3, vgg="texture", content_layers=(), style_layers=(), content_weight=1.0,
+                  style_weight=1e6)
+    trainer = train_local(_images(4), mosaic_style_image(64), cfg, device="cpu", log=None)
+    assert trainer.loss_model == "texture/random:0"
+    assert trainer.config.content_layers == ("o0y3", "o1y3") and "o3k5" in trainer.config.style_layers  # resolved
+    style = [r["style"] for r in trainer.history]
+    assert np.mean(style[-5:]) < 0.5 * np.mean(style[:3])
 
 
 def test_epoch_limit_stops_first(vgg: VGGFeatures) -> None:
@@ -183,7 +194,7 @@ def test_demo_cli_writes_a_loadable_fp16_checkpoint(tmp_path) -> None:
     out, preview = tmp_path / "demo.pth", tmp_path / "preview.png"
     root = os.path.join(os.path.dirname(__file__), "..", "..")
     proc = subprocess.run(
-        [sys.executable, "-m", "stylize_core.training", "--demo", str(out), "--steps", "2", "--image-size", "32",
+        [sys.executable, "-m", "stylize_core.training_demo", "--demo", str(out), "--steps", "2", "--image-size", "32",
          "--style-layers", "relu1_2", "--preview", str(preview)],
         cwd=root, capture_output=True, text=True, timeout=300,
     )
