@@ -179,6 +179,7 @@ def test_catalog_writes_and_prints_no_secret(urls, tmp_path):
 
 
 @SLOW
+@pytest.mark.usefixtures("ray_local")  # the session's Ray, started with the S3 server's environment
 def test_catalog_names_inputs_by_their_redacted_uri(urls, tmp_path):
     """The next night lists the same objects, presigned anew: the ledger still knows them (no work),
     and it stores no secret."""
