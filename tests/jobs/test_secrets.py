@@ -246,7 +246,8 @@ def test_a_refused_checkpoint_is_reported_redacted(served, tmp_path, program):
     else:
         proc = _run(program, signed(base, "a.png"), "--checkpoint", ckpt, "-o", str(tmp_path / "out") + "/")
         assert proc.returncode == 2, proc.stderr
-    assert f"HTTP 403 Forbidden: {base}/{FORBIDDEN}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=***" in proc.stderr
+    assert "403" in proc.stderr  # the reason, and the URI redacted:
+    assert f"{base}/{FORBIDDEN}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=***" in proc.stderr
     _assert_clean(tmp_path / "out", proc)
 
 
