@@ -158,7 +158,8 @@ def arrow_paths(uris: list[str], options: StorageOptions | None = None) -> tuple
 @contextlib.contextmanager
 def _http_status(uri: str):
     """An HTTP error answer (aiohttp's ClientResponseError is no OSError, and its text holds the
-    whole signed URL) as ``PermissionError`` (401, 403) or ``OSError``, naming the URI redacted."""
+    whole signed URL) as ``PermissionError`` (401, 403) or ``OSError`` naming the URI redacted, its
+    ``status`` kept."""
     try:
         yield
     except (OSError, ValueError):
@@ -168,7 +169,9 @@ def _http_status(uri: str):
         if not isinstance(status, int):
             raise
         kind = PermissionError if status in (401, 403) else OSError
-        raise kind(f"HTTP {status} {getattr(exc, 'message', '')}: {redact_uri(uri)}".replace("  ", " ")) from None
+        err = kind(f"HTTP {status} {getattr(exc, 'message', '')}: {redact_uri(uri)}".replace("  ", " "))
+        err.status = status  # what stylize_core.file_errors reads the cause from
+        raise err from None
 
 
 def read_bytes(uri: str, options: StorageOptions | None = None) -> bytes:

@@ -179,6 +179,7 @@ def test_catalog_writes_and_prints_no_secret(urls, tmp_path):
 
 
 @SLOW
+@pytest.mark.usefixtures("ray_local")  # the session's Ray, started with the S3 server's environment
 def test_catalog_names_inputs_by_their_redacted_uri(urls, tmp_path):
     """The next night lists the same objects, presigned anew: the ledger still knows them (no work),
     and it stores no secret."""
@@ -245,7 +246,8 @@ def test_a_refused_checkpoint_is_reported_redacted(served, tmp_path, program):
     else:
         proc = _run(program, signed(base, "a.png"), "--checkpoint", ckpt, "-o", str(tmp_path / "out") + "/")
         assert proc.returncode == 2, proc.stderr
-    assert f"HTTP 403 Forbidden: {base}/{FORBIDDEN}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=***" in proc.stderr
+    assert "403" in proc.stderr  # the reason, and the URI redacted:
+    assert f"{base}/{FORBIDDEN}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=***" in proc.stderr
     _assert_clean(tmp_path / "out", proc)
 
 
