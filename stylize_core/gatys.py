@@ -27,7 +27,6 @@ as the caller set it; L-BFGS's curvature estimates want float32 gradients, so pr
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -38,28 +37,14 @@ import torch
 import torch.nn.functional as F
 
 from .color import preserve_color as _preserve_color
+from .gatys_level import Extractor, LevelPlan, optimize_level
 from .loss_network import LossNetwork, build_loss_network, resolve_layers
-from .losses import content_loss, image_to_tensor, style_grams, style_loss, tv_loss
+from .losses import image_to_tensor, style_grams
 
-logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "style")
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 2.0}
-# L-BFGS runs in calls of this many iterations; its curvature history carries over between calls
-# (same optimiser object); between calls we check for a stall.
-_LBFGS_CHUNK = 20
-# Curvature pairs kept: memory is 2 x history x image size (20 x 2 x 12 MB at 1024^2).
-_LBFGS_HISTORY = 20
-# Mean |change| in grey levels of L-BFGS's first (gradient descent) step at each level.
-_LBFGS_FIRST_STEP = 1.0
-
-
-class _BudgetSpent(Exception):
-    """Stops L-BFGS after exactly ``steps`` evaluations, even in the middle of a line search."""
-
-
-Extractor = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 
 
 @dataclass
@@ -291,113 +276,19 @@ def _run(
     image = _initial_image(config, content, style, sizes[0])
     del style
     trace: list[dict] = []
+    plan = LevelPlan(config.steps, config.optimizer, config.learning_rate,
+                     (config.content_weight, config.style_weight, config.tv_weight), config.content_layers,
+                     config.style_layers, config.style_layer_weights, config.log_every)
     for level, size in enumerate(sizes):
         image = _resize(image, size).detach()  # upsample the previous level's result
         with torch.no_grad():
             feats = extract(_resize(content, size))
             content_targets = {layer: feats[layer].detach() for layer in config.content_layers}
             del feats
-        image = _optimize_level(image, extract, content_targets, style_targets, config, level, trace, callback)
+        image = optimize_level(image, extract, content_targets, style_targets, plan, level, trace, callback)
         del content_targets
 
     if config.preserve_color:
         image = _preserve_color(image, content)
     out = image[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()  # (H, W, 3)
     return GatysResult(image=out, trace=trace, loss_model=loss_model)
-
-
-def _optimize_level(
-    start: torch.Tensor,
-    extract: Extractor,
-    content_targets: Mapping[str, torch.Tensor],
-    style_targets: Mapping[str, torch.Tensor],
-    config: GatysConfig,
-    level: int,
-    trace: list[dict],
-    callback: Callable[[dict], None] | None,
-) -> torch.Tensor:
-    """Up to ``config.steps`` loss evaluations at one size; returns the best image evaluated."""
-    # A fresh contiguous leaf: L-BFGS flattens the gradient with .view(), which needs NCHW-contiguous.
-    pixels = start.clamp(0, 255).contiguous().requires_grad_(True)  # (1, 3, h, w)
-    size = [int(pixels.shape[-2]), int(pixels.shape[-1])]
-    weights = torch.tensor([config.content_weight, config.style_weight, config.tv_weight], device=pixels.device)
-    lbfgs = config.optimizer == "lbfgs"
-    lr = config.learning_rate
-    step = 0
-    scale: float | None = None  # L-BFGS objective scale, fixed at the level's first evaluation
-    best_total, best = math.inf, pixels.detach().clone()
-
-    def evaluate() -> torch.Tensor:
-        nonlocal step, scale, best_total
-        if step >= config.steps:
-            raise _BudgetSpent
-        optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            pixels.clamp_(0, 255)  # evaluate (and let L-BFGS move from) a valid image
-        feats = extract(pixels)
-        c = sum(content_loss(feats[layer], content_targets[layer]) for layer in config.content_layers)
-        s = style_loss({layer: feats[layer] for layer in config.style_layers}, style_targets,
-                       config.style_layer_weights)
-        t = tv_loss(pixels)
-        terms = torch.stack([c, s, t])  # (3,)
-        total = (terms * weights).sum()
-        values = torch.cat([terms, total[None]]).tolist()  # one device sync per evaluation
-        entry = {"level": level, "step": step, "size": list(size), "content": values[0],
-                 "style": values[1], "tv": values[2], "total": values[3]}
-        if not all(math.isfinite(v) for v in values):
-            raise FloatingPointError(
-                f"Gatys loss became non-finite at level {level} step {step} ({entry}); "
-                f"lower lr (now {lr}) or the loss weights"
-            )
-        total.backward()
-        with torch.no_grad():
-            grad = pixels.grad  # (1, 3, h, w)
-            # Projected gradient: a pixel clamped at 0 or 255 whose gradient points out of range cannot
-            # move; leaving that component in corrupts L-BFGS's curvature pairs (the clamp undoes the
-            # step it thinks it took) and made it diverge in tests.
-            grad.masked_fill_(((pixels <= 0) & (grad > 0)) | ((pixels >= 255) & (grad < 0)), 0.0)
-            if lbfgs:
-                if scale is None:
-                    # Mean-normalised losses give per-pixel gradients too small for torch L-BFGS's
-                    # absolute thresholds (ys > 1e-10) and float32; rescale so mean |gradient| starts at 1.
-                    grad_l1 = float(grad.abs().sum())
-                    scale = pixels.numel() / grad_l1 if grad_l1 > 0 else 1.0
-                grad.mul_(scale)
-        if values[3] < best_total:  # a budget-stopped line search leaves a trial point
-            best_total = values[3]
-            best.copy_(pixels.detach())
-        trace.append(entry)
-        if callback is not None:
-            callback(dict(entry))
-        if config.log_every and (step % config.log_every == 0 or step == config.steps - 1):
-            logger.info("gatys level %d %s step %d: total %.4g (content %.4g, style %.4g, tv %.4g)",
-                        level, size, step, values[3], values[0], values[1], values[2])
-        step += 1
-        return total.detach() * (scale or 1.0)
-
-    if not lbfgs:
-        optimizer: torch.optim.Optimizer = torch.optim.Adam([pixels], lr=lr)
-        for _ in range(config.steps):
-            evaluate()
-            optimizer.step()
-    else:
-        # Strong-Wolfe line search: without one, L-BFGS zigzagged and blew up in tests (the L1 TV
-        # term is not smooth). Its first iteration is a gradient step of L1 norm `lr` (~lr/N per
-        # pixel in the rescaled units), too small to measure anything on; give that one iteration an
-        # lr that moves pixels by _LBFGS_FIRST_STEP grey levels on average, then use config's lr.
-        optimizer = torch.optim.LBFGS([pixels], lr=_LBFGS_FIRST_STEP * pixels.numel(), max_iter=1,
-                                      max_eval=10 * _LBFGS_CHUNK, tolerance_grad=0.0, tolerance_change=0.0,
-                                      history_size=_LBFGS_HISTORY, line_search_fn="strong_wolfe")
-        group = optimizer.param_groups[0]
-        try:
-            optimizer.step(evaluate)
-            group["lr"], group["max_iter"] = lr, _LBFGS_CHUNK
-            while True:
-                before, best_before = step, best_total
-                optimizer.step(evaluate)
-                if step - before <= 1 or best_total >= best_before:  # converged, or stalled
-                    break
-        except _BudgetSpent:  # the pixels may be mid line search; `best` is what we return
-            pass
-    del optimizer, pixels
-    return best
