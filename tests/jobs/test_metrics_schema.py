@@ -18,6 +18,7 @@ from jobs.batch.actor import StylizeActor
 from jobs.batch.settings import JobSettings
 from jobs.batch.stages import encode_write, read_decode
 from jobs.common import metrics_schema
+from jobs.common.planning import ActorPlan
 from jobs.common.metrics import SCHEMA, to_table
 from jobs.common.metrics_schema import BATCH_KEYS, STYLIZE, WRITE, Column, StageRows, stage_columns, stage_keys
 
@@ -39,6 +40,9 @@ def settings(tmp_path_factory) -> JobSettings:
                        vgg_weights="random:0", metrics_sample=1.0, run_id="schema", format="png")
 
 
+PLAN = ActorPlan(1, 1, 0.0, 1.0, 1, "test: one CPU actor", 8)  # the actor's share of a one-actor pool
+
+
 def _batch(settings: JobSettings) -> dict[str, np.ndarray]:
     rels = ["ok.png", "bad.png", "missing.png"]
     return {"idx": np.arange(3), "uri": np.array([f"{settings.input}/{r}" for r in rels]), "rel_path": np.array(rels)}
@@ -52,9 +56,9 @@ def test_the_declaration_is_the_parquet_schema():
 
 
 def test_rows_of_the_stages_and_the_actor_carry_exactly_the_declared_columns(settings):
-    actor = StylizeActor(settings)
+    actor = StylizeActor(settings, PLAN)
     split = encode_write(actor(read_decode(_batch(settings), settings)), settings)
-    fused = StylizeActor(settings, fused=True)(_batch(settings))
+    fused = StylizeActor(settings, PLAN, fused=True)(_batch(settings))
     for out in (split, fused):
         assert set(out) - NOT_METRICS == set(BATCH_KEYS.values())
         table = to_table(out)
@@ -68,7 +72,7 @@ def test_rows_of_the_stages_and_the_actor_carry_exactly_the_declared_columns(set
 
 
 def test_setup_error_rows_carry_the_declared_columns(settings):
-    actor = StylizeActor(settings)
+    actor = StylizeActor(settings, PLAN)
     actor.setup_error = "no weights"
     out = actor(_batch(settings))
     assert set(out) == set(BATCH_KEYS.values())
@@ -78,7 +82,7 @@ def test_setup_error_rows_carry_the_declared_columns(settings):
 def test_a_column_declared_but_not_built_fails(settings, monkeypatch):
     monkeypatch.setattr(metrics_schema, "COLUMNS", metrics_schema.COLUMNS + (Column("new", pa.string(), (STYLIZE,)),))
     with pytest.raises(KeyError, match=r"missing \['new'\]"):
-        StylizeActor(settings, fused=True)(_batch(settings))
+        StylizeActor(settings, PLAN, fused=True)(_batch(settings))
 
 
 def test_a_column_built_but_not_declared_fails():
