@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from jobs.common.run_settings import RunSettings
 from stylize_core.builder import StylizerSpec
 from stylize_core.gatys import GatysConfig
 from stylize_core.style_mix import Selection
@@ -47,7 +48,7 @@ def stylizer_spec(settings: StylizerSettings, *, styles: Mapping[str, str], styl
     )
 
 
-def run_stylizer_spec(settings: Any, max_batch: int) -> StylizerSpec:
+def run_stylizer_spec(settings: RunSettings, max_batch: int) -> StylizerSpec:
     """The stylizer of a Ray job's run (batch or video): every style, style image and selection it names."""
     return stylizer_spec(settings, styles=settings.styles, style_images=settings.style_images, mixes=settings.mixes,
                          max_batch=max_batch)
