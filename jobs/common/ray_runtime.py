@@ -5,6 +5,8 @@ Ray Train (:mod:`jobs.train`) and job submission (:mod:`jobs.submit`) use their 
 
 from __future__ import annotations
 
+import contextlib
+
 import importlib
 import logging
 import os
@@ -380,6 +382,7 @@ class ActorTaskPool:
         remote_cls = ray.remote(actor_cls).options(**options)
         self._actors = [remote_cls.remote(**actor_kwargs) for _ in range(max(1, actors))]
         self._pool = ActorPool(self._actors)
+        self._closes = callable(getattr(actor_cls, "close", None))
 
     def submit(self, method: str, *args: Any) -> None:
         self._pool.submit(lambda actor, a: getattr(actor, method).remote(*a), args)
@@ -394,6 +397,16 @@ class ActorTaskPool:
             first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
             raise ActorLostError(f"{type(exc).__name__}: {first}"[:300]) from exc
 
-    def shutdown(self) -> None:
+    def shutdown(self, close_timeout_s: float = 30.0) -> None:
+        """Ask each actor to ``close()`` (when its class has one: its temporary files), then kill it.
+
+        ``ray.kill`` runs no destructor and no atexit handler, so whatever an actor keeps on local
+        disk would outlive every run without the call; an actor that does not answer in time (lost,
+        stuck) is killed all the same.
+        """
+        if self._closes:
+            with contextlib.suppress(Exception):  # a lost actor must not stop the others' clean-up
+                ray.wait([a.close.remote() for a in self._actors], num_returns=len(self._actors),
+                         timeout=close_timeout_s)
         for actor in self._actors:
             ray.kill(actor)

@@ -176,6 +176,10 @@ class VideoWorker:
     def put(self, path: str, uri: str) -> None:
         put_file_atomic(path, uri, self.opts)
 
-    def __del__(self) -> None:
+    def close(self) -> None:
+        """Remove the local copies of remote inputs (the pool calls this before it kills the actor)."""
         shutil.rmtree(getattr(self, "tmp", ""), ignore_errors=True)
+
+    def __del__(self) -> None:
+        self.close()
 
