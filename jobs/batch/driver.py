@@ -32,6 +32,7 @@ from jobs.common.planning import ActorPlan, plan_actors
 from jobs.common.progress import Progress
 from jobs.common.storage import (InputFile, arrow_paths, join_uri, redact, redact_text, remove_prefix,
                                  write_bytes_atomic)
+from jobs.common.watchdog import stall_guarded
 from stylize_core.host import malloc_env
 
 
@@ -96,7 +97,7 @@ def _render(settings: JobSettings, staged: StagedManifest, plan: ActorPlan, fuse
             write_fn=None if fused else functools.partial(encode_write, settings=settings),
             actor_env=malloc_env(),
         )
-        batches = _written_on_failure(batches, settings, writer, counts, expected)
+        batches = _written_on_failure(stall_guarded(batches, settings.stall_timeout), settings, writer, counts, expected)
         for batch in batches:
             table = to_table(batch)
             _raise_setup_error(table)

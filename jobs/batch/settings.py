@@ -37,6 +37,10 @@ class JobSettings(RunSettings):
         2, "times a batch may kill its stylize actor (a sticky CUDA error makes the actor exit so Ray replaces it) "
         "before its images run one at a time; an image that kills it more often becomes a stylize_error row",
         group=GROUP_RAY, ge=0, le=100)
+    stall_timeout: float = option(
+        1800, "seconds without a new row, once rows are flowing, after which the run writes the rows it has and "
+        "stops (exit 2; rerunning the same --run-id completes it) instead of waiting forever, as a fixed pool that no "
+        "longer fits the cluster after a lost node does. 0: wait forever", group=GROUP_RAY, ge=0)
     stages: Literal["auto", "split", "fused"] = option(
         "auto", "split: decode and encode in CPU tasks beside the actor pool; fused: inside the actors. auto: split for "
         "GPU actors, fused for CPU actors, whose cores those tasks would share", group=GROUP_RAY)

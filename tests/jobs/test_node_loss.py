@@ -167,32 +167,41 @@ def test_batch_job_survives_losing_the_node_that_holds_the_attempt_ledger(two_no
     _check_batch_outputs(tmp_path / "out", "lost-ledger")
 
 
+@pytest.mark.parametrize("failure", ["raises", "stalls"])
 def test_a_pipeline_failure_writes_the_rows_held_and_a_rerun_of_the_run_id_completes(ray_local, tmp_path, monkeypatch,
-                                                                                     capsys):
+                                                                                     capsys, failure):
     """What Ray cannot recover: the rows already back are written, the job stops with one line, and a
-    rerun of the same run id completes the run (each input once in its metrics)."""
+    rerun of the same run id completes the run (each input once in its metrics). ``stalls``: a
+    stream that stops delivering rows (a fixed pool that no longer fits after a lost node waits
+    forever) is stopped by --stall-timeout the same way."""
     real = ray_runtime.stylize_dataset
+    never = threading.Event()
 
     def fails_after_one_batch(*args, **kwargs):
         stream = real(*args, **kwargs)
         yield next(stream)
         stream.close()
+        if failure == "stalls":
+            never.wait(120)
         raise ray.exceptions.RayError("the node holding these blocks is gone\nsecond line")
 
     monkeypatch.setattr(ray_runtime, "stylize_dataset", fails_after_one_batch)
     n = 8
     args = _batch_args(tmp_path, "", "again", n)
     args = args[:args.index("--address")] + args[args.index("--address") + 2:]
-    settings = stylize.parse_args(args)
+    settings = stylize.parse_args([*args, "--stall-timeout", "2"])
     assert stylize.main(settings) == 2
+    never.set()
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[stylize] error")]
-    assert len(err) == 1 and "rerun with --run-id again" in err[0] and "RayError: the node holding" in err[0]
+    cause = "StreamStalled: no row for 2 s" if failure == "stalls" else "RayError: the node holding"
+    assert len(err) == 1 and "rerun with --run-id again" in err[0] and cause in err[0]
     held = pq.read_table(tmp_path / "out" / "_metrics" / "run_id=again")
     assert 0 < held.num_rows < n and set(held["status"].to_pylist()) == {"ok"}
     made = len(list((tmp_path / "out" / "s").glob("*.jpg")))  # in-flight batches may have written more
 
     monkeypatch.setattr(ray_runtime, "stylize_dataset", real)
-    assert stylize.main(settings.replace(skip_existing=True)) == 0
+    # the rerun waits as long as the default: a loaded machine may take 2 s between rows
+    assert stylize.main(settings.replace(skip_existing=True, stall_timeout=0)) == 0
     rows = pq.read_table(tmp_path / "out" / "_metrics" / "run_id=again")
     assert sorted(os.path.basename(u) for u in rows["input_uri"].to_pylist()) == _names(n, "png")
     assert rows["status"].to_pylist().count("skipped") == made >= held.num_rows  # the first run's outputs stand
