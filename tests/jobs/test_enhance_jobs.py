@@ -141,3 +141,25 @@ def test_cli_evaluate_reports_scores(tmp_path, models, capsys):
     assert (row["psnr"], row["ssim"]) == pytest.approx(_independent_scores(img, written), abs=1e-6)
     assert 15 < row["baseline_psnr"] < 60 and 0 < row["baseline_ssim"] <= 1
 
+
+@pytest.mark.usefixtures("ray_local")
+def test_video_job_runs_restoration_and_refuses_super_resolution(tmp_path, models, capsys):
+    from jobs.video import driver as stylize_video
+    from stylize_core.video import make_clip, pan_frames, probe_video
+    from stylize_core.video.synthetic import sample_photo
+
+    (tmp_path / "in").mkdir()
+    make_clip(str(tmp_path / "in" / "pan.mp4"), pan_frames(sample_photo("astronaut"), 8, (64, 48), seed=1), gop=4,
+              audio_hz=None)
+    fast = ["--segment-seconds", "0.5", "--warmup-frames", "2", "--no-metrics", "--preset", "ultrafast", "--quiet",
+            "--max-error-rate", "1"]
+    out = tmp_path / "out"
+    assert stylize_video.cli(["--input", str(tmp_path / "in"), "--output", str(out), "--style",
+                              f"clean={models['denoise']}", "--run-id", "v", *fast]) == 0
+    info = probe_video(str(out / "clean" / "pan.mp4"))
+    assert (info.width, info.height) == (64, 48)
+    capsys.readouterr()
+    assert stylize_video.cli(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o2"), "--style",
+                              f"up={models['sr2']}", "--run-id", "w", *fast]) == 2
+    err = capsys.readouterr().err
+    assert "super-resolution network" in err and "Traceback" not in err
