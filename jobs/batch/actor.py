@@ -231,7 +231,8 @@ class StylizeActor:
                 if row_status == "ok" and style not in todo[i]:
                     row_status = "skipped"
                 elif isinstance(res, Exception):
-                    row_status, etype, err = "error", getattr(res, "error_type", "stylize_error"), f"{type(res).__name__}: {res}"
+                    etype = getattr(res, "error_type", "stylize_error")  # too_large: an output over --max-pixels
+                    row_status, err = "error", f"{type(res).__name__}: {res}"
                 ok = row_status == "ok"
                 image = res.image if ok else EMPTY_IMAGE
                 nan = float("nan")

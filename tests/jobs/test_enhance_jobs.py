@@ -163,3 +163,32 @@ def test_video_job_runs_restoration_and_refuses_super_resolution(tmp_path, model
                               f"up={models['sr2']}", "--run-id", "w", *fast]) == 2
     err = capsys.readouterr().err
     assert "super-resolution network" in err and "Traceback" not in err
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_catalog_nights_render_each_input_once_per_enhancement_model(tmp_path, models):
+    import hashlib
+
+    import yaml
+
+    from jobs.catalog import night as catalog
+
+    images = _inputs(tmp_path / "cat")
+    out = tmp_path / "out"
+    cfg = tmp_path / "nightly.yaml"
+    cfg.write_text(yaml.safe_dump({"source": str(tmp_path / "cat"), "output": str(out), "styles": {"up": models["sr2"]},
+                                   "no_metrics": True, "quiet": True, "contact_sheet": 0, "max_error_rate": 1.0}))
+    sha = hashlib.sha256(open(models["sr2"], "rb").read()).hexdigest()
+
+    def rows(run_id: str) -> list[dict]:
+        return pq.read_table(str(out / "_metrics" / f"run_id={run_id}")).to_pylist()
+
+    assert catalog.cli(["--config", str(cfg), "--run-id", "n1"]) == 0
+    ok = {Path(r["input_uri"]).name: r for r in rows("n1") if r["status"] == "ok"}
+    assert set(ok) == set(images)
+    for name, img in images.items():
+        assert ok[name]["model_sha256"] == sha  # the ledger identity: the checkpoint's sha256, as for styles
+        assert (ok[name]["out_height"], ok[name]["out_width"]) == (2 * img.shape[0], 2 * img.shape[1])
+    assert catalog.cli(["--config", str(cfg), "--run-id", "n2"]) == 0  # nothing changed: nothing re-rendered
+    second = rows("n2") if (out / "_metrics" / "run_id=n2").exists() else []
+    assert not [r for r in second if r["status"] == "ok"]

@@ -236,3 +236,23 @@ def test_evaluate_scores_output_and_baseline():
     assert s1.psnr == s1.baseline_psnr and s1.ssim == s1.baseline_ssim and 20 < s1.psnr < 28
     up = evaluate(images, task_degradation("sr2"), lambda xs: [upscale(x, 2) for x in xs])
     assert up[1].reference.shape == (32, 30, 3) and up[1].psnr == up[1].baseline_psnr
+
+
+@pytest.mark.parametrize("task", ["sr2", "sr4", "denoise", "deblock"])
+def test_shipped_demo_checkpoints_beat_their_baseline_on_a_held_out_photo(task):
+    from pathlib import Path
+
+    from stylize_core.enhance_demo import EVAL_PHOTOS, TRAIN_PHOTOS, photo as skimage_photo
+
+    assert not set(EVAL_PHOTOS) & set(TRAIN_PHOTOS)
+    sm = load_style_model(str(Path(__file__).resolve().parents[2] / "stylize_core" / "assets" / f"enhance_{task}.pth"))
+    assert sm.enhance.task == task and sm.metadata["eval_photos"] == list(EVAL_PHOTOS)
+    clean = skimage_photo("astronaut")[160:288, 160:288]  # held out: never trained on
+
+    def run(images):
+        with torch.no_grad():
+            return [sm.model(torch.from_numpy(np.array(x)).permute(2, 0, 1)[None].float()).clamp(0, 255).round()
+                    .byte()[0].permute(1, 2, 0).numpy() for x in images]
+
+    (score,) = evaluate([clean], sm.enhance.degradation, run, keys=["astronaut"])
+    assert score.psnr > score.baseline_psnr + 0.1 and score.ssim > score.baseline_ssim
