@@ -41,6 +41,7 @@ from .transformer_net import NetConfig, TransformerNet
 
 FORMAT = "stylize.style_model"
 FORMAT_VERSION = 2
+ENHANCE_FORMAT = "stylize.enhance_model"  # stylize_core.enhance_checkpoint
 # Old pytorch/examples checkpoints were saved when InstanceNorm2d tracked running stats.
 _LEGACY_KEY = re.compile(r"(^|\.)in\d+\.(running_mean|running_var|num_batches_tracked)$")
 # What torch's weights-only unpickler says when it meets an import it does not allow.
@@ -79,6 +80,8 @@ class StyleModel:
     style_images: tuple[np.ndarray | None, ...] = ()  # one per style, for style losses / blended targets
     weights: tuple[float, ...] | None = None  # the selection over style_names (sums to 1), multi-style only
     network: TransformerNet | None = None  # the whole network (== model for single-style checkpoints)
+    # An enhancement checkpoint's task, scale and degradation (stylize_core.enhance_checkpoint); None for styles
+    enhance: Any = None
 
     @property
     def multi_style(self) -> bool:
@@ -245,6 +248,8 @@ def load_style_model(
     metadata: dict[str, Any] = {}
     images: list[np.ndarray | None] = []
     arch = NetConfig()
+    if isinstance(obj, dict) and obj.get("format") == ENHANCE_FORMAT:
+        return _enhance_model(obj, source, digest)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if int(obj.get("version", 0)) > FORMAT_VERSION:
             raise StyleModelError(source, "wrong network", f"it has checkpoint format version {obj['version']}, "
@@ -280,6 +285,16 @@ def load_style_model(
                         sha256=digest, source=source, arch=arch, style_names=names, style_images=tuple(images),
                         network=model)
     return loaded.select(style) if style is not None else loaded
+
+
+def _enhance_model(obj: dict[str, Any], source: str, digest: str) -> StyleModel:
+    """An enhancement checkpoint as a StyleModel (no style image; ``enhance`` says what it restores)."""
+    from .enhance_checkpoint import parse
+
+    net, info, metadata = parse(obj, source, StyleModelError)
+    metadata.setdefault("style", info.task)
+    return StyleModel(model=net, metadata=metadata, sha256=digest, source=source, arch=net.arch,  # type: ignore[arg-type]
+                      style_names=(info.task,), style_images=(None,), network=None, enhance=info)
 
 
 # --- writing -----------------------------------------------------------------------------------------

@@ -49,6 +49,11 @@ def build_stylizer(spec: StylizerSpec, opener: Opener, loaded: Mapping[str, Styl
     device = check_device(spec.device)
     checkpoints = dict(loaded) if loaded is not None else load_checkpoints(spec.styles, opener, spec.mixes)
     sha256 = {name: sm.model_id for name, sm in checkpoints.items()}  # a blend is a model of its own
+    enhancing = [name for name, sm in checkpoints.items() if sm.enhance is not None]
+    if enhancing and spec.method != "feedforward":
+        name = enhancing[0]
+        raise SetupError(f"style {name!r} is an enhancement network ({checkpoints[name].enhance.task}); "
+                         f"--method {spec.method} cannot run it: use --method feedforward")
     try:
         return entry.build(spec, opener, device, checkpoints, sha256)
     except (VGGWeightsError, BackendError) as exc:

@@ -21,6 +21,7 @@ import torch
 from .bucketing import DEFAULT_MAX_PAD_FRACTION, MIN_SIDE, Batch, crop, pad_to, plan_batches  # noqa: F401
 from .checkpoint import StyleModel
 from .color import blend, preserve_color
+from .enhance_net import output_scale
 from .loss_meter import LossMeter, PendingLosses
 from .loss_network import LossNetwork
 from .run_stats import DeviceClock, ForwardStats
@@ -62,7 +63,7 @@ class StylizerConfig:
 class StyleResult:
     """One stylised image and its metrics (losses are NaN when metrics are off or not measured)."""
 
-    image: np.ndarray  # (H, W, 3) uint8, the input's size
+    image: np.ndarray  # (H, W, 3) uint8, the input's size (times the scale of a super-resolution network)
     content_loss: float = float("nan")
     style_loss: float = float("nan")
     tv_loss: float = float("nan")
@@ -126,6 +127,8 @@ class Stylizer:
         self.cuda = self.device.type == "cuda"
         self.memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
         self.styles = dict(styles)
+        # Super-resolution networks return scale x the input's sides (1 for style networks).
+        self.scales = {name: output_scale(sm.model) for name, sm in self.styles.items()}
         self.models = {
             name: sm.model.to(self.device, memory_format=self.memory_format).eval().requires_grad_(False)
             for name, sm in self.styles.items()
@@ -173,6 +176,7 @@ class Stylizer:
         cfg = self.config
         pixels = cfg.max_batch_pixels if self.cuda else min(cfg.max_batch_pixels, cfg.cpu_max_batch_pixels)
         pad = cfg.max_pad_fraction if self.cuda else cfg.cpu_max_pad_fraction
+        pixels //= max(self.scales.values(), default=1) ** 2  # the budget is for OUTPUT pixels
         return plan_batches(shapes, max_batch=cfg.max_batch, max_pixels=pixels, max_pad_fraction=pad)
 
     def _autocast(self):
@@ -267,12 +271,14 @@ class Stylizer:
             with self._autocast():
                 y = self.models[style](x)
             y = y.float()
+            ref = _upscaled(x, self.scales[style])  # the input at the output's size
             if self.config.preserve_color:
-                y = preserve_color(y, x)
+                y = preserve_color(y, ref)
             # pixelwise, so blending the padded batch and cropping later equals blending the crops
-            y = blend(y, x, self.config.strength).clamp_(0, 255)  # (B, 3, H, W)
+            y = blend(y, ref, self.config.strength).clamp_(0, 255)  # (B, 3, H, W)
             done.outputs[style] = self._download(y)
-            done.crops[style] = [crop(y[j : j + 1], pads[j]) for j in measured]  # [(1, 3, h, w)]
+            small = _downscaled(y, self.scales[style])  # metrics compare with the input, at its size
+            done.crops[style] = [crop(small[j : j + 1], pads[j]) for j in measured]  # [(1, 3, h, w)]
             marks[style] = self.clock.mark()
             self._stats.record_forward(len(members), real, len(members) * batch.shape[0] * batch.shape[1])
         return done
@@ -324,7 +330,7 @@ class Stylizer:
                 host = p.outputs[style].numpy()  # (B, Hb, Wb, 3)
                 h, w = host.shape[1:3]
                 for j, i in enumerate(p.members):
-                    left, right, top, bottom = p.pads[j]
+                    left, right, top, bottom = (v * self.scales[style] for v in p.pads[j])
                     # a copy: results must not keep the (pinned) batch buffer alive
                     image = np.array(host[j, top : h - bottom, left : w - right])
                     got = values[style].get((k, j))
@@ -341,3 +347,15 @@ class Stylizer:
     def stylize_all(self, images: Sequence[np.ndarray]) -> dict[str, list[StyleResult]]:
         """Every style over the same images: ``{style: [result per image]}``."""
         return self.stylize_many(images)
+
+
+def _upscaled(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """(B, 3, H, W) -> bicubic (B, 3, sH, sW) in 0..255 (``x`` itself for scale 1)."""
+    if scale == 1:
+        return x
+    return torch.nn.functional.interpolate(x, scale_factor=float(scale), mode="bicubic", align_corners=False).clamp_(0, 255)
+
+
+def _downscaled(y: torch.Tensor, scale: int) -> torch.Tensor:
+    """(B, 3, sH, sW) -> area-averaged (B, 3, H, W) (``y`` itself for scale 1)."""
+    return y if scale == 1 else torch.nn.functional.avg_pool2d(y, scale)

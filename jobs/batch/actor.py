@@ -13,6 +13,8 @@ import torch
 
 from stylize_core.builder import SetupError
 from stylize_core.device_errors import is_fatal_device_error
+from stylize_core.enhance_eval import EVALUATION_KEYS, prepare
+from stylize_core.enhance_net import OutputTooLarge, check_output_pixels
 from stylize_core.host import retain_freed_memory
 from stylize_core.registry import build_stylizer
 from stylize_core.sampling import sampled
@@ -145,6 +147,51 @@ class StylizeActor:
                 return encode_write(self._stylize_rows(read_decode(batch, self.settings)), self.settings)
             return self._stylize_rows(batch)
 
+    def _too_large(self, batch: dict[str, np.ndarray], status: list) -> dict[tuple[int, str], Any]:
+        """(row, style) -> OutputTooLarge for inputs whose output at a style's scale exceeds --max-pixels."""
+        refused: dict[tuple[int, str], Any] = {}
+        for style, scale in getattr(self.stylizer, "scales", {}).items():
+            for i, image in enumerate(batch["image"]):
+                if status[i] == "ok" and scale > 1:
+                    try:
+                        check_output_pixels(*np.asarray(image).shape[:2], scale, self.settings.max_pixels)
+                    except OutputTooLarge as exc:
+                        refused[(i, style)] = exc
+        return refused
+
+    def _evaluate(self, batch: dict[str, np.ndarray], todo: list[list[str]], status: list, refused: dict
+                  ) -> tuple[dict[tuple[int, str], Any], dict[tuple[int, str], Any]]:
+        """--evaluate: each enhancement style restores a copy of its inputs degraded as it was trained for
+        (seeded by the input URI); ``(results, scores)`` keyed by (row, style)."""
+        results: dict[tuple[int, str], Any] = {}
+        scores: dict[tuple[int, str], Any] = {}
+        if not self.settings.evaluate:
+            return results, scores
+        uris = [str(u) for u in batch["uri"]]
+        for style, sm in self.built.models.items():
+            if sm.enhance is None:
+                continue
+            prepared = {}
+            for i in range(len(uris)):
+                if status[i] == "ok" and style in todo[i] and (i, style) not in refused:
+                    try:
+                        prepared[i] = prepare(np.asarray(batch["image"][i]), sm.enhance.degradation, uris[i])
+                    except ValueError as exc:  # too small to downscale by the network's scale
+                        results[(i, style)] = exc
+            idx = list(prepared)
+            if not idx:
+                continue
+            measure = [sampled(uris[i], self.settings.metrics_sample) for i in idx]
+            try:
+                found = self._stylize_safely([prepared[i].degraded for i in idx], [style], measure)[style]
+            except Exception as exc:
+                found = [exc] * len(idx)
+            for i, res in zip(idx, found):
+                results[(i, style)] = res
+                if not isinstance(res, Exception):
+                    scores[(i, style)] = prepared[i].score(res.image)
+        return results, scores
+
     def _stylize_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Decoded rows -> one row per input x style with the output image (or the error)."""
         n = len(batch["uri"])
@@ -156,11 +203,14 @@ class StylizeActor:
         # Rows that need the same styles share one call (usually all of them: todo differs only for
         # --skip-existing and nightly plans).
         groups: dict[tuple[str, ...], list[int]] = {}
+        apart = self._too_large(batch, status)  # super-resolution outputs over --max-pixels
+        evaluated, scores = self._evaluate(batch, todo, status, apart)  # --evaluate: run apart
+        apart.update(evaluated)
         for i in range(n):
-            styles = tuple(s for s in self.settings.style_names if s in todo[i])
+            styles = tuple(s for s in self.settings.style_names if s in todo[i] and (i, s) not in apart)
             if status[i] == "ok" and styles:
                 groups.setdefault(styles, []).append(i)
-        results: dict[tuple[int, str], Any] = {}
+        results: dict[tuple[int, str], Any] = dict(apart)  # (row, style) done or refused apart
         for styles, idx in groups.items():
             images = [np.asarray(batch["image"][i]) for i in idx]
             measure = [sampled(uris[i], self.settings.metrics_sample) for i in idx]
@@ -181,7 +231,8 @@ class StylizeActor:
                 if row_status == "ok" and style not in todo[i]:
                     row_status = "skipped"
                 elif isinstance(res, Exception):
-                    row_status, etype, err = "error", "stylize_error", f"{type(res).__name__}: {res}"
+                    etype = getattr(res, "error_type", "stylize_error")  # too_large: an output over --max-pixels
+                    row_status, err = "error", f"{type(res).__name__}: {res}"
                 ok = row_status == "ok"
                 image = res.image if ok else EMPTY_IMAGE
                 nan = float("nan")
@@ -195,6 +246,7 @@ class StylizeActor:
                     tv_loss=float(res.tv_loss) if ok else nan, stylize_ms=float(res.stylize_ms) if ok else nan,
                     metrics_ms=float(res.metrics_ms) if ok and res.measured else nan,
                     device=built.device_name, backend=built.backend, arch=built.arch(style),
+                    **_scores(scores.get((i, style)) if ok else None),
                 )
         cols = made.cols
         rows = cols.pop("row")
@@ -207,3 +259,8 @@ class StylizeActor:
         out["out_image"] = images_out
         self._end(key)
         return out
+
+
+def _scores(evaluation: Any) -> dict[str, float]:
+    """The --evaluate columns of a row (NaN: not evaluated)."""
+    return {k: float(getattr(evaluation, k)) if evaluation is not None else float("nan") for k in EVALUATION_KEYS}

@@ -32,6 +32,9 @@ class JobSettings(RunSettings):
                                    "URI (the same inputs on reruns and for every style); the others have null losses "
                                    "and measured=false. `--metrics-size 256 --metrics-sample 1` is the full measure",
                                    group=GROUP_MODEL, ge=0, le=1)
+    evaluate: bool = option(False, "enhancement networks: degrade each input as the network was trained for, restore "
+                            "that, write the restoration and its psnr/ssim (luminance) and the baseline's (Lanczos "
+                            "upscale or the degraded input) into the metrics rows", group=GROUP_MODEL)
     read_batch_size: int = option(16, "images per read/decode task batch", group=GROUP_RAY, ge=1)
     max_actor_crashes: int = option(
         2, "times a batch may kill its stylize actor (a sticky CUDA error makes the actor exit so Ray replaces it) "

@@ -65,6 +65,11 @@ COLUMNS: tuple[Column, ...] = (
     Column("device", pa.string(), (STYLIZE,)),
     Column("backend", pa.string(), (STYLIZE,)),
     Column("arch", pa.string(), (STYLIZE,)),
+    # --evaluate with an enhancement network: luminance PSNR (dB) / SSIM of the output and the baseline
+    Column("psnr", pa.float64(), (STYLIZE,)),
+    Column("ssim", pa.float64(), (STYLIZE,)),
+    Column("baseline_psnr", pa.float64(), (STYLIZE,)),
+    Column("baseline_ssim", pa.float64(), (STYLIZE,)),
 )
 SCHEMA = pa.schema([(c.name, c.type) for c in COLUMNS])
 BATCH_KEYS: dict[str, str] = {c.name: c.key for c in COLUMNS}  # Parquet name -> batch name

@@ -31,6 +31,8 @@ from stylize_core.builder import SetupError as BuildError
 from stylize_core.builder import load_checkpoints
 from stylize_core.registry import build_stylizer
 from stylize_core.gatys import INITS, OPTIMIZERS
+from stylize_core.enhance_eval import EVALUATION_KEYS, prepare
+from stylize_core.enhance_net import check_output_pixels
 from stylize_core.gatys_stylizer import GatysStylizer
 from stylize_core.host import retain_freed_memory
 from stylize_core.image_io import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, ImageDecodeError, decode_image, encode_image, resize_max_side
@@ -94,6 +96,9 @@ class ImageSettings(BaseModel):
                                   "runs in bfloat16. See README 'CPU backends'", group=_FF)
     batch_size: int = option(4, "images read and stylised together; same-sized ones share a forward pass",
                              group=_FF, ge=1, le=1024)
+    evaluate: bool = option(False, "enhancement networks: degrade each input as the network was trained for, restore "
+                            "that, write the restoration and report psnr/ssim (luminance) of it and of the baseline "
+                            "(Lanczos upscale or the degraded input) in --json rows", group=_FF)
 
     metrics: bool = option(False, "measure content, style and TV loss of each output with the VGG loss network",
                            group=_METRICS)
@@ -221,6 +226,8 @@ class Engine:
     loss_model: str
     checkpoint_sha256: str = ""
     backend: str = ""
+    scale: int = 1  # output size / input size (super-resolution networks: 2 or 4)
+    enhance: Any = None  # an enhancement network's EnhanceInfo (task, scale, degradation)
 
 
 def build_engine(args: ImageSettings, opener: Callable[[str], bytes]) -> Engine:
@@ -248,7 +255,8 @@ def build_engine(args: ImageSettings, opener: Callable[[str], bytes]) -> Engine:
         raise SetupError(str(exc)) from None
     method = "optimize" if args.optimize else "feedforward"
     return Engine(built.stylizer, style, method, built.loss_model, "" if args.optimize else built.model_sha256[style],
-                  built.backend)
+                  built.backend, getattr(built.stylizer, "scales", {}).get(style, 1),
+                  None if args.optimize else built.models[style].enhance)
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -281,21 +289,27 @@ class _Reporter:
             row = {**self._base(uri, out), "status": "error", "error_type": _error_type(exc), "error": str(exc)}
             print(json.dumps(redact(row, keys=False)), flush=True)
 
-    def ok(self, uri: str, out: str, result: StyleResult) -> None:
+    def ok(self, uri: str, out: str, result: StyleResult, scores: Any = None) -> None:
         h, w = result.image.shape[:2]
         if self.args.json_rows:
             row = {**self._base(uri, out), "status": "ok", "error_type": None, "error": None, "width": w, "height": h,
                    "content_loss": _finite_or_none(result.content_loss), "style_loss": _finite_or_none(result.style_loss),
                    "tv_loss": _finite_or_none(result.tv_loss), "stylize_ms": result.stylize_ms,
                    "metrics_ms": result.metrics_ms}
+            if scores is not None:
+                row.update({k: _finite_or_none(getattr(scores, k)) for k in EVALUATION_KEYS})
             print(json.dumps(redact(row, keys=False)), flush=True)
         elif not self.args.quiet:
-            _say(f"{uri} -> {out} ({w}x{h}, {result.stylize_ms:.0f} ms)")
+            extra = "" if scores is None else (f", PSNR {scores.psnr:.2f} dB vs {scores.baseline_psnr:.2f}, "
+                                               f"SSIM {scores.ssim:.3f} vs {scores.baseline_ssim:.3f}")
+            _say(f"{uri} -> {out} ({w}x{h}, {result.stylize_ms:.0f} ms{extra})")
 
 
-def _read(uri: str, args: ImageSettings, opener: Callable[[str], bytes]) -> np.ndarray:
+def _read(uri: str, args: ImageSettings, opener: Callable[[str], bytes], scale: int = 1) -> np.ndarray:
     image = decode_image(opener(uri), max_pixels=args.max_pixels)  # (H, W, 3) uint8
-    return resize_max_side(image, args.max_side)
+    image = resize_max_side(image, args.max_side)
+    check_output_pixels(*image.shape[:2], scale, args.max_pixels)  # --max-pixels bounds the output too
+    return image
 
 
 def _stylize(engine: Engine, images: list[np.ndarray]) -> list[StyleResult | BaseException]:
@@ -333,16 +347,28 @@ def main(args: ImageSettings) -> int:
         ready: list[tuple[str, str, np.ndarray]] = []
         for uri, out in pairs[start : start + chunk]:
             try:
-                ready.append((uri, out, _read(uri, args, opener)))
+                ready.append((uri, out, _read(uri, args, opener, engine.scale)))
             except (OSError, ImageDecodeError, ValueError) as exc:
                 report.error(uri, out, exc)
         if not ready:
             continue
+        evals: list[Any] = [None] * len(ready)
+        if args.evaluate and engine.enhance is not None:  # restore degraded copies, scored against the inputs
+            kept = []
+            for uri, out, image in ready:
+                try:
+                    evals[len(kept)] = prepare(image, engine.enhance.degradation, uri)
+                    kept.append((uri, out, evals[len(kept)].degraded))
+                except ValueError as exc:  # too small to downscale by the network's scale
+                    report.error(uri, out, exc)
+            ready = kept
+            if not ready:
+                continue
         try:
             results = _stylize(engine, [image for _, _, image in ready])
         except Exception as exc:  # noqa: BLE001 - a single image's failure
             results = [exc]
-        for (uri, out, _), result in zip(ready, results):
+        for (uri, out, _), result, scores in zip(ready, results, evals):
             if isinstance(result, BaseException):
                 report.error(uri, out, result)
                 continue
@@ -351,7 +377,7 @@ def main(args: ImageSettings) -> int:
             except (OSError, ValueError) as exc:
                 report.error(uri, out, exc)
                 continue
-            report.ok(uri, out, result)
+            report.ok(uri, out, result, scores.score(result.image) if scores is not None else None)
     if report.failed and not args.json_rows:
         _say(f"{PROG}: {report.failed} of {len(pairs)} input(s) failed", err=True)
     return 1 if report.failed else 0

@@ -239,6 +239,10 @@ def main(args: TrainSettings) -> int:
 
     if os.environ.get("RAY_TRAIN_V2_ENABLED", "1").lower() in ("0", "false"):  # V1 resumes only via .restore()
         print("warning: RAY_TRAIN_V2_ENABLED=0: a rerun will not resume from the checkpoints", file=sys.stderr)
+    if args.task != "style":  # an enhancement network (jobs/train/enhance.py)
+        from jobs.train.enhance import main as enhance_main
+
+        return enhance_main(args)
     options = StorageOptions()
     config = train_config_from_args(args)
     try:
@@ -246,21 +250,12 @@ def main(args: TrainSettings) -> int:
     except JobError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if len(files) < args.workers * args.batch_size:
-        print(f"error: {len(files)} content images, fewer than --workers x --batch-size", file=sys.stderr)
-        return 2
-    fixed = _start_ray(args.address)
-    plan, refusal = plan_workers(args, ray.cluster_resources(), fixed=fixed)
+    plan, refusal = plan_run(args, files)
     if refusal:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
     ledger = ray.remote(num_cpus=0)(RunLedger).remote()
-    uris = [f.uri for f in files]
-    np.random.default_rng(config.seed).shuffle(uris)  # spread listing order (often by source) over shards
-    dataset = ray.data.from_items([{"uri": u} for u in uris]).map_batches(
-        read_content_batch, batch_size=args.read_batch_size, batch_format="numpy",
-        fn_kwargs={"size": config.image_size, "options": options, "ledger": ledger},
-    )
+    dataset = content_dataset(args, files, config.seed, options, ledger)
     trainer = _trainer(args, config, plan, style_images, options, ledger, dataset)
     print(f"training {config.style_name!r} ({config.arch(len(style_images)).describe()}): {len(files)} images, "
           f"{args.workers} worker(s) x {plan.cpus_per_worker:g} CPU, {plan.device.upper()}, "
@@ -311,17 +306,45 @@ def _trainer(args: TrainSettings, config: TrainConfig, plan: WorkerPlan, style_i
              options: StorageOptions, ledger: Any, dataset: Any) -> Any:
     """Ray Train's trainer: the worker loop and what it is given, the workers' resources, where the
     run's checkpoints go (its resume key) and how many failures it retries."""
+    loop_config = {"train_config": asdict(config), "style_images": style_images, "storage_options": options,
+                   "ledger": ledger, "autocast": args.autocast}
+    return torch_trainer(args, plan, options, train_worker_loop, loop_config, dataset)
+
+
+def plan_run(args: TrainSettings, files: list) -> tuple[WorkerPlan | None, str | None]:
+    """Start (or join) Ray and plan the workers: ``(plan, None)``, or ``(None, why it cannot start)``."""
+    import ray
+
+    if len(files) < args.workers * args.batch_size:
+        return None, f"{len(files)} content images, fewer than --workers x --batch-size"
+    fixed = _start_ray(args.address)
+    plan, refusal = plan_workers(args, ray.cluster_resources(), fixed=fixed)
+    return (None, refusal) if refusal else (plan, None)
+
+
+def content_dataset(args: TrainSettings, files: list, seed: int, options: StorageOptions, ledger: Any) -> Any:
+    """The content images as a Ray Dataset of ``--image-size`` crops (bad files reported to ``ledger``)."""
+    import ray
+
+    uris = [f.uri for f in files]
+    np.random.default_rng(seed).shuffle(uris)  # spread listing order (often by source) over shards
+    return ray.data.from_items([{"uri": u} for u in uris]).map_batches(
+        read_content_batch, batch_size=args.read_batch_size, batch_format="numpy",
+        fn_kwargs={"size": args.image_size, "options": options, "ledger": ledger},
+    )
+
+
+def torch_trainer(args: TrainSettings, plan: WorkerPlan, options: StorageOptions, loop: Any,
+                  loop_config: dict[str, Any], dataset: Any) -> Any:
+    """A TorchTrainer running ``loop`` on the planned workers, checkpointing under ``{output}/{name}``."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     gpus, cpus_per_worker = plan.gpus, plan.cpus_per_worker
     storage_path, storage_fs = _storage_for(args.output, options)
     trainer = TorchTrainer(
-        train_worker_loop,
-        train_loop_config={
-            "train_config": asdict(config), "style_images": style_images, "storage_options": options,
-            "ledger": ledger, "autocast": args.autocast,
-        },
+        loop,
+        train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=args.workers, use_gpu=gpus > 0,
             resources_per_worker={"CPU": cpus_per_worker, **({"GPU": gpus} if gpus > 0 else {})},

@@ -20,6 +20,7 @@ _DEFAULTS = TrainConfig()
 _DATA, _OPT, _NET, _LOSS, _RUN = ("data and outputs", "optimisation",
                                    "network size (recorded in the checkpoint; defaults: pytorch/examples' layout)",
                                    "loss network", "cluster, checkpoints and logging")
+_ENH = "enhancement networks (--task sr2|sr4|denoise|deblock; --blocks, --steps, --lr, --tv-weight apply too)"
 Csv = Annotated[tuple[str, ...], BeforeValidator(split_csv)]
 
 
@@ -30,8 +31,11 @@ class TrainSettings(BaseModel):
 
     content: str = option(..., "content images: prefix, single image or manifest (.csv/.parquet); any URI. Required",
                           group=_DATA, min_length=1)
-    style_image: list[str] = option(..., "style image URI; repeat it to train one multi-style network (conditional "
-                                    "instance norm). Required", group=_DATA, min_length=1)
+    style_image: list[str] = option([], "style image URI; repeat it to train one multi-style network (conditional "
+                                    "instance norm). Required for --task style", group=_DATA)
+    task: Literal["style", "sr2", "sr4", "denoise", "deblock"] = option(
+        "style", "what to train: a style network, or an enhancement network (x2/x4 super-resolution, denoising, "
+        "JPEG clean-up) on degradations made on the fly from the content images (docs/enhancement.md)", group=_DATA)
     output: str = option(..., "output prefix (local path or URI): checkpoints, final models, history. Required",
                          group=_DATA, min_length=1)
     style_name: list[str] | None = option(None, "style name recorded in the checkpoint, once per --style-image in "
@@ -74,12 +78,29 @@ class TrainSettings(BaseModel):
     checkpoint_every: int = option(_DEFAULTS.checkpoint_every, "steps", group=_RUN, ge=1)
     keep_checkpoints: int = option(2, "Ray Train checkpoints kept", group=_RUN, ge=1)
     max_failures: int = option(0, "automatic restarts from the latest checkpoint", group=_RUN, ge=-1)
+    channels: int = option(32, "enhancement networks: trunk channels", group=_ENH, ge=1, le=512)
+    unshuffle: int = option(1, "enhancement: 2 runs a restoration trunk on 2x2 pixel-unshuffled input (4x cheaper; "
+                            "denoise/deblock only)", group=_ENH, ge=1, le=2)
+    patch: int = option(96, "enhancement: clean patch side cut from each content crop per step (a multiple of the "
+                        "scale, at most --image-size)", group=_ENH, ge=8)
+    pixel_loss: Literal["l1", "charbonnier"] = option("charbonnier", "enhancement: pixel loss", group=_ENH)
+    perceptual_weight: float = option(0.0, "enhancement: weight of the loss network's content-feature MSE (VGG "
+                                      "relu2_2; 0: off)", group=_ENH, ge=0)
+    compound: bool = option(False, "enhancement: the real-world chain (blur, noise, JPEG) on top of the task's "
+                            "degradation", group=_ENH)
     log_every: int = option(_DEFAULTS.log_every, "progress line every N steps", group=_RUN, ge=1)
     read_batch_size: int = option(16, "images per Ray Data decode task batch", group=_RUN, ge=1)
     onnx_opset: int = option(17, "ONNX opset of final/style.onnx", group=_RUN, ge=13)
 
     @model_validator(mode="after")
     def _names_per_image(self) -> TrainSettings:
+        if self.task == "style" and not self.style_image:
+            raise ValueError("--style-image is required to train a style network (or choose an enhancement --task)")
+        if self.task != "style" and self.style_image:
+            raise ValueError(f"--task {self.task} trains an enhancement network: it takes no --style-image")
+        scale = {"sr2": 2, "sr4": 4}.get(self.task, 1)
+        if self.task != "style" and (self.patch % scale or self.patch > self.image_size):
+            raise ValueError(f"--patch {self.patch} must be a multiple of the task's scale and at most --image-size")
         if self.style_name and len(self.style_name) != len(self.style_image):
             raise ValueError(f"{len(self.style_name)} --style-name for {len(self.style_image)} --style-image: "
                              "give one per image")

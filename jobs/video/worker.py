@@ -58,6 +58,12 @@ class VideoWorker:
         except SetupError as exc:  # raised here it would reach the driver as a Ray traceback, after retries
             self.setup_error = str(exc)
             return
+        upscaling = {n: s for n, s in getattr(built.stylizer, "scales", {}).items() if s > 1}
+        if upscaling:  # frames, flow and the temporal blend are all at the input's size here
+            name, scale = next(iter(upscaling.items()))
+            self.setup_error = (f"style {name!r} is an x{scale} super-resolution network: jobs.stylize_video runs "
+                                "same-size networks only (styles, denoise, deblock)")
+            return
         self.stylizer = built.stylizer
         self.sha256 = built.model_sha256
         self.device_name = built.device_name

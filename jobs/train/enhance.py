@@ -1,0 +1,192 @@
+"""``jobs.train --task sr2|sr4|denoise|deblock``: enhancement networks on Ray Train.
+
+The same run shape as style training (:mod:`jobs.train.driver`): content images stream through Ray
+Data as ``--image-size`` crops, split over data-parallel workers (DDP), resumable Ray Train
+checkpoints under ``{output}/{name}``. Each worker cuts a random ``--patch`` from every crop of its
+batch (flips, quarter turns), degrades it on the fly (:mod:`stylize_core.degrade`, the task's
+degradation, ``--compound`` for the real-world chain) and steps an
+:class:`~stylize_core.enhance_training.EnhanceTrainer`. ``{output}`` receives
+``final/enhance.pth`` (``stylize.enhance_model``), ``final/enhance.onnx``, ``loss_history.csv``/``.png``
+and ``train_summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from stylize_core.enhance_net import EnhanceNet
+from stylize_core.enhance_checkpoint import enhance_checkpoint_bytes
+from stylize_core.enhance_training import EnhanceTrainConfig, EnhanceTrainer, random_patches, to_tensor
+
+from jobs.common.storage import StorageOptions, join_uri, read_bytes, redact, write_bytes_atomic
+from jobs.train.settings import TrainSettings
+
+HISTORY_COLUMNS = ("step", "epoch", "images", "pixel", "perceptual", "tv", "total")
+
+
+def enhance_config(args: TrainSettings) -> EnhanceTrainConfig:
+    """The :class:`EnhanceTrainConfig` recorded in the checkpoint (ValueError for impossible settings)."""
+    return EnhanceTrainConfig(
+        task=args.task, channels=args.channels, blocks=args.blocks, unshuffle=args.unshuffle, patch=args.patch,
+        batch_size=args.batch_size, steps=args.steps, lr=args.lr, pixel_loss=args.pixel_loss,
+        perceptual_weight=args.perceptual_weight, tv_weight=args.tv_weight, vgg=args.vgg, vgg_weights=args.vgg_weights,
+        compound=args.compound, seed=args.seed,
+    )
+
+
+def enhance_worker_loop(loop_config: dict[str, Any]) -> None:
+    """Ray Train per-worker loop: restore, wrap in DDP, stream crops, degrade patches, step, checkpoint."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    from jobs.train.worker import STATE_FILE, _report
+
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    config = EnhanceTrainConfig.from_dict(loop_config["train_config"])
+    options, ledger = loop_config["storage_options"], loop_config["ledger"]
+    weights = config.vgg_weights
+    opener = None if weights == "imagenet" or weights.startswith("random:") else (lambda uri: read_bytes(uri, options))
+    device = ray.train.torch.get_device()
+    trainer = EnhanceTrainer(config, device=device, opener=opener)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            trainer.load_state_dict(torch.load(os.path.join(directory, STATE_FILE), map_location="cpu",
+                                               weights_only=True))
+        if rank == 0:
+            print(f"resumed from step {trainer.step_count} (epoch {trainer.epoch})", flush=True)
+    if rank == 0:
+        ray.get(ledger.started.remote(trainer.step_count))
+    trainer.wrap(ray.train.torch.prepare_model(trainer.raw_net))  # DDP when world > 1
+    # patches and degradations differ per worker and per (resumed) step, reproducibly
+    rng = np.random.default_rng([config.seed, rank, trainer.step_count])
+    shard = ray.train.get_dataset_shard("train")
+    every, last_reported = loop_config["checkpoint_every"], trainer.step_count
+    while trainer.step_count < config.steps:
+        batches = 0
+        for batch in shard.iter_batches(batch_size=config.batch_size, drop_last=True, batch_format="numpy",
+                                        local_shuffle_buffer_size=4 * config.batch_size,
+                                        local_shuffle_seed=config.seed + trainer.epoch):
+            batches += 1
+            clean = random_patches(list(batch["image"]), config.batch_size, config.patch, rng)
+            degraded = [trainer.degradation(p, rng) for p in clean]
+            record = trainer.step(to_tensor(degraded, device), to_tensor(clean, device))
+            step = trainer.step_count
+            if rank == 0 and (step % loop_config["log_every"] == 0 or step == 1):
+                print(f"step {step}: " + " ".join(f"{k} {record[k]:.5f}" for k in HISTORY_COLUMNS[3:] if k in record),
+                      flush=True)
+            if every and step % every == 0:
+                _report(trainer, rank, ledger)
+                last_reported = step
+            if step >= config.steps:
+                break
+        else:
+            if batches == 0:
+                raise RuntimeError(f"no full batch of {config.batch_size} decodable images per worker in an epoch")
+            trainer.epoch += 1
+    if trainer.step_count != last_reported:
+        _report(trainer, rank, ledger)
+
+
+def history_csv(history: list[dict[str, float]]) -> bytes:
+    rows = [",".join(HISTORY_COLUMNS)] + [",".join(str(r.get(c, "")) for c in HISTORY_COLUMNS) for r in history]
+    return ("\n".join(rows) + "\n").encode()
+
+
+def export_final(state: dict[str, Any], output: str, options: Any, *, extra: dict[str, Any], opset: int = 17
+                 ) -> dict[str, Any]:
+    """Write final/enhance.pth, final/enhance.onnx and the loss history (CSV + PNG)."""
+    from stylize_core.onnx_export import onnx_bytes, onnx_max_abs_diff
+
+    from jobs.train.driver import history_plot_png
+
+    config = EnhanceTrainConfig.from_dict(state["config"])
+    net = EnhanceNet(config.arch)
+    net.load_state_dict(state["net"], strict=True)
+    net.eval()
+    uris = {k: join_uri(output, *p) for k, p in {
+        "checkpoint": ("final", "enhance.pth"), "onnx": ("final", "enhance.onnx"),
+        "history_csv": ("loss_history.csv",), "history_png": ("loss_history.png",)}.items()}
+    write_bytes_atomic(uris["checkpoint"], enhance_checkpoint_bytes(
+        net, config.task, config.degradation, training_config=asdict(config), steps=state["step"],
+        loss_model=state.get("loss_model", ""), **extra), options)
+    onnx_data = onnx_bytes(net, opset=opset, example_size=(config.patch // config.scale,) * 2)
+    write_bytes_atomic(uris["onnx"], onnx_data, options)
+    history = [{"content": r.get("pixel", 0.0), "style": r.get("perceptual", 0.0), "tv": r.get("tv", 0.0), **r}
+               for r in state["history"]]  # the shared plot draws content/style/tv/total: pixel/perceptual here
+    write_bytes_atomic(uris["history_csv"], history_csv(state["history"]), options)
+    write_bytes_atomic(uris["history_png"], history_plot_png(history, f"{config.task} (content = pixel loss, "
+                                                             "style = perceptual)"), options)
+    return {"artifacts": uris, "onnx_max_abs_diff": onnx_max_abs_diff(net, onnx_data)}
+
+
+def main(args: TrainSettings) -> int:
+    """``jobs.train --task TASK``; returns the exit status (2: cannot start, one line)."""
+    import ray
+
+    from jobs.common.checkpoints import input_unusable
+    from jobs.common.listing import list_images
+    from jobs.common.outcome import JobError
+    from jobs.train.driver import _final_state, content_dataset, plan_run, torch_trainer
+    from jobs.train.worker import RunLedger
+
+    options = StorageOptions()
+    try:
+        config = enhance_config(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        files = list_images(args.content, options)
+    except (OSError, ValueError) as exc:
+        error: JobError = input_unusable(args.content, exc)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    plan, refusal = plan_run(args, files)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
+    ledger = ray.remote(num_cpus=0)(RunLedger).remote()
+    dataset = content_dataset(args, files, config.seed, options, ledger)
+    loop_config = {"train_config": config.to_dict(), "storage_options": options, "ledger": ledger,
+                   "checkpoint_every": args.checkpoint_every, "log_every": args.log_every}
+    trainer = torch_trainer(args, plan, options, enhance_worker_loop, loop_config, dataset)
+    print(f"training {config.task} ({config.arch.describe()}, {config.degradation.describe()}): {len(files)} images, "
+          f"{args.workers} worker(s) x {plan.cpus_per_worker:g} CPU, {plan.device.upper()}, "
+          f"output {redact(args.output)}", flush=True)
+    start = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # the checkpoints so far stay for a rerun
+        print(f"error: training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - start
+    state = _final_state(result)
+    ledger_summary = ray.get(ledger.summary.remote())
+    skipped = ledger_summary["skipped"]
+    extra = {"content_images": len(files), "skipped_files": len(skipped), "workers": args.workers}
+    exported = export_final(state, args.output, options, extra=extra, opset=args.onnx_opset)
+    start_step = ledger_summary["start_step"] or 0
+    summary = {
+        "task": config.task, "scale": config.scale, "degradation": config.degradation.to_dict(),
+        "steps": state["step"], "epochs": state["epoch"], "loss_model": state.get("loss_model", ""),
+        "workers": args.workers, "cpus_per_worker": plan.cpus_per_worker, "device": plan.device,
+        "arch": config.arch.to_dict(), "content_images": len(files), "skipped_files": len(skipped),
+        "skipped": skipped, "resumed_from_step": start_step, "steps_this_run": state["step"] - start_step,
+        "fit_seconds": round(seconds, 2), "final_losses": state["history"][-1] if state["history"] else None,
+        "training_config": config.to_dict(), **exported,
+    }
+    write_bytes_atomic(join_uri(args.output, "train_summary.json"), json.dumps(summary, indent=2).encode(), options)
+    print(json.dumps(redact({k: v for k, v in summary.items() if k not in ("training_config", "skipped")}), indent=2))
+    return 0
+
