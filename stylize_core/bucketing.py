@@ -114,7 +114,8 @@ def plan_batches(
 def pad_amounts(size: int, target: int) -> tuple[int, int]:
     """(before, after) padding from ``size`` to ``target``: centred, so each edge mirrors half."""
     extra = target - size
-    return extra // 2, extra - extra // 2
+    before = extra // 2 // 4 * 4  # keep the content on the network's stride-4 grid
+    return before, extra - before
 
 
 def pad_to(x: torch.Tensor, shape: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int, int, int]]:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from stylize_core.bucketing import (
+    pad_amounts,
     DEFAULT_MAX_PAD_FRACTION, MIN_SIDE, crop, network_side, pad_fraction, pad_to, plan_batches,
 )
 
@@ -64,11 +65,21 @@ def test_chunks_are_even_and_limits_validated():
 
 def test_pad_and_crop_round_trip_reflect_and_tiny():
     x = torch.arange(2 * 3 * 10 * 7, dtype=torch.float32).reshape(2, 3, 10, 7)
-    padded, pads = pad_to(x, (16, 12))
-    assert padded.shape == (2, 3, 16, 12)
+    padded, pads = pad_to(x, (20, 17))
+    assert padded.shape == (2, 3, 20, 17)
     assert torch.equal(crop(padded, pads), x)
-    assert pads == (2, 3, 3, 3)  # centred: each edge mirrors about half
-    assert torch.equal(padded[..., 0, 2:9], x[..., 3, :])  # reflection: row -3 mirrors row 3
+    assert pads == (4, 6, 4, 6)  # about centred, the leading pad on the stride-4 grid
+    assert torch.equal(padded[..., 0, 4:11], x[..., 4, :])  # reflection: row -4 mirrors row 4
     tiny = torch.rand(1, 3, 1, 2)
     padded, pads = pad_to(tiny, (MIN_SIDE, MIN_SIDE))  # pads larger than the side: edge replication
     assert padded.shape[-2:] == (MIN_SIDE, MIN_SIDE) and torch.equal(crop(padded, pads), tiny)
+
+
+def test_padding_keeps_the_image_on_the_networks_stride_grid():
+    """The style networks sample at stride 4: content shifted by a padding that is not a multiple of
+    4 lands on another sampling phase and gets another texture (measured with the demo network at
+    96 px, up to 3 % padding: 10.7 grey levels mean change when centred, 3.2 on the grid)."""
+    for size in range(16, 80):
+        for target in range(size, size + 40):
+            before, after = pad_amounts(size, target)
+            assert before % 4 == 0 and before + after == target - size and 0 <= before <= after
