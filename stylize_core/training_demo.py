@@ -66,24 +66,24 @@ def _preview(trainer: StyleTrainer, images: Sequence[np.ndarray], size: int, pat
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parser():
+    """The command line; its defaults are the shipped full-size demo's recipe."""
     import argparse
-    import time
 
     p = argparse.ArgumentParser(description="Train the small demo style network on scikit-image photos.")
     p.add_argument("--demo", required=True, metavar="OUT.pth", help="where to write the fp16 checkpoint")
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=5e-3)
-    # the shipped demos' recipe (VGG16 random:0); the texture network's is in stylize_core/assets/README.md
-    p.add_argument("--content-weight", type=float, default=5e5)
-    p.add_argument("--style-weight", type=float, default=1e10)
+    # the shipped demos' recipe: the texture loss network (stylize_core/assets/README.md)
+    p.add_argument("--content-weight", type=float, default=1.0)
+    p.add_argument("--style-weight", type=float, default=6e4)
     p.add_argument("--tv-weight", type=float, default=0.0)
-    p.add_argument("--vgg", "--loss-network", dest="vgg", default="vgg16",
+    p.add_argument("--vgg", "--loss-network", dest="vgg", default="texture",
                    help="loss network: vgg16, vgg19 or texture[:SEED] (random filters, no download)")
     p.add_argument("--vgg-weights", default="random:0", help="VGG only: random:SEED, imagenet, or a state-dict path")
-    p.add_argument("--style-layers", default="relu1_2,relu2_2,relu3_3",
+    p.add_argument("--style-layers", default="",
                    help="comma-separated; empty: the loss network's defaults")
     p.add_argument("--style-image", default=None, help="image file; default: the procedural mosaic")
     p.add_argument("--width", type=float, default=1.0, help="channel multiplier (0.25: the slim demo)")
@@ -92,7 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--name", default=None, help="style name [demo_mosaic, demo_mosaic_slim for other sizes]")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (fixed for reproducibility)")
     p.add_argument("--preview", default="/tmp/demo_mosaic_preview.png", help="before/after PNG")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import time
+
+    args = parser().parse_args(argv)
     retain_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -143,10 +143,11 @@ def test_cuda_bf16_channels_last_close_to_fp32(styles):
 
 DEMO = str(resources.files("stylize_core") / "assets" / "demo_mosaic.pth")
 # Measured by benchmarks/bench_bucketing.py --short-side 96 (small images, as here; the demo
-# checkpoint): padding up to 6 % moves outputs by a mean of 2.5 grey levels, the worst image by 4.1
-# (at 256 px: 1.8 and 3.3). The bounds leave room for other photo crops.
-PAD_TOLERANCE_MEAN = 3.0  # over all images
-PAD_TOLERANCE_IMAGE = 6.0  # any one image
+# checkpoint trained with the texture loss network, whose sharp mosaic moves more than the old
+# demo's tint did): padding up to 6 % moves outputs by a mean of 4.5 grey levels, the worst image by
+# 7.6 (JPEG q90 of the same output: 3.4). The bounds leave room for other photo crops.
+PAD_TOLERANCE_MEAN = 5.0  # over all images
+PAD_TOLERANCE_IMAGE = 9.0  # any one image
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from stylize_core.training import (
     prepare_style,
     train_local,
 )
+from stylize_core.texture_net import texture_layer_names
 from stylize_core.training_demo import mosaic_style_image
 from stylize_core.transformer_net import TransformerNet
 from stylize_core.vgg import VGGFeatures
@@ -195,7 +196,7 @@ def test_demo_cli_writes_a_loadable_fp16_checkpoint(tmp_path) -> None:
     root = os.path.join(os.path.dirname(__file__), "..", "..")
     proc = subprocess.run(
         [sys.executable, "-m", "stylize_core.training_demo", "--demo", str(out), "--steps", "2", "--image-size", "32",
-         "--style-layers", "relu1_2", "--preview", str(preview)],
+         "--style-layers", "o0k1", "--preview", str(preview)],
         cwd=root, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -209,13 +210,28 @@ def test_shipped_demo_checkpoint_stylises() -> None:
     assert 3_000_000 < os.path.getsize(ASSET) < 3_800_000  # fp16
     loaded = load_style_model(ASSET)
     meta = loaded.metadata
-    assert meta["style"] == "demo_mosaic" and meta["loss_model"] == "vgg16/random:0"
+    assert meta["style"] == "demo_mosaic" and meta["loss_model"] == "texture/random:0"
     assert loaded.style_image is not None
     x = torch.from_numpy(prepare_content(_images(1, shape=(80, 80))[0], 64)).permute(2, 0, 1)[None].float()
     with torch.no_grad():
         y = loaded.model(x).clamp(0, 255)  # (1, 3, 64, 64)
     assert y.std() > 10  # not a constant image
     assert (y - x).abs().mean() > 10  # visibly changed
+
+
+@pytest.mark.parametrize("name, argv", [("demo_mosaic", []), ("demo_mosaic_slim", ["--width", "0.25", "--steps", "600"])])
+def test_the_demo_command_as_documented_reproduces_the_shipped_recipe(name, argv) -> None:
+    """stylize_core/assets/README.md's commands (the defaults, and the slim line) name the settings
+    the shipped files were trained with."""
+    from stylize_core.training_demo import parser
+
+    args = parser().parse_args(["--demo", "x.pth", *argv])
+    cfg = load_style_model(os.path.join(os.path.dirname(ASSET), f"{name}.pth")).metadata["training_config"]
+    assert cfg["vgg"] == args.vgg == "texture"
+    for key in ("steps", "image_size", "batch_size", "lr", "content_weight", "style_weight", "tv_weight", "width",
+                "blocks", "depthwise"):
+        assert cfg[key] == getattr(args, key), key
+    assert args.style_layers == "" and cfg["style_layers"] == tuple(texture_layer_names())  # the network's own
 
 
 def test_multi_style_training_cycles_styles_and_saves_a_selectable_checkpoint(vgg: VGGFeatures, tmp_path) -> None:
@@ -255,12 +271,12 @@ def test_shipped_slim_demo_checkpoint_stylises_like_its_recipe() -> None:
     loaded = load_style_model(SLIM_ASSET)
     meta, full = loaded.metadata, load_style_model(ASSET).metadata
     assert loaded.arch.width == 0.25 and loaded.arch.blocks == 5 and not loaded.multi_style
-    assert meta["style"] == "demo_mosaic_slim" and meta["loss_model"] == "vgg16/random:0"
-    # the same recipe as the full demo, apart from the architecture
+    assert meta["style"] == "demo_mosaic_slim" and meta["loss_model"] == "texture/random:0"
+    # the same recipe as the full demo, apart from the architecture and half the steps
     slim_cfg, full_cfg = meta["training_config"], full["training_config"]
-    same = {k: v for k, v in slim_cfg.items() if k in full_cfg and k != "style_name"}
-    assert same == {k: full_cfg[k] for k in same} and len(same) == 17
-    assert (slim_cfg["width"], slim_cfg["blocks"], slim_cfg["style_names"]) == (0.25, 5, ())
+    same = {k: v for k, v in slim_cfg.items() if k in full_cfg and k not in ("style_name", "width", "steps")}
+    assert same == {k: full_cfg[k] for k in same} and len(same) == 19
+    assert (slim_cfg["width"], slim_cfg["blocks"], slim_cfg["style_names"], slim_cfg["steps"]) == (0.25, 5, (), 600)
     np.testing.assert_array_equal(loaded.style_image, load_style_model(ASSET).style_image)
     x = torch.from_numpy(prepare_content(_images(1, shape=(80, 80))[0], 64)).permute(2, 0, 1)[None].float()
     with torch.no_grad():
