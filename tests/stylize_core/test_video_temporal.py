@@ -136,7 +136,7 @@ def test_seams_after_a_warm_up_are_as_stable_as_the_same_pairs_uncut(long_clip):
         assert len(keys) == SEG_LEN
         inside += [ewarp(a, b, seg[a], seg[b]) for a, b in zip(keys, keys[1:])]
     assert len(seams) == 3
-    assert np.mean(seams) / np.mean(same) == pytest.approx(1.0, abs=0.05)  # a seam adds nothing measurable
+    assert np.mean(seams) / np.mean(same) == pytest.approx(1.0, abs=0.02)  # 8 warm-up frames: 1.04, 4: 1.30
     assert np.mean(seams) <= 1.2 * np.mean(inside)
     cold = _segments(long_clip, warmup, cold=True)
     assert [min(seg) for _, seg in cold] == [min(seg) for _, seg in segs]
