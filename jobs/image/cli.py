@@ -19,6 +19,7 @@ import math
 import os
 import posixpath
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -289,13 +290,15 @@ class _Reporter:
             row = {**self._base(uri, out), "status": "error", "error_type": _error_type(exc), "error": str(exc)}
             print(json.dumps(redact(row, keys=False)), flush=True)
 
-    def ok(self, uri: str, out: str, result: StyleResult, scores: Any = None) -> None:
+    def ok(self, uri: str, out: str, result: StyleResult, scores: Any = None, decode_ms: float = float("nan"),
+           encode_ms: float = float("nan")) -> None:
         h, w = result.image.shape[:2]
         if self.args.json_rows:
             row = {**self._base(uri, out), "status": "ok", "error_type": None, "error": None, "width": w, "height": h,
                    "content_loss": _finite_or_none(result.content_loss), "style_loss": _finite_or_none(result.style_loss),
                    "tv_loss": _finite_or_none(result.tv_loss), "stylize_ms": result.stylize_ms,
-                   "metrics_ms": result.metrics_ms}
+                   "metrics_ms": result.metrics_ms, "decode_ms": _finite_or_none(decode_ms),
+                   "encode_ms": _finite_or_none(encode_ms)}
             if scores is not None:
                 row.update({k: _finite_or_none(getattr(scores, k)) for k in EVALUATION_KEYS})
             print(json.dumps(redact(row, keys=False)), flush=True)
@@ -345,9 +348,12 @@ def main(args: ImageSettings) -> int:
     pairs = list(zip(args.inputs, outputs))
     for start in range(0, len(pairs), chunk):
         ready: list[tuple[str, str, np.ndarray]] = []
+        decode_ms: dict[str, float] = {}  # output -> read + decode ms (outputs are unique)
         for uri, out in pairs[start : start + chunk]:
+            began = time.perf_counter()
             try:
                 ready.append((uri, out, _read(uri, args, opener, engine.scale)))
+                decode_ms[out] = (time.perf_counter() - began) * 1000
             except (OSError, ImageDecodeError, ValueError) as exc:
                 report.error(uri, out, exc)
         if not ready:
@@ -372,12 +378,14 @@ def main(args: ImageSettings) -> int:
             if isinstance(result, BaseException):
                 report.error(uri, out, result)
                 continue
+            began = time.perf_counter()
             try:
                 write_bytes_atomic(out, encode_image(result.image, fmt, args.quality), opts)
             except (OSError, ValueError) as exc:
                 report.error(uri, out, exc)
                 continue
-            report.ok(uri, out, result, scores.score(result.image) if scores is not None else None)
+            report.ok(uri, out, result, scores.score(result.image) if scores is not None else None,
+                      decode_ms[out], (time.perf_counter() - began) * 1000)
     if report.failed and not args.json_rows:
         _say(f"{PROG}: {report.failed} of {len(pairs)} input(s) failed", err=True)
     return 1 if report.failed else 0

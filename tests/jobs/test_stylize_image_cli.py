@@ -71,6 +71,8 @@ def test_directory_output_with_json_metrics(assets, tmp_path, capsys):
         for key in ("content_loss", "style_loss", "tv_loss"):
             assert isinstance(row[key], float) and math.isfinite(row[key]), (key, row)
         assert row["content_loss"] > 0  # a random network does change the image
+        for key in ("decode_ms", "stylize_ms", "encode_ms"):  # per-image timings (benchmarks/bench_cpu_peers.py)
+            assert isinstance(row[key], float) and row[key] > 0, (key, row)
 
 
 def test_single_file_output_format_from_extension(assets, tmp_path, capsys):

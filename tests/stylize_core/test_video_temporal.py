@@ -90,30 +90,58 @@ def test_segments_start_on_keyframes_with_warmup():
     assert len(plan_segments(pts, keys[:1], Fraction(1, 2400), 0.1, 4)) == 1  # one keyframe: one segment
 
 
-def _segmented(frames, seg_len: int, warmup: int):
-    """Per segment: stylize_clip over [warm_start, end); seams measured as the job's join does."""
-    total_sum = total_n = 0.0
-    seams = WarpErrorMeter()
-    prev = None
-    for start in range(0, len(frames), seg_len):
-        ws = max(0, start - warmup)
-        st, _ = _run(frames[ws : start + seg_len], warmup=start - ws)
-        total_sum += st.ewarp_out_sum
-        total_n += st.ewarp_out_n
-        if prev is not None:
-            seams.pair(prev.last_in, st.first_in, {"seam": (prev.last_out, st.first_out)})
-        prev = st
-    return total_sum / total_n, seams.mean("seam"), seams.counts["seam"]
+SEG_LEN = 12  # frames per segment in the seam tests
 
 
-def test_seams_are_as_stable_as_the_inside_of_segments(clip):
+@pytest.fixture(scope="module")
+def long_clip() -> list[np.ndarray]:
+    """Long enough that four segments' warm-ups (the job's default, 24 frames) start after frame 0."""
+    return pan_frames(sample_photo("astronaut"), 84, (96, 64), speed=(1.7, 0.6), noise=6.0, seed=3)
+
+
+def _segments(frames, warmup: int, cold: bool = False) -> list[tuple[int, dict[int, np.ndarray]]]:
+    """``(warm-up's first frame, {frame index: output})`` of each SEG_LEN segment whose ``warmup``-frame
+    warm-up starts after frame 0 (one starting at frame 0 is the uncut run by construction, so its seam
+    would equal the uncut pair whatever the warm-up did); ``cold``: the same segments without warm-up."""
+    segs = []
+    for start in range(0, len(frames), SEG_LEN):
+        if start - warmup <= 0:
+            continue
+        ws = start if cold else start - warmup
+        _, outs = _run(frames[ws : start + SEG_LEN], warmup=start - ws)
+        segs.append((ws, dict(zip(range(start, start + len(outs)), outs))))
+    return segs
+
+
+def test_seams_after_a_warm_up_are_as_stable_as_the_same_pairs_uncut(long_clip):
     from jobs.video.settings import VideoSettings
 
-    inside, seam, n = _segmented(clip, seg_len=6, warmup=VideoSettings.model_fields["warmup_frames"].default)
-    assert n == 6
-    assert seam <= 1.2 * inside
-    _, seam_cold, _ = _segmented(clip, seg_len=6, warmup=0)
-    assert seam_cold > 2 * seam  # without warm-up the seams restart from per-frame output: visible
+    warmup = VideoSettings.model_fields["warmup_frames"].default
+    _, uncut = _run(long_clip)  # flicker_stylize: a texture drawn anew for every frame, as a network's flickers
+    segs = _segments(long_clip, warmup)
+    assert [ws for ws, _ in segs] == [12, 24, 36, 48]  # every warm-up starts after frame 0
+    meter = WarpErrorMeter()
+
+    def ewarp(a: int, b: int, out_a: np.ndarray, out_b: np.ndarray) -> float:
+        return meter.pair(long_clip[a], long_clip[b], {"o": (out_a, out_b)})["o"]
+
+    seams, same, inside = [], [], []
+    for (_, prev), (_, nxt) in zip(segs, segs[1:]):
+        a, b = max(prev), min(nxt)
+        assert not np.array_equal(nxt[b], uncut[b])  # the cut run's state really started elsewhere
+        seams.append(ewarp(a, b, prev[a], nxt[b]))
+        same.append(ewarp(a, b, uncut[a], uncut[b]))
+    for _, seg in segs:
+        keys = sorted(seg)
+        assert len(keys) == SEG_LEN
+        inside += [ewarp(a, b, seg[a], seg[b]) for a, b in zip(keys, keys[1:])]
+    assert len(seams) == 3
+    assert np.mean(seams) / np.mean(same) == pytest.approx(1.0, abs=0.02)  # 8 warm-up frames: 1.04, 4: 1.30
+    assert np.mean(seams) <= 1.2 * np.mean(inside)
+    cold = _segments(long_clip, warmup, cold=True)
+    assert [min(seg) for _, seg in cold] == [min(seg) for _, seg in segs]
+    cold_seams = [ewarp(max(p), min(n), p[max(p)], n[min(n)]) for (_, p), (_, n) in zip(cold, cold[1:])]
+    assert np.mean(cold_seams) > 2 * np.mean(seams)  # without warm-up a seam restarts from per-frame output
 
 
 def test_blender_weight_bounds():
