@@ -195,6 +195,7 @@ class StylizeActor:
                     tv_loss=float(res.tv_loss) if ok else nan, stylize_ms=float(res.stylize_ms) if ok else nan,
                     metrics_ms=float(res.metrics_ms) if ok and res.measured else nan,
                     device=built.device_name, backend=built.backend, arch=built.arch(style),
+                    tiles=int(res.tiles) if ok else -1,
                 )
         cols = made.cols
         rows = cols.pop("row")

@@ -65,6 +65,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("device", pa.string(), (STYLIZE,)),
     Column("backend", pa.string(), (STYLIZE,)),
     Column("arch", pa.string(), (STYLIZE,)),
+    Column("tiles", pa.int32(), (STYLIZE,)),
 )
 SCHEMA = pa.schema([(c.name, c.type) for c in COLUMNS])
 BATCH_KEYS: dict[str, str] = {c.name: c.key for c in COLUMNS}  # Parquet name -> batch name

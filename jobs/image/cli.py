@@ -40,7 +40,8 @@ from jobs.common.checkpoints import one_line
 from jobs.common.stylizer_spec import stylizer_spec
 from jobs.common import cli_settings
 from jobs.common.cli_settings import option, parse_selection
-from jobs.common.run_settings import BackendSpec, demo_checkpoint
+from jobs.common.run_settings import (BackendSpec, MemorySize, TileSide, demo_checkpoint, max_memory_option,
+                                      tile_option, tileable_option)
 from jobs.common.storage import (StorageOptions, join_uri, read_bytes, redact, redact_text, split_protocol,
                                  url_path, write_bytes_atomic)
 
@@ -94,6 +95,9 @@ class ImageSettings(BaseModel):
                                   "runs in bfloat16. See README 'CPU backends'", group=_FF)
     batch_size: int = option(4, "images read and stylised together; same-sized ones share a forward pass",
                              group=_FF, ge=1, le=1024)
+    tile: TileSide = tile_option(_FF)
+    max_memory: MemorySize = max_memory_option(_FF)
+    tileable: bool = tileable_option(_FF)
 
     metrics: bool = option(False, "measure content, style and TV loss of each output with the VGG loss network",
                            group=_METRICS)
@@ -287,10 +291,11 @@ class _Reporter:
             row = {**self._base(uri, out), "status": "ok", "error_type": None, "error": None, "width": w, "height": h,
                    "content_loss": _finite_or_none(result.content_loss), "style_loss": _finite_or_none(result.style_loss),
                    "tv_loss": _finite_or_none(result.tv_loss), "stylize_ms": result.stylize_ms,
-                   "metrics_ms": result.metrics_ms}
+                   "metrics_ms": result.metrics_ms, "tiles": result.tiles}
             print(json.dumps(redact(row, keys=False)), flush=True)
         elif not self.args.quiet:
-            _say(f"{uri} -> {out} ({w}x{h}, {result.stylize_ms:.0f} ms)")
+            tiles = f", {result.tiles} tiles" if result.tiles > 1 else ""
+            _say(f"{uri} -> {out} ({w}x{h}, {result.stylize_ms:.0f} ms{tiles})")
 
 
 def _read(uri: str, args: ImageSettings, opener: Callable[[str], bytes]) -> np.ndarray:
