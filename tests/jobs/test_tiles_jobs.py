@@ -81,8 +81,8 @@ def test_batch_job_records_tiles_per_image(photos, tmp_path):
         "--no-metrics", "--quiet", "--run-id", "tiles", "--tile", "192", "--format", "png", "--device", "cpu",
     ]))
     rows = {Path(r["rel_path"]).name: r for r in pq.read_table(str(out / "_metrics" / "run_id=tiles")).to_pylist()}
-    assert rows["texture.png"]["status"] == "ok" and rows["texture.png"]["tiles"] == 1
+    assert rows["texture.png"]["status"] == "ok" and rows["texture.png"]["tiles"] == 2  # 203 px wide: two columns
     assert rows["big.png"]["status"] == "ok" and rows["big.png"]["tiles"] == 9
     assert rows["small.png"]["status"] == "ok" and rows["small.png"]["tiles"] == 1
-    assert (summary["tiled_rows"], summary["tiles"]) == (1, 9)
+    assert (summary["tiled_rows"], summary["tiles"]) == (2, 11)
     assert _read(out / "demo" / "big.png").shape == (298, 317, 3)
