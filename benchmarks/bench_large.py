@@ -140,13 +140,14 @@ def tileable(quick: bool) -> None:
     seamless, plain = stylizer(tileable=True), stylizer()
     for name in ("brick", "grass", "gravel"):
         grey = getattr(data, name)()
-        patch = (color.gray2rgb(grey) if grey.ndim == 2 else grey)[: side // 2, : side // 2 - 3]
-        # a tileable input (mirrored copies repeat exactly), one side not a multiple of 4
-        wide = np.concatenate([patch, patch[:, ::-1]], axis=1)
-        image = np.ascontiguousarray(np.concatenate([wide, wide[::-1]], axis=0))
+        patch = (color.gray2rgb(grey) if grey.ndim == 2 else grey)[: side // 2 + 1, : side // 2 - 2]
+        # a tileable input: the patch and its mirror image without repeating the edge rows/columns, so
+        # the last column continues into the first as neighbours do inside; one side not a multiple of 4
+        wide = np.concatenate([patch, patch[:, -2:0:-1]], axis=1)
+        image = np.ascontiguousarray(np.concatenate([wide, wide[-2:0:-1]], axis=0))
         got = seamless.stylize([image], "demo")[0]
         ref = plain.stylize([image], "demo")[0]
-        print(f"{name} {image.shape[1]}x{image.shape[0]} (mirror-tiled, input wrap ratio {wrap_ratio(image):.3f}): "
+        print(f"{name} {image.shape[1]}x{image.shape[0]} (mirrored, input wrap ratio {wrap_ratio(image):.3f}): "
               f"{got.tiles} tiles; without --tileable {wrap_ratio(ref.image):.3f}", flush=True)
         check(f"{name} tileable wrap ratio", wrap_ratio(got.image), GOAL_WRAP)
 
