@@ -40,7 +40,7 @@ from .transformer_net import SIZE_MULTIPLE
 
 # Pixels inside a tile's edge whose output is discarded. The default network's receptive field is
 # ~100 px across, but the padding's effect fades long before it: with the whole image's statistics,
-# 32 px (and 16 px) margins give outputs within 0.05 of a grey level of the untiled pass (tests).
+# a 32 px margin gives outputs within 0.05 of a grey level of the untiled pass (tests).
 DEFAULT_MARGIN = 32
 # Pixels over which neighbouring tiles cross-fade (at least; windows are spread evenly, so more).
 DEFAULT_FEATHER = 32
