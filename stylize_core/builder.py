@@ -61,6 +61,10 @@ class StylizerSpec:
     mixes: Mapping[str, Selection] = field(default_factory=dict)
     gatys: GatysConfig = field(default_factory=GatysConfig)
     max_style_pixels: int = 64_000_000
+    # feed-forward tiling (stylize_core.tiled_forward): forced tile side, activation budget, seamless output
+    tile: int = 0
+    max_memory: int = 0
+    tileable: bool = False
 
     @property
     def style_names(self) -> list[str]:

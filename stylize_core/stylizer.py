@@ -57,6 +57,13 @@ class StylizerConfig:
     pin_memory: bool = True  # CUDA only: page-locked staging buffers, so copies run asynchronously
     # Where the style networks run on CPU (stylize_core.backends: eager, compile, onnxruntime, openvino[:bf16])
     backend: str = "eager"
+    # Tiling (stylize_core.tiling, stylize_core.tile_budget): a forced tile side (0: by the memory
+    # budget), the activation budget in bytes (0: from the device), seamless (wrap-around) output,
+    # and where tiles' shared statistics come from ("thumbnail" or "accumulate").
+    tile: int = 0
+    max_memory: int = 0
+    tileable: bool = False
+    tile_stats: str = "thumbnail"
 
 
 @dataclass
@@ -71,6 +78,7 @@ class StyleResult:
     metrics_ms: float = 0.0
     measured: bool = False  # whether the losses were measured (metrics on and the input sampled)
     forward_images: int = 1  # images in the forward pass that produced this output
+    tiles: int = 1  # tiles the image ran as (1: one pass over the whole image)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -91,6 +99,7 @@ class _Pending:
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)  # style -> (B, Hb, Wb, 3) uint8, host
     contents: list[torch.Tensor] = field(default_factory=list)  # measured inputs, [(1, 3, h, w)] on the device
     crops: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # style -> measured outputs, likewise
+    tiles: dict[str, list[int]] = field(default_factory=dict)  # style -> tiles per member (absent: 1 each)
 
 
 @dataclass
@@ -159,6 +168,7 @@ class Stylizer:
             )
         self.clock = DeviceClock(self.device)
         self._stats = ForwardStats(self.device)
+        self._tiler = None  # stylize_core.tiled_forward.TiledForward, made on first use
 
     @property
     def style_names(self) -> list[str]:
@@ -269,7 +279,7 @@ class Stylizer:
         real = sum(images[i].shape[0] * images[i].shape[1] for i in members)
         for style in styles:
             with self._autocast():
-                y = self.models[style](x)
+                y, done.tiles[style] = self._forward(style, x, pads)
             y = y.float()
             ref = _upscaled(x, self.scales[style])  # the input at the output's size
             if self.config.preserve_color:
@@ -336,9 +346,20 @@ class Stylizer:
                     got = values[style].get((k, j))
                     out[style][i] = StyleResult(
                         image=image, stylize_ms=stylize_ms, metrics_ms=metrics_ms[style] if got else 0.0,
-                        measured=got is not None, forward_images=n, **(got or {}),
+                        measured=got is not None, forward_images=n, tiles=p.tiles.get(style, [1] * n)[j],
+                        **(got or {}),
                     )
         return out  # type: ignore[return-value]
+
+    def _forward(self, style: str, x: torch.Tensor, pads: list[tuple[int, int, int, int]]
+                 ) -> tuple[torch.Tensor, list[int]]:
+        """The style network over the padded batch ``x``, tiled where the memory budget, ``tile`` or
+        ``tileable`` ask for it (stylize_core.tiled_forward); returns the output and tiles per image."""
+        if self._tiler is None:
+            from .tiled_forward import TiledForward
+
+            self._tiler = TiledForward(self)
+        return self._tiler(style, x, pads)
 
     def stylize(self, images: Sequence[np.ndarray], style: str) -> list[StyleResult]:
         """Stylise ``images`` with one style; results are in input order."""

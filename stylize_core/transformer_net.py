@@ -97,7 +97,13 @@ class InstanceNorm(nn.InstanceNorm2d):
     group norm with one channel per group (see :func:`_norm_stats_only`). ``style`` is accepted and
     ignored so that single- and multi-style networks share one forward."""
 
+    # a stylize_core.norm_stats.SharedStats while one runs the network with shared statistics
+    shared_stats: Any = None
+
     def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        if self.shared_stats is not None:
+            y = self.shared_stats.normalize(self, x)
+            return y * self.weight.to(y.dtype)[:, None, None] + self.bias.to(y.dtype)[:, None, None]
         if x.device.type != "cpu" or torch.onnx.is_in_onnx_export() or self.track_running_stats or x.dim() != 4:
             return super().forward(x)
         return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
@@ -110,6 +116,8 @@ class ConditionalInstanceNorm(nn.Module):
     scale and shift used are ``style @ weight`` and ``style @ bias``. A one-hot vector selects a
     style; a convex combination blends them (Dumoulin et al. 2017).
     """
+
+    shared_stats: Any = None  # as InstanceNorm.shared_stats
 
     def __init__(self, num_features: int, num_styles: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -126,7 +134,8 @@ class ConditionalInstanceNorm(nn.Module):
         w = (style if style.dim() == 2 else style.unsqueeze(0)).to(self.weight.dtype)  # (B or 1, S)
         scale = (w @ self.weight)[:, :, None, None]  # (B or 1, C, 1, 1)
         shift = (w @ self.bias)[:, :, None, None]
-        return _norm_stats_only(x, self.eps) * scale.to(x.dtype) + shift.to(x.dtype)
+        y = _norm_stats_only(x, self.eps) if self.shared_stats is None else self.shared_stats.normalize(self, x)
+        return y * scale.to(y.dtype) + shift.to(y.dtype)
 
 
 def _norm(channels: int, arch: NetConfig) -> nn.Module:

@@ -23,3 +23,14 @@ def write_silent_audio(path: str, fmt: str, *, with_video_track: bool = False) -
                 c.mux(p)
         for p in a.encode(None):
             c.mux(p)
+
+
+def periodic_texture(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """(3, H, W) float32 0..255 that repeats exactly: sinusoids of whole periods across the image."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width] * 2 * np.pi
+    out = np.full((3, height, width), 128.0)
+    for _ in range(12):
+        fy, fx = rng.integers(-12, 13, 2)
+        out += rng.uniform(-30, 30, (3, 1, 1)) * np.sin(fy * yy / height + fx * xx / width + rng.uniform(0, 6.3))
+    return out.clip(0, 255).astype(np.float32)

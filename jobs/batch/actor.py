@@ -247,6 +247,7 @@ class StylizeActor:
                     metrics_ms=float(res.metrics_ms) if ok and res.measured else nan,
                     device=built.device_name, backend=built.backend, arch=built.arch(style),
                     **_scores(scores.get((i, style)) if ok else None),
+                    tiles=int(res.tiles) if ok else -1,
                 )
         cols = made.cols
         rows = cols.pop("row")

@@ -212,6 +212,7 @@ def _finish(settings: JobSettings, staged: StagedManifest, blobs: dict[str, byte
         "stylize_ms_total": round(counts.stylize_ms, 1),
         "metrics_ms_total": round(counts.metrics_ms, 1),
         **counts.forward_summary(),
+        **counts.tile_summary(),
         # share of the actors' wall time spent in the network and the loss meter (device time on CUDA)
         "actor_busy_fraction": round((counts.stylize_ms + counts.metrics_ms) / (wall * 1000 * plan.max_actors), 3)
         if wall else None,

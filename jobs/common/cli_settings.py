@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -31,6 +32,27 @@ _NOT_GIVEN: Any = argparse.SUPPRESS
 
 class SettingsError(ValueError):
     """Settings cannot be used as given; the message is the one line to print."""
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
+               "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}
+
+
+def parse_bytes(value: Any) -> int:
+    """A memory size: a number of bytes, or ``512MiB``, ``2GiB``, ``1.5GB``, ``800M`` (K/M/G/T alone
+    are binary) -> bytes. 0 stays 0 (an option's "not set"); anything else not positive is an error."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r}")
+    if isinstance(value, int):
+        size = value
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(value))
+        if not m or m.group(2).lower() not in _BYTE_UNITS:
+            raise ValueError(f"not a size: {value!r} (write bytes, or e.g. 512MiB, 2GiB, 1.5GB)")
+        size = int(float(m.group(1)) * _BYTE_UNITS[m.group(2).lower()])
+    if size < 0:
+        raise ValueError(f"a memory size cannot be negative, got {value!r}")
+    return size
 
 
 def option(

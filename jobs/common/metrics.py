@@ -120,6 +120,8 @@ class RunCounts:
     metrics_ms: float = 0.0
     forward_images: Counter = field(default_factory=Counter)  # images in a forward pass -> ok rows from such passes
     examples: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # style -> [(input, output)]
+    tiled_rows: int = 0  # ok rows whose image ran in more than one tile
+    tiles: int = 0  # tiles of those rows
 
     def add(self, table: pa.Table, keep_examples: int = 0) -> None:
         self.rows += table.num_rows
@@ -140,6 +142,10 @@ class RunCounts:
             for row in ok.group_by("forward_images").aggregate([([], "count_all")]).to_pylist():
                 if row["forward_images"]:
                     self.forward_images[row["forward_images"]] += row["count_all"]
+        if "tiles" in ok.column_names:
+            tiled = ok.filter(pc.greater(pc.fill_null(ok["tiles"], 0), 1))
+            self.tiled_rows += tiled.num_rows
+            self.tiles += pc.sum(tiled["tiles"]).as_py() or 0
         wanting = [s for s in set(ok["style"].to_pylist()) if len(self.examples.get(s, [])) < keep_examples]
         for style in wanting:  # only while the contact sheet still needs examples
             ex = self.examples.setdefault(style, [])
@@ -153,6 +159,10 @@ class RunCounts:
         images = sum(self.forward_images.values())
         return {"images_per_forward_mean": round(images / total, 3) if total else None,
                 "images_per_forward_hist": {str(k): v for k, v in passes.items()}}
+
+    def tile_summary(self) -> dict:
+        """Rows stylised in tiles (large images, --tile, --tileable) and their tiles."""
+        return {"tiled_rows": self.tiled_rows, "tiles": self.tiles}
 
     @property
     def error_rate(self) -> float:

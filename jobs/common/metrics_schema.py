@@ -70,6 +70,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("ssim", pa.float64(), (STYLIZE,)),
     Column("baseline_psnr", pa.float64(), (STYLIZE,)),
     Column("baseline_ssim", pa.float64(), (STYLIZE,)),
+    Column("tiles", pa.int32(), (STYLIZE,)),
 )
 SCHEMA = pa.schema([(c.name, c.type) for c in COLUMNS])
 BATCH_KEYS: dict[str, str] = {c.name: c.key for c in COLUMNS}  # Parquet name -> batch name

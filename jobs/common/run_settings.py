@@ -10,9 +10,9 @@ import secrets
 from importlib import resources
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, field_validator, model_validator
 
-from jobs.common.cli_settings import option, pairs_to_mapping, parse_selection
+from jobs.common.cli_settings import option, pairs_to_mapping, parse_bytes, parse_selection
 from jobs.common.storage import StorageOptions
 
 DEFAULT_OUTPUT = "./out"
@@ -59,6 +59,37 @@ def _mixes(value: Any) -> Any:
 
 
 MixMap = Annotated[dict[str, int | str | dict[int | str, float]], BeforeValidator(_mixes)]
+MemorySize = Annotated[int, BeforeValidator(parse_bytes)]
+# stylize_core.tiling.min_tile(), spelled out so settings validate without importing torch (a test keeps them equal)
+MIN_TILE_SIDE = 192
+
+
+def _tile_side(value: Any) -> Any:
+    if isinstance(value, int) and 0 < value < MIN_TILE_SIDE:
+        raise ValueError(f"a tile side must be 0 (automatic) or at least {MIN_TILE_SIDE} pixels, got {value}")
+    return value
+
+
+TileSide = Annotated[int, AfterValidator(_tile_side)]
+
+
+# Tiling options, declared once for every program that stylises (RunSettings, the local CLI).
+def tile_option(group: str | None = None) -> Any:
+    return option(0, "stylise images with a side above N in overlapping tiles of N x N pixels that share one set "
+                  "of normalisation statistics (tests and tuning; rounded down to a multiple of 4, at least "
+                  f"{MIN_TILE_SIDE}). Default 0: only images whose activations exceed --max-memory are tiled, with "
+                  "the largest tiles that fit", metavar="N", group=group, ge=0)
+
+
+def max_memory_option(group: str | None = None) -> Any:
+    return option(0, "activation memory one forward pass of a feed-forward network may take, in bytes or e.g. "
+                  "2GiB; larger images run in tiles (docs/benchmarks_large.md). Default: half the GPU's free "
+                  "memory, 512MiB on CPU", metavar="SIZE", group=group, ge=0)
+
+
+def tileable_option(group: str | None = None) -> Any:
+    return option(False, "seamless output that repeats without a seam in both axes (game textures): circular "
+                  "padding in the network and wrap-around tiles", group=group)
 
 
 class RunSettings(BaseModel):
@@ -136,6 +167,9 @@ class RunSettings(BaseModel):
     contact_sheet: int = option(6, "inputs shown on the contact sheet; 0 for none", group=GROUP_OUTCOME, ge=0, le=100)
     quiet: bool = option(False, "no progress bars", group=GROUP_OUTCOME)
     demo: bool = option(False, cli=False)
+    tile: TileSide = tile_option(GROUP_MODEL)
+    max_memory: MemorySize = max_memory_option(GROUP_MODEL)
+    tileable: bool = tileable_option(GROUP_MODEL)
 
     @field_validator("styles", "style_images")
     @classmethod

@@ -31,6 +31,9 @@ class StylizerSettings(Protocol):
     preserve_color: bool
     backend: str
     max_pixels: int
+    tile: int
+    max_memory: int
+    tileable: bool
 
     def gatys_options(self) -> dict[str, Any]: ...
 
@@ -45,6 +48,7 @@ def stylizer_spec(settings: StylizerSettings, *, styles: Mapping[str, str], styl
         device=settings.device, bf16=settings.bf16, channels_last=settings.channels_last,
         strength=settings.strength, preserve_color=settings.preserve_color, max_batch=max_batch,
         backend=settings.backend, gatys=GatysConfig(**settings.gatys_options()), max_style_pixels=settings.max_pixels,
+        tile=settings.tile, max_memory=settings.max_memory, tileable=settings.tileable,
     )
 
 

@@ -43,7 +43,8 @@ from jobs.common.checkpoints import one_line
 from jobs.common.stylizer_spec import stylizer_spec
 from jobs.common import cli_settings
 from jobs.common.cli_settings import option, parse_selection
-from jobs.common.run_settings import BackendSpec, demo_checkpoint
+from jobs.common.run_settings import (BackendSpec, MemorySize, TileSide, demo_checkpoint, max_memory_option,
+                                      tile_option, tileable_option)
 from jobs.common.storage import (StorageOptions, join_uri, read_bytes, redact, redact_text, split_protocol,
                                  url_path, write_bytes_atomic)
 
@@ -100,6 +101,9 @@ class ImageSettings(BaseModel):
     evaluate: bool = option(False, "enhancement networks: degrade each input as the network was trained for, restore "
                             "that, write the restoration and report psnr/ssim (luminance) of it and of the baseline "
                             "(Lanczos upscale or the degraded input) in --json rows", group=_FF)
+    tile: TileSide = tile_option(_FF)
+    max_memory: MemorySize = max_memory_option(_FF)
+    tileable: bool = tileable_option(_FF)
 
     metrics: bool = option(False, "measure content, style and TV loss of each output with the VGG loss network",
                            group=_METRICS)
@@ -298,14 +302,15 @@ class _Reporter:
                    "content_loss": _finite_or_none(result.content_loss), "style_loss": _finite_or_none(result.style_loss),
                    "tv_loss": _finite_or_none(result.tv_loss), "stylize_ms": result.stylize_ms,
                    "metrics_ms": result.metrics_ms, "decode_ms": _finite_or_none(decode_ms),
-                   "encode_ms": _finite_or_none(encode_ms)}
+                   "encode_ms": _finite_or_none(encode_ms), "tiles": result.tiles}
             if scores is not None:
                 row.update({k: _finite_or_none(getattr(scores, k)) for k in EVALUATION_KEYS})
             print(json.dumps(redact(row, keys=False)), flush=True)
         elif not self.args.quiet:
             extra = "" if scores is None else (f", PSNR {scores.psnr:.2f} dB vs {scores.baseline_psnr:.2f}, "
                                                f"SSIM {scores.ssim:.3f} vs {scores.baseline_ssim:.3f}")
-            _say(f"{uri} -> {out} ({w}x{h}, {result.stylize_ms:.0f} ms{extra})")
+            tiles = f", {result.tiles} tiles" if result.tiles > 1 else ""
+            _say(f"{uri} -> {out} ({w}x{h}, {result.stylize_ms:.0f} ms{tiles}{extra})")
 
 
 def _read(uri: str, args: ImageSettings, opener: Callable[[str], bytes], scale: int = 1) -> np.ndarray:

@@ -68,6 +68,7 @@ def test_rows_of_the_stages_and_the_actor_carry_exactly_the_declared_columns(set
         assert by_rel["bad.png"]["error_type"] == "unidentified"
         assert by_rel["missing.png"]["error_type"] == "not_found"
         ok = by_rel["ok.png"]
+        assert ok["tiles"] == 1 and by_rel["bad.png"]["tiles"] is None  # one pass; not stylised
         evaluation = ("psnr", "ssim", "baseline_psnr", "baseline_ssim")  # --evaluate, enhancement networks only
         assert all(ok[c.name] is not None for c in metrics_schema.COLUMNS if c.name not in ("error_type", "error",
                                                                                             *evaluation)), ok

@@ -139,3 +139,18 @@ def test_backend_choices_match_the_core():
     from jobs.common.run_settings import BackendSpec
 
     assert set(typing.get_args(BackendSpec)) == set(BACKEND_SPECS)
+
+
+def test_tile_options_match_the_core():
+    from stylize_core.tiling import min_tile
+
+    from jobs.common.run_settings import MIN_TILE_SIDE
+
+    assert MIN_TILE_SIDE == min_tile()
+    JobSettings = settings.JobSettings
+    s = JobSettings(input="in/", tile=512, max_memory="2GiB", tileable=True)
+    assert (s.tile, s.max_memory, s.tileable) == (512, 2 * 2**30, True)
+    assert JobSettings(input="in/", max_memory="1.5GB").max_memory == 1_500_000_000
+    for bad in ({"tile": 100}, {"max_memory": "lots"}, {"max_memory": -1}):
+        with pytest.raises(ValueError):
+            JobSettings(input="in/", **bad)

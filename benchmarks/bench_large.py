@@ -1,0 +1,189 @@
+"""Large images: tiled vs untiled stylisation, seams, peak memory of a 24 MP photo, seamless textures.
+
+Goals (issue 19), printed with the numbers, exit status 1 when one fails:
+
+1. tiled vs untiled at a size where both fit (astronaut upscaled to 2048 x 1364, 512-px tiles, the
+   Stylizer's defaults otherwise): mean absolute difference <= 1.5 grey levels, and the mean gradient
+   across the tiles' seams <= 1.15 x the mean gradient across the rows/columns next to them. The same
+   on scikit-image's Hubble deep field (statistics that change with scale), with thumbnail statistics
+   and with statistics accumulated over the tiles (reported; the goal is judged on the photograph).
+2. a 24 MP photograph through ``python -m jobs.stylize_image`` with default settings on CPU: peak RSS
+   of the process <= 3 GiB; time per megapixel against a 2 MP image (goal <= 1.2x).
+3. ``--tileable``: wrap-around seam <= 1.3 x the mean difference of neighbouring rows/columns inside
+   (for an input whose own wrap seam is above that: <= 1.3 x the input's ratio), on scikit-image
+   textures made periodic.
+
+    python benchmarks/bench_large.py            # everything (slow on a small CPU: the 24 MP run)
+    python benchmarks/bench_large.py --quick    # half-size images, no 24 MP run: a smoke test
+    python benchmarks/bench_large.py --only memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from jobs.common.run_settings import demo_checkpoint  # noqa: E402
+from stylize_core.checkpoint import load_style_model  # noqa: E402
+from stylize_core.stylizer import Stylizer, StylizerConfig  # noqa: E402
+from stylize_core.tiling import axis_windows, seam_positions, seam_ratio, wrap_ratio  # noqa: E402
+
+GOAL_DIFF, GOAL_SEAM, GOAL_RSS_GIB, GOAL_TIME_RATIO, GOAL_WRAP = 1.5, 1.15, 3.0, 1.2, 1.3
+failed: list[str] = []
+
+
+def check(name: str, value: float, limit: float, judged: bool = True) -> None:
+    ok = value <= limit
+    mark = ("PASS" if ok else "FAIL") if judged else "info"
+    print(f"  {name}: {value:.3f} (goal <= {limit}) {mark}", flush=True)
+    if judged and not ok:
+        failed.append(name)
+
+
+def machine() -> None:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.split(":")[0] in ("Model name", "CPU(s)", "Flags"):
+            key, _, value = line.partition(":")
+            value = value.strip()
+            if key == "Flags":
+                value = " ".join(f for f in value.split() if f.startswith(("avx", "amx", "fma", "sse4")))
+            print(f"{key}: {value}")
+    import torch
+
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
+
+
+def resized(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC))
+
+
+def stylizer(**config) -> Stylizer:
+    styles = {"demo": load_style_model(demo_checkpoint())}
+    return Stylizer(styles, None, StylizerConfig(device="cpu", metrics=False, **config))
+
+
+def tiled_vs_untiled(quick: bool) -> None:
+    from skimage import data
+
+    w, h, tile = (1024, 682, 256) if quick else (2048, 1364, 512)
+    untiled = stylizer(max_memory=2**40)
+    for name, source in (("astronaut", data.astronaut()), ("hubble", data.hubble_deep_field())):
+        image = resized(source, w, h)
+        t0 = time.perf_counter()
+        whole = untiled.stylize([image], "demo")[0]
+        t_whole = time.perf_counter() - t0
+        print(f"{name} {w}x{h}: untiled {t_whole:.1f} s", flush=True)
+        for stats in ("thumbnail", "accumulate"):
+            t0 = time.perf_counter()
+            got = stylizer(tile=tile, tile_stats=stats).stylize([image], "demo")[0]
+            dt = time.perf_counter() - t0
+            diff = float(np.abs(got.image.astype(np.float64) - whole.image).mean())
+            ph, pw = -(-h // 4) * 4, -(-w // 4) * 4
+            rows = [p for p in seam_positions(axis_windows(ph, tile), ph) if p < h]
+            cols = [p for p in seam_positions(axis_windows(pw, tile), pw) if p < w]
+            seams = seam_ratio(got.image, rows, cols)
+            judged = name == "astronaut" and stats == "thumbnail"
+            print(f" {stats} statistics, {tile}-px tiles: {got.tiles} tiles, {dt:.1f} s", flush=True)
+            check(f"{name} {stats} mean abs diff", diff, GOAL_DIFF, judged)
+            check(f"{name} {stats} seam ratio", seams, GOAL_SEAM, judged)
+            check(f"{name} untiled output, same seam positions", seam_ratio(whole.image, rows, cols), GOAL_SEAM, False)
+
+
+def _cli_run(path: Path, out: Path) -> tuple[float, float]:
+    """(wall seconds, peak RSS GiB) of one ``python -m jobs.stylize_image`` process with default settings."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "jobs.stylize_image", str(path), "-o", str(out), "--json"],
+                          capture_output=True, text=True, env=env, cwd=REPO)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"jobs.stylize_image failed: {proc.stderr.strip()}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far, KiB
+    print(f"  {proc.stdout.strip()}", flush=True)
+    return wall, max(peak, before) / 2**20
+
+
+def memory(quick: bool) -> None:
+    from skimage import data
+
+    photo = data.astronaut()
+    with tempfile.TemporaryDirectory() as tmp:
+        small, large = Path(tmp) / "2mp.jpg", Path(tmp) / "24mp.jpg"
+        Image.fromarray(resized(photo, 1732, 1155)).save(small, quality=95)
+        Image.fromarray(resized(photo, 6000, 4000)).save(large, quality=95)
+        t_small, rss_small = _cli_run(small, Path(tmp) / "out_2mp.jpg")  # run first: ru_maxrss only grows
+        print(f"2 MP (1732x1155): {t_small:.1f} s, peak RSS {rss_small:.2f} GiB", flush=True)
+        t_large, rss_large = _cli_run(large, Path(tmp) / "out_24mp.jpg")
+        print(f"24 MP (6000x4000): {t_large:.1f} s, peak RSS {rss_large:.2f} GiB", flush=True)
+        check("24 MP peak RSS GiB", rss_large, GOAL_RSS_GIB)
+        per_mp_small, per_mp_large = t_small / (1732 * 1155 / 1e6), t_large / 24.0
+        print(f"  time per MP: 2 MP {per_mp_small:.2f} s, 24 MP {per_mp_large:.2f} s (process start included)")
+        check("24 MP / 2 MP time per MP", per_mp_large / per_mp_small, GOAL_TIME_RATIO)
+
+
+def periodic(image: np.ndarray) -> np.ndarray:
+    """A tileable version of a texture: blended with its copy shifted by half a period, with weights
+    that reach 0 at the borders, so what meets across the wrap is the copy's interior. (Mirrored copies
+    would make the seam a symmetry axis, where differences vanish: a flattering measurement.)"""
+    h, w = image.shape[:2]
+    wy, wx = np.sin(np.pi * (np.arange(h) + 0.5) / h) ** 2, np.sin(np.pi * (np.arange(w) + 0.5) / w) ** 2
+    weight = (wy[:, None] * wx[None, :])[..., None]
+    shifted = np.roll(image, (h // 2, w // 2), axis=(0, 1)).astype(np.float64)
+    return np.ascontiguousarray((weight * image + (1 - weight) * shifted).round().astype(np.uint8))
+
+
+def tileable(quick: bool) -> None:
+    from skimage import color, data
+
+    side = 256 if quick else 512
+    seamless, plain = stylizer(tileable=True), stylizer()
+    for name in ("brick", "grass", "gravel"):
+        grey = getattr(data, name)()
+        image = periodic((color.gray2rgb(grey) if grey.ndim == 2 else grey)[:side, : side - 6])  # 506: not 4k
+        got = seamless.stylize([image], "demo")[0]
+        ref = plain.stylize([image], "demo")[0]
+        print(f"{name} {image.shape[1]}x{image.shape[0]} (made periodic, input wrap ratio {wrap_ratio(image):.3f}): "
+              f"{got.tiles} tiles; without --tileable {wrap_ratio(ref.image):.3f}", flush=True)
+        # One row/column pair meets across the wrap: where the input's own pair there differs more than
+        # its average pair (brick: mortar lines), the output's does too. The goal is judged on the
+        # output's ratio where the input's is within it, else on the output's ratio over the input's.
+        out_ratio, in_ratio = wrap_ratio(got.image), wrap_ratio(image)
+        check(f"{name} tileable wrap ratio", out_ratio, GOAL_WRAP, in_ratio <= GOAL_WRAP)
+        if in_ratio > GOAL_WRAP:
+            check(f"{name} tileable wrap ratio / the input's", out_ratio / in_ratio, GOAL_WRAP)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="half-size images, no 24 MP run")
+    parser.add_argument("--only", choices=["tiles", "memory", "tileable"], action="append")
+    args = parser.parse_args()
+    machine()
+    print(f"command: python benchmarks/bench_large.py {' '.join(sys.argv[1:])}".rstrip())
+    parts = args.only or ["tiles", "tileable"] + ([] if args.quick else ["memory"])
+    if "tiles" in parts:
+        tiled_vs_untiled(args.quick)
+    if "tileable" in parts:
+        tileable(args.quick)
+    if "memory" in parts:
+        memory(args.quick)
+    print("FAILED: " + ", ".join(failed) if failed else "all goals met")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

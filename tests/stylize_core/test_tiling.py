@@ -1,0 +1,207 @@
+"""Tiled stylisation: shared instance-norm statistics, blended overlaps, seams, wrap-around tiles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from skimage import data
+
+from media_samples import periodic_texture  # tests/media_samples.py
+
+from jobs.common.run_settings import demo_checkpoint
+from stylize_core.checkpoint import load_style_model
+from stylize_core.norm_stats import SharedStats, norm_layers
+from stylize_core.stylizer import Stylizer, StylizerConfig
+from jobs.common.cli_settings import parse_bytes
+from stylize_core.tile_budget import bytes_per_pixel, tile_side
+from stylize_core.tiling import (TiledNetwork, axis_windows, seam_positions, seam_ratio, set_padding,
+                                 wrap_ratio)
+from stylize_core.transformer_net import NetConfig, TransformerNet
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_style_model(demo_checkpoint()).model.eval()
+
+
+@pytest.fixture(scope="module")
+def photo() -> torch.Tensor:
+    """scikit-image's astronaut, (1, 3, 320, 384) float 0..255 (sides multiples of 4)."""
+    x = torch.from_numpy(data.astronaut()[96:416, 64:448].copy()).permute(2, 0, 1)[None].float()
+    return x.contiguous()
+
+
+def _hwc(y: torch.Tensor) -> np.ndarray:
+    return y[0].clamp(0, 255).round().permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("size,tile,wrap", [(1024, 512, False), (1000, 256, True), (300, 512, True), (256, 256, False),
+                                             (640, 192, False), (100, 192, True)])
+def test_windows_sum_to_one_and_start_on_the_network_grid(size, tile, wrap):
+    wins = axis_windows(size, tile, wrap=wrap)
+    total = torch.zeros(size, dtype=torch.float64)
+    for w in wins:
+        assert w.length <= tile and w.length % 4 == 0
+        if not wrap:
+            assert w.start % 4 == 0 and 0 <= w.start and w.start + w.length <= size
+        total.index_add_(0, torch.arange(w.start, w.start + w.length) % size, w.weight.double())
+    assert torch.allclose(total, torch.ones(size, dtype=torch.float64), atol=1e-6)
+    if len(wins) > 1 or wrap:  # every shared edge discards its margin
+        assert all(float(w.weight[:8].max()) == 0 for w in wins[1:] if not wrap)
+
+
+def test_tile_too_small_for_the_overlap_is_refused():
+    with pytest.raises(ValueError, match="tile side"):
+        axis_windows(1000, 188)
+
+
+@torch.inference_mode()
+def test_tiles_with_the_whole_images_statistics_equal_the_untiled_output(demo, photo):
+    full = demo(photo)
+    tiled = TiledNetwork(demo, 192, thumbnail_pixels=photo.shape[-2] * photo.shape[-1])  # thumbnail = the image
+    y = tiled(photo)
+    assert tiled.last_tiles == 9
+    assert float(full.clamp(0, 255).std()) > 20  # the demo network's output spans the range
+    assert float((y - full).abs().max()) < 0.05  # the tiles' interiors are the whole image's output
+
+
+@torch.inference_mode()
+def test_tiles_without_shared_statistics_differ(demo, photo):
+    """The test above can fail: tiles normalised on their own statistics are far off."""
+    full = demo(photo)
+    rows, cols = axis_windows(320, 192), axis_windows(384, 192)
+    own = torch.zeros_like(full)
+    for rw in rows:
+        for cw in cols:
+            t = demo(photo[..., rw.start : rw.start + rw.length, cw.start : cw.start + cw.length])
+            own[..., rw.start : rw.start + rw.length, cw.start : cw.start + cw.length] += (
+                t * rw.weight[:, None] * cw.weight[None, :])
+    assert float((own.clamp(0, 255) - full.clamp(0, 255)).abs().mean()) > 3
+
+
+@torch.inference_mode()
+def test_thumbnail_statistics_stay_within_the_goal_and_show_no_seams(demo, photo):
+    full = _hwc(demo(photo))
+    tiled = TiledNetwork(demo, 192, thumbnail_pixels=160 * 192)  # statistics from a half-size copy
+    y = _hwc(tiled(photo))
+    # 2.6 grey levels measured on this native-resolution crop (statistics change with scale; the 1.5
+    # goal is met by larger thumbnails: benchmarks/bench_large.py), against > 3 for unshared statistics
+    assert np.abs(y - full).mean() <= 3.0
+    rows, cols = tiled.windows(320, 384)
+    ratio = seam_ratio(y, seam_positions(rows, 320), seam_positions(cols, 384))
+    assert ratio <= 1.15, ratio
+
+
+def test_seam_ratio_sees_a_seam():
+    img = np.tile(np.linspace(0, 100, 64)[None, :], (64, 1))
+    img[:, 32:] += 30  # a step at column 32
+    assert seam_ratio(img, [], [32]) > 5
+    assert seam_ratio(img, [], [20]) == pytest.approx(1.0)
+
+
+@torch.inference_mode()
+def test_accumulated_statistics_over_tiles(demo, photo):
+    """The first layer's statistics accumulated over the tiles' owned regions are the whole image's."""
+    shared, exact = SharedStats(), SharedStats()
+    with exact.recording(demo):
+        demo(photo)
+    tiled = TiledNetwork(demo, 192)
+    with shared.recording(demo):
+        demo(tiled.thumbnail(photo))
+    first = norm_layers(demo)[0]
+    assert not torch.allclose(shared.stats[first][0], exact.stats[first][0], atol=0.1)
+    rows, cols = tiled.windows(320, 384)
+    with shared.accumulating(demo):
+        for rw in rows:
+            for cw in cols:
+                shared.own(rw.own_lo / rw.length, rw.own_hi / rw.length, cw.own_lo / cw.length, cw.own_hi / cw.length)
+                demo(tiled._tile(photo, rw, cw))
+    shared.finish_accumulation()
+    torch.testing.assert_close(shared.stats[first][0], exact.stats[first][0], atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(shared.stats[first][1], exact.stats[first][1], atol=1e-2, rtol=1e-4)
+    out = TiledNetwork(demo, 192, stats="accumulate")(photo)
+    assert out.shape == photo.shape and torch.isfinite(out).all()
+
+
+def test_statistics_must_be_recorded_first(demo, photo):
+    with pytest.raises(RuntimeError, match="record them first"), SharedStats().applying(demo), torch.inference_mode():
+        demo(photo[..., :64, :64])
+    assert all(m.shared_stats is None for m in norm_layers(demo))  # the hook is always removed
+
+
+@torch.inference_mode()
+def test_multi_style_network_with_conditional_instance_norm():
+    torch.manual_seed(0)
+    net = TransformerNet(NetConfig(width=0.25, num_styles=3)).eval()
+    for m in norm_layers(net):  # non-trivial per-style scales and shifts
+        m.weight.normal_(1.0, 0.5)
+        m.bias.normal_(0.0, 0.5)
+    x = torch.rand(1, 3, 192, 320) * 255
+    style = torch.tensor([0.2, 0.5, 0.3])
+    full = net(x, style)
+    y = TiledNetwork(net, 192, thumbnail_pixels=192 * 320)(x, style)
+    assert float(full.std()) > 0.1
+    assert float((y - full).abs().max()) < 1e-3 * float(full.abs().max())
+
+
+@torch.inference_mode()
+def test_wrap_tiles_and_circular_padding_give_seamless_output(demo):
+    texture = torch.from_numpy(periodic_texture(206, 238))[None]  # sides not multiples of 4
+    assert wrap_ratio(_hwc(texture)) <= 1.3  # the input repeats without a seam
+    plain = _hwc(demo(F.pad(texture, (0, 2, 0, 2), mode="reflect"))[..., :206, :238])
+    circular = set_padding(load_style_model(demo_checkpoint()).model.eval(), "circular")
+    tiled = TiledNetwork(circular, 192, wrap=True)
+    seamless = _hwc(tiled(texture))
+    assert tiled.last_tiles == tiled.count(206, 238) > 1
+    assert seamless.std() > 20
+    assert wrap_ratio(seamless) <= 1.3
+    assert wrap_ratio(plain) > 1.3  # reflection padding shows where copies meet
+    whole = _hwc(circular(torch.from_numpy(periodic_texture(204, 236, seed=1))[None]))  # multiples of 4: exact
+    assert wrap_ratio(whole) <= 1.3
+
+
+def test_set_padding_round_trip(demo):
+    net = set_padding(load_style_model(demo_checkpoint()).model, "circular")
+    assert not any(isinstance(m, torch.nn.ReflectionPad2d) for m in net.modules())
+    set_padding(net, "reflect")
+    assert not any(isinstance(m, torch.nn.CircularPad2d) for m in net.modules())
+    with pytest.raises(ValueError):
+        set_padding(net, "zeros")
+
+
+def test_budget_model():
+    assert parse_bytes("2GiB") == 2 * 2**30 and parse_bytes("1.5GB") == 1_500_000_000 and parse_bytes(4096) == 4096
+    for bad in ("lots", "-1", "5 parsecs"):
+        with pytest.raises(ValueError):
+            parse_bytes(bad)
+    per = bytes_per_pixel()
+    assert 700 <= per <= 900  # the measured ~800 B/px of the default network (tile_budget.MEASURED)
+    assert bytes_per_pixel(NetConfig(width=0.25)) < per / 3 and bytes_per_pixel(bf16=True) == per // 2
+    budget = 512 * 2**20
+    assert tile_side(1000, 600, per_pixel=per, budget=budget) == 0  # fits
+    side = tile_side(6000, 4000, per_pixel=per, budget=budget)
+    assert side % 4 == 0 and side * side * per <= budget < (side + 8) ** 2 * per
+    assert tile_side(300, 200, per_pixel=per, budget=budget, forced=256) == 256
+    assert tile_side(200, 200, per_pixel=per, budget=budget, forced=256) == 0
+
+
+def test_stylizer_tiles_with_forced_tile_and_budget(photo):
+    from stylize_core.checkpoint import load_style_model as load
+
+    image = photo[0].permute(1, 2, 0).round().to(torch.uint8).numpy()[:318, :381]  # odd sizes: padded
+    styles = {"demo": load(demo_checkpoint())}
+    plain = Stylizer(styles, None, StylizerConfig(device="cpu", metrics=False)).stylize([image], "demo")[0]
+    forced = Stylizer(styles, None, StylizerConfig(device="cpu", metrics=False, tile=192)).stylize([image], "demo")[0]
+    budget = Stylizer(styles, None, StylizerConfig(device="cpu", metrics=False, max_memory=200 * 200 * 830)
+                      ).stylize([image, image[:100, :100]], "demo")
+    assert plain.tiles == 1 and forced.tiles == 9 and budget[0].tiles > 1 and budget[1].tiles == 1
+    for r in (forced, budget[0]):
+        assert r.image.shape == image.shape
+        assert np.abs(r.image.astype(float) - plain.image).mean() <= 1.5
+    assert budget[1].image.shape == (100, 100, 3)
+    texture = periodic_texture(206, 238).round().astype(np.uint8).transpose(1, 2, 0)
+    seamless = Stylizer(styles, None, StylizerConfig(device="cpu", metrics=False, tileable=True)).stylize([texture], "demo")[0]
+    reflected = Stylizer(styles, None, StylizerConfig(device="cpu", metrics=False)).stylize([texture], "demo")[0]
+    assert seamless.image.shape == texture.shape and wrap_ratio(seamless.image) <= 1.3 < wrap_ratio(reflected.image)
