@@ -13,6 +13,9 @@ ONNX graph does not have.
 ``tileable``: every image runs with circular padding, whole when its sides are multiples of 4 and it
 fits (exactly periodic), else in wrap-around tiles over the unpadded image (the Stylizer's own
 reflection padding to a multiple of 4 would break the period).
+
+Enhancement networks (stylize_core.enhance_net) always run in one pass: their outputs are 2x/4x
+the input, which TiledNetwork does not place yet (docs/benchmarks_large.md, not done).
 """
 
 from __future__ import annotations
@@ -64,7 +67,9 @@ class TiledForward:
     def __call__(self, style: str, x: torch.Tensor, pads: list[tuple[int, int, int, int]]
                  ) -> tuple[torch.Tensor, list[int]]:
         h, w = x.shape[-2:]
-        if not self.tileable and not self.side(style, h, w):
+        # Enhancement networks (no norm layers, outputs at x2/x4) run in one pass: not tiled yet.
+        one_pass = getattr(self.stylizer.styles[style], "enhance", None) is not None
+        if one_pass or (not self.tileable and not self.side(style, h, w)):
             return self.stylizer.models[style](x), [1] * x.shape[0]
         outs, tiles = [], []
         for j in range(x.shape[0]):
