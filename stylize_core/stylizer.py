@@ -358,7 +358,7 @@ class Stylizer:
         if self._tiler is None:
             from .tiled_forward import TiledForward
 
-            self._tiler = TiledForward(self)
+            self._tiler = TiledForward(self.config, self.device, self.styles, self.models)
         return self._tiler(style, x, pads)
 
     def stylize(self, images: Sequence[np.ndarray], style: str) -> list[StyleResult]:

@@ -21,7 +21,8 @@ the input, which TiledNetwork does not place yet (docs/benchmarks_large.md, not 
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,23 +33,24 @@ from .tile_budget import activation_budget, bytes_per_pixel, tile_side
 from .tiling import TiledNetwork, min_tile, set_padding
 from .transformer_net import SIZE_MULTIPLE, NetConfig
 
-if TYPE_CHECKING:
-    from .stylizer import Stylizer
 
 
 class TiledForward:
     """Decides, per batch and image, between one pass and tiles, for one Stylizer."""
 
-    def __init__(self, stylizer: Stylizer) -> None:
-        self.stylizer = stylizer
-        cfg = stylizer.config
+    def __init__(self, config: Any, device: torch.device, styles: Mapping[str, Any],
+                 models: Mapping[str, Callable[[torch.Tensor], torch.Tensor]]) -> None:
+        """``config``: the Stylizer's StylizerConfig; ``styles``: its StyleModels (the PyTorch networks
+        tiles run); ``models``: what runs one pass (the network or its CPU backend), by style."""
+        self.styles, self.models = styles, models
+        cfg = config
         self.tile, self.tileable, self.stats = cfg.tile, cfg.tileable, cfg.tile_stats
-        self.budget = activation_budget(cfg.max_memory, stylizer.device)
-        self.bf16 = stylizer.cuda and cfg.bf16
+        self.budget = activation_budget(cfg.max_memory, device)
+        self.bf16 = device.type == "cuda" and cfg.bf16
         self._circular: dict[str, nn.Module] = {}
 
     def per_pixel(self, style: str) -> int:
-        arch = getattr(self.stylizer.styles[style], "arch", None) or NetConfig()
+        arch = getattr(self.styles[style], "arch", None) or NetConfig()
         return bytes_per_pixel(arch, bf16=self.bf16)
 
     def side(self, style: str, height: int, width: int) -> int:
@@ -57,7 +59,7 @@ class TiledForward:
 
     def _module(self, style: str) -> nn.Module:
         """The style's PyTorch network on the device; with ``tileable`` a circularly padded copy."""
-        net = self.stylizer.styles[style].model
+        net = self.styles[style].model
         if not self.tileable:
             return net
         if style not in self._circular:
@@ -68,9 +70,9 @@ class TiledForward:
                  ) -> tuple[torch.Tensor, list[int]]:
         h, w = x.shape[-2:]
         # Enhancement networks (no norm layers, outputs at x2/x4) run in one pass: not tiled yet.
-        one_pass = getattr(self.stylizer.styles[style], "enhance", None) is not None
+        one_pass = getattr(self.styles[style], "enhance", None) is not None
         if one_pass or (not self.tileable and not self.side(style, h, w)):
-            return self.stylizer.models[style](x), [1] * x.shape[0]
+            return self.models[style](x), [1] * x.shape[0]
         outs, tiles = [], []
         for j in range(x.shape[0]):
             y, n = self._one(style, x[j : j + 1], pads[j])
@@ -93,7 +95,7 @@ class TiledForward:
             return F.pad(tiled(x), pad), tiled.last_tiles
         side = self.side(style, *x.shape[-2:])
         if not side:
-            return self.stylizer.models[style](x), 1
+            return self.models[style](x), 1
         tiled = TiledNetwork(net, side, stats=self.stats, thumbnail_pixels=max(side * side, thumbnail))
         return tiled(x), tiled.last_tiles
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from jobs.train.driver import cli
+from jobs.train.program import cli
 
 
 def entry() -> None:

@@ -233,16 +233,15 @@ def _summary(args: TrainSettings, config: TrainConfig, plan: WorkerPlan, state: 
 
 
 def main(args: TrainSettings) -> int:
-    """Run the training job; returns a process exit code."""
+    """Run the style-network training job; returns a process exit code (``python -m jobs.train``
+    dispatches by task: :mod:`jobs.train.program`)."""
     import ray
     import ray.train.torch  # noqa: F401  (loaded before any I/O, as always: a broken install fails first)
 
     if os.environ.get("RAY_TRAIN_V2_ENABLED", "1").lower() in ("0", "false"):  # V1 resumes only via .restore()
         print("warning: RAY_TRAIN_V2_ENABLED=0: a rerun will not resume from the checkpoints", file=sys.stderr)
-    if args.task != "style":  # an enhancement network (jobs/train/enhance.py)
-        from jobs.train.enhance import main as enhance_main
-
-        return enhance_main(args)
+    if args.task != "style":
+        raise ValueError(f"--task {args.task}: enhancement networks train through jobs.train.program.main")
     options = StorageOptions()
     config = train_config_from_args(args)
     try:
@@ -361,5 +360,3 @@ def torch_trainer(args: TrainSettings, plan: WorkerPlan, options: StorageOptions
     return trainer
 
 
-def cli(argv: Sequence[str] | None = None) -> int:
-    return main(parse_args(argv))
