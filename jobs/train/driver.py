@@ -36,7 +36,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -54,7 +54,7 @@ from jobs.common.listing import list_images
 from jobs.common.outcome import JobError
 from jobs.common.storage import StorageOptions, get_filesystem, join_uri, read_bytes, redact, split_protocol
 from jobs.common.storage import write_bytes_atomic
-from jobs.train.settings import TrainSettings, parse_args, train_config_from_args
+from jobs.train.settings import TrainSettings, train_config_from_args
 from jobs.train.worker import STATE_FILE, RunLedger, read_content_batch, train_worker_loop
 
 HISTORY_COLUMNS = ("step", "epoch", "images", "content", "style", "tv", "total")
@@ -235,7 +235,6 @@ def _summary(args: TrainSettings, config: TrainConfig, plan: WorkerPlan, state: 
 def main(args: TrainSettings) -> int:
     """Run the style-network training job; returns a process exit code (``python -m jobs.train``
     dispatches by task: :mod:`jobs.train.program`)."""
-    import ray
     import ray.train.torch  # noqa: F401  (loaded before any I/O, as always: a broken install fails first)
 
     if os.environ.get("RAY_TRAIN_V2_ENABLED", "1").lower() in ("0", "false"):  # V1 resumes only via .restore()
@@ -249,16 +248,48 @@ def main(args: TrainSettings) -> int:
     except JobError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    loop_config = {"train_config": asdict(config), "style_images": style_images, "autocast": args.autocast}
+
+    def finish(state: dict[str, Any], ledger_summary: dict[str, Any], plan: WorkerPlan, seconds: float) -> dict[str, Any]:
+        skipped = _skipped(state, ledger_summary)
+        extra = {"content_images": len(files), "skipped_files": len(skipped), "workers": args.workers}
+        exported = export_final(state, style_images, args.output, options, extra=extra, opset=args.onnx_opset)
+        return _summary(args, config, plan, state, styles=len(style_images), content_images=len(files),
+                        skipped=skipped, start_step=ledger_summary["start_step"], seconds=seconds, exported=exported)
+
+    run = TrainingRun(f"{config.style_name!r} ({config.arch(len(style_images)).describe()})", train_worker_loop,
+                      loop_config, config.seed)
+    return run_training(args, files, options, run, finish)
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What one trainer (style networks, enhancement networks) hands :func:`run_training`: how the start
+    line names it, the Ray Train worker loop and its config (the ledger and storage options are added),
+    and the seed that shuffles the content listing."""
+
+    describe: str
+    loop: Any
+    loop_config: dict[str, Any]
+    seed: int
+
+
+def run_training(args: TrainSettings, files: list, options: StorageOptions, run: TrainingRun,
+                 finish: Callable[[dict[str, Any], dict[str, Any], WorkerPlan, float], dict[str, Any]]) -> int:
+    """Plan the workers, fit, and write ``train_summary.json`` from ``finish(final state, ledger summary,
+    plan, fit seconds)`` (which exports the networks); the exit status (2: cannot start, 1: training failed)."""
+    import ray
+
     plan, refusal = plan_run(args, files)
     if refusal:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
     ledger = ray.remote(num_cpus=0)(RunLedger).remote()
-    dataset = content_dataset(args, files, config.seed, options, ledger)
-    trainer = _trainer(args, config, plan, style_images, options, ledger, dataset)
-    print(f"training {config.style_name!r} ({config.arch(len(style_images)).describe()}): {len(files)} images, "
-          f"{args.workers} worker(s) x {plan.cpus_per_worker:g} CPU, {plan.device.upper()}, "
-          f"output {redact(args.output)}", flush=True)
+    dataset = content_dataset(args, files, run.seed, options, ledger)
+    loop_config = {**run.loop_config, "storage_options": options, "ledger": ledger}
+    trainer = torch_trainer(args, plan, options, run.loop, loop_config, dataset)
+    print(f"training {run.describe}: {len(files)} images, {args.workers} worker(s) x {plan.cpus_per_worker:g} CPU, "
+          f"{plan.device.upper()}, output {redact(args.output)}", flush=True)
     start = time.perf_counter()
     try:
         result = trainer.fit()
@@ -266,13 +297,8 @@ def main(args: TrainSettings) -> int:
         print(f"error: training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - start
-    state = _final_state(result)
     ledger_summary = ray.get(ledger.summary.remote())  # seeded from the checkpoint on resume
-    skipped = _skipped(state, ledger_summary)
-    extra = {"content_images": len(files), "skipped_files": len(skipped), "workers": args.workers}
-    exported = export_final(state, style_images, args.output, options, extra=extra, opset=args.onnx_opset)
-    summary = _summary(args, config, plan, state, styles=len(style_images), content_images=len(files),
-                       skipped=skipped, start_step=ledger_summary["start_step"], seconds=seconds, exported=exported)
+    summary = finish(_final_state(result), ledger_summary, plan, seconds)
     write_bytes_atomic(join_uri(args.output, "train_summary.json"), json.dumps(summary, indent=2).encode(), options)
     print(json.dumps(redact({k: v for k, v in summary.items() if k not in ("training_config", "skipped")}), indent=2))
     return 0
@@ -299,15 +325,6 @@ def _inputs(args: TrainSettings, config: TrainConfig, options: StorageOptions) -
     except (SetupError, VGGWeightsError) as exc:
         raise stop(str(exc)) from None
     return files, images
-
-
-def _trainer(args: TrainSettings, config: TrainConfig, plan: WorkerPlan, style_images: list[np.ndarray],
-             options: StorageOptions, ledger: Any, dataset: Any) -> Any:
-    """Ray Train's trainer: the worker loop and what it is given, the workers' resources, where the
-    run's checkpoints go (its resume key) and how many failures it retries."""
-    loop_config = {"train_config": asdict(config), "style_images": style_images, "storage_options": options,
-                   "ledger": ledger, "autocast": args.autocast}
-    return torch_trainer(args, plan, options, train_worker_loop, loop_config, dataset)
 
 
 def plan_run(args: TrainSettings, files: list) -> tuple[WorkerPlan | None, str | None]:

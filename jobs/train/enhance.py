@@ -12,12 +12,10 @@ and ``train_summary.json``.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,8 +24,11 @@ from stylize_core.enhance_net import EnhanceNet
 from stylize_core.enhance_checkpoint import enhance_checkpoint_bytes
 from stylize_core.enhance_training import EnhanceTrainConfig, EnhanceTrainer, random_patches, to_tensor
 
-from jobs.common.storage import StorageOptions, join_uri, read_bytes, redact, write_bytes_atomic
+from jobs.common.storage import StorageOptions, join_uri, read_bytes, write_bytes_atomic
 from jobs.train.settings import TrainSettings
+
+if TYPE_CHECKING:
+    from jobs.train.driver import WorkerPlan
 
 HISTORY_COLUMNS = ("step", "epoch", "images", "pixel", "perceptual", "tv", "total")
 
@@ -132,13 +133,10 @@ def export_final(state: dict[str, Any], output: str, options: Any, *, extra: dic
 
 def main(args: TrainSettings) -> int:
     """``jobs.train --task TASK``; returns the exit status (2: cannot start, one line)."""
-    import ray
-
     from jobs.common.checkpoints import input_unusable
     from jobs.common.listing import list_images
     from jobs.common.outcome import JobError
-    from jobs.train.driver import _final_state, content_dataset, plan_run, torch_trainer
-    from jobs.train.worker import RunLedger
+    from jobs.train.driver import TrainingRun, run_training
 
     options = StorageOptions()
     try:
@@ -152,41 +150,25 @@ def main(args: TrainSettings) -> int:
         error: JobError = input_unusable(args.content, exc)
         print(f"error: {error}", file=sys.stderr)
         return 2
-    plan, refusal = plan_run(args, files)
-    if refusal:
-        print(f"error: {refusal}", file=sys.stderr)
-        return 2
-    ledger = ray.remote(num_cpus=0)(RunLedger).remote()
-    dataset = content_dataset(args, files, config.seed, options, ledger)
-    loop_config = {"train_config": config.to_dict(), "storage_options": options, "ledger": ledger,
-                   "checkpoint_every": args.checkpoint_every, "log_every": args.log_every}
-    trainer = torch_trainer(args, plan, options, enhance_worker_loop, loop_config, dataset)
-    print(f"training {config.task} ({config.arch.describe()}, {config.degradation.describe()}): {len(files)} images, "
-          f"{args.workers} worker(s) x {plan.cpus_per_worker:g} CPU, {plan.device.upper()}, "
-          f"output {redact(args.output)}", flush=True)
-    start = time.perf_counter()
-    try:
-        result = trainer.fit()
-    except Exception as exc:  # the checkpoints so far stay for a rerun
-        print(f"error: training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    seconds = time.perf_counter() - start
-    state = _final_state(result)
-    ledger_summary = ray.get(ledger.summary.remote())
-    skipped = ledger_summary["skipped"]
-    extra = {"content_images": len(files), "skipped_files": len(skipped), "workers": args.workers}
-    exported = export_final(state, args.output, options, extra=extra, opset=args.onnx_opset)
-    start_step = ledger_summary["start_step"] or 0
-    summary = {
-        "task": config.task, "scale": config.scale, "degradation": config.degradation.to_dict(),
-        "steps": state["step"], "epochs": state["epoch"], "loss_model": state.get("loss_model", ""),
-        "workers": args.workers, "cpus_per_worker": plan.cpus_per_worker, "device": plan.device,
-        "arch": config.arch.to_dict(), "content_images": len(files), "skipped_files": len(skipped),
-        "skipped": skipped, "resumed_from_step": start_step, "steps_this_run": state["step"] - start_step,
-        "fit_seconds": round(seconds, 2), "final_losses": state["history"][-1] if state["history"] else None,
-        "training_config": config.to_dict(), **exported,
-    }
-    write_bytes_atomic(join_uri(args.output, "train_summary.json"), json.dumps(summary, indent=2).encode(), options)
-    print(json.dumps(redact({k: v for k, v in summary.items() if k not in ("training_config", "skipped")}), indent=2))
-    return 0
+    loop_config = {"train_config": config.to_dict(), "checkpoint_every": args.checkpoint_every,
+                   "log_every": args.log_every}
+
+    def finish(state: dict[str, Any], ledger_summary: dict[str, Any], plan: WorkerPlan, seconds: float) -> dict[str, Any]:
+        skipped = ledger_summary["skipped"]
+        extra = {"content_images": len(files), "skipped_files": len(skipped), "workers": args.workers}
+        exported = export_final(state, args.output, options, extra=extra, opset=args.onnx_opset)
+        start_step = ledger_summary["start_step"] or 0
+        return {
+            "task": config.task, "scale": config.scale, "degradation": config.degradation.to_dict(),
+            "steps": state["step"], "epochs": state["epoch"], "loss_model": state.get("loss_model", ""),
+            "workers": args.workers, "cpus_per_worker": plan.cpus_per_worker, "device": plan.device,
+            "arch": config.arch.to_dict(), "content_images": len(files), "skipped_files": len(skipped),
+            "skipped": skipped, "resumed_from_step": start_step, "steps_this_run": state["step"] - start_step,
+            "fit_seconds": round(seconds, 2), "final_losses": state["history"][-1] if state["history"] else None,
+            "training_config": config.to_dict(), **exported,
+        }
+
+    run = TrainingRun(f"{config.task} ({config.arch.describe()}, {config.degradation.describe()})",
+                      enhance_worker_loop, loop_config, config.seed)
+    return run_training(args, files, options, run, finish)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from jobs.common import ray_runtime
+from jobs.common import actor_pool, ray_runtime
 from jobs.common.checkpoints import input_unusable, read_style_blobs, stop
 from jobs.common.listing import list_images
 from jobs.common.outcome import JobError, error_rate, plain_output, run_main
@@ -149,7 +149,7 @@ def _drive(settings: VideoSettings, plan: ActorPlan, tasks: list[dict]) -> _Prog
                                                rate_unit="rows/s", enabled=not settings.quiet))
     # Actors read the checkpoints themselves: constructor arguments stay small and inline, so Ray can
     # restart a dead actor without depending on objects in the store.
-    pool = ray_runtime.ActorTaskPool(VideoWorker, {"settings": settings, "plan": plan}, actors=plan.max_actors,
+    pool = actor_pool.ActorTaskPool(VideoWorker, {"settings": settings, "plan": plan}, actors=plan.max_actors,
                                      num_cpus=plan.cpus_per_actor, num_gpus=plan.gpus_per_actor, env=malloc_env())
     try:
         for task in tasks:
@@ -157,7 +157,7 @@ def _drive(settings: VideoSettings, plan: ActorPlan, tasks: list[dict]) -> _Prog
         while pool.has_next():
             try:
                 result = pool.next_unordered()
-            except ray_runtime.ActorLostError as exc:
+            except actor_pool.ActorLostError as exc:
                 _stop_lost(settings, state, exc)
             if result["op"] == "probe" and result["error_type"] == SETUP_ERROR:
                 raise stop(result["error"])  # the workers cannot build their stylizer: nothing can run

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from jobs.common.ray_runtime import ActorTaskPool
+from jobs.common.actor_pool import ActorTaskPool
 
 
 def _keeper() -> type:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from jobs.train import driver as train
+from jobs.train import settings as train_settings
 from jobs.train import program
 from stylize_core.checkpoint import load_style_model
 from stylize_core.degrade import task_degradation
@@ -46,7 +46,7 @@ def _argv(content, out, task: str, steps: int, *extra: str) -> list[str]:
                                         ("deblock", ("--pixel-loss", "l1", "--compound"))])
 def test_one_step_per_task_on_ray_train(ray_local: None, content, tmp_path, task, extra) -> None:
     out = tmp_path / "out"
-    assert program.main(train.parse_args(_argv(content, out, task, 1, *extra))) == 0
+    assert program.main(train_settings.parse_args(_argv(content, out, task, 1, *extra))) == 0
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["task"] == task and summary["steps"] == 1 and summary["onnx_max_abs_diff"] < 0.05
     rows = list(csv.DictReader((out / "loss_history.csv").open()))
@@ -64,8 +64,8 @@ def test_one_step_per_task_on_ray_train(ray_local: None, content, tmp_path, task
 
 def test_rerun_resumes_from_the_checkpoint(ray_local: None, content, tmp_path) -> None:
     out = tmp_path / "out"
-    assert program.main(train.parse_args(_argv(content, out, "sr2", 1))) == 0
-    assert program.main(train.parse_args(_argv(content, out, "sr2", 3))) == 0  # raise --steps: trains further
+    assert program.main(train_settings.parse_args(_argv(content, out, "sr2", 1))) == 0
+    assert program.main(train_settings.parse_args(_argv(content, out, "sr2", 3))) == 0  # raise --steps: trains further
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 3 and summary["resumed_from_step"] == 1 and summary["steps_this_run"] == 2
     rows = list(csv.DictReader((out / "loss_history.csv").open()))
@@ -74,10 +74,10 @@ def test_rerun_resumes_from_the_checkpoint(ray_local: None, content, tmp_path) -
 
 def test_refusals_in_one_line(content, tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as info:
-        train.parse_args(["--content", str(content), "--output", str(tmp_path), "--task", "sr4", "--patch", "18"])
+        train_settings.parse_args(["--content", str(content), "--output", str(tmp_path), "--task", "sr4", "--patch", "18"])
     assert info.value.code == 2 and "multiple of the task's scale" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        train.parse_args(["--content", str(content), "--output", str(tmp_path), "--task", "sr2", "--style-image", "s"])
+        train_settings.parse_args(["--content", str(content), "--output", str(tmp_path), "--task", "sr2", "--style-image", "s"])
     assert "takes no --style-image" in capsys.readouterr().err
-    assert program.main(train.parse_args(_argv(content, tmp_path / "o", "sr2", 1, "--unshuffle", "2"))) == 2
+    assert program.main(train_settings.parse_args(_argv(content, tmp_path / "o", "sr2", 1, "--unshuffle", "2"))) == 2
     assert "unshuffle" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import yaml
 from jobs.catalog import night as catalog
 from jobs.batch import settings
 from jobs.image import cli as stylize_image
-from jobs.train import driver as train
+from jobs.train import settings as train
 
 REPO = Path(__file__).resolve().parents[2]
 

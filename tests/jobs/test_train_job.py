@@ -55,16 +55,16 @@ def test_help_documents_every_option() -> None:
 
 def test_several_style_images_make_a_multi_style_config() -> None:
     base = ["--content", "/c", "--output", "/o"]
-    args = train.parse_args([*base, "--style-image", "/s/wave.jpg", "--style-image", "/s/ink.png", "--width", "0.25",
+    args = train_settings.parse_args([*base, "--style-image", "/s/wave.jpg", "--style-image", "/s/ink.png", "--width", "0.25",
                              "--depthwise"])
     config = train.train_config_from_args(args)
     assert config.style_names == ("wave", "ink") and config.arch(2).num_styles == 2
     assert config.arch(2) == NetConfig(width=0.25, blocks=5, depthwise=True, num_styles=2)
-    args = train.parse_args([*base, "--style-image", "/s/a.jpg", "--style-image", "/s/b.jpg",
+    args = train_settings.parse_args([*base, "--style-image", "/s/a.jpg", "--style-image", "/s/b.jpg",
                              "--style-name", "one", "--style-name", "two"])
     assert train.train_config_from_args(args).style_names == ("one", "two")
     with pytest.raises(SystemExit):
-        train.parse_args([*base, "--style-image", "/s/a.jpg", "--style-image", "/s/b.jpg", "--style-name", "x"])
+        train_settings.parse_args([*base, "--style-image", "/s/a.jpg", "--style-image", "/s/b.jpg", "--style-name", "x"])
 
 
 def test_cpu_plan_keeps_a_cpu_for_data_loading_or_refuses_in_one_line() -> None:
@@ -91,7 +91,7 @@ def test_refuses_a_plan_that_would_hang_with_one_line(ray_local: None, tmp_path,
     (tmp_path / "s.png").write_bytes(_png(9))
     argv = ["--content", str(tmp_path / "c"), "--style-image", str(tmp_path / "s.png"), "--output",
             str(tmp_path / "o"), "--workers", "2", "--batch-size", "1", "--cpus-per-worker", "1", *FAST]
-    assert train.main(train.parse_args(argv)) == 2
+    assert train.main(train_settings.parse_args(argv)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pass --cpus-per-worker 0.5" in err[0]
     assert not (tmp_path / "o").exists()
@@ -138,16 +138,16 @@ def test_config_file_gives_defaults_and_flags_override(tmp_path) -> None:
     cfg = tmp_path / "train.yaml"
     cfg.write_text("content: /data/coco\nstyle_image: /data/wave.jpg\noutput: /out\nsteps: 7\nimage_size: 64\n"
                    "style_layers: [relu1_2, relu2_2]\nstyle_scales: [1.0, 0.5]\n")
-    args = train.parse_args(["--config", str(cfg), "--steps", "9", "--content-layers", "relu1_2,relu2_2"])
+    args = train_settings.parse_args(["--config", str(cfg), "--steps", "9", "--content-layers", "relu1_2,relu2_2"])
     assert (args.steps, args.image_size, args.content) == (9, 64, "/data/coco")
     config = train.train_config_from_args(args)
     assert config.style_layers == ("relu1_2", "relu2_2") and config.content_layers == ("relu1_2", "relu2_2")
     assert config.style_scales == (1.0, 0.5) and config.style_name == "wave"
     with pytest.raises(SystemExit):
-        train.parse_args(["--content", "/data"])  # no --style-image / --output
+        train_settings.parse_args(["--content", "/data"])  # no --style-image / --output
     cfg.write_text("stpes: 3\n")
     with pytest.raises(SystemExit):
-        train.parse_args(["--config", str(cfg)])  # a typo never goes unnoticed
+        train_settings.parse_args(["--config", str(cfg)])  # a typo never goes unnoticed
 
 
 def test_history_csv_and_plot() -> None:
@@ -172,11 +172,11 @@ def test_two_workers_crash_resume_and_exports(ray_local: None, tmp_path) -> None
 
     # 7 good images over 2 workers: 3 per worker and epoch. Crash right after step 5.
     with _ray_with_setup_hook(_crash_at_step(5)):
-        assert train.main(train.parse_args(argv)) == 1
+        assert train.main(train_settings.parse_args(argv)) == 1
     assert (out / "train" / "checkpoint_00000004" / train.STATE_FILE).exists()
     assert not (out / "final").exists()
 
-    assert train.main(train.parse_args(argv)) == 0  # the same command resumes
+    assert train.main(train_settings.parse_args(argv)) == 0  # the same command resumes
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 6 and summary["resumed_from_step"] == 4 and summary["steps_this_run"] == 2
     assert summary["content_images"] == 8 and summary["skipped_files"] == 1
@@ -212,7 +212,7 @@ def test_s3_multi_style_slim_network(ray_local: None, s3_client, s3_bucket: str,
             "--style-image", f"s3://{s3_bucket}/styles/wave.png", "--width", "0.25", "--blocks", "2",
             "--output", out, "--steps", "2", "--epochs", "10", "--batch-size", "2", "--workers", "1",
             "--checkpoint-every", "2", *FAST]
-    assert train.main(train.parse_args(argv)) == 0
+    assert train.main(train_settings.parse_args(argv)) == 0
     keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="models/")["Contents"]}
     assert f"models/mosaic/train/checkpoint_00000002/{train.STATE_FILE}" in keys
     for name in ("final/style.pth", "final/style.onnx", "loss_history.csv", "loss_history.png", "train_summary.json"):

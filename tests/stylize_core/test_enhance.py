@@ -7,7 +7,6 @@ import io
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from stylize_core.builder import SetupError, StylizerSpec
