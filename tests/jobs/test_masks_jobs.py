@@ -9,10 +9,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from skimage import data
 
+from jobs.batch import driver as stylize
+from jobs.batch.settings import JobSettings
+from jobs.batch.stages import read_decode
+from jobs.common.manifest import iter_manifest
 from jobs.image.cli import main, parse_args
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,3 +83,54 @@ def test_cli_bad_masks_exit_2_with_one_line(photos, tmp_path, capsys):
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and f"mask {tmp_path / name}" in lines[0] and reason in lines[0], lines
     assert not os.path.exists(out)
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_batch_job_masks_by_prefix_with_error_rows(photos, tmp_path):
+    masks = tmp_path / "masks"
+    (masks / "sub").mkdir(parents=True)
+    _left_black().save(masks / "face.png")  # suit.png has none; hand's is one pixel too wide
+    _left_black(H, W + 1).save(masks / "sub" / "hand.png")
+    out = tmp_path / "out"
+    summary = stylize.run(stylize.parse_args([
+        "--input", str(photos), "--output", str(out), "--style", "demo=" + str(REPO / "stylize_core/assets/demo_mosaic.pth"),
+        "--no-metrics", "--quiet", "--run-id", "masks", "--format", "png", "--device", "cpu",
+        "--mask-prefix", str(masks), "--mask-feather", "0",
+    ]))
+    rows = {r["rel_path"]: r for r in pq.read_table(str(out / "_metrics" / "run_id=masks")).to_pylist()}
+    assert sorted(rows) == ["face.png", "sub/hand.png", "suit.png"] and summary["rows"] == 3  # each input once
+    face, suit, hand = rows["face.png"], rows["suit.png"], rows["sub/hand.png"]
+    assert face["status"] == "ok" and face["mask_uri"].endswith("masks/face.png")
+    assert (suit["status"], suit["error_type"]) == ("error", "mask_error") and "not found" in suit["error"]
+    assert suit["mask_uri"].endswith("masks/suit.png")
+    assert (hand["status"], hand["error_type"]) == ("error", "mask_error") and "129x96 but the input is 128x96" in hand["error"]
+    assert summary["errors_by_type"] == {"mask_error": 2}
+    styled, image = _rgb(out / "demo" / "face.png"), _rgb(photos / "face.png")
+    assert np.array_equal(styled[:, : W // 2], image[:, : W // 2])  # black: the input, exactly
+    assert np.abs(styled[:, W // 2:] - image[:, W // 2:]).mean() > 20  # white: styled
+    assert not (out / "demo" / "suit.png").exists() and not (out / "demo" / "sub" / "hand.png").exists()
+
+
+def test_manifest_mask_uri_and_label_planes_in_the_read_stage(photos, tmp_path):
+    labels = np.zeros((H, W), np.uint8)
+    labels[:, 40:80], labels[:, 80:] = 1, 2
+    Image.fromarray(labels).save(tmp_path / "face_labels.png")
+    manifest = tmp_path / "inputs.csv"
+    manifest.write_text(f"uri,mask_uri\n{photos / 'face.png'},face_labels.png\n{photos / 'suit.png'},\n")
+    entries = [f for page in iter_manifest(str(manifest)) for f in page]
+    assert [f.mask_uri for f in entries] == [str(tmp_path / "face_labels.png"), ""]  # relative: the manifest's folder
+    demo = str(REPO / "stylize_core/assets/demo_mosaic.pth")
+    settings = JobSettings(input=str(manifest), output=str(tmp_path / "out"), styles={"a": demo, "b": demo},
+                           mask_mode="labels", mask_feather=4)
+    batch = {"uri": np.array([f.uri for f in entries]), "rel_path": np.array([f.rel_path for f in entries]),
+             "mask_uri": np.array([f.mask_uri for f in entries])}
+    out = read_decode(batch, settings)
+    assert list(out["status"]) == ["ok", "ok"] and list(out["mask_uri"]) == [str(tmp_path / "face_labels.png"), ""]
+    planes = out["mask"][0]
+    assert planes.shape == (2, H, W) and planes.dtype == np.uint16  # one feathered region per style
+    assert (planes[0][:, 44:76] == 65535).all() and (planes[0][:, :36] == 0).all() and (planes[0][:, 84:] == 0).all()
+    assert (planes[1][:, 84:] == 65535).all() and 0 < planes[1][0, 80] < 65535
+    assert out["mask"][1].size == 0
+    one_style = JobSettings(input=str(manifest), output=str(tmp_path / "out"), styles={"a": demo}, mask_mode="labels")
+    failed = read_decode(batch, one_style)  # label 2 names no style of a one-style run
+    assert failed["error_type"][0] == "mask_error" and "values up to 2 but there are 1 style" in failed["error"][0]
