@@ -63,7 +63,7 @@ def decode_mask(data: bytes, mode: str = "alpha", *, max_pixels: int = MAX_MASK_
         img = ImageOps.exif_transpose(img)  # oriented as image_io orients the input
     except MaskError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise MaskError(f"the mask is not a readable image ({type(exc).__name__}: {exc})") from None
     with img:
         return _labels(img) if mode == "labels" else _weights(img)

@@ -108,7 +108,8 @@ def read_decode(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str
             mask=mask,
         )
     out = {k: np.array(v) for k, v in rows.cols.items() if k not in ("image", "mask")}
-    for key in ("image", "mask"):
+    # A run without masks carries no mask column at all: nothing extra crosses the object store.
+    for key in ("image", "mask") if settings.mask_prefix or "mask_uri" in batch else ("image",):
         column = np.empty(len(rows.cols[key]), dtype=object)
         column[:] = rows.cols[key]
         out[key] = column
