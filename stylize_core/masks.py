@@ -111,7 +111,8 @@ def fit_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
         return mask
     if mask.dtype == np.int32:
         return np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST)).astype(np.int32)
-    return np.asarray(Image.fromarray(mask.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BOX))
+    weights = Image.fromarray(np.ascontiguousarray(mask, dtype=np.float32))  # mode F
+    return np.asarray(weights.resize((width, height), Image.Resampling.BOX))
 
 
 def _kernel(px: float) -> np.ndarray:

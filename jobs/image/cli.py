@@ -293,7 +293,8 @@ class _Reporter:
     def _base(self, uri: str, out: str) -> dict:
         e = self.engine
         return {"input_uri": uri, "output_uri": out, "style": e.style, "method": e.method,
-                "checkpoint_sha256": e.checkpoint_sha256, "loss_model": e.loss_model, "backend": e.backend}
+                "checkpoint_sha256": e.checkpoint_sha256, "loss_model": e.loss_model, "backend": e.backend,
+                "mask_uri": self.args.mask}
 
     def error(self, uri: str, out: str, exc: BaseException) -> None:
         self.failed += 1

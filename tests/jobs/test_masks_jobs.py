@@ -3,6 +3,7 @@ its one line) and the batch job on a local Ray with --mask-prefix."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -51,10 +52,12 @@ def _cli(*argv: str) -> subprocess.CompletedProcess:
                           env=env, cwd=REPO, timeout=600)
 
 
-def test_cli_with_a_mask_keeps_the_black_half(photos, tmp_path):
+def test_cli_with_a_mask_keeps_the_black_half(photos, tmp_path, capsys):
     _left_black().save(tmp_path / "mask.png")
     args = [str(photos / "face.png"), "--device", "cpu", "-q", "--format", "png"]
-    assert main(parse_args([*args, "-o", str(tmp_path / "masked.png"), "--mask", str(tmp_path / "mask.png")])) == 0
+    capsys.readouterr()
+    assert main(parse_args([*args, "-o", str(tmp_path / "masked.png"), "--mask", str(tmp_path / "mask.png"), "--json"])) == 0
+    assert json.loads(capsys.readouterr().out)["mask_uri"] == str(tmp_path / "mask.png")
     assert main(parse_args([*args, "-o", str(tmp_path / "plain.png")])) == 0
     masked, plain, image = _rgb(tmp_path / "masked.png"), _rgb(tmp_path / "plain.png"), _rgb(photos / "face.png")
     assert np.abs(plain - image).mean() > 20  # the style shows where it is not masked out
