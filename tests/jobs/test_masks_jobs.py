@@ -137,3 +137,11 @@ def test_manifest_mask_uri_and_label_planes_in_the_read_stage(photos, tmp_path):
     one_style = JobSettings(input=str(manifest), output=str(tmp_path / "out"), styles={"a": demo}, mask_mode="labels")
     failed = read_decode(batch, one_style)  # label 2 names no style of a one-style run
     assert failed["error_type"][0] == "mask_error" and "values up to 2 but there are 1 style" in failed["error"][0]
+
+
+def test_masks_are_options_of_the_image_programs_only():
+    from jobs.catalog.settings import CatalogSettings
+    from jobs.video.settings import VideoSettings
+
+    assert {"mask_prefix", "mask_feather", "mask_mode"} <= set(CatalogSettings.model_fields)  # runs the batch job
+    assert not [f for f in VideoSettings.model_fields if "mask" in f]  # video: no masks
