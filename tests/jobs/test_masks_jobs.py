@@ -145,3 +145,18 @@ def test_masks_are_options_of_the_image_programs_only():
 
     assert {"mask_prefix", "mask_feather", "mask_mode"} <= set(CatalogSettings.model_fields)  # runs the batch job
     assert not [f for f in VideoSettings.model_fields if "mask" in f]  # video: no masks
+
+
+def test_mask_uri_is_redacted_like_input_uri_in_the_metrics_files(tmp_path):
+    from jobs.common.metrics import MetricsWriter, to_table
+    from jobs.common.metrics_schema import blank_rows
+
+    signed = "https://bucket.example/m/a.png?X-Amz-Signature=beef&v=1"
+    rows = blank_rows(2)
+    rows.update(uri=np.array([signed, "s3://b/a.jpg"]), mask_uri=np.array([signed, ""]), status=np.array(["ok", "ok"]))
+    writer = MetricsWriter(str(tmp_path), "r")
+    writer.add(to_table(rows))
+    writer.flush()
+    got = pq.read_table(str(tmp_path / "_metrics" / "run_id=r")).to_pylist()
+    assert [r["mask_uri"] for r in got] == ["https://bucket.example/m/a.png?X-Amz-Signature=***&v=1", None]
+    assert got[0]["input_uri"] == got[0]["mask_uri"]  # one redaction for both
