@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sys
@@ -16,6 +17,7 @@ from stylize_core.device_errors import is_fatal_device_error
 from stylize_core.enhance_eval import EVALUATION_KEYS, prepare
 from stylize_core.enhance_net import OutputTooLarge, check_output_pixels
 from stylize_core.host import retain_freed_memory
+from stylize_core.masks import MaskError, composite
 from stylize_core.registry import build_stylizer
 from stylize_core.sampling import sampled
 from stylize_core.stylizer import resolve_device
@@ -24,7 +26,7 @@ from jobs.common import ray_runtime
 from jobs.common.planning import ActorPlan
 from jobs.common.stylizer_spec import run_stylizer_spec
 from jobs.batch.settings import JobSettings
-from jobs.batch.stages import EMPTY_IMAGE, SETUP_ERROR, encode_write, read_decode
+from jobs.batch.stages import EMPTY_IMAGE, MASK_ONE, SETUP_ERROR, encode_write, read_decode
 from jobs.common.metrics_schema import READ, STYLIZE, StageRows, blank_rows, stage_keys
 from jobs.common.storage import read_bytes
 
@@ -224,9 +226,11 @@ class StylizeActor:
             results.update({(i, s): r for s in styles for i, r in zip(idx, found[s])})
         built = self.built
         made = StageRows(STYLIZE, extra=("row", "out_image"))
-        for style in self.settings.style_names:
+        for k, style in enumerate(self.settings.style_names):
             for i in range(n):
                 res = results.get((i, style))
+                if not isinstance(res, Exception) and res is not None:
+                    res = _masked(batch, i, k, res)
                 row_status, etype, err = status[i], str(batch["error_type"][i]), str(batch["error"][i])
                 if row_status == "ok" and style not in todo[i]:
                     row_status = "skipped"
@@ -260,6 +264,19 @@ class StylizeActor:
         out["out_image"] = images_out
         self._end(key)
         return out
+
+
+def _masked(batch: dict[str, np.ndarray], i: int, k: int, res: Any) -> Any:
+    """Row ``i``'s result for the ``k``-th style over its input where its mask says (the read stage
+    feathered the mask); the result itself without a mask, a MaskError when the sizes differ."""
+    if "mask" not in batch or not np.asarray(batch["mask"][i]).size:
+        return res
+    mask = np.asarray(batch["mask"][i])  # (1 or styles, H, W) uint16
+    weights = mask[k if len(mask) > 1 else 0].astype(np.float32) / MASK_ONE
+    try:
+        return dataclasses.replace(res, image=composite(np.asarray(batch["image"][i]), res.image, weights))
+    except MaskError as exc:  # e.g. a super-resolution network's larger output
+        return exc
 
 
 def _scores(evaluation: Any) -> dict[str, float]:

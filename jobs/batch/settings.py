@@ -10,6 +10,7 @@ from pydantic import model_validator
 
 from jobs.common import cli_settings
 from jobs.common.cli_settings import option
+from jobs.common.mask_settings import MaskMode, mask_feather_option, mask_mode_option
 from jobs.common.run_settings import (DEFAULT_MAX_ERROR_RATE, DEFAULT_MAX_SIDE, DEMO_MAX_ERROR_RATE,
                                       GROUP_IO, GROUP_MODEL, GROUP_RAY, RunSettings, default_run_id, demo_checkpoint,
                                       sample_images_dir)
@@ -35,6 +36,12 @@ class JobSettings(RunSettings):
     evaluate: bool = option(False, "enhancement networks: degrade each input as the network was trained for, restore "
                             "that, write the restoration and its psnr/ssim (luminance) and the baseline's (Lanczos "
                             "upscale or the degraded input) into the metrics rows", group=GROUP_MODEL)
+    mask_prefix: str | None = option(
+        None, "masks for the inputs: the mask of input a/b.jpg is {URI}/a/b.png (its relative path with a .png "
+        "suffix); a manifest's `mask_uri` column, where given, wins. A missing, unreadable or wrong-sized mask makes "
+        "that input's rows mask_error rows (docs/operations/masks.md)", metavar="URI", group=GROUP_IO, min_length=1)
+    mask_feather: float = mask_feather_option(GROUP_IO)
+    mask_mode: MaskMode = mask_mode_option(GROUP_IO)
     read_batch_size: int = option(16, "images per read/decode task batch", group=GROUP_RAY, ge=1)
     max_actor_crashes: int = option(
         2, "times a batch may kill its stylize actor (a sticky CUDA error makes the actor exit so Ray replaces it) "

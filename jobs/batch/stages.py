@@ -14,18 +14,52 @@ import numpy as np
 
 # Pillow + NumPy only: these stages run in CPU task workers that must not pay for importing torch.
 from stylize_core.image_io import FORMAT_EXTENSIONS, ImageDecodeError, decode_image_sized, encode_image
+from stylize_core.masks import MaskError, check_size, decode_mask, fit_mask, region_weights
 
 from jobs.batch.settings import JobSettings
 from jobs.common.metrics_schema import READ, WRITE, StageRows, stage_columns
-from jobs.common.storage import UnsafePathError, exists, output_uri, read_bytes, write_bytes_atomic
+from jobs.common.storage import UnsafePathError, exists, join_uri, output_uri, read_bytes, redact, write_bytes_atomic
 
 EMPTY_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
+NO_MASK = np.zeros((0, 0, 0), dtype=np.uint16)
+MASK_ERROR = "mask_error"
+MASK_ONE = 65535  # mask weights travel as uint16: half the bytes of float32, steps of 1/65535 (0.004 grey levels)
 # error_type of rows from an actor that could not build its stylizer: the driver stops the run (exit 2)
 SETUP_ERROR = "setup_error"
 
 
 def output_key(settings: JobSettings, rel_path: str, style: str) -> str:
     return output_uri(settings.output, style, rel_path, FORMAT_EXTENSIONS[settings.format])
+
+
+def mask_uri_for(settings: JobSettings, rel_path: str, given: str = "") -> str:
+    """The input's mask: the manifest's ``mask_uri`` where given, else ``{--mask-prefix}/{rel_path minus its
+    extension}.png``; "" for none."""
+    if given or not settings.mask_prefix:
+        return given
+    stem = rel_path.rsplit(".", 1)[0] if "." in rel_path.rsplit("/", 1)[-1] else rel_path
+    return join_uri(settings.mask_prefix, stem + ".png")
+
+
+def read_mask(uri: str, settings: JobSettings, size: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """The mask at ``uri`` checked against the input file's (height, width) ``size``, brought to the decoded
+    ``shape`` and feathered: (S, H, W) uint16 weights, S = 1 (alpha: every style alike) or one per style
+    (labels: style k's region). MaskError naming the mask when it is missing, unreadable or wrong-sized."""
+    what = f"mask {redact(uri)}"
+    try:
+        mask = decode_mask(read_bytes(uri, settings.storage_options), settings.mask_mode, max_pixels=settings.max_pixels)
+        check_size(mask, *size)
+        mask = fit_mask(mask, *shape)
+        styles = settings.style_names
+        picks = range(1) if settings.mask_mode == "alpha" else range(len(styles))
+        weights = [region_weights(mask, settings.mask_mode, settings.mask_feather, k, len(styles)) for k in picks]
+    except FileNotFoundError:
+        raise MaskError(f"{what}: not found") from None
+    except MaskError as exc:
+        raise MaskError(f"{what}: {exc}") from None
+    except Exception as exc:  # storage/network/permission
+        raise MaskError(f"{what}: cannot be read ({type(exc).__name__}: {exc})") from None
+    return np.stack([np.floor(w * MASK_ONE + 0.5).astype(np.uint16) for w in weights])
 
 
 def read_decode(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str, np.ndarray]:
@@ -39,11 +73,13 @@ def read_decode(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str
     rel_paths = [str(r) for r in batch["rel_path"]]
     idx = batch.get("idx")
     planned = [str(t).split(",") if str(t) else [] for t in batch["todo_styles"]] if "todo_styles" in batch else None
-    rows = StageRows(READ, extra=("idx", "image", "todo_styles"))
+    given_masks = [str(m or "") for m in batch["mask_uri"]] if "mask_uri" in batch else [""] * len(uris)
+    rows = StageRows(READ, extra=("idx", "image", "todo_styles", "mask"))
     for n, (uri, rel) in enumerate(zip(uris, rel_paths)):
         start = time.perf_counter()
         todo = settings.style_names if planned is None else [s for s in settings.style_names if s in planned[n]]
         status, error_type, error, image, nbytes, size = "ok", "", "", EMPTY_IMAGE, -1, (-1, -1)
+        mask_uri, mask = mask_uri_for(settings, rel, given_masks[n]), NO_MASK
         try:
             keys = {style: output_key(settings, rel, style) for style in settings.style_names}
             if settings.skip_existing:
@@ -60,15 +96,23 @@ def read_decode(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str
             status, error_type, error = "error", "not_found", f"input disappeared before it was read: {exc}"
         except Exception as exc:  # storage/network/permission: the row says why, the run goes on
             status, error_type, error = "error", "read_error", f"{type(exc).__name__}: {exc}"
+        if mask_uri and status == "ok" and image.size:  # read where the input is, so the actor only composites
+            try:
+                mask = read_mask(mask_uri, settings, size, image.shape[:2])
+            except MaskError as exc:
+                status, error_type, error, image = "error", MASK_ERROR, str(exc), EMPTY_IMAGE
         rows.append(
             idx=int(idx[n]) if idx is not None else n, uri=uri, rel_path=rel, input_bytes=nbytes, status=status,
             error_type=error_type, error=error, width=int(size[1]), height=int(size[0]), image=image,
-            decode_ms=(time.perf_counter() - start) * 1000, todo_styles=",".join(todo),
+            decode_ms=(time.perf_counter() - start) * 1000, todo_styles=",".join(todo), mask_uri=mask_uri,
+            mask=mask,
         )
-    out = {k: np.array(v) for k, v in rows.cols.items() if k != "image"}
-    images = np.empty(len(rows.cols["image"]), dtype=object)
-    images[:] = rows.cols["image"]
-    out["image"] = images
+    out = {k: np.array(v) for k, v in rows.cols.items() if k not in ("image", "mask")}
+    # A run without masks carries no mask column at all: nothing extra crosses the object store.
+    for key in ("image", "mask") if settings.mask_prefix or "mask_uri" in batch else ("image",):
+        column = np.empty(len(rows.cols[key]), dtype=object)
+        column[:] = rows.cols[key]
+        out[key] = column
     return out
 
 

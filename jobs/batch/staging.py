@@ -32,9 +32,10 @@ class StagedManifest:
     planned: bool  # has a todo_styles column (only those styles are rendered per input)
 
 
-def _schema(planned: bool) -> pa.Schema:
+def _schema(planned: bool, masked: bool = False) -> pa.Schema:
     fields = [("idx", pa.int64()), ("uri", pa.string()), ("rel_path", pa.string())]
-    return pa.schema(fields + ([("todo_styles", pa.string())] if planned else []))
+    fields += [("todo_styles", pa.string())] if planned else []
+    return pa.schema(fields + ([("mask_uri", pa.string())] if masked else []))
 
 
 def staging_prefix(output: str, run_id: str) -> str:
@@ -66,14 +67,15 @@ def stage_inputs(
     cols: dict[str, list] = {}
     rows = 0
     planned: bool | None = None if todo is None else True
+    masked = False  # entries carry a mask_uri (a manifest's column)
 
     def flush() -> None:
         if not cols or not cols["uri"]:
             return
         table = pa.table({**cols, "idx": pa.array(range(rows - len(cols["uri"]), rows), pa.int64())})
         buf = io.BytesIO()
-        pq.write_table(table.select(_schema(bool(planned)).names).cast(_schema(bool(planned))), buf,
-                       compression="zstd")
+        schema = _schema(bool(planned), masked)
+        pq.write_table(table.select(schema.names).cast(schema), buf, compression="zstd")
         uri = join_uri(prefix, f"part-{len(parts):05d}.parquet")
         write_bytes_atomic(uri, buf.getvalue(), options)
         parts.append(uri)
@@ -88,12 +90,16 @@ def stage_inputs(
             if planned is None:  # a manifest carrying its own plan (the catalog's) is planned throughout
                 planned = isinstance(f, PlannedInput)
             if not cols:
-                cols = {"uri": [], "rel_path": []} | ({"todo_styles": []} if planned else {})
+                masked = hasattr(f, "mask_uri")
+                cols = {"uri": [], "rel_path": []} | ({"todo_styles": []} if planned else {}) | (
+                    {"mask_uri": []} if masked else {})
             cols["uri"].append(f.uri)
             cols["rel_path"].append(f.rel_path)
             if planned:
                 styles = todo.get(f.uri, ()) if todo is not None else (getattr(f, "todo_styles", "") or "").split(",")
                 cols["todo_styles"].append(",".join(s for s in styles if s))
+            if masked:
+                cols["mask_uri"].append(getattr(f, "mask_uri", ""))
             rows += 1
             if len(cols["uri"]) >= part_rows:
                 flush()

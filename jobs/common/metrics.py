@@ -19,7 +19,7 @@ from jobs.common.outcome import error_rate
 from jobs.common.storage import StorageOptions, join_uri, redact_text, redact_uri, remove_prefix, write_bytes_atomic
 
 ROWS_PER_FILE = 100_000
-URI_COLUMNS = ("input_uri", "output_uri")  # redacted when written, as URIs (redact_uri); "error" as text
+URI_COLUMNS = ("input_uri", "output_uri", "mask_uri")  # redacted when written, as URIs (redact_uri); "error" as text
 _MAY_HOLD_SECRET = r"[@?#&;]"  # no userinfo, query or fragment: nothing to redact
 
 

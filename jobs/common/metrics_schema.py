@@ -71,6 +71,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("baseline_psnr", pa.float64(), (STYLIZE,)),
     Column("baseline_ssim", pa.float64(), (STYLIZE,)),
     Column("tiles", pa.int32(), (STYLIZE,)),
+    Column("mask_uri", pa.string(), (READ,)),  # the input's mask (--mask-prefix or a manifest's mask_uri); null: none
 )
 SCHEMA = pa.schema([(c.name, c.type) for c in COLUMNS])
 BATCH_KEYS: dict[str, str] = {c.name: c.key for c in COLUMNS}  # Parquet name -> batch name

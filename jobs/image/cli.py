@@ -21,7 +21,7 @@ import posixpath
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from typing import Annotated, Any, Literal
 
@@ -37,9 +37,11 @@ from stylize_core.enhance_net import check_output_pixels
 from stylize_core.gatys_stylizer import GatysStylizer
 from stylize_core.host import retain_freed_memory
 from stylize_core.image_io import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, ImageDecodeError, decode_image, encode_image, resize_max_side
+from stylize_core.masks import MaskError, check_labels, check_size, composite, decode_mask, fit_mask, region_weights
 from stylize_core.stylizer import Stylizer, StyleResult
 
 from jobs.common.checkpoints import one_line
+from jobs.common.mask_settings import MaskMode, mask_feather_option, mask_mode_option
 from jobs.common.stylizer_spec import stylizer_spec
 from jobs.common import cli_settings
 from jobs.common.cli_settings import option, parse_selection
@@ -57,8 +59,8 @@ class SetupError(Exception):
     """Nothing can run (exit 2): bad option combination, missing checkpoint, style image or weights."""
 
 
-_FF, _METRICS, _GATYS, _STORAGE = ("feed-forward (default method)", "metrics and loss network",
-                                   "Gatys optimisation (--optimize)", "storage (URIs)")
+_FF, _METRICS, _GATYS, _STORAGE, _MASK = ("feed-forward (default method)", "metrics and loss network",
+                                          "Gatys optimisation (--optimize)", "storage (URIs)", "masks")
 
 
 class ImageSettings(BaseModel):
@@ -129,6 +131,12 @@ class ImageSettings(BaseModel):
     tv_weight: float = option(1e-3, "total-variation weight", group=_GATYS, ge=0, allow_inf_nan=False)
     lr: float | None = option(None, "learning rate (default: 1.0 for lbfgs, 2.0 for adam)", group=_GATYS, gt=0)
     seed: int = option(0, "seed of the noise init", group=_GATYS)
+
+    mask: str | None = option(None, "mask image (path or URI) of every input's size: white = styled, black = the "
+                              "input unchanged, grey = a blend (docs/operations/masks.md)", metavar="MASK",
+                              group=_MASK, min_length=1)
+    mask_feather: float = mask_feather_option(_MASK)
+    mask_mode: MaskMode = mask_mode_option(_MASK)
 
     endpoint_url: str | None = option(None, "S3 endpoint (default: AWS_ENDPOINT_URL or AWS's own)", group=_STORAGE)
     region: str | None = option(None, "S3 region (default: from the AWS environment/config)", group=_STORAGE)
@@ -285,7 +293,8 @@ class _Reporter:
     def _base(self, uri: str, out: str) -> dict:
         e = self.engine
         return {"input_uri": uri, "output_uri": out, "style": e.style, "method": e.method,
-                "checkpoint_sha256": e.checkpoint_sha256, "loss_model": e.loss_model, "backend": e.backend}
+                "checkpoint_sha256": e.checkpoint_sha256, "loss_model": e.loss_model, "backend": e.backend,
+                "mask_uri": self.args.mask}
 
     def error(self, uri: str, out: str, exc: BaseException) -> None:
         self.failed += 1
@@ -313,11 +322,45 @@ class _Reporter:
             _say(f"{uri} -> {out} ({w}x{h}, {result.stylize_ms:.0f} ms{tiles}{extra})")
 
 
-def _read(uri: str, args: ImageSettings, opener: Callable[[str], bytes], scale: int = 1) -> np.ndarray:
+class MaskUnusable(Exception):
+    """The --mask cannot be used (exit 2): the message names the mask and what is wrong."""
+
+
+def _read_mask(args: ImageSettings, opener: Callable[[str], bytes], scale: int) -> np.ndarray | None:
+    """The decoded --mask (weights or labels), or None; MaskUnusable when it cannot be used."""
+    if args.mask is None:
+        return None
+    what = f"mask {args.mask}"
+    if scale != 1:
+        raise MaskUnusable(f"{what}: masks apply to same-size outputs; this network upscales by {scale}")
+    try:
+        mask = decode_mask(opener(args.mask), args.mask_mode, max_pixels=args.max_pixels)
+        if args.mask_mode == "labels":
+            check_labels(mask, 1)  # the CLI renders one style: label 1
+    except FileNotFoundError:
+        raise MaskUnusable(f"{what}: not found") from None
+    except MaskError as exc:
+        raise MaskUnusable(f"{what}: {exc}") from None
+    except OSError as exc:
+        raise MaskUnusable(f"{what}: cannot be read ({type(exc).__name__}: {exc})") from None
+    return mask
+
+
+def _read(uri: str, args: ImageSettings, opener: Callable[[str], bytes], scale: int = 1,
+          mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The input at the size it is stylised, and the --mask's feathered weights at that size (or None)."""
     image = decode_image(opener(uri), max_pixels=args.max_pixels)  # (H, W, 3) uint8
+    if mask is not None:
+        try:
+            check_size(mask, *image.shape[:2])  # against the file, before --max-side
+        except MaskError as exc:
+            raise MaskUnusable(f"mask {args.mask}: {exc} ({uri})") from None
     image = resize_max_side(image, args.max_side)
     check_output_pixels(*image.shape[:2], scale, args.max_pixels)  # --max-pixels bounds the output too
-    return image
+    if mask is None:
+        return image, None
+    fitted = fit_mask(mask, *image.shape[:2])
+    return image, region_weights(fitted, args.mask_mode, args.mask_feather, 0, 1)
 
 
 def _stylize(engine: Engine, images: list[np.ndarray]) -> list[StyleResult | BaseException]:
@@ -344,7 +387,8 @@ def main(args: ImageSettings) -> int:
     try:
         fmt, outputs = plan_outputs(args.inputs, args.output, args.format)
         engine = build_engine(args, opener)
-    except SetupError as exc:
+        mask = _read_mask(args, opener, engine.scale)
+    except (SetupError, MaskUnusable) as exc:
         _say(f"{PROG}: error: {one_line(str(exc))}", err=True)
         return 2
     report = _Reporter(args, engine)
@@ -354,11 +398,16 @@ def main(args: ImageSettings) -> int:
     for start in range(0, len(pairs), chunk):
         ready: list[tuple[str, str, np.ndarray]] = []
         decode_ms: dict[str, float] = {}  # output -> read + decode ms (outputs are unique)
+        weights: dict[str, np.ndarray | None] = {}  # output -> the mask's weights at the input's size
         for uri, out in pairs[start : start + chunk]:
             began = time.perf_counter()
             try:
-                ready.append((uri, out, _read(uri, args, opener, engine.scale)))
+                image, weights[out] = _read(uri, args, opener, engine.scale, mask)
+                ready.append((uri, out, image))
                 decode_ms[out] = (time.perf_counter() - began) * 1000
+            except MaskUnusable as exc:  # the mask does not fit this input: stop, as for a missing mask
+                _say(f"{PROG}: error: {one_line(str(exc))}", err=True)
+                return 2
             except (OSError, ImageDecodeError, ValueError) as exc:
                 report.error(uri, out, exc)
         if not ready:
@@ -379,10 +428,12 @@ def main(args: ImageSettings) -> int:
             results = _stylize(engine, [image for _, _, image in ready])
         except Exception as exc:  # noqa: BLE001 - a single image's failure
             results = [exc]
-        for (uri, out, _), result, scores in zip(ready, results, evals):
+        for (uri, out, image), result, scores in zip(ready, results, evals):
             if isinstance(result, BaseException):
                 report.error(uri, out, result)
                 continue
+            if weights.get(out) is not None:  # the output over the input, where the mask says
+                result = replace(result, image=composite(image, result.image, weights[out]))
             began = time.perf_counter()
             try:
                 write_bytes_atomic(out, encode_image(result.image, fmt, args.quality), opts)
