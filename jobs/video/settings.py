@@ -63,6 +63,9 @@ class VideoSettings(RunSettings):
     def _fill_defaults(self) -> VideoSettings:
         if self.input is not None and self.sequence is not None:
             raise ValueError("--input and --sequence exclude each other: give one")
+        if self.method == "adain":
+            raise ValueError("--method adain is not available for video yet (its temporal blend is untested with "
+                             "AdaIN); stylise frames with python -m jobs.stylize --method adain, or use style networks")
         if self.method != "feedforward":
             raise ValueError(f"--method {self.method} is not available for video: per-frame optimisation would take "
                              "minutes a frame; use style networks (--method feedforward)")

@@ -1,0 +1,90 @@
+"""AdaIN through the programs: the local CLI and the batch job on local Ray (random weights, tiny images)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from jobs.batch import driver as stylize
+from jobs.catalog.night import style_digests
+from jobs.image.cli import main, parse_args
+from stylize_core import adain
+from stylize_core.image_io import decode_image
+
+
+def _write_image(path, height: int, width: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """pytorch-AdaIN-layout files with random weights (the encoder truncated to vgg[:31]), two style
+    images and two inputs, one of a size that is not a multiple of 8."""
+    root = tmp_path_factory.mktemp("adain_jobs")
+    torch.manual_seed(0)
+    torch.save(adain.encoder().state_dict(), root / "vgg_normalised.pth")
+    torch.save(adain.decoder().state_dict(), root / "decoder.pth")
+    (root / "in").mkdir()
+    _write_image(root / "in" / "a.png", 24, 32, 1)
+    _write_image(root / "in" / "b.png", 21, 30, 2)
+    _write_image(root / "wave.png", 32, 32, 3)
+    _write_image(root / "ink.png", 24, 24, 4)
+    return root
+
+
+def test_cli_writes_the_output(assets, tmp_path, capsys):
+    out = tmp_path / "styled.png"
+    argv = [str(assets / "in" / "b.png"), "--method", "adain", "--encoder", str(assets / "vgg_normalised.pth"),
+            "--decoder", str(assets / "decoder.pth"), "--style-image", str(assets / "wave.png"), "--alpha", "0.7",
+            "--preserve-color", "-o", str(out)]
+    assert main(parse_args(argv)) == 0
+    assert decode_image(out.read_bytes()).shape == (21, 30, 3)  # not a multiple of 8: cropped back
+
+
+@pytest.mark.parametrize("encoder, expect", [("missing.pth", "not found"), ("corrupt.pth", "not a PyTorch checkpoint")])
+def test_cli_bad_encoder_exits_2_with_one_line(assets, tmp_path, capsys, encoder, expect):
+    (tmp_path / "corrupt.pth").write_bytes(b"this is no checkpoint")
+    argv = [str(assets / "in" / "a.png"), "--method", "adain", "--encoder", str(tmp_path / encoder),
+            "--decoder", str(assets / "decoder.pth"), "--style-image", str(assets / "wave.png"),
+            "-o", str(tmp_path / "o.png")]
+    assert main(parse_args(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert encoder in err and expect in err and "vgg_normalised.pth" in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_cli_without_weights_says_which_files_to_pass(assets, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        parse_args([str(assets / "in" / "a.png"), "--method", "adain", "--style-image", str(assets / "wave.png"),
+                    "-o", str(tmp_path / "o.png")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "vgg_normalised.pth" in err and "decoder.pth" in err
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_batch_job_two_style_images_and_a_mix(assets, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--input", str(assets / "in"), "--output", str(out), "--method", "adain",
+            "--encoder", str(assets / "vgg_normalised.pth"), "--decoder", str(assets / "decoder.pth"),
+            "--style-image", f"wave={assets / 'wave.png'}", "--style-image", f"ink={assets / 'ink.png'}",
+            "--mix", "both=wave:0.5,ink:0.5", "--alpha", "0.8", "--vgg", "texture", "--vgg-weights", "random:0",
+            "--metrics-size", "16", "--metrics-sample", "1", "--run-id", "adain", "--format", "png", "--quiet"]
+    settings = stylize.parse_args(argv)
+    assert stylize.main(settings) == 0
+    rows = pq.read_table(str(out / "_metrics" / "run_id=adain")).to_pylist()
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"ok"}
+    assert sorted({r["style"] for r in rows}) == ["both", "ink", "wave"]
+    ids = {r["style"]: r["model_sha256"] for r in rows}
+    assert len(set(ids.values())) == 3  # each style image, and the mix, is a style of its own
+    assert all(r["style_loss"] is not None for r in rows)  # measured against the style image (or the mix)
+    assert decode_image((out / "both" / "b.png").read_bytes()).shape == (21, 30, 3)
+    # the nightly ledger computes the same ids without torch, and alpha changes every one of them
+    assert style_digests(settings, settings.storage_options) == ids
+    other = style_digests(settings.replace(alpha=0.5), settings.storage_options)
+    assert not set(other.values()) & set(ids.values())
