@@ -88,3 +88,27 @@ def test_batch_job_two_style_images_and_a_mix(assets, tmp_path):
     assert style_digests(settings, settings.storage_options) == ids
     other = style_digests(settings.replace(alpha=0.5), settings.storage_options)
     assert not set(other.values()) & set(ids.values())
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_video_job_runs_adain_on_a_tiny_sequence(assets, tmp_path):
+    import cv2
+
+    from jobs.video import driver as stylize_video
+    from jobs.video.settings import parse_args as video_args
+    from stylize_core.video import pan_frames
+    from stylize_core.video.synthetic import sample_photo
+
+    (tmp_path / "in" / "shot").mkdir(parents=True)
+    for i, frame in enumerate(pan_frames(sample_photo("coffee"), 4, (36, 28), seed=7), start=1):  # not multiples of 8
+        cv2.imwrite(str(tmp_path / "in" / "shot" / f"f.{i:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    summary = stylize_video.run(video_args([
+        "--sequence", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--run-id", "v", "--no-metrics",
+        "--method", "adain", "--encoder", str(assets / "vgg_normalised.pth"), "--decoder", str(assets / "decoder.pth"),
+        "--style-image", f"wave={assets / 'wave.png'}", "--segment-seconds", "0.5", "--warmup-frames", "2",
+        "--preset", "ultrafast", "--quiet", "--contact-sheet", "0"]))
+    assert summary["counts"] == {"ok": 1, "error": 0}
+    assert sorted(p.name for p in (tmp_path / "out" / "wave" / "shot").iterdir()) == [f"f.{i:03d}.png" for i in range(1, 5)]
+    assert cv2.imread(str(tmp_path / "out" / "wave" / "shot" / "f.002.png")).shape == (28, 36, 3)
+    (row,) = pq.read_table(summary["metrics_file"]).to_pylist()
+    assert row["style"] == "wave" and row["status"] == "ok" and len(row["model_sha256"]) == 64
