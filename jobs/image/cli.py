@@ -170,9 +170,9 @@ class ImageSettings(BaseModel):
                                  "with --encoder/--decoder")
         elif self.encoder or self.decoder:
             raise ValueError("--encoder/--decoder belong to --method adain")
-        if self.optimize and self.style_image is None:
+        if self.method == "optimize" and self.style_image is None:
             raise ValueError("--optimize needs --style-image (the style to optimise towards)")
-        if self.optimize and self.checkpoint is not None:
+        if self.method == "optimize" and self.checkpoint is not None:
             raise ValueError("--checkpoint and --optimize exclude each other: --optimize uses --style-image only")
         return self
 
@@ -285,8 +285,9 @@ def build_engine(args: ImageSettings, opener: Callable[[str], bytes]) -> Engine:
     except BuildError as exc:
         raise SetupError(str(exc)) from None
     method = args.method
-    return Engine(built.stylizer, style, method, built.loss_model, "" if args.optimize else built.model_sha256[style],
-                  built.backend, getattr(built.stylizer, "scales", {}).get(style, 1),
+    sha256 = "" if method == "optimize" else built.model_sha256[style]
+    return Engine(built.stylizer, style, method, built.loss_model, sha256, built.backend,
+                  getattr(built.stylizer, "scales", {}).get(style, 1),
                   built.models[style].enhance if method == "feedforward" else None)
 
 
@@ -375,7 +376,7 @@ def main(args: ImageSettings) -> int:
         return 2
     report = _Reporter(args, engine)
     # Gatys runs one image at a time anyway; batching there would only hold more images in memory.
-    chunk = 1 if args.optimize else args.batch_size
+    chunk = 1 if args.method == "optimize" else args.batch_size
     pairs = list(zip(args.inputs, outputs))
     for start in range(0, len(pairs), chunk):
         ready: list[tuple[str, str, np.ndarray]] = []

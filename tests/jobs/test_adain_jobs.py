@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -40,9 +42,12 @@ def test_cli_writes_the_output(assets, tmp_path, capsys):
     out = tmp_path / "styled.png"
     argv = [str(assets / "in" / "b.png"), "--method", "adain", "--encoder", str(assets / "vgg_normalised.pth"),
             "--decoder", str(assets / "decoder.pth"), "--style-image", str(assets / "wave.png"), "--alpha", "0.7",
-            "--preserve-color", "-o", str(out)]
+            "--preserve-color", "--json", "-o", str(out)]
     assert main(parse_args(argv)) == 0
     assert decode_image(out.read_bytes()).shape == (21, 30, 3)  # not a multiple of 8: cropped back
+    row = json.loads(capsys.readouterr().out)
+    assert row["status"] == "ok" and row["method"] == "adain" and row["style"] == "wave"
+    assert len(row["checkpoint_sha256"]) == 64  # the style's id: image, encoder + decoder, alpha
 
 
 @pytest.mark.parametrize("encoder, expect", [("missing.pth", "not found"), ("corrupt.pth", "not a PyTorch checkpoint")])
