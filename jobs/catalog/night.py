@@ -152,8 +152,9 @@ def _with_sources(todo: pa.Table, sources: dict[str, str]) -> pa.Table:
 def _render(settings: JobSettings, todo: pa.Table, on_rows: Callable[[pa.Table], None]) -> dict:
     """Run the batch job on exactly these pairs, streaming its rows to ``on_rows``; returns its summary."""
     styles = set(pc.unique(todo.column("style")).to_pylist())  # no work tonight: no model load, no rows
-    if settings.method == "adain":  # a mix needs its style images, rendered tonight or not (others: skipped rows)
-        sub = settings.replace(mixes={s: m for s, m in settings.mixes.items() if s in styles})
+    if settings.method == "adain":  # a mix needs its style images loaded, rendered tonight or not
+        sub = settings.replace(mixes={s: m for s, m in settings.mixes.items() if s in styles},
+                               rendered_styles=[s for s in settings.style_names if s in styles])
     else:
         sub = settings.replace(styles={s: u for s, u in settings.styles.items() if s in styles},
                                style_images={s: u for s, u in settings.style_images.items() if s in styles})

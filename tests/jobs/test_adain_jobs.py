@@ -117,3 +117,37 @@ def test_video_job_runs_adain_on_a_tiny_sequence(assets, tmp_path):
     assert cv2.imread(str(tmp_path / "out" / "wave" / "shot" / "f.002.png")).shape == (28, 36, 3)
     (row,) = pq.read_table(summary["metrics_file"]).to_pylist()
     assert row["style"] == "wave" and row["status"] == "ok" and len(row["model_sha256"]) == 64
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_nightly_catalog_re_renders_a_style_whose_image_changed(assets, tmp_path):
+    import json
+
+    import yaml
+
+    from jobs.catalog import night as catalog
+
+    (tmp_path / "wave.png").write_bytes((assets / "wave.png").read_bytes())
+    (tmp_path / "ink.png").write_bytes((assets / "ink.png").read_bytes())
+    out = tmp_path / "out"
+    cfg = tmp_path / "nightly.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "source": str(assets / "in"), "output": str(out), "method": "adain",
+        "encoder": str(assets / "vgg_normalised.pth"), "decoder": str(assets / "decoder.pth"),
+        "style_images": {"wave": str(tmp_path / "wave.png"), "ink": str(tmp_path / "ink.png")},
+        "mix": {"both": {"wave": 0.5, "ink": 0.5}}, "no_metrics": True, "quiet": True, "contact_sheet": 0}))
+
+    def night(run_id: str) -> tuple[dict, list[dict]]:
+        assert catalog.cli(["--config", str(cfg), "--run-id", run_id]) == 0
+        summary = json.loads((out / "_runs" / f"{run_id}.json").read_text())
+        metrics = out / "_metrics" / f"run_id={run_id}"
+        return summary, pq.read_table(str(metrics)).to_pylist() if metrics.exists() else []
+
+    n1, rows = night("n1")
+    assert n1["processed"] == 6 and {r["status"] for r in rows} == {"ok"}
+    n2, rows = night("n2")
+    assert (n2["processed"], n2["skipped"]) == (0, 6)
+    _write_image(tmp_path / "ink.png", 24, 24, 99)  # a new ink image: ink and the mix re-render, wave does not
+    n3, rows = night("n3")
+    assert n3["processed"] == 4
+    assert sorted((r["style"], r["status"]) for r in rows) == [("both", "ok")] * 2 + [("ink", "ok")] * 2
