@@ -37,9 +37,11 @@ def cpu_flags() -> str:
             info = f.read()
     except OSError:
         return platform.processor() or platform.machine()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith(("flags", "Features"))), [])
-    return f"{model}; {torch.get_num_threads()} threads; flags: {' '.join(f for f in SIMD if f in flags) or 'none of ' + ','.join(SIMD)}"
+    lines = info.splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith(("flags", "Features"))), [])
+    found = " ".join(f for f in SIMD if f in flags) or "none of " + ",".join(SIMD)
+    return f"{model}; {torch.get_num_threads()} threads; flags: {found}"
 
 
 def rate(fn, seconds: float) -> float:

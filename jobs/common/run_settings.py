@@ -131,8 +131,9 @@ class RunSettings(BaseModel):
     mixes: MixMap = option({}, "which style of a multi-style checkpoint NAME renders: an index or a style name "
                            "(`--mix warm=3`), or a blend with weights normalised to sum to one (`--mix "
                            "warm=3:0.5,wave:0.5`); a blend is a style of its own (its own model id). In YAML: "
-                           "`mix: {warm: {3: 0.5, wave: 0.5}}`. `python -m jobs.styles CHECKPOINT` lists the styles. With --method "
-                           "adain, a new style interpolating --style-image styles: `--mix both=wave:0.5,ink:0.5`",
+                           "`mix: {warm: {3: 0.5, wave: 0.5}}`. `python -m jobs.styles CHECKPOINT` lists the styles. "
+                           "With --method adain, a new style interpolating --style-image styles: "
+                           "`--mix both=wave:0.5,ink:0.5`",
                            flag="--mix", metavar="NAME=SPEC", group=GROUP_IO)
     optimize_steps: int = option(100, "optimize: steps per pyramid level", group=GROUP_MODEL, ge=1)
     optimize_levels: int = option(2, "optimize: coarse-to-fine pyramid levels", group=GROUP_MODEL, ge=1, le=8)
@@ -214,7 +215,8 @@ class RunSettings(BaseModel):
 
     @property
     def style_names(self) -> list[str]:
-        """Styles of this run: the checkpoints, plus (optimize) styles given only as a style image."""
+        """Styles of this run: the checkpoints, plus (optimize) styles given only as a style image; for
+        adain, the style images and their mixes."""
         if self.method == "adain":  # style images, and interpolations of them (--mix NEW=A:W,B:W)
             names = list(self.style_images) + [n for n in self.mixes if n not in self.style_images]
             return names if self.rendered_styles is None else [n for n in names if n in self.rendered_styles]

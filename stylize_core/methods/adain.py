@@ -59,4 +59,5 @@ def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints:
                              strength=spec.strength, preserve_color=spec.preserve_color, device=str(device),
                              meter=meter)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return BuiltStylizer(stylizer, sha256, stylizer.loss_model, device_name, backend=f"torch-eager {torch.__version__} fp32 {device}")
+    backend = f"torch-eager {torch.__version__} fp32 {device}"  # what metrics rows record as having run
+    return BuiltStylizer(stylizer, sha256, stylizer.loss_model, device_name, backend=backend)

@@ -113,7 +113,8 @@ def test_video_job_runs_adain_on_a_tiny_sequence(assets, tmp_path):
         "--style-image", f"wave={assets / 'wave.png'}", "--segment-seconds", "0.5", "--warmup-frames", "2",
         "--preset", "ultrafast", "--quiet", "--contact-sheet", "0"]))
     assert summary["counts"] == {"ok": 1, "error": 0}
-    assert sorted(p.name for p in (tmp_path / "out" / "wave" / "shot").iterdir()) == [f"f.{i:03d}.png" for i in range(1, 5)]
+    written = sorted(p.name for p in (tmp_path / "out" / "wave" / "shot").iterdir())
+    assert written == [f"f.{i:03d}.png" for i in range(1, 5)]
     assert cv2.imread(str(tmp_path / "out" / "wave" / "shot" / "f.002.png")).shape == (28, 36, 3)
     (row,) = pq.read_table(summary["metrics_file"]).to_pylist()
     assert row["style"] == "wave" and row["status"] == "ok" and len(row["model_sha256"]) == 64
