@@ -29,6 +29,7 @@ from .style_mix import Selection
 from .stylizer import Stylizer, resolve_device
 
 if TYPE_CHECKING:
+    from .adain import AdaINStylizer
     from .gatys_stylizer import GatysStylizer
 
 Opener = Callable[[str], bytes]
@@ -45,7 +46,7 @@ class StylizerSpec:
 
     styles: Mapping[str, str]
     style_images: Mapping[str, str] = field(default_factory=dict)
-    method: str = "feedforward"  # or "optimize"
+    method: str = "feedforward"  # a name in stylize_core.registry.METHODS
     vgg: str = "vgg16"  # loss network: vgg16, vgg19, texture[:SEED] (stylize_core.loss_network)
     vgg_weights: str = "imagenet"
     metrics: bool = True
@@ -65,9 +66,16 @@ class StylizerSpec:
     tile: int = 0
     max_memory: int = 0
     tileable: bool = False
+    # AdaIN (stylize_core.methods.adain): pytorch-AdaIN's vgg_normalised.pth and decoder.pth, or our
+    # one-file checkpoint as adain_decoder alone; alpha blends the AdaIN features with the content's
+    adain_encoder: str = ""
+    adain_decoder: str = ""
+    alpha: float = 1.0
 
     @property
     def style_names(self) -> list[str]:
+        if self.method == "adain":  # styles are style images, plus interpolations of them (mixes)
+            return list(self.style_images) + [n for n in self.mixes if n not in self.style_images]
         extra = [n for n in self.style_images if n not in self.styles] if self.method == "optimize" else []
         return list(self.styles) + extra
 
@@ -76,7 +84,7 @@ class StylizerSpec:
 class BuiltStylizer:
     """The stylizer and how its results are labelled in metrics."""
 
-    stylizer: Stylizer | "GatysStylizer"
+    stylizer: Stylizer | "GatysStylizer" | "AdaINStylizer"
     model_sha256: dict[str, str]  # style -> sha256 of its checkpoint (of its style image, optimize-only)
     loss_model: str  # "" without metrics
     device_name: str  # "cpu" or the CUDA device's name

@@ -53,6 +53,8 @@ def style_digests(settings: JobSettings, options: StorageOptions) -> dict[str, s
     """Each style's model id: sha256 of its checkpoint bytes (of its style image for optimize-only
     styles); for a --mix selection of a multi-style checkpoint, the selection's own id, so changing a
     blend's weights re-renders it."""
+    if settings.method == "adain":
+        return adain_digests(settings, options)
     out = {}
     for name in settings.style_names:
         if name in settings.styles:  # unusable bytes stop the night here, before anything is planned
@@ -68,6 +70,29 @@ def style_digests(settings: JobSettings, options: StorageOptions) -> dict[str, s
                 out[name] = load_checkpoints({name: uri}, lambda u: data, settings.mixes)[name].model_id
             except SetupError as exc:
                 raise stop(str(exc)) from None
+    return out
+
+
+def adain_digests(settings: JobSettings, options: StorageOptions) -> dict[str, str]:
+    """AdaIN styles' ids as the actors record them (stylize_core.adain_identity): the style images'
+    hashes with the encoder + decoder's model id and alpha, so changing any re-renders the style."""
+    from stylize_core.adain_identity import adain_style_id
+    from stylize_core.style_mix import normalize_weights
+
+    dec = hashlib.sha256(read_file("AdaIN decoder", settings.decoder, options)).hexdigest()
+    if settings.encoder:  # pytorch-AdaIN's two files (else our one file: its own sha256)
+        enc = hashlib.sha256(read_file("AdaIN encoder", settings.encoder, options)).hexdigest()
+        dec = hashlib.sha256(f"{enc}|{dec}".encode()).hexdigest()
+    images = {name: hashlib.sha256(read_file("style image", uri, options, f"style {name!r}")).hexdigest()
+              for name, uri in settings.style_images.items()}
+    names = list(images)
+    out = {name: adain_style_id(dec, settings.alpha, [(digest, 1.0)]) for name, digest in images.items()}
+    for name, selection in settings.mixes.items():
+        try:
+            weights = normalize_weights(selection, names)
+        except ValueError as exc:
+            raise stop(f"--mix {name}: {exc}") from None
+        out[name] = adain_style_id(dec, settings.alpha, [(images[n], w) for n, w in zip(names, weights) if w > 0])
     return out
 
 
@@ -127,8 +152,12 @@ def _with_sources(todo: pa.Table, sources: dict[str, str]) -> pa.Table:
 def _render(settings: JobSettings, todo: pa.Table, on_rows: Callable[[pa.Table], None]) -> dict:
     """Run the batch job on exactly these pairs, streaming its rows to ``on_rows``; returns its summary."""
     styles = set(pc.unique(todo.column("style")).to_pylist())  # no work tonight: no model load, no rows
-    sub = settings.replace(styles={s: u for s, u in settings.styles.items() if s in styles},
-                              style_images={s: u for s, u in settings.style_images.items() if s in styles})
+    if settings.method == "adain":  # a mix needs its style images loaded, rendered tonight or not
+        sub = settings.replace(mixes={s: m for s, m in settings.mixes.items() if s in styles},
+                               rendered_styles=[s for s in settings.style_names if s in styles])
+    else:
+        sub = settings.replace(styles={s: u for s, u in settings.styles.items() if s in styles},
+                               style_images={s: u for s, u in settings.style_images.items() if s in styles})
     pairs: dict[str, list[str]] = {}
     inputs: dict[str, InputFile] = {}
     for r in todo.select(["input_uri", "rel_path", "style"]).to_pylist():

@@ -24,6 +24,9 @@ DEMO_MAX_ERROR_RATE = 0.05
 # stylize_core.backends.BACKEND_SPECS, spelled out so the driver validates without importing torch (a
 # test keeps the two equal)
 BackendSpec = Literal["eager", "compile", "onnxruntime", "openvino", "eager:bf16", "compile:bf16", "openvino:bf16"]
+# No AdaIN weights ship yet: the one line a run without them stops with (exit 2).
+ADAIN_NO_WEIGHTS = ("--method adain needs pytorch-AdaIN's weights (none ship with this project yet): pass --encoder "
+                    "vgg_normalised.pth --decoder decoder.pth (github.com/naoto0804/pytorch-AdaIN, models/)")
 STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -102,8 +105,9 @@ class RunSettings(BaseModel):
     styles: StyleMap = option({}, "a style network checkpoint (this project's or pytorch/examples' .pth); repeat for "
                               "several styles. In YAML: `style: {name: uri}`. Default: demo=<shipped demo checkpoint>",
                               flag="--style", metavar="NAME=CHECKPOINT_URI", group=GROUP_IO)
-    style_images: StyleMap = option({}, "style image for NAME: the target of --method optimize, and the style-loss "
-                                    "target for checkpoints that do not carry their style image (pytorch/examples files)",
+    style_images: StyleMap = option({}, "style image for NAME: the target of --method optimize, a style of --method "
+                                    "adain, and the style-loss target for checkpoints that do not carry their style "
+                                    "image (pytorch/examples files)",
                                     flag="--style-image", metavar="NAME=IMAGE_URI", group=GROUP_IO)
     run_id: str = option("", "run identifier (default: a UTC timestamp); rerunning an id overwrites its results",
                          group=GROUP_IO, pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
@@ -113,13 +117,23 @@ class RunSettings(BaseModel):
     endpoint_url: str | None = option(None, "S3 endpoint (default: AWS_ENDPOINT_URL or AWS's own)", group=GROUP_IO)
     region: str | None = option(None, "S3 region (default: from the AWS environment/config)", group=GROUP_IO)
     profile: str | None = option(None, "AWS profile for credentials (default: the standard AWS chain)", group=GROUP_IO)
-    method: Literal["feedforward", "optimize"] = option(
+    method: Literal["feedforward", "optimize", "adain"] = option(
         "feedforward", "feedforward: the style networks (Johnson et al.); optimize: per-image Gatys optimisation "
-        "against --style-image (slow; for small, high-value sets)", group=GROUP_MODEL)
+        "against --style-image (slow; for small, high-value sets); adain: any --style-image through pytorch-AdaIN's "
+        "--encoder/--decoder (docs/methods/adain.md)", group=GROUP_MODEL)
+    encoder: str | None = option(None, "adain: the encoder, pytorch-AdaIN's vgg_normalised.pth (path or URI)",
+                                 metavar="URI", group=GROUP_MODEL, min_length=1)
+    decoder: str | None = option(None, "adain: the decoder, pytorch-AdaIN's decoder.pth (with --encoder), or this "
+                                 "project's one-file AdaIN checkpoint (alone)", metavar="URI", group=GROUP_MODEL,
+                                 min_length=1)
+    alpha: float = option(1.0, "adain: style strength in feature space, 0 (the decoded content) .. 1 (full style); "
+                          "part of each style's identity", group=GROUP_MODEL, ge=0, le=1)
     mixes: MixMap = option({}, "which style of a multi-style checkpoint NAME renders: an index or a style name "
                            "(`--mix warm=3`), or a blend with weights normalised to sum to one (`--mix "
                            "warm=3:0.5,wave:0.5`); a blend is a style of its own (its own model id). In YAML: "
-                           "`mix: {warm: {3: 0.5, wave: 0.5}}`. `python -m jobs.styles CHECKPOINT` lists the styles",
+                           "`mix: {warm: {3: 0.5, wave: 0.5}}`. `python -m jobs.styles CHECKPOINT` lists the styles. "
+                           "With --method adain, a new style interpolating --style-image styles: "
+                           "`--mix both=wave:0.5,ink:0.5`",
                            flag="--mix", metavar="NAME=SPEC", group=GROUP_IO)
     optimize_steps: int = option(100, "optimize: steps per pyramid level", group=GROUP_MODEL, ge=1)
     optimize_levels: int = option(2, "optimize: coarse-to-fine pyramid levels", group=GROUP_MODEL, ge=1, le=8)
@@ -167,6 +181,9 @@ class RunSettings(BaseModel):
     contact_sheet: int = option(6, "inputs shown on the contact sheet; 0 for none", group=GROUP_OUTCOME, ge=0, le=100)
     quiet: bool = option(False, "no progress bars", group=GROUP_OUTCOME)
     demo: bool = option(False, cli=False)
+    # adain: the styles to render when fewer than all (the nightly catalog's styles of the night); the
+    # other style images stay loaded for the mixes that need them, but render no rows
+    rendered_styles: list[str] | None = option(None, cli=False)
     tile: TileSide = tile_option(GROUP_MODEL)
     max_memory: MemorySize = max_memory_option(GROUP_MODEL)
     tileable: bool = tileable_option(GROUP_MODEL)
@@ -198,9 +215,29 @@ class RunSettings(BaseModel):
 
     @property
     def style_names(self) -> list[str]:
-        """Styles of this run: the checkpoints, plus (optimize) styles given only as a style image."""
+        """Styles of this run: the checkpoints, plus (optimize) styles given only as a style image; for
+        adain, the style images and their mixes."""
+        if self.method == "adain":  # style images, and interpolations of them (--mix NEW=A:W,B:W)
+            names = list(self.style_images) + [n for n in self.mixes if n not in self.style_images]
+            return names if self.rendered_styles is None else [n for n in names if n in self.rendered_styles]
         extra = [n for n in self.style_images if n not in self.styles] if self.method == "optimize" else []
         return list(self.styles) + extra
+
+    def check_adain(self) -> None:
+        """``--method adain``'s options, or ValueError (one line): weights, style images, no --style."""
+        if self.method != "adain":
+            if self.encoder or self.decoder:
+                raise ValueError("--encoder/--decoder belong to --method adain")
+            return
+        if not self.decoder:
+            raise ValueError(ADAIN_NO_WEIGHTS)
+        if self.styles:
+            raise ValueError(f"--method adain takes --style-image NAME=URI, not --style {sorted(self.styles)}")
+        if not self.style_images:
+            raise ValueError("--method adain needs at least one --style-image NAME=URI")
+        if clash := set(self.mixes) & set(self.style_images):
+            raise ValueError(f"--mix names {sorted(clash)} are --style-image names; a mix is a new style: "
+                             "--mix NEW=A:0.5,B:0.5")
 
     @property
     def storage_options(self) -> StorageOptions:

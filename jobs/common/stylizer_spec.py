@@ -34,6 +34,9 @@ class StylizerSettings(Protocol):
     tile: int
     max_memory: int
     tileable: bool
+    encoder: str | None
+    decoder: str | None
+    alpha: float
 
     def gatys_options(self) -> dict[str, Any]: ...
 
@@ -49,6 +52,7 @@ def stylizer_spec(settings: StylizerSettings, *, styles: Mapping[str, str], styl
         strength=settings.strength, preserve_color=settings.preserve_color, max_batch=max_batch,
         backend=settings.backend, gatys=GatysConfig(**settings.gatys_options()), max_style_pixels=settings.max_pixels,
         tile=settings.tile, max_memory=settings.max_memory, tileable=settings.tileable,
+        adain_encoder=settings.encoder or "", adain_decoder=settings.decoder or "", alpha=settings.alpha,
     )
 
 

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
+from stylize_core.adain import AdaINStylizer
 from stylize_core.builder import SetupError as BuildError
 from stylize_core.builder import load_checkpoints
 from stylize_core.registry import build_stylizer
@@ -45,7 +46,7 @@ from jobs.common.mask_settings import MaskMode, mask_feather_option, mask_mode_o
 from jobs.common.stylizer_spec import stylizer_spec
 from jobs.common import cli_settings
 from jobs.common.cli_settings import option, parse_selection
-from jobs.common.run_settings import (BackendSpec, MemorySize, TileSide, demo_checkpoint, max_memory_option,
+from jobs.common.run_settings import (ADAIN_NO_WEIGHTS, BackendSpec, MemorySize, TileSide, demo_checkpoint, max_memory_option,
                                       tile_option, tileable_option)
 from jobs.common.storage import (StorageOptions, join_uri, read_bytes, redact, redact_text, split_protocol,
                                  url_path, write_bytes_atomic)
@@ -61,6 +62,7 @@ class SetupError(Exception):
 
 _FF, _METRICS, _GATYS, _STORAGE, _MASK = ("feed-forward (default method)", "metrics and loss network",
                                           "Gatys optimisation (--optimize)", "storage (URIs)", "masks")
+_ADAIN = "AdaIN (--method adain)"
 
 
 class ImageSettings(BaseModel):
@@ -120,6 +122,16 @@ class ImageSettings(BaseModel):
                                      "metrics, overrides the style image stored in the checkpoint (bare "
                                      "pytorch/examples files have none)", metavar="PATH_OR_URI", group=_METRICS)
 
+    method_name: Literal["feedforward", "optimize", "adain"] | None = option(
+        None, "feedforward (a style network, the default), optimize (as --optimize) or adain (any --style-image "
+        "through pytorch-AdaIN's --encoder/--decoder; docs/methods/adain.md)", flag="--method")
+    encoder: str | None = option(None, "adain: pytorch-AdaIN's vgg_normalised.pth (path or URI)",
+                                 metavar="PATH_OR_URI", group=_ADAIN, min_length=1)
+    decoder: str | None = option(None, "adain: pytorch-AdaIN's decoder.pth (with --encoder), or this project's "
+                                 "one-file AdaIN checkpoint (alone)", metavar="PATH_OR_URI", group=_ADAIN, min_length=1)
+    alpha: float = option(1.0, "adain: style strength in feature space, 0 (the decoded content) .. 1 (full style)",
+                          group=_ADAIN, ge=0, le=1)
+
     optimize: bool = option(False, "optimise each image's pixels towards --style-image instead of using a "
                             "checkpoint (slow)", group=_GATYS)
     steps: int = option(100, "loss evaluations per pyramid level", group=_GATYS, ge=1)
@@ -144,7 +156,7 @@ class ImageSettings(BaseModel):
 
     @property
     def method(self) -> str:
-        return "optimize" if self.optimize else "feedforward"
+        return "optimize" if self.optimize else self.method_name or "feedforward"
 
     def gatys_options(self) -> dict[str, Any]:
         """``--optimize``'s options, as :class:`stylize_core.gatys.GatysConfig` takes them."""
@@ -154,9 +166,21 @@ class ImageSettings(BaseModel):
 
     @model_validator(mode="after")
     def _method_options(self) -> ImageSettings:
-        if self.optimize and self.style_image is None:
+        if self.optimize and self.method_name not in (None, "optimize"):
+            raise ValueError(f"--optimize contradicts --method {self.method_name}")
+        if self.method == "adain":
+            if not self.decoder:
+                raise ValueError(ADAIN_NO_WEIGHTS)
+            if self.style_image is None:
+                raise ValueError("--method adain needs --style-image (the style to transfer)")
+            if self.checkpoint is not None or self.mix is not None:
+                raise ValueError("--checkpoint and --mix are for style networks; --method adain uses --style-image "
+                                 "with --encoder/--decoder")
+        elif self.encoder or self.decoder:
+            raise ValueError("--encoder/--decoder belong to --method adain")
+        if self.method == "optimize" and self.style_image is None:
             raise ValueError("--optimize needs --style-image (the style to optimise towards)")
-        if self.optimize and self.checkpoint is not None:
+        if self.method == "optimize" and self.checkpoint is not None:
             raise ValueError("--checkpoint and --optimize exclude each other: --optimize uses --style-image only")
         return self
 
@@ -170,7 +194,9 @@ DESCRIPTION = (
 )
 EPILOG = (f"examples:\n  {PROG} photo.jpg --checkpoint mosaic.pth -o styled.jpg\n"
           f"  {PROG} a.jpg b.png --checkpoint s3://models/mosaic.pth -o out/ --format png --json --metrics\n"
-          f"  {PROG} photo.jpg --optimize --style-image starry.jpg -o out/ --levels 3")
+          f"  {PROG} photo.jpg --optimize --style-image starry.jpg -o out/ --levels 3\n"
+          f"  {PROG} photo.jpg --method adain --encoder vgg_normalised.pth --decoder decoder.pth "
+          "--style-image starry.jpg --alpha 0.8 -o styled.jpg")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,7 +259,7 @@ def plan_outputs(inputs: Sequence[str], output: str, fmt: str | None) -> tuple[s
 class Engine:
     """What stylises: the stylizer, the style's name and how its results are labelled."""
 
-    stylizer: Stylizer | GatysStylizer
+    stylizer: Stylizer | GatysStylizer | AdaINStylizer
     style: str
     method: str
     loss_model: str
@@ -248,7 +274,7 @@ def build_engine(args: ImageSettings, opener: Callable[[str], bytes]) -> Engine:
     they cannot be loaded."""
     source = args.checkpoint or demo_checkpoint()
     loaded = None
-    if args.optimize:
+    if args.method in ("optimize", "adain"):
         style = posixpath.splitext(_basename(args.style_image))[0] or "style"
         styles, style_images = {}, {style: args.style_image}
     else:
@@ -266,10 +292,11 @@ def build_engine(args: ImageSettings, opener: Callable[[str], bytes]) -> Engine:
         built = build_stylizer(spec, opener, loaded)
     except BuildError as exc:
         raise SetupError(str(exc)) from None
-    method = "optimize" if args.optimize else "feedforward"
-    return Engine(built.stylizer, style, method, built.loss_model, "" if args.optimize else built.model_sha256[style],
-                  built.backend, getattr(built.stylizer, "scales", {}).get(style, 1),
-                  None if args.optimize else built.models[style].enhance)
+    method = args.method
+    sha256 = "" if method == "optimize" else built.model_sha256[style]
+    return Engine(built.stylizer, style, method, built.loss_model, sha256, built.backend,
+                  getattr(built.stylizer, "scales", {}).get(style, 1),
+                  built.models[style].enhance if method == "feedforward" else None)
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -393,7 +420,7 @@ def main(args: ImageSettings) -> int:
         return 2
     report = _Reporter(args, engine)
     # Gatys runs one image at a time anyway; batching there would only hold more images in memory.
-    chunk = 1 if args.optimize else args.batch_size
+    chunk = 1 if args.method == "optimize" else args.batch_size
     pairs = list(zip(args.inputs, outputs))
     for start in range(0, len(pairs), chunk):
         ready: list[tuple[str, str, np.ndarray]] = []

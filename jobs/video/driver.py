@@ -132,7 +132,7 @@ def _on_joined(settings: VideoSettings, state: _Progress, result: dict) -> None:
 def _stop_lost(settings: VideoSettings, state: _Progress, exc: Exception) -> None:
     """An actor Ray could not bring back: write the rows joined so far, stop with one line. A rerun of
     the run id replaces those metrics and skips the segments already finished under ``_video_work``."""
-    expected = len(state.tasks) * len(settings.styles)
+    expected = len(state.tasks) * len(settings.style_names)
     if state.rows:
         write_metrics(state.rows, settings.output, settings.run_id, settings.storage_options)
     raise JobError(f"a video actor was lost for good after {len(state.rows)} of {expected} rows ({redact(str(exc))}); "
@@ -145,7 +145,7 @@ def _drive(settings: VideoSettings, plan: ActorPlan, tasks: list[dict]) -> _Prog
 
     from jobs.video.worker import SETUP_ERROR, VideoWorker
 
-    state = _Progress(tasks, progress=Progress("[stylize_video]", len(tasks) * len(settings.styles),
+    state = _Progress(tasks, progress=Progress("[stylize_video]", len(tasks) * len(settings.style_names),
                                                rate_unit="rows/s", enabled=not settings.quiet))
     # Actors read the checkpoints themselves: constructor arguments stay small and inline, so Ray can
     # restart a dead actor without depending on objects in the store.
@@ -170,7 +170,7 @@ def _drive(settings: VideoSettings, plan: ActorPlan, tasks: list[dict]) -> _Prog
         state.progress.close()
     finally:
         pool.shutdown()
-    expected = len(tasks) * len(settings.styles)
+    expected = len(tasks) * len(settings.style_names)
     if len(state.rows) != expected:
         raise JobError(f"accounting mismatch: {expected} input x style pairs but {len(state.rows)} rows")
     return state
@@ -189,13 +189,23 @@ def run(settings: VideoSettings) -> dict:
     plan = plan_actors(settings)
     removed = remove_temp_files(join_uri(settings.output, "_video_work", f"run_id={settings.run_id}"),
                                 settings.storage_options)
-    _log(settings, f"run {settings.run_id}: {len(tasks)} {settings.kind}(s) x {len(settings.styles)} style(s), "
+    _log(settings, f"run {settings.run_id}: {len(tasks)} {settings.kind}(s) x {len(settings.style_names)} style(s), "
          f"{plan.max_actors} actor(s) -> {settings.output}")
     state = _drive(settings, plan, tasks)
     metrics_uri = write_metrics(state.rows, settings.output, settings.run_id, settings.storage_options)
     summary = _summary(settings, plan, state, blobs, time.time() - started)
     summary |= {"temp_files_removed": removed, "metrics_file": metrics_uri}
     return _write_summary(settings, summary, state.strips)
+
+
+def _styles(settings: VideoSettings, blobs: dict[str, bytes]) -> dict[str, dict]:
+    """The run's styles as the summary records them: checkpoints with their sha256; for AdaIN, the style
+    image or mix of each (their ids, with the encoder, decoder and alpha, are the rows' model_sha256)."""
+    if settings.method == "adain":
+        return {n: {"style_image": settings.style_images.get(n), "mix": settings.mixes.get(n),
+                    "encoder": settings.encoder, "decoder": settings.decoder, "alpha": settings.alpha}
+                for n in settings.style_names}
+    return {n: {"checkpoint": u, "sha256": hashlib.sha256(blobs[n]).hexdigest()} for n, u in settings.styles.items()}
 
 
 def _summary(settings: VideoSettings, plan: ActorPlan, state: _Progress, blobs: dict[str, bytes], wall: float) -> dict:
@@ -210,8 +220,7 @@ def _summary(settings: VideoSettings, plan: ActorPlan, state: _Progress, blobs: 
 
     return {
         "run_id": settings.run_id, "input": settings.input, "output": settings.output, "kind": settings.kind,
-        "inputs": len(state.tasks), "styles": {n: {"checkpoint": u, "sha256": hashlib.sha256(blobs[n]).hexdigest()}
-                                               for n, u in settings.styles.items()},
+        "inputs": len(state.tasks), "styles": _styles(settings, blobs),
         "rows": len(rows), "counts": {"ok": len(ok), "error": len(errors)},
         "errors_by_type": dict(Counter(r["error_type"] for r in errors)),
         "error_rate": rate, "max_error_rate": settings.max_error_rate, "passed": rate <= settings.max_error_rate,

@@ -63,13 +63,15 @@ class VideoSettings(RunSettings):
     def _fill_defaults(self) -> VideoSettings:
         if self.input is not None and self.sequence is not None:
             raise ValueError("--input and --sequence exclude each other: give one")
-        if self.method != "feedforward":
+        if self.method == "optimize":
             raise ValueError(f"--method {self.method} is not available for video: per-frame optimisation would take "
-                             "minutes a frame; use style networks (--method feedforward)")
-        styles = self.styles or {"demo": demo_checkpoint()}
-        if set(self.style_images) - set(styles):
+                             "minutes a frame; use style networks (--method feedforward) or --method adain")
+        self.check_adain()
+        adain = self.method == "adain"  # styles are style images (and mixes of them), not checkpoints
+        styles = self.styles or ({} if adain else {"demo": demo_checkpoint()})
+        if not adain and set(self.style_images) - set(styles):
             raise ValueError(f"--style-image names {sorted(set(self.style_images) - set(styles))} match no --style")
-        if set(self.mixes) - set(styles):
+        if not adain and set(self.mixes) - set(styles):
             raise ValueError(f"--mix names {sorted(set(self.mixes) - set(styles))} match no --style")
         demo = self.input is None and self.sequence is None
         self._resolve(

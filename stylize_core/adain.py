@@ -1,0 +1,202 @@
+"""AdaIN (Huang & Belongie 2017, "Arbitrary style transfer in real-time with adaptive instance
+normalization"): any style image, no training per style.
+
+The encoder and decoder keep the module layouts of pytorch-AdaIN (naoto0804/pytorch-AdaIN,
+``net.py``: ``vgg`` and ``decoder``), so their ``vgg_normalised.pth`` and ``decoder.pth`` load
+strictly (:mod:`stylize_core.adain_checkpoint`). The encoder is their ``vgg[:31]`` (to relu4_1).
+
+Conventions, as their ``test.py``: inputs are 0..1 RGB (torchvision's ``ToTensor``), the decoder's
+output is 0..1 (``save_image`` clamps it), statistics use :func:`calc_mean_std` with eps 1e-5.
+
+Sizes that are not multiples of 8: the encoder's max-pooling uses ``ceil_mode``, so a side of 100
+pools to 50, 25, 13 and the decoder returns 104. :class:`AdaINStylizer` crops the output's top-left
+``H x W`` (the pooling windows are anchored top-left, so that crop is the part aligned with the input).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .color import blend, preserve_color
+from .loss_meter import LossMeter
+from .stylizer import StyleResult, resolve_device
+
+EPS = 1e-5  # pytorch-AdaIN's calc_mean_std default
+ENCODER_MODULES = 31  # vgg[:31]: up to relu4_1
+FULL_ENCODER_MODULES = 53  # their whole normalised VGG19 (to relu5_4), as vgg_normalised.pth holds it
+
+
+def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.ReflectionPad2d((1, 1, 1, 1)), nn.Conv2d(c_in, c_out, (3, 3)), nn.ReLU()]
+
+
+def _pool() -> nn.Module:
+    return nn.MaxPool2d((2, 2), (2, 2), (0, 0), ceil_mode=True)
+
+
+def full_encoder() -> nn.Sequential:
+    """pytorch-AdaIN's ``vgg``: the 53 modules of the normalised VGG19, relu1_1 .. relu5_4."""
+    layers: list[nn.Module] = [nn.Conv2d(3, 3, (1, 1))]  # the normalisation folded into a 1x1 conv
+    plan = [(3, 64), (64, 64), "P", (64, 128), (128, 128), "P", (128, 256), (256, 256), (256, 256), (256, 256), "P",
+            (256, 512), (512, 512), (512, 512), (512, 512), "P", (512, 512), (512, 512), (512, 512), (512, 512)]
+    for step in plan:
+        layers += [_pool()] if step == "P" else _conv_block(*step)
+    assert len(layers) == FULL_ENCODER_MODULES
+    return nn.Sequential(*layers)
+
+
+def encoder() -> nn.Sequential:
+    """The encoder AdaIN uses: ``vgg[:31]``, (B, 3, H, W) 0..1 -> (B, 512, ceil(H/8), ceil(W/8)) relu4_1."""
+    return nn.Sequential(*list(full_encoder().children())[:ENCODER_MODULES])
+
+
+def decoder() -> nn.Sequential:
+    """pytorch-AdaIN's ``decoder``: (B, 512, h, w) relu4_1 features -> (B, 3, 8h, 8w) ~0..1."""
+    up = nn.Upsample(scale_factor=2, mode="nearest")  # no parameters: shared instances are fine
+    layers: list[nn.Module] = [*_conv_block(512, 256), up, *_conv_block(256, 256), *_conv_block(256, 256),
+                               *_conv_block(256, 256), *_conv_block(256, 128), up, *_conv_block(128, 128),
+                               *_conv_block(128, 64), up, *_conv_block(64, 64),
+                               nn.ReflectionPad2d((1, 1, 1, 1)), nn.Conv2d(64, 3, (3, 3))]
+    return nn.Sequential(*layers)
+
+
+def calc_mean_std(feat: torch.Tensor, eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std over H*W of (B, C, H, W) features, each (B, C, 1, 1); the std is
+    sqrt(unbiased variance + eps), as pytorch-AdaIN computes it."""
+    b, c = feat.shape[:2]
+    flat = feat.reshape(b, c, -1).float()
+    std = (flat.var(dim=2) + eps).sqrt().view(b, c, 1, 1)
+    return flat.mean(dim=2).view(b, c, 1, 1), std
+
+
+def adaptive_instance_normalization(content_feat: torch.Tensor, style_mean: torch.Tensor,
+                                    style_std: torch.Tensor) -> torch.Tensor:
+    """Content features (B, C, H, W) renormalised to the style's per-channel mean and std (B or 1, C, 1, 1)."""
+    mean, std = calc_mean_std(content_feat)
+    return (content_feat - mean) / std * style_std + style_mean
+
+
+@dataclass(frozen=True)
+class StyleStats:
+    """What AdaIN needs of a style image: relu4_1's per-channel mean and std, each (1, 512, 1, 1)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def mix_stats(parts: Sequence[tuple[StyleStats, float]]) -> StyleStats:
+    """The statistics of a weighted interpolation of styles (weights summing to one).
+
+    pytorch-AdaIN interpolates by sum_i w_i * AdaIN(c, s_i); AdaIN is affine in the style's mean and
+    std for a fixed content, so that equals AdaIN(c) with mean sum_i w_i mean_i and std sum_i w_i std_i.
+    """
+    mean = sum(w * s.mean for s, w in parts)
+    std = sum(w * s.std for s, w in parts)
+    return StyleStats(mean, std)  # type: ignore[arg-type]
+
+
+def to_unit(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) float 0..1 (torchvision's ToTensor)."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).to(device)
+    return x.permute(2, 0, 1)[None].float().div_(255)
+
+
+class AdaINStylizer:
+    """Stylises (H, W, 3) uint8 images with AdaIN, behind :class:`~stylize_core.stylizer.Stylizer`'s
+    ``stylize_many(images, styles, measure=...)`` call.
+
+    ``styles``: name -> [(style image name, weight)], one pair for a plain style, several (weights
+    summing to one) for an interpolation. Each style image is encoded once, here, and its mean/std
+    kept; ``style_encodes`` counts those encoder passes, ``content_encodes`` the content ones (one
+    per input image per call, shared by every style).
+    """
+
+    def __init__(
+        self,
+        enc: nn.Module,
+        dec: nn.Module,
+        style_images: Mapping[str, np.ndarray],
+        styles: Mapping[str, Sequence[tuple[str, float]]],
+        *,
+        alpha: float = 1.0,
+        strength: float = 1.0,
+        preserve_color: bool = False,
+        device: str = "auto",
+        meter: LossMeter | None = None,
+    ) -> None:
+        if not styles:
+            raise ValueError("an AdaINStylizer needs at least one style")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be within [0, 1], got {alpha}")
+        self.device = resolve_device(device)
+        self.encoder = enc.to(self.device).eval().requires_grad_(False)
+        self.decoder = dec.to(self.device).eval().requires_grad_(False)
+        self.alpha, self.strength, self.keep_color = alpha, strength, preserve_color
+        self.meter = meter
+        self.loss_model = meter.loss_model if meter is not None else ""
+        self.style_encodes = 0
+        self.content_encodes = 0
+        with torch.inference_mode():
+            per_image = {name: self._style_stats(image) for name, image in style_images.items()}
+        self.stats = {name: mix_stats([(per_image[n], w) for n, w in parts]) for name, parts in styles.items()}
+
+    @property
+    def style_names(self) -> list[str]:
+        return list(self.stats)
+
+    def _style_stats(self, image: np.ndarray) -> StyleStats:
+        self.style_encodes += 1
+        return StyleStats(*calc_mean_std(self.encoder(to_unit(image, self.device))))
+
+    def forward(self, content: torch.Tensor, style: str, content_feat: torch.Tensor | None = None) -> torch.Tensor:
+        """(1, 3, H, W) 0..1 content -> (1, 3, H, W) 0..1 (unclamped) output, cropped to the input size."""
+        if content_feat is None:
+            content_feat = self.encoder(content)
+        s = self.stats[style]
+        t = adaptive_instance_normalization(content_feat, s.mean, s.std)
+        t = self.alpha * t + (1 - self.alpha) * content_feat
+        h, w = content.shape[-2:]
+        return self.decoder(t)[..., :h, :w]  # ceil_mode pooling: the decoder returns multiples of 8
+
+    @torch.inference_mode()
+    def stylize_many(self, images: Sequence[np.ndarray], styles: Sequence[str] | None = None, *,
+                     measure: Sequence[bool] | None = None) -> dict[str, list[StyleResult]]:
+        """Every style in ``styles`` (default: all) over the same images: ``{style: [result per image]}``;
+        each image is encoded once for all styles. ``measure[i]`` False skips image ``i``'s metrics."""
+        styles = self.style_names if styles is None else list(styles)
+        for style in styles:
+            if style not in self.stats:
+                raise KeyError(f"unknown style {style!r}; this AdaINStylizer has {self.style_names}")
+        out: dict[str, list[StyleResult]] = {s: [] for s in styles}
+        for n, image in enumerate(images):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
+                raise ValueError(f"expected a non-empty (H, W, 3) uint8 image, got {image.dtype} {image.shape}")
+            start = time.perf_counter()
+            content = to_unit(image, self.device)  # (1, 3, H, W)
+            feat = self.encoder(content)  # (1, 512, ceil(H/8), ceil(W/8))
+            self.content_encodes += 1
+            shared_ms = (time.perf_counter() - start) * 1000 / len(styles)
+            for style in styles:
+                began = time.perf_counter()
+                y = self.forward(content, style, feat).mul(255).clamp_(0, 255)  # (1, 3, H, W) 0..255
+                ref = content * 255
+                if self.keep_color:
+                    y = preserve_color(y, ref)
+                y = blend(y, ref, self.strength).clamp_(0, 255)
+                result = y.round().to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy()
+                ms = shared_ms + (time.perf_counter() - began) * 1000
+                measured = self.meter is not None and (measure is None or bool(measure[n]))
+                losses = self.meter.measure(ref, y, style) if measured else {}
+                out[style].append(StyleResult(image=result, stylize_ms=ms, measured=measured,
+                                              **{k: v[0] for k, v in losses.items()}))
+        return out
+
+    def stylize(self, images: Sequence[np.ndarray], style: str) -> list[StyleResult]:
+        """Stylise ``images`` with one style; results are in input order."""
+        return self.stylize_many(images, [style])[style]

@@ -1,0 +1,152 @@
+"""AdaIN through the programs: the local CLI and the batch job on local Ray (random weights, tiny images)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from jobs.batch import driver as stylize
+from jobs.catalog.night import style_digests
+from jobs.image.cli import main, parse_args
+from stylize_core import adain
+from stylize_core.image_io import decode_image
+
+
+def _write_image(path, height: int, width: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """pytorch-AdaIN-layout files with random weights (the encoder truncated to vgg[:31]), two style
+    images and two inputs, one of a size that is not a multiple of 8."""
+    root = tmp_path_factory.mktemp("adain_jobs")
+    torch.manual_seed(0)
+    torch.save(adain.encoder().state_dict(), root / "vgg_normalised.pth")
+    torch.save(adain.decoder().state_dict(), root / "decoder.pth")
+    (root / "in").mkdir()
+    _write_image(root / "in" / "a.png", 24, 32, 1)
+    _write_image(root / "in" / "b.png", 21, 30, 2)
+    _write_image(root / "wave.png", 32, 32, 3)
+    _write_image(root / "ink.png", 24, 24, 4)
+    return root
+
+
+def test_cli_writes_the_output(assets, tmp_path, capsys):
+    out = tmp_path / "styled.png"
+    argv = [str(assets / "in" / "b.png"), "--method", "adain", "--encoder", str(assets / "vgg_normalised.pth"),
+            "--decoder", str(assets / "decoder.pth"), "--style-image", str(assets / "wave.png"), "--alpha", "0.7",
+            "--preserve-color", "--json", "-o", str(out)]
+    assert main(parse_args(argv)) == 0
+    assert decode_image(out.read_bytes()).shape == (21, 30, 3)  # not a multiple of 8: cropped back
+    row = json.loads(capsys.readouterr().out)
+    assert row["status"] == "ok" and row["method"] == "adain" and row["style"] == "wave"
+    assert len(row["checkpoint_sha256"]) == 64  # the style's id: image, encoder + decoder, alpha
+
+
+@pytest.mark.parametrize("encoder, expect", [("missing.pth", "not found"), ("corrupt.pth", "not a PyTorch checkpoint")])
+def test_cli_bad_encoder_exits_2_with_one_line(assets, tmp_path, capsys, encoder, expect):
+    (tmp_path / "corrupt.pth").write_bytes(b"this is no checkpoint")
+    argv = [str(assets / "in" / "a.png"), "--method", "adain", "--encoder", str(tmp_path / encoder),
+            "--decoder", str(assets / "decoder.pth"), "--style-image", str(assets / "wave.png"),
+            "-o", str(tmp_path / "o.png")]
+    assert main(parse_args(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert encoder in err and expect in err and "vgg_normalised.pth" in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_cli_without_weights_says_which_files_to_pass(assets, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        parse_args([str(assets / "in" / "a.png"), "--method", "adain", "--style-image", str(assets / "wave.png"),
+                    "-o", str(tmp_path / "o.png")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "vgg_normalised.pth" in err and "decoder.pth" in err
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_batch_job_two_style_images_and_a_mix(assets, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--input", str(assets / "in"), "--output", str(out), "--method", "adain",
+            "--encoder", str(assets / "vgg_normalised.pth"), "--decoder", str(assets / "decoder.pth"),
+            "--style-image", f"wave={assets / 'wave.png'}", "--style-image", f"ink={assets / 'ink.png'}",
+            "--mix", "both=wave:0.5,ink:0.5", "--alpha", "0.8", "--vgg", "texture", "--vgg-weights", "random:0",
+            "--metrics-size", "16", "--metrics-sample", "1", "--run-id", "adain", "--format", "png", "--quiet"]
+    settings = stylize.parse_args(argv)
+    assert stylize.main(settings) == 0
+    rows = pq.read_table(str(out / "_metrics" / "run_id=adain")).to_pylist()
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"ok"}
+    assert sorted({r["style"] for r in rows}) == ["both", "ink", "wave"]
+    ids = {r["style"]: r["model_sha256"] for r in rows}
+    assert len(set(ids.values())) == 3  # each style image, and the mix, is a style of its own
+    assert all(r["style_loss"] is not None for r in rows)  # measured against the style image (or the mix)
+    assert decode_image((out / "both" / "b.png").read_bytes()).shape == (21, 30, 3)
+    # the nightly ledger computes the same ids without torch, and alpha changes every one of them
+    assert style_digests(settings, settings.storage_options) == ids
+    other = style_digests(settings.replace(alpha=0.5), settings.storage_options)
+    assert not set(other.values()) & set(ids.values())
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_video_job_runs_adain_on_a_tiny_sequence(assets, tmp_path):
+    import cv2
+
+    from jobs.video import driver as stylize_video
+    from jobs.video.settings import parse_args as video_args
+    from stylize_core.video import pan_frames
+    from stylize_core.video.synthetic import sample_photo
+
+    (tmp_path / "in" / "shot").mkdir(parents=True)
+    for i, frame in enumerate(pan_frames(sample_photo("coffee"), 4, (36, 28), seed=7), start=1):  # not multiples of 8
+        cv2.imwrite(str(tmp_path / "in" / "shot" / f"f.{i:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    summary = stylize_video.run(video_args([
+        "--sequence", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--run-id", "v", "--no-metrics",
+        "--method", "adain", "--encoder", str(assets / "vgg_normalised.pth"), "--decoder", str(assets / "decoder.pth"),
+        "--style-image", f"wave={assets / 'wave.png'}", "--segment-seconds", "0.5", "--warmup-frames", "2",
+        "--preset", "ultrafast", "--quiet", "--contact-sheet", "0"]))
+    assert summary["counts"] == {"ok": 1, "error": 0}
+    written = sorted(p.name for p in (tmp_path / "out" / "wave" / "shot").iterdir())
+    assert written == [f"f.{i:03d}.png" for i in range(1, 5)]
+    assert cv2.imread(str(tmp_path / "out" / "wave" / "shot" / "f.002.png")).shape == (28, 36, 3)
+    (row,) = pq.read_table(summary["metrics_file"]).to_pylist()
+    assert row["style"] == "wave" and row["status"] == "ok" and len(row["model_sha256"]) == 64
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_nightly_catalog_re_renders_a_style_whose_image_changed(assets, tmp_path):
+    import json
+
+    import yaml
+
+    from jobs.catalog import night as catalog
+
+    (tmp_path / "wave.png").write_bytes((assets / "wave.png").read_bytes())
+    (tmp_path / "ink.png").write_bytes((assets / "ink.png").read_bytes())
+    out = tmp_path / "out"
+    cfg = tmp_path / "nightly.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "source": str(assets / "in"), "output": str(out), "method": "adain",
+        "encoder": str(assets / "vgg_normalised.pth"), "decoder": str(assets / "decoder.pth"),
+        "style_images": {"wave": str(tmp_path / "wave.png"), "ink": str(tmp_path / "ink.png")},
+        "mix": {"both": {"wave": 0.5, "ink": 0.5}}, "no_metrics": True, "quiet": True, "contact_sheet": 0}))
+
+    def night(run_id: str) -> tuple[dict, list[dict]]:
+        assert catalog.cli(["--config", str(cfg), "--run-id", run_id]) == 0
+        summary = json.loads((out / "_runs" / f"{run_id}.json").read_text())
+        metrics = out / "_metrics" / f"run_id={run_id}"
+        return summary, pq.read_table(str(metrics)).to_pylist() if metrics.exists() else []
+
+    n1, rows = night("n1")
+    assert n1["processed"] == 6 and {r["status"] for r in rows} == {"ok"}
+    _write_image(tmp_path / "ink.png", 24, 24, 99)  # a new ink image: ink and the mix re-render, wave does not
+    n2, rows = night("n2")
+    assert (n2["processed"], n2["skipped"]) == (4, 2)
+    assert sorted((r["style"], r["status"]) for r in rows) == [("both", "ok")] * 2 + [("ink", "ok")] * 2
