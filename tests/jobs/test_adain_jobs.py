@@ -50,6 +50,22 @@ def test_cli_writes_the_output(assets, tmp_path, capsys):
     assert len(row["checkpoint_sha256"]) == 64  # the style's id: image, encoder + decoder, alpha
 
 
+def test_cli_mask_composes_with_adain(assets, tmp_path):
+    """Masks wrap whatever a method outputs: the black half is the input, the white half AdaIN's output."""
+    base = [str(assets / "in" / "a.png"), "--method", "adain", "--encoder", str(assets / "vgg_normalised.pth"),
+            "--decoder", str(assets / "decoder.pth"), "--style-image", str(assets / "wave.png"), "--quiet"]
+    mask = np.zeros((24, 32), np.uint8)
+    mask[:, 16:] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    assert main(parse_args([*base, "-o", str(tmp_path / "plain.png")])) == 0
+    assert main(parse_args([*base, "--mask", str(tmp_path / "mask.png"), "-o", str(tmp_path / "masked.png")])) == 0
+    source = decode_image((assets / "in" / "a.png").read_bytes()).astype(int)
+    plain = decode_image((tmp_path / "plain.png").read_bytes()).astype(int)
+    masked = decode_image((tmp_path / "masked.png").read_bytes()).astype(int)
+    assert np.abs(plain - source)[:, 16:].mean() > 10  # AdaIN changed the image: the checks below can fail
+    assert np.array_equal(masked[:, :16], source[:, :16]) and np.array_equal(masked[:, 16:], plain[:, 16:])
+
+
 @pytest.mark.parametrize("encoder, expect", [("missing.pth", "not found"), ("corrupt.pth", "not a PyTorch checkpoint")])
 def test_cli_bad_encoder_exits_2_with_one_line(assets, tmp_path, capsys, encoder, expect):
     (tmp_path / "corrupt.pth").write_bytes(b"this is no checkpoint")
