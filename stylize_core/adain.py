@@ -40,29 +40,97 @@ def _pool() -> nn.Module:
     return nn.MaxPool2d((2, 2), (2, 2), (0, 0), ceil_mode=True)
 
 
-def full_encoder() -> nn.Sequential:
-    """pytorch-AdaIN's ``vgg``: the 53 modules of the normalised VGG19, relu1_1 .. relu5_4."""
+def _w(channels: int, width: float) -> int:
+    return max(1, int(round(channels * width)))
+
+
+def full_encoder(width: float = 1.0) -> nn.Sequential:
+    """pytorch-AdaIN's ``vgg``: the 53 modules of the normalised VGG19, relu1_1 .. relu5_4.
+    ``width`` scales every channel count but the RGB input (1.0: their layout exactly)."""
     layers: list[nn.Module] = [nn.Conv2d(3, 3, (1, 1))]  # the normalisation folded into a 1x1 conv
     plan = [(3, 64), (64, 64), "P", (64, 128), (128, 128), "P", (128, 256), (256, 256), (256, 256), (256, 256), "P",
             (256, 512), (512, 512), (512, 512), (512, 512), "P", (512, 512), (512, 512), (512, 512), (512, 512)]
     for step in plan:
-        layers += [_pool()] if step == "P" else _conv_block(*step)
+        if step == "P":
+            layers += [_pool()]
+        else:
+            c_in, c_out = step
+            layers += _conv_block(3 if c_in == 3 else _w(c_in, width), _w(c_out, width))
     assert len(layers) == FULL_ENCODER_MODULES
     return nn.Sequential(*layers)
 
 
-def encoder() -> nn.Sequential:
-    """The encoder AdaIN uses: ``vgg[:31]``, (B, 3, H, W) 0..1 -> (B, 512, ceil(H/8), ceil(W/8)) relu4_1."""
-    return nn.Sequential(*list(full_encoder().children())[:ENCODER_MODULES])
+def encoder(width: float = 1.0) -> nn.Sequential:
+    """The encoder AdaIN uses: ``vgg[:31]``, (B, 3, H, W) 0..1 -> (B, 512w, ceil(H/8), ceil(W/8)) relu4_1."""
+    return nn.Sequential(*list(full_encoder(width).children())[:ENCODER_MODULES])
 
 
-def decoder() -> nn.Sequential:
-    """pytorch-AdaIN's ``decoder``: (B, 512, h, w) relu4_1 features -> (B, 3, 8h, 8w) ~0..1."""
+# The ReLU modules of ``encoder()`` whose outputs are relu1_1, relu2_1, relu3_1, relu4_1 (AdaIN's style layers).
+STYLE_LAYER_ENDS = (3, 10, 17, 30)
+
+
+def encoder_stages(enc: nn.Sequential) -> list[nn.Sequential]:
+    """``enc`` cut after relu1_1, relu2_1, relu3_1 and relu4_1 (as pytorch-AdaIN's ``net.py`` cuts it
+    for its style loss); running them in turn gives the four style layers' features."""
+    mods, start, stages = list(enc.children()), 0, []
+    for end in STYLE_LAYER_ENDS:
+        stages.append(nn.Sequential(*mods[start:end + 1]))
+        start = end + 1
+    return stages
+
+
+def random_encoder(seed: int, width: float = 1.0) -> nn.Sequential:
+    """An encoder of fixed random filters, the same on every machine for a given ``seed`` and ``width``.
+
+    Random convolution features carry texture statistics without training (Ustyuzhaninov et al. 2017),
+    so the demo AdaIN model needs no ImageNet download. Filters are Gaussian, drawn on the CPU from
+    ``torch.Generator().manual_seed(seed)``; biases are zero; the 1x1 input conv applies ImageNet's
+    normalisation. Each conv is then rescaled (to 4 significant digits, so float summation order cannot
+    change it) so that its ReLU output has mean square 1 on a seeded 1/f noise image: no layer
+    vanishes or explodes with depth, and the style loss weighs every layer alike.
+    """
+    from .texture_net import _pink_noise  # the same calibration image as the texture loss network
+    from .vgg import IMAGENET_MEAN, IMAGENET_STD
+
+    enc = encoder(width)
+    gen = torch.Generator().manual_seed(int(seed))
+    convs = [m for m in enc if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        std = torch.tensor(IMAGENET_STD)
+        convs[0].weight.copy_(torch.diag(1.0 / std).view(3, 3, 1, 1))
+        convs[0].bias.copy_(-torch.tensor(IMAGENET_MEAN) / std)
+        for conv in convs[1:]:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen))
+            conv.bias.zero_()
+        noise = (_pink_noise(64, int(seed)) * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+                 + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)).clamp(0, 1)  # (1, 3, 64, 64) image-like
+        x = noise
+        for module in enc:
+            x = module(x)
+            if isinstance(module, nn.ReLU) and module is not enc[0]:
+                conv = _last_conv(enc, module)
+                scale = float(f"{(1.0 / float(x.pow(2).mean().clamp_min(1e-12))) ** 0.5:.4g}")
+                conv.weight.mul_(scale)
+                x = x * scale  # ReLU is positively homogeneous: scaling the conv scales its output
+    return enc.eval().requires_grad_(False)
+
+
+def _last_conv(enc: nn.Sequential, relu: nn.Module) -> nn.Conv2d:
+    mods = list(enc)
+    i = next(n for n, m in enumerate(mods) if m is relu)
+    return next(m for m in reversed(mods[:i]) if isinstance(m, nn.Conv2d))
+
+
+def decoder(width: float = 1.0) -> nn.Sequential:
+    """pytorch-AdaIN's ``decoder``: (B, 512w, h, w) relu4_1 features -> (B, 3, 8h, 8w) ~0..1.
+    ``width`` scales every channel count but the RGB output (1.0: their layout exactly)."""
     up = nn.Upsample(scale_factor=2, mode="nearest")  # no parameters: shared instances are fine
-    layers: list[nn.Module] = [*_conv_block(512, 256), up, *_conv_block(256, 256), *_conv_block(256, 256),
-                               *_conv_block(256, 256), *_conv_block(256, 128), up, *_conv_block(128, 128),
-                               *_conv_block(128, 64), up, *_conv_block(64, 64),
-                               nn.ReflectionPad2d((1, 1, 1, 1)), nn.Conv2d(64, 3, (3, 3))]
+    c = {n: _w(n, width) for n in (512, 256, 128, 64)}
+    layers: list[nn.Module] = [*_conv_block(c[512], c[256]), up, *_conv_block(c[256], c[256]),
+                               *_conv_block(c[256], c[256]), *_conv_block(c[256], c[256]),
+                               *_conv_block(c[256], c[128]), up, *_conv_block(c[128], c[128]),
+                               *_conv_block(c[128], c[64]), up, *_conv_block(c[64], c[64]),
+                               nn.ReflectionPad2d((1, 1, 1, 1)), nn.Conv2d(c[64], 3, (3, 3))]
     return nn.Sequential(*layers)
 
 

@@ -6,7 +6,10 @@ Accepted, each loaded with ``torch.load(..., weights_only=True)`` and strictly:
   after relu4_1 are kept for export only) or the same truncated to ``vgg[:31]``, as the encoder;
 * its ``decoder.pth`` (a bare state dict of its ``decoder``), as the decoder;
 * our one file ``{"format": "stylize-adain", "version": 1, "encoder": ..., "decoder": ...,
-  "metadata": {...}}`` holding both (:func:`adain_checkpoint_bytes`).
+  "metadata": {...}}`` holding both (:func:`adain_checkpoint_bytes`). Its ``encoder`` may instead be
+  a recipe, ``"random:SEED"``: the seeded random-filter encoder (:func:`stylize_core.adain.random_encoder`)
+  is built on load, so the file holds the decoder alone (the shipped demo). An optional
+  ``"architecture": {"width": W}`` scales both layouts' channel counts (absent: 1.0, their layout).
 
 A file that is none of these is a :class:`~stylize_core.file_errors.FileUnusable` whose one line names
 the file and what to stage where. Model id: the one file's sha256, or
@@ -93,8 +96,13 @@ def _index(key: str) -> int:
     return int(head) if head.isdigit() else -1
 
 
-def encoder_from_state(state: Any, uri: str = "<state dict>") -> tuple[nn.Sequential, dict[str, torch.Tensor]]:
+def encoder_from_state(state: Any, uri: str = "<state dict>", width: float = 1.0
+                       ) -> tuple[nn.Sequential, dict[str, torch.Tensor]]:
     """The encoder ``vgg[:31]`` from a 53- or 31-module state dict, and the full file's tail (else {})."""
+    if width != 1.0:  # only our one file has other widths, and it never holds the 53-module layout
+        enc = adain.encoder(width)
+        _load_strict(enc, state, "AdaIN encoder", uri, ENCODER_HINT)
+        return enc, {}
     enc = adain.encoder()
     tail: dict[str, torch.Tensor] = {}
     if isinstance(state, Mapping) and any(_index(k) >= adain.ENCODER_MODULES for k in state):
@@ -105,8 +113,8 @@ def encoder_from_state(state: Any, uri: str = "<state dict>") -> tuple[nn.Sequen
     return enc, tail
 
 
-def decoder_from_state(state: Any, uri: str = "<state dict>") -> nn.Sequential:
-    dec = adain.decoder()
+def decoder_from_state(state: Any, uri: str = "<state dict>", width: float = 1.0) -> nn.Sequential:
+    dec = adain.decoder(width)
     _load_strict(dec, state, "AdaIN decoder", uri, DECODER_HINT)
     return dec
 
@@ -144,16 +152,39 @@ def _from_one_file(obj: Mapping[str, Any], uri: str, digest: str) -> AdaINWeight
         raise FileUnusable("AdaIN decoder", uri, "wrong network", f"it is a one-file AdaIN checkpoint of version "
                            f"{obj.get('version')!r}; this build reads version {VERSION}",
                            "export it again with this project's version")
-    enc, tail = encoder_from_state(obj.get("encoder"), uri)
-    dec = decoder_from_state(obj.get("decoder"), uri)
+    arch = obj.get("architecture") if isinstance(obj.get("architecture"), Mapping) else {}
+    width = arch.get("width", 1.0)
+    if not isinstance(width, (int, float)) or not 0 < width <= 1:
+        raise FileUnusable("AdaIN decoder", uri, "wrong network", f"its architecture width {width!r} is not in (0, 1]",
+                           "export it again with this project's version")
+    recipe = obj.get("encoder")
+    if isinstance(recipe, str):
+        seed = recipe.removeprefix("random:")
+        if not recipe.startswith("random:") or not seed.isdigit():
+            raise FileUnusable("AdaIN decoder", uri, "wrong network", f"its encoder recipe {recipe!r} is not "
+                               "random:SEED", "export it again with this project's version")
+        enc, tail = adain.random_encoder(int(seed), float(width)), {}
+    else:
+        enc, tail = encoder_from_state(recipe, uri, float(width))
+    dec = decoder_from_state(obj.get("decoder"), uri, float(width))
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    if isinstance(recipe, str):
+        metadata = {**metadata, "encoder": recipe, "width": float(width)}
     return AdaINWeights(enc, dec, digest, dict(metadata), tail)
 
 
-def adain_checkpoint_bytes(enc: nn.Module, dec: nn.Module, metadata: Mapping[str, Any] | None = None) -> bytes:
-    """Our one file: encoder (``vgg[:31]``) and decoder state dicts plus metadata (str/int/float values)."""
-    obj = {"format": FORMAT, "version": VERSION, "encoder": _plain(enc.state_dict()),
-           "decoder": _plain(dec.state_dict()), "metadata": dict(metadata or {})}
+def adain_checkpoint_bytes(enc: nn.Module | None, dec: nn.Module, metadata: Mapping[str, Any] | None = None, *,
+                           encoder_recipe: str | None = None, width: float = 1.0) -> bytes:
+    """Our one file: encoder (``vgg[:31]``) and decoder state dicts plus metadata (str/int/float values).
+    ``encoder_recipe`` (``"random:SEED"``) replaces the encoder's weights (``enc`` is then None);
+    ``width`` is recorded when the layouts are not pytorch-AdaIN's own (1.0)."""
+    if (enc is None) == (encoder_recipe is None):
+        raise ValueError("pass an encoder or an encoder_recipe, not both or neither")
+    obj: dict[str, Any] = {"format": FORMAT, "version": VERSION,
+                           "encoder": encoder_recipe if enc is None else _plain(enc.state_dict()),
+                           "decoder": _plain(dec.state_dict()), "metadata": dict(metadata or {})}
+    if width != 1.0:
+        obj["architecture"] = {"width": float(width)}
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
