@@ -98,7 +98,7 @@ def ratios(made, styles, contents, levels) -> tuple[dict[str, float], list[str]]
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", default=demo_adain_path())
-    p.add_argument("--size", type=int, default=192, help="content crop side (px)")
+    p.add_argument("--size", type=int, default=128, help="content crop side (px)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

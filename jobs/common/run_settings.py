@@ -24,9 +24,9 @@ DEMO_MAX_ERROR_RATE = 0.05
 # stylize_core.backends.BACKEND_SPECS, spelled out so the driver validates without importing torch (a
 # test keeps the two equal)
 BackendSpec = Literal["eager", "compile", "onnxruntime", "openvino", "eager:bf16", "compile:bf16", "openvino:bf16"]
-# No AdaIN weights ship yet: the one line a run without them stops with (exit 2).
-ADAIN_NO_WEIGHTS = ("--method adain needs pytorch-AdaIN's weights (none ship with this project yet): pass --encoder "
-                    "vgg_normalised.pth --decoder decoder.pth (github.com/naoto0804/pytorch-AdaIN, models/)")
+# --encoder alone: pytorch-AdaIN's encoder needs its decoder (exit 2). Without both, the shipped demo is used.
+ADAIN_ENCODER_ALONE = ("--encoder needs --decoder: pass pytorch-AdaIN's --encoder vgg_normalised.pth --decoder "
+                       "decoder.pth (github.com/naoto0804/pytorch-AdaIN, models/), or neither for the shipped demo model")
 STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -34,6 +34,12 @@ def demo_checkpoint(slim: bool = False) -> str:
     """Path of a demo style network shipped with the package: the full pytorch/examples-sized one, or
     the slim one (width 0.25, same recipe; see stylize_core/assets/README.md)."""
     return str(resources.files("stylize_core") / "assets" / ("demo_mosaic_slim.pth" if slim else "demo_mosaic.pth"))
+
+
+def demo_adain_checkpoint() -> str:
+    """Path of the demo AdaIN model shipped with the package (random-filter encoder built from its seed,
+    trained decoder; stylize_core/assets/README.md): ``--method adain`` without --encoder/--decoder."""
+    return str(resources.files("stylize_core") / "assets" / "demo_adain.pth")
 
 
 def sample_images_dir() -> str:
@@ -120,11 +126,11 @@ class RunSettings(BaseModel):
     method: Literal["feedforward", "optimize", "adain"] = option(
         "feedforward", "feedforward: the style networks (Johnson et al.); optimize: per-image Gatys optimisation "
         "against --style-image (slow; for small, high-value sets); adain: any --style-image through pytorch-AdaIN's "
-        "--encoder/--decoder (docs/methods/adain.md)", group=GROUP_MODEL)
+        "--encoder/--decoder, or the shipped demo model without them (docs/methods/adain.md)", group=GROUP_MODEL)
     encoder: str | None = option(None, "adain: the encoder, pytorch-AdaIN's vgg_normalised.pth (path or URI)",
                                  metavar="URI", group=GROUP_MODEL, min_length=1)
     decoder: str | None = option(None, "adain: the decoder, pytorch-AdaIN's decoder.pth (with --encoder), or this "
-                                 "project's one-file AdaIN checkpoint (alone)", metavar="URI", group=GROUP_MODEL,
+                                 "project's one-file AdaIN checkpoint (alone); default: the shipped demo model", metavar="URI", group=GROUP_MODEL,
                                  min_length=1)
     alpha: float = option(1.0, "adain: style strength in feature space, 0 (the decoded content) .. 1 (full style); "
                           "part of each style's identity", group=GROUP_MODEL, ge=0, le=1)
@@ -224,13 +230,16 @@ class RunSettings(BaseModel):
         return list(self.styles) + extra
 
     def check_adain(self) -> None:
-        """``--method adain``'s options, or ValueError (one line): weights, style images, no --style."""
+        """``--method adain``'s options, or ValueError (one line): weights, style images, no --style.
+        Without --encoder/--decoder the decoder becomes the shipped demo model (a one-file checkpoint)."""
         if self.method != "adain":
             if self.encoder or self.decoder:
                 raise ValueError("--encoder/--decoder belong to --method adain")
             return
+        if self.encoder and not self.decoder:
+            raise ValueError(ADAIN_ENCODER_ALONE)
         if not self.decoder:
-            raise ValueError(ADAIN_NO_WEIGHTS)
+            self._resolve(decoder=demo_adain_checkpoint())
         if self.styles:
             raise ValueError(f"--method adain takes --style-image NAME=URI, not --style {sorted(self.styles)}")
         if not self.style_images:

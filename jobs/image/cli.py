@@ -46,8 +46,8 @@ from jobs.common.mask_settings import MaskMode, mask_feather_option, mask_mode_o
 from jobs.common.stylizer_spec import stylizer_spec
 from jobs.common import cli_settings
 from jobs.common.cli_settings import option, parse_selection
-from jobs.common.run_settings import (ADAIN_NO_WEIGHTS, BackendSpec, MemorySize, TileSide, demo_checkpoint, max_memory_option,
-                                      tile_option, tileable_option)
+from jobs.common.run_settings import (ADAIN_ENCODER_ALONE, BackendSpec, MemorySize, TileSide, demo_adain_checkpoint,
+                                      demo_checkpoint, max_memory_option, tile_option, tileable_option)
 from jobs.common.storage import (StorageOptions, join_uri, read_bytes, redact, redact_text, split_protocol,
                                  url_path, write_bytes_atomic)
 
@@ -124,11 +124,11 @@ class ImageSettings(BaseModel):
 
     method_name: Literal["feedforward", "optimize", "adain"] | None = option(
         None, "feedforward (a style network, the default), optimize (as --optimize) or adain (any --style-image "
-        "through pytorch-AdaIN's --encoder/--decoder; docs/methods/adain.md)", flag="--method")
+        "through pytorch-AdaIN's --encoder/--decoder, or the shipped demo model without them; docs/methods/adain.md)", flag="--method")
     encoder: str | None = option(None, "adain: pytorch-AdaIN's vgg_normalised.pth (path or URI)",
                                  metavar="PATH_OR_URI", group=_ADAIN, min_length=1)
     decoder: str | None = option(None, "adain: pytorch-AdaIN's decoder.pth (with --encoder), or this project's "
-                                 "one-file AdaIN checkpoint (alone)", metavar="PATH_OR_URI", group=_ADAIN, min_length=1)
+                                 "one-file AdaIN checkpoint (alone); default: the shipped demo model", metavar="PATH_OR_URI", group=_ADAIN, min_length=1)
     alpha: float = option(1.0, "adain: style strength in feature space, 0 (the decoded content) .. 1 (full style)",
                           group=_ADAIN, ge=0, le=1)
 
@@ -169,8 +169,10 @@ class ImageSettings(BaseModel):
         if self.optimize and self.method_name not in (None, "optimize"):
             raise ValueError(f"--optimize contradicts --method {self.method_name}")
         if self.method == "adain":
-            if not self.decoder:
-                raise ValueError(ADAIN_NO_WEIGHTS)
+            if self.encoder and not self.decoder:
+                raise ValueError(ADAIN_ENCODER_ALONE)
+            if not self.decoder:  # the shipped demo model (a one-file checkpoint)
+                object.__setattr__(self, "decoder", demo_adain_checkpoint())
             if self.style_image is None:
                 raise ValueError("--method adain needs --style-image (the style to transfer)")
             if self.checkpoint is not None or self.mix is not None:
@@ -196,7 +198,8 @@ EPILOG = (f"examples:\n  {PROG} photo.jpg --checkpoint mosaic.pth -o styled.jpg\
           f"  {PROG} a.jpg b.png --checkpoint s3://models/mosaic.pth -o out/ --format png --json --metrics\n"
           f"  {PROG} photo.jpg --optimize --style-image starry.jpg -o out/ --levels 3\n"
           f"  {PROG} photo.jpg --method adain --encoder vgg_normalised.pth --decoder decoder.pth "
-          "--style-image starry.jpg --alpha 0.8 -o styled.jpg")
+          "--style-image starry.jpg --alpha 0.8 -o styled.jpg\n"
+          f"  {PROG} photo.jpg --method adain --style-image starry.jpg -o styled.jpg   (the shipped demo model)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,8 +19,15 @@ from ..file_errors import FileUnusable
 from ..loss_meter import LossMeter
 from ..style_mix import normalize_weights
 
-NO_WEIGHTS = ("--method adain needs pytorch-AdaIN's weights (no AdaIN model ships yet): pass --encoder "
-              "vgg_normalised.pth --decoder decoder.pth, or --decoder with a one-file AdaIN checkpoint")
+ENCODER_ALONE = ("--method adain's --encoder needs its --decoder: pass --encoder vgg_normalised.pth --decoder "
+                 "decoder.pth, --decoder with a one-file AdaIN checkpoint, or neither for the shipped demo model")
+
+
+def demo_adain_path() -> str:
+    """The shipped demo model (stylize_core/assets/README.md): what runs without --encoder/--decoder."""
+    from importlib import resources
+
+    return str(resources.files("stylize_core") / "assets" / "demo_adain.pth")
 
 
 def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints: Mapping[str, StyleModel],
@@ -28,12 +35,12 @@ def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints:
     if checkpoints:
         raise SetupError(f"--method adain takes style images, not style networks: pass --style-image NAME=URI "
                          f"instead of --style for {sorted(checkpoints)}")
-    if not spec.adain_decoder:
-        raise SetupError(NO_WEIGHTS)
+    if spec.adain_encoder and not spec.adain_decoder:
+        raise SetupError(ENCODER_ALONE)
     if not spec.style_images:
         raise SetupError("--method adain needs at least one --style-image NAME=URI")
     try:
-        weights = load_adain(spec.adain_encoder or None, spec.adain_decoder, opener)
+        weights = load_adain(spec.adain_encoder or None, spec.adain_decoder or demo_adain_path(), opener)
     except FileUnusable as exc:
         raise SetupError(exc.line()) from None
     images, digests = {}, {}

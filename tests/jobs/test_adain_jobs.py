@@ -12,6 +12,7 @@ from PIL import Image
 
 from jobs.batch import driver as stylize
 from jobs.catalog.night import style_digests
+from jobs.common.run_settings import demo_adain_checkpoint
 from jobs.image.cli import main, parse_args
 from stylize_core import adain
 from stylize_core.image_io import decode_image
@@ -79,13 +80,30 @@ def test_cli_bad_encoder_exits_2_with_one_line(assets, tmp_path, capsys, encoder
     assert not (tmp_path / "o.png").exists()
 
 
-def test_cli_without_weights_says_which_files_to_pass(assets, tmp_path, capsys):
+def test_cli_without_weights_uses_the_shipped_demo(assets, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    settings = parse_args([str(assets / "in" / "a.png"), "--method", "adain", "--style-image",
+                           str(assets / "wave.png"), "--json", "-o", str(out)])
+    assert settings.decoder == demo_adain_checkpoint() and settings.encoder is None
+    assert main(settings) == 0
+    assert decode_image(out.read_bytes()).shape == (24, 32, 3)
+    row = json.loads(capsys.readouterr().out)
+    assert row["status"] == "ok" and row["method"] == "adain"
+
+
+def test_cli_encoder_without_decoder_exits_2_naming_both_files(assets, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        parse_args([str(assets / "in" / "a.png"), "--method", "adain", "--style-image", str(assets / "wave.png"),
-                    "-o", str(tmp_path / "o.png")])
+        parse_args([str(assets / "in" / "a.png"), "--method", "adain", "--encoder", str(assets / "vgg_normalised.pth"),
+                    "--style-image", str(assets / "wave.png"), "-o", str(tmp_path / "o.png")])
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "vgg_normalised.pth" in err and "decoder.pth" in err
+
+
+def test_batch_settings_without_weights_use_the_shipped_demo(assets, tmp_path):
+    settings = stylize.parse_args(["--input", str(assets / "in"), "--output", str(tmp_path), "--method", "adain",
+                                   "--style-image", f"wave={assets / 'wave.png'}"])
+    assert settings.decoder == demo_adain_checkpoint() and settings.encoder is None
 
 
 @pytest.mark.usefixtures("ray_local")

@@ -1,0 +1,80 @@
+"""The shipped demo AdaIN model: its one-file format (an encoder recipe instead of weights) and that
+it really styles on a photo and a style image it never saw in training."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from stylize_core import adain, adain_demo
+from stylize_core import adain_checkpoint as ac
+from stylize_core.adain import AdaINStylizer
+from stylize_core.methods.adain import demo_adain_path
+
+# The shipped file measured 0.453 on this pair (camera, plaid; 2026-12-06), an untrained decoder 1.49
+# and a decoder of zeros 1.52 (docs/methods/adain.md has the benchmark over all held-out styles).
+RATIO_BOUND = 0.75
+
+
+def _read(uri: str) -> bytes:
+    with open(uri, "rb") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return ac.load_adain(None, demo_adain_path(), _read)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """skimage's camera (no AdaIN training run saw it), 128 px centre crop as RGB; a held-out style."""
+    import skimage.data
+
+    grey = skimage.data.camera()[::4, ::4][:, 0:128]  # (128, 128)
+    content = np.ascontiguousarray(np.stack([grey] * 3, -1))
+    return content, adain_demo.heldout_styles()["plaid"]
+
+
+def test_the_shipped_file_is_small_and_holds_a_recipe_not_encoder_weights(demo):
+    assert os.path.getsize(demo_adain_path()) < 3_000_000
+    assert demo.metadata["encoder"] == f"random:{adain_demo.ENCODER_SEED}"
+    assert demo.metadata["width"] == adain_demo.WIDTH
+    rebuilt = adain.random_encoder(adain_demo.ENCODER_SEED, adain_demo.WIDTH)
+    for a, b in zip(demo.encoder.state_dict().values(), rebuilt.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # the seed alone rebuilds the encoder, bit for bit
+
+
+def test_recipe_round_trip_and_bad_recipes(tmp_path):
+    dec = adain.decoder(0.25)
+    path = tmp_path / "one.pth"
+    path.write_bytes(ac.adain_checkpoint_bytes(None, dec, {"x": 1}, encoder_recipe="random:3", width=0.25))
+    w = ac.load_adain(None, str(path), _read)
+    assert w.metadata["encoder"] == "random:3" and w.metadata["x"] == 1
+    assert not torch.equal(w.encoder[2].weight, adain.random_encoder(0, 0.25)[2].weight)  # the seed matters
+    path.write_bytes(ac.adain_checkpoint_bytes(None, dec, encoder_recipe="imagenet", width=0.25))
+    with pytest.raises(ac.FileUnusable, match="random:SEED"):
+        ac.load_adain(None, str(path), _read)
+    with pytest.raises(ValueError):
+        ac.adain_checkpoint_bytes(adain.encoder(0.25), dec, encoder_recipe="random:0", width=0.25)
+
+
+def _ratio(enc, dec, content, style) -> float:
+    stylizer = AdaINStylizer(enc, dec, {"s": style}, {"s": [("s", 1.0)]}, device="cpu")
+    return adain_demo.distance_ratio(stylizer, content, "s", style, adain_demo.texture_levels(0))
+
+
+def test_the_demo_styles_a_photo_towards_a_style_it_never_saw(demo, pair):
+    content, style = pair
+    ratio = _ratio(demo.encoder, demo.decoder, content, style)
+    assert ratio < RATIO_BOUND
+    torch.manual_seed(0)
+    untrained = adain.decoder(adain_demo.WIDTH)
+    zeros = adain.decoder(adain_demo.WIDTH)
+    for p in zeros.parameters():
+        torch.nn.init.zeros_(p)
+    for bad in (untrained, zeros):  # the bound is one a decoder that does not style fails
+        assert _ratio(demo.encoder, bad, content, style) > RATIO_BOUND
