@@ -269,12 +269,14 @@ def _stats_loss(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.T
 
 
 def train_decoder(steps: int, *, side: int = 64, batch: int = 4, lr: float = 1e-3, style_weight: float = 10.0,
-                  texture_weight: float = 10.0, seed: int = 0, log_every: int = 50,
+                  texture_weight: float = 10.0, edge_weight: float = 0.0, seed: int = 0, log_every: int = 50,
                   time_limit: float | None = None, init: nn.Module | None = None
                   ) -> tuple[nn.Sequential, nn.Sequential, dict]:
     """The decoder trained against :func:`random_encoder` (seed :data:`ENCODER_SEED`, width :data:`WIDTH`);
     returns (encoder, decoder, recipe). Stops early at ``time_limit`` seconds (the recipe says where).
-    ``init``: a decoder to continue from (a run cut short by its time limit)."""
+    ``init``: a decoder to continue from (a run cut short by its time limit). ``edge_weight``: a second
+    content term, the texture network's luminance-edge layers (o0y3, o1y3) of the output against the
+    content photo's, which keeps the photo's edges that random relu4_1 features alone lose."""
     from .training_demo import demo_content_images
 
     torch.manual_seed(seed)
@@ -285,6 +287,9 @@ def train_decoder(steps: int, *, side: int = 64, batch: int = 4, lr: float = 1e-
         dec.load_state_dict({k: v.float() for k, v in init.state_dict().items()})
     enc_levels = encoder_levels(enc)
     tex = texture_levels(TRAIN_TEXTURE_SEED)
+    from .texture_net import CONTENT_LAYERS, TextureFeatures
+
+    edges = TextureFeatures(TRAIN_TEXTURE_SEED, CONTENT_LAYERS)
     contents, styles = demo_content_images(), list(training_styles().values())
     opt = torch.optim.Adam(dec.parameters(), lr=lr)
     start, done = time.perf_counter(), 0
@@ -295,6 +300,7 @@ def train_decoder(steps: int, *, side: int = 64, batch: int = 4, lr: float = 1e-
         with torch.no_grad():
             s_feats, s_tex = enc_levels(s), tex(s)
             c_feat = enc(c)
+            c_edges = edges(c * 255) if edge_weight else {}
             t = adain.adaptive_instance_normalization(c_feat, *adain.calc_mean_std(s_feats[-1]))
         out = dec(t)
         o_feats = enc_levels(out)
@@ -302,6 +308,9 @@ def train_decoder(steps: int, *, side: int = 64, batch: int = 4, lr: float = 1e-
         style_loss = _stats_loss(o_feats, s_feats)
         texture_loss = _stats_loss(tex(out), s_tex)
         loss = content_loss + style_weight * style_loss + texture_weight * texture_loss
+        if edge_weight:
+            o_edges = edges(out * 255)
+            loss = loss + edge_weight * sum(F.mse_loss(o_edges[k], c_edges[k]) for k in CONTENT_LAYERS)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -312,7 +321,7 @@ def train_decoder(steps: int, *, side: int = 64, batch: int = 4, lr: float = 1e-
         if time_limit is not None and time.perf_counter() - start > time_limit:
             break
     recipe = {"steps": done, "side": side, "batch": batch, "lr": lr, "style_weight": style_weight,
-              "texture_weight": texture_weight, "texture_loss_network": f"texture:{TRAIN_TEXTURE_SEED}",
+              "texture_weight": texture_weight, "edge_weight": edge_weight, "texture_loss_network": f"texture:{TRAIN_TEXTURE_SEED}",
               "seed": seed, "train_seconds": round(time.perf_counter() - start, 1)}
     return enc, dec.eval(), recipe
 
@@ -330,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--edge-weight", type=float, default=0.0, help="weight of the luminance-edge content term")
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0, help="data order (use another when continuing with --init)")
@@ -344,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         init, before = loaded.decoder, [json.loads(loaded.metadata["training"])]
         before = before[0].get("continued", []) + [{k: v for k, v in before[0].items() if k != "continued"}]
     enc, dec, recipe = train_decoder(args.steps, side=args.image_size, batch=args.batch_size, lr=args.lr,
-                                     time_limit=args.time_limit, init=init, seed=args.seed)
+                                     time_limit=args.time_limit, init=init, seed=args.seed,
+                                     edge_weight=args.edge_weight)
     if before:
         recipe["continued"] = before  # the earlier runs this one continued, oldest first
     data = adain_checkpoint_bytes(None, dec.half(), {"demo": 1, "training": json.dumps(recipe)},
