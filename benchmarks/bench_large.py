@@ -39,6 +39,7 @@ from jobs.common.run_settings import demo_checkpoint  # noqa: E402
 from stylize_core.checkpoint import load_style_model  # noqa: E402
 from stylize_core.stylizer import Stylizer, StylizerConfig  # noqa: E402
 from stylize_core.tiling import axis_windows, seam_positions, seam_ratio, wrap_ratio  # noqa: E402
+from machine import print_machine  # noqa: E402  (benchmarks/machine.py)
 
 GOAL_DIFF, GOAL_SEAM, GOAL_RSS_GIB, GOAL_TIME_RATIO, GOAL_WRAP = 1.5, 1.15, 3.0, 1.2, 1.3
 failed: list[str] = []
@@ -50,20 +51,6 @@ def check(name: str, value: float, limit: float, judged: bool = True) -> None:
     print(f"  {name}: {value:.3f} (goal <= {limit}) {mark}", flush=True)
     if judged and not ok:
         failed.append(name)
-
-
-def machine() -> None:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        if line.split(":")[0] in ("Model name", "CPU(s)", "Flags"):
-            key, _, value = line.partition(":")
-            value = value.strip()
-            if key == "Flags":
-                value = " ".join(f for f in value.split() if f.startswith(("avx", "amx", "fma", "sse4")))
-            print(f"{key}: {value}")
-    import torch
-
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
 
 
 def resized(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -172,7 +159,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="half-size images, no 24 MP run")
     parser.add_argument("--only", choices=["tiles", "memory", "tileable"], action="append")
     args = parser.parse_args()
-    machine()
+    print_machine()
     print(f"command: python benchmarks/bench_large.py {' '.join(sys.argv[1:])}".rstrip())
     parts = args.only or ["tiles", "tileable"] + ([] if args.quick else ["memory"])
     if "tiles" in parts:

@@ -36,23 +36,10 @@ from jobs.common.run_settings import demo_checkpoint  # noqa: E402
 from stylize_core.checkpoint import load_style_model  # noqa: E402
 from stylize_core.masks import composite, composite_labels, decode_mask, feather  # noqa: E402
 from stylize_core.stylizer import Stylizer, StylizerConfig  # noqa: E402
+from machine import print_machine  # noqa: E402  (benchmarks/machine.py)
 
 GOAL = 2  # grey levels
 failed: list[str] = []
-
-
-def machine() -> None:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        if line.split(":")[0] in ("Model name", "CPU(s)", "Flags"):
-            key, _, value = line.partition(":")
-            value = value.strip()
-            if key == "Flags":
-                value = " ".join(f for f in value.split() if f.startswith(("avx", "amx", "fma", "sse4")))
-            print(f"{key}: {value}")
-    import torch
-
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
 
 
 def report(name: str, value: float, limit: float, judged: bool = True) -> None:
@@ -76,7 +63,7 @@ def maxdiff(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
 def main() -> int:
     from skimage import data
 
-    machine()
+    print_machine()
     image = np.ascontiguousarray(data.astronaut())  # (512, 512, 3)
     h, w = image.shape[:2]
     styles = {"demo": load_style_model(demo_checkpoint()), "slim": load_style_model(demo_checkpoint(slim=True))}

@@ -30,8 +30,8 @@ from jobs.common.metrics import MetricsWriter, PairLedger, RunCounts, to_table
 from jobs.common.outcome import JobError, plain_output, run_main
 from jobs.common.planning import ActorPlan, plan_actors
 from jobs.common.progress import Progress
-from jobs.common.storage import (InputFile, arrow_paths, join_uri, redact, redact_text, remove_prefix,
-                                 write_bytes_atomic)
+from jobs.common.storage import (InputFile, arrow_paths, join_uri, local_path, redact, redact_text, remove_prefix,
+                                 remove_temp_files, write_bytes_atomic)
 from jobs.common.watchdog import stall_guarded
 from stylize_core.host import malloc_env
 
@@ -191,6 +191,7 @@ def _finish(settings: JobSettings, staged: StagedManifest, blobs: dict[str, byte
     ray_runtime.configure_data()
     fused = settings.stages == "fused" or (settings.stages == "auto" and not plan.gpus_per_actor)
     counts, writer = _render(settings, staged, plan, fused, on_rows)
+    swept = _sweep_interrupted_writes(settings, styles, started)
 
     wall = time.time() - started
     summary = {
@@ -223,6 +224,7 @@ def _finish(settings: JobSettings, staged: StagedManifest, blobs: dict[str, byte
         "gpus_per_actor": plan.gpus_per_actor,
         "stages": "fused" if fused else "split",
         "metrics_files": writer.files,
+        "temp_files_removed": swept,
         "config": redact(settings.to_dict()),
     }
     runs = join_uri(settings.output, "_runs")
@@ -234,6 +236,17 @@ def _finish(settings: JobSettings, staged: StagedManifest, blobs: dict[str, byte
     summary = redact(summary, keys=False)  # input, checkpoints, style images: presigned URLs are common
     write_bytes_atomic(summary["summary_uri"], json.dumps(summary, indent=2, sort_keys=True).encode(), opts)
     return summary
+
+
+def _sweep_interrupted_writes(settings: JobSettings, styles: Sequence[str], started: float) -> int:
+    """Every pair is accounted for: remove the temp files of writes that were killed before this run
+    started (an earlier run of this output stopped by a lost node or a failure; its actors died
+    mid-write). Local outputs only: S3 objects appear whole, with no temp name. Files newer than this
+    run's start are left alone (a writer of another run may still hold one)."""
+    if local_path(settings.output) is None:
+        return 0
+    return sum(remove_temp_files(join_uri(settings.output, style), settings.storage_options, older_than=started)
+               for style in styles)
 
 
 def describe(summary: dict) -> str:

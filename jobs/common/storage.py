@@ -340,13 +340,19 @@ def local_path(uri: str) -> str | None:
     return path if isinstance(fs, LocalFileSystem) else None
 
 
-def remove_temp_files(prefix: str, options: StorageOptions | None = None) -> int:
-    """Delete leftover ``.tmp-*`` files of interrupted atomic writes under ``prefix``; returns the count."""
+def remove_temp_files(prefix: str, options: StorageOptions | None = None, *, older_than: float | None = None) -> int:
+    """Delete leftover ``.tmp-*`` files of interrupted atomic writes under ``prefix``; returns the count.
+    With ``older_than`` (epoch seconds), only those last modified before it: a writer that is still
+    running (another run's) keeps its temp file."""
     fs, path = get_filesystem(prefix, options)
     if not fs.exists(path):
         return 0
     stale = [p for p in fs.find(path) if posixpath.basename(p).startswith(_TMP_PREFIX)]
+    removed = 0
     for p in stale:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):  # renamed by its writer meanwhile
+            if older_than is not None and not (_epoch(fs.info(p).get("mtime")) or older_than) < older_than:
+                continue
             fs.rm_file(p)
-    return len(stale)
+            removed += 1
+    return removed

@@ -1,4 +1,4 @@
-"""``jobs.train --task``: one Ray Train step per enhancement task, exports, resume, refusals."""
+"""``jobs.train --task``: every task's options to its exported files, one Ray Train run and its resume, refusals."""
 
 from __future__ import annotations
 
@@ -41,35 +41,62 @@ def _argv(content, out, task: str, steps: int, *extra: str) -> list[str]:
             "--blocks", "1", "--log-every", "1", "--checkpoint-every", "1", *extra]
 
 
-@pytest.mark.parametrize("task,extra", [("sr2", ()), ("sr4", ("--perceptual-weight", "0.1", "--vgg", "texture:0")),
-                                        ("denoise", ("--unshuffle", "2", "--tv-weight", "0.01")),
-                                        ("deblock", ("--pixel-loss", "l1", "--compound"))])
-def test_one_step_per_task_on_ray_train(ray_local: None, content, tmp_path, task, extra) -> None:
-    out = tmp_path / "out"
-    assert program.main(train_settings.parse_args(_argv(content, out, task, 1, *extra))) == 0
-    summary = json.loads((out / "train_summary.json").read_text())
-    assert summary["task"] == task and summary["steps"] == 1 and summary["onnx_max_abs_diff"] < 0.05
+def _check_export(out, task: str, steps: int, onnx_max_abs_diff: float, compound: bool = False) -> None:
+    """What a finished run leaves: the loss history (CSV + PNG), the checkpoint (task, degradation,
+    config, steps) and an ONNX export that matches it."""
+    assert onnx_max_abs_diff < 0.05
     rows = list(csv.DictReader((out / "loss_history.csv").open()))
-    assert [int(r["step"]) for r in rows] == [1] and np.isfinite(float(rows[0]["total"]))
-    if "--perceptual-weight" in extra:
-        assert float(rows[0]["perceptual"]) > 0 and summary["loss_model"] == "texture/random:0"
+    assert [int(r["step"]) for r in rows] == list(range(1, steps + 1)) and np.isfinite(float(rows[-1]["total"]))
     assert (out / "loss_history.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "final" / "enhance.onnx").stat().st_size > 0
     sm = load_style_model(str(out / "final" / "enhance.pth"))
-    assert sm.enhance.task == task and sm.enhance.degradation == task_degradation(task, "--compound" in extra)
-    assert sm.metadata["training_config"]["patch"] == 16 and sm.metadata["steps"] == 1
+    assert sm.enhance.task == task and sm.enhance.degradation == task_degradation(task, compound)
+    assert sm.metadata["training_config"]["patch"] == 16 and sm.metadata["steps"] == steps
     x = torch.rand(1, 3, 9, 11) * 255
     with torch.no_grad():
         assert sm.model(x).shape == (1, 3, 9 * sm.enhance.scale, 11 * sm.enhance.scale)
 
 
-def test_rerun_resumes_from_the_checkpoint(ray_local: None, content, tmp_path) -> None:
+@pytest.mark.parametrize("task,extra", [("denoise", ("--unshuffle", "2", "--tv-weight", "0.01")),
+                                        ("deblock", ("--pixel-loss", "l1", "--compound")),
+                                        ("sr2", ())])
+def test_each_task_trains_and_exports_from_its_options(content, tmp_path, task, extra) -> None:
+    """The Ray Train worker loop's step and the driver's export, without Ray Train: every task's
+    options reach the trainer (losses, degradation, network) and the exported files."""
+    from jobs.train.enhance import enhance_config, export_final
+    from stylize_core.enhance_training import EnhanceTrainer
+
+    config = enhance_config(train_settings.parse_args(_argv(content, tmp_path / "unused", task, 1, *extra)))
+    trainer = EnhanceTrainer(config)
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(content.iterdir())]
+    degraded, clean = trainer.batch(images, np.random.default_rng(0))
+    assert degraded.shape[0] == clean.shape[0] == 2 and degraded.shape[-1] * config.scale == clean.shape[-1] == 16
+    record = trainer.step(degraded, clean)
+    assert ("tv" in record) == ("--tv-weight" in extra) and np.isfinite(record["total"])
     out = tmp_path / "out"
-    assert program.main(train_settings.parse_args(_argv(content, out, "sr2", 1))) == 0
-    assert program.main(train_settings.parse_args(_argv(content, out, "sr2", 3))) == 0  # raise --steps: trains further
+    exported = export_final(trainer.state_dict(), str(out), None, extra={"content_images": len(images)})
+    _check_export(out, task, 1, exported["onnx_max_abs_diff"], "--compound" in extra)
+    cfg = load_style_model(str(out / "final" / "enhance.pth")).metadata["training_config"]
+    assert cfg["pixel_loss"] == ("l1" if "l1" in extra else "charbonnier")
+    assert cfg["tv_weight"] == (0.01 if "--tv-weight" in extra else 0.0)
+
+
+def test_ray_train_run_exports_and_a_rerun_resumes_from_its_checkpoint(ray_local: None, content, tmp_path) -> None:
+    """The Ray Train path, the same for every task (each task's options: above, without Ray), with
+    the perceptual loss on the texture network: one step, then a rerun with more steps resumes."""
+    out = tmp_path / "out"
+    perceptual = ("--perceptual-weight", "0.1", "--vgg", "texture:0")
+    assert program.main(train_settings.parse_args(_argv(content, out, "sr4", 1, *perceptual))) == 0
+    first = json.loads((out / "train_summary.json").read_text())
+    assert first["task"] == "sr4" and first["steps"] == 1 and first["loss_model"] == "texture/random:0"
+    _check_export(out, "sr4", 1, first["onnx_max_abs_diff"])
+    rows = list(csv.DictReader((out / "loss_history.csv").open()))
+    assert float(rows[0]["perceptual"]) > 0
+    # raise --steps: trains further
+    assert program.main(train_settings.parse_args(_argv(content, out, "sr4", 3, *perceptual))) == 0
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 3 and summary["resumed_from_step"] == 1 and summary["steps_this_run"] == 2
-    rows = list(csv.DictReader((out / "loss_history.csv").open()))
-    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    _check_export(out, "sr4", 3, summary["onnx_max_abs_diff"])  # the history spans both runs
 
 
 def test_refusals_in_one_line(content, tmp_path, capsys) -> None:

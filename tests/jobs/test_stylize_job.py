@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
+import time
 import zlib
 
 import numpy as np
@@ -196,8 +198,19 @@ def test_local_rerun_skip_existing_and_error_budget(local_inputs, tmp_path, chec
     assert len(list((out / "_metrics" / "run_id=r1").iterdir())) == 1
     mtimes = {p: (out / p).stat().st_mtime_ns for p in outputs}
 
+    # a write killed in an earlier run (its actor died mid-write) left a temp file: the next run removes
+    # it; one newer than that run's start (another run's writer, still going) stays
+    killed = out / "mosaic" / "photos" / ".tmp-killedwrite"
+    killed.write_bytes(b"half a jpeg")
+    os.utime(killed, (time.time() - 60, time.time() - 60))
+    live = out / "mosaic" / ".tmp-livewriter"
+    live.write_bytes(b"being written")
+    os.utime(live, (time.time() + 3600, time.time() + 3600))
     # --skip-existing: nothing is re-rendered; the broken input is still reported
     assert stylize.cli(base + ["--run-id", "r2", "--skip-existing", "--max-error-rate", "0.2"]) == 0
+    assert not killed.exists() and live.exists()
+    assert json.loads((out / "_runs" / "r2.json").read_text())["temp_files_removed"] == 1
+    live.unlink()
     rows = _read_local_metrics(out, "r2")
     assert sorted(r["status"] for r in rows).count("skipped") == 8
     assert all(r["output_uri"] for r in rows if r["status"] == "skipped")
