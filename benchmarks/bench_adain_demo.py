@@ -34,7 +34,7 @@ import torch
 from stylize_core import adain, adain_demo
 from stylize_core.adain import AdaINStylizer
 from stylize_core.adain_checkpoint import load_adain
-from stylize_core.methods.adain import demo_adain_path
+from stylize_core.demo_assets import demo_adain
 
 CONTENT = ("camera", "astronaut", "coffee", "rocket")  # camera: no AdaIN training run saw it
 
@@ -97,7 +97,7 @@ def ratios(made, styles, contents, levels) -> tuple[dict[str, float], list[str]]
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", default=demo_adain_path())
+    p.add_argument("--checkpoint", default=demo_adain())
     p.add_argument("--size", type=int, default=128, help="content crop side (px)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)

@@ -7,13 +7,14 @@ import datetime as dt
 import os
 import re
 import secrets
-from importlib import resources
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, field_validator, model_validator
 
 from jobs.common.cli_settings import option, pairs_to_mapping, parse_bytes, parse_selection
 from jobs.common.storage import StorageOptions
+from stylize_core.demo_assets import demo_adain as demo_adain_checkpoint  # torch-free
+from stylize_core.demo_assets import demo_style_network as demo_checkpoint  # noqa: F401  (the programs import it from here)
 
 DEFAULT_OUTPUT = "./out"
 DEFAULT_MAX_SIDE = 512  # for the embedded demo run only: sample photos go up to 3 MP
@@ -28,18 +29,6 @@ BackendSpec = Literal["eager", "compile", "onnxruntime", "openvino", "eager:bf16
 ADAIN_ENCODER_ALONE = ("--encoder needs --decoder: pass pytorch-AdaIN's --encoder vgg_normalised.pth --decoder "
                        "decoder.pth (github.com/naoto0804/pytorch-AdaIN, models/), or neither for the shipped demo model")
 STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def demo_checkpoint(slim: bool = False) -> str:
-    """Path of a demo style network shipped with the package: the full pytorch/examples-sized one, or
-    the slim one (width 0.25, same recipe; see stylize_core/assets/README.md)."""
-    return str(resources.files("stylize_core") / "assets" / ("demo_mosaic_slim.pth" if slim else "demo_mosaic.pth"))
-
-
-def demo_adain_checkpoint() -> str:
-    """Path of the demo AdaIN model shipped with the package (random-filter encoder built from its seed,
-    trained decoder; stylize_core/assets/README.md): ``--method adain`` without --encoder/--decoder."""
-    return str(resources.files("stylize_core") / "assets" / "demo_adain.pth")
 
 
 def sample_images_dir() -> str:

@@ -15,19 +15,13 @@ from ..adain_checkpoint import load_adain
 from ..adain_identity import adain_style_id
 from ..builder import BuiltStylizer, Opener, SetupError, StylizerSpec, loss_network, read_style_image
 from ..checkpoint import StyleModel
+from ..demo_assets import demo_adain
 from ..file_errors import FileUnusable
 from ..loss_meter import LossMeter
 from ..style_mix import normalize_weights
 
 ENCODER_ALONE = ("--method adain's --encoder needs its --decoder: pass --encoder vgg_normalised.pth --decoder "
                  "decoder.pth, --decoder with a one-file AdaIN checkpoint, or neither for the shipped demo model")
-
-
-def demo_adain_path() -> str:
-    """The shipped demo model (stylize_core/assets/README.md): what runs without --encoder/--decoder."""
-    from importlib import resources
-
-    return str(resources.files("stylize_core") / "assets" / "demo_adain.pth")
 
 
 def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints: Mapping[str, StyleModel],
@@ -40,7 +34,7 @@ def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints:
     if not spec.style_images:
         raise SetupError("--method adain needs at least one --style-image NAME=URI")
     try:
-        weights = load_adain(spec.adain_encoder or None, spec.adain_decoder or demo_adain_path(), opener)
+        weights = load_adain(spec.adain_encoder or None, spec.adain_decoder or demo_adain(), opener)
     except FileUnusable as exc:
         raise SetupError(exc.line()) from None
     images, digests = {}, {}

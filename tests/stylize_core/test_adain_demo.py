@@ -12,7 +12,7 @@ import torch
 from stylize_core import adain, adain_demo
 from stylize_core import adain_checkpoint as ac
 from stylize_core.adain import AdaINStylizer
-from stylize_core.methods.adain import demo_adain_path
+from stylize_core.demo_assets import demo_adain
 
 # The shipped file measured 0.453 on this pair (camera, plaid; 2026-12-06), an untrained decoder 1.49
 # and a decoder of zeros 1.52 (docs/methods/adain.md has the benchmark over all held-out styles).
@@ -26,7 +26,7 @@ def _read(uri: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def demo():
-    return ac.load_adain(None, demo_adain_path(), _read)
+    return ac.load_adain(None, demo_adain(), _read)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def pair():
 
 
 def test_the_shipped_file_is_small_and_holds_a_recipe_not_encoder_weights(demo):
-    assert os.path.getsize(demo_adain_path()) < 3_000_000
+    assert os.path.getsize(demo_adain()) < 3_000_000
     assert demo.metadata["encoder"] == f"random:{adain_demo.ENCODER_SEED}"
     assert demo.metadata["width"] == adain_demo.WIDTH
     rebuilt = adain.random_encoder(adain_demo.ENCODER_SEED, adain_demo.WIDTH)
