@@ -105,7 +105,7 @@ def test_help_never_prints_pydantic_undefined(command: str, target: str) -> None
 
 
 def test_required_options_say_so() -> None:
-    text = reference.load_parser("jobs.image.cli:build_parser").format_help()
+    text = reference.load_parser("jobs.image.settings:build_parser").format_help()
     assert "input image files (paths or URIs) (required)" in " ".join(text.split())
 
 

@@ -20,7 +20,7 @@ from typing import Any
 # (command, console script, "module:function" returning its parser), in the order users meet them.
 COMMANDS: tuple[tuple[str, str | None, str], ...] = (
     ("jobs.stylize", "stylize", "jobs.batch.settings:build_parser"),
-    ("jobs.stylize_image", "stylize-image", "jobs.image.cli:build_parser"),
+    ("jobs.stylize_image", "stylize-image", "jobs.image.settings:build_parser"),
     ("jobs.catalog", "stylize-catalog", "jobs.catalog.settings:build_parser"),
     ("jobs.stylize_video", "stylize-video", "jobs.video.settings:build_parser"),
     ("jobs.train", "stylize-train", "jobs.train.settings:build_parser"),

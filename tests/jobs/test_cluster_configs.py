@@ -97,7 +97,7 @@ ENTRYPOINTS = _unique(_all_entrypoints())
 # Each command's parser, where its code lives (the commands are thin modules or packages' __main__).
 PARSERS = {
     "jobs.stylize": "jobs.batch.settings:build_parser",
-    "jobs.stylize_image": "jobs.image.cli:build_parser",
+    "jobs.stylize_image": "jobs.image.settings:build_parser",
     "jobs.stylize_video": "jobs.video.settings:build_parser",
     "jobs.catalog": "jobs.catalog.settings:build_parser",
     "jobs.train": "jobs.train.settings:build_parser",

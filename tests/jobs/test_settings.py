@@ -12,7 +12,7 @@ import yaml
 
 from jobs.catalog import night as catalog
 from jobs.batch import settings
-from jobs.image import cli as stylize_image
+from jobs.image import settings as stylize_image
 from jobs.train import settings as train
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,6 +15,7 @@ from PIL import Image
 
 import jobs.image.cli as cli
 from jobs.image.cli import main, parse_args
+from jobs.image.settings import build_parser
 from stylize_core.checkpoint import save_style_model
 from stylize_core.transformer_net import TransformerNet
 
@@ -192,7 +193,7 @@ def test_help_subprocess_documents_every_option_and_never_imports_ray():
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "jobs.common.storage" in imported and "torch" in imported  # the listing is real (-m runs it as __main__)
     assert not [m for m in imported if m == "ray" or m.startswith("ray.")]
-    for action in cli.build_parser()._actions:
+    for action in build_parser()._actions:
         for flag in action.option_strings:
             assert flag in proc.stdout, flag
         assert action.help, action.dest

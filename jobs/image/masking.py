@@ -1,0 +1,55 @@
+"""The local CLI's ``--mask``: read once, checked against each input's file, fitted and feathered at
+the size the input is stylised (the batch job reads masks per input: :mod:`jobs.batch.stages`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from stylize_core.masks import MaskError, check_labels, check_size, decode_mask, fit_mask, region_weights
+
+
+class MaskUnusable(Exception):
+    """The --mask cannot be used (exit 2): the message names the mask and what is wrong."""
+
+
+@dataclass(frozen=True)
+class CliMask:
+    uri: str
+    mode: str  # "alpha" or "labels"
+    feather: float
+    decoded: np.ndarray  # weights or labels at the mask file's size
+
+    @classmethod
+    def read(cls, uri: str | None, mode: str, feather: float, opener: Callable[[str], bytes], *, scale: int,
+             max_pixels: int) -> CliMask | None:
+        """The decoded mask (None without --mask); MaskUnusable when it cannot be used."""
+        if uri is None:
+            return None
+        what = f"mask {uri}"
+        if scale != 1:
+            raise MaskUnusable(f"{what}: masks apply to same-size outputs; this network upscales by {scale}")
+        try:
+            decoded = decode_mask(opener(uri), mode, max_pixels=max_pixels)
+            if mode == "labels":
+                check_labels(decoded, 1)  # the CLI renders one style: label 1
+        except FileNotFoundError:
+            raise MaskUnusable(f"{what}: not found") from None
+        except MaskError as exc:
+            raise MaskUnusable(f"{what}: {exc}") from None
+        except OSError as exc:
+            raise MaskUnusable(f"{what}: cannot be read ({type(exc).__name__}: {exc})") from None
+        return cls(uri, mode, feather, decoded)
+
+    def check(self, input_uri: str, image: np.ndarray) -> None:
+        """The mask has the size of the input's file (before --max-side), or MaskUnusable."""
+        try:
+            check_size(self.decoded, *image.shape[:2])
+        except MaskError as exc:
+            raise MaskUnusable(f"mask {self.uri}: {exc} ({input_uri})") from None
+
+    def weights(self, image: np.ndarray) -> np.ndarray:
+        """The feathered weights at the size ``image`` is stylised."""
+        return region_weights(fit_mask(self.decoded, *image.shape[:2]), self.mode, self.feather, 0, 1)
