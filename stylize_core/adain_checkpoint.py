@@ -12,13 +12,11 @@ Accepted, each loaded with ``torch.load(..., weights_only=True)`` and strictly:
   ``"architecture": {"width": W}`` scales both layouts' channel counts (absent: 1.0, their layout).
 
 A file that is none of these is a :class:`~stylize_core.file_errors.FileUnusable` whose one line names
-the file and what to stage where. Model id: the one file's sha256, or
-sha256("{encoder sha256}|{decoder sha256}") for their two files.
+the file and what to stage where. Model id: :func:`stylize_core.adain_identity.adain_model_id`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ import torch
 from torch import nn
 
 from . import adain
+from .adain_identity import adain_model_id
 from .file_errors import FileUnusable, sniff_checkpoint, unusable
 
 FORMAT = "stylize-adain"
@@ -132,7 +131,7 @@ def load_adain(encoder_uri: str | None, decoder_uri: str, opener: Opener) -> Ada
         if encoder_uri:
             raise FileUnusable("AdaIN decoder", decoder_uri, "wrong network", "it is a one-file AdaIN checkpoint "
                                "that holds its own encoder", "drop --encoder, or pass a bare decoder state dict")
-        return _from_one_file(dec_obj, decoder_uri, hashlib.sha256(dec_bytes).hexdigest())
+        return _from_one_file(dec_obj, decoder_uri, adain_model_id(dec_bytes))
     if not encoder_uri:
         raise FileUnusable("AdaIN decoder", decoder_uri, "wrong network", "it is a bare decoder and no --encoder "
                            "was given", ENCODER_HINT)
@@ -143,8 +142,7 @@ def load_adain(encoder_uri: str | None, decoder_uri: str, opener: Opener) -> Ada
                            "pass it as --decoder without --encoder")
     enc, tail = encoder_from_state(enc_obj, encoder_uri)
     dec = decoder_from_state(dec_obj, decoder_uri)
-    digest = f"{hashlib.sha256(enc_bytes).hexdigest()}|{hashlib.sha256(dec_bytes).hexdigest()}"
-    return AdaINWeights(enc, dec, hashlib.sha256(digest.encode()).hexdigest(), encoder_tail=tail)
+    return AdaINWeights(enc, dec, adain_model_id(dec_bytes, enc_bytes), encoder_tail=tail)
 
 
 def _from_one_file(obj: Mapping[str, Any], uri: str, digest: str) -> AdaINWeights:

@@ -76,13 +76,11 @@ def style_digests(settings: JobSettings, options: StorageOptions) -> dict[str, s
 def adain_digests(settings: JobSettings, options: StorageOptions) -> dict[str, str]:
     """AdaIN styles' ids as the actors record them (stylize_core.adain_identity): the style images'
     hashes with the encoder + decoder's model id and alpha, so changing any re-renders the style."""
-    from stylize_core.adain_identity import adain_style_id
+    from stylize_core.adain_identity import adain_model_id, adain_style_id
     from stylize_core.style_mix import normalize_weights
 
-    dec = hashlib.sha256(read_file("AdaIN decoder", settings.decoder, options)).hexdigest()
-    if settings.encoder:  # pytorch-AdaIN's two files (else our one file: its own sha256)
-        enc = hashlib.sha256(read_file("AdaIN encoder", settings.encoder, options)).hexdigest()
-        dec = hashlib.sha256(f"{enc}|{dec}".encode()).hexdigest()
+    encoder = read_file("AdaIN encoder", settings.encoder, options) if settings.encoder else None
+    dec = adain_model_id(read_file("AdaIN decoder", settings.decoder, options), encoder)
     images = {name: hashlib.sha256(read_file("style image", uri, options, f"style {name!r}")).hexdigest()
               for name, uri in settings.style_images.items()}
     names = list(images)
