@@ -1,8 +1,8 @@
 """Exit status 2, and one line saying which file and why, for every file a run cannot use, in every
 command (docs/reference/exit-status.md is this table in prose).
 
-Rows are causes, columns commands; each cell runs the command as a subprocess (``python -m ...``)
-and checks: exit status 2, stderr one line (no traceback) in the form
+Rows are causes, columns commands; each cell runs the command as a process of its own and checks:
+exit status 2, stderr one line (no traceback) in the form
 ``style 'NAME': cannot use checkpoint URI: reason; what to do``, naming the style, and no secret.
 
 What is simulated, and how:
@@ -15,19 +15,21 @@ What is simulated, and how:
 Cells that fail on the driver start no Ray (the matrix stays cheap) and print exactly one line; the
 wrong network is only found where torch loads it (the batch, catalog and video jobs' actors), so it is
 one cell per command, run one at a time, and there the error is the last line (Ray's own log lines
-and the job's progress may come first).
+and the job's progress may come first). Those, and one cell of each other command, run as
+``python -m ...``; the rest are forked from one process that imported the programs once
+(``fork_cells.py``: each cell is still the whole program, from ``__main__`` to its exit status).
 """
 
 from __future__ import annotations
 
 import http.server
 import io
+import json
 import os
 import subprocess
 import sys
 import threading
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -178,9 +180,18 @@ def _cases(d: str, http: str) -> dict[str, tuple[list[str], str, str | None, boo
     return cases
 
 
+# One real ``python -m`` per command (the rest are forks of one process that imported the programs
+# once; see fork_cells.py): what a fork cannot show is the program failing while it is imported.
+WHOLE_PROCESS = ("stylize_image/checkpoint missing", "train/style image missing")
+# Not the __main__ modules the cells run; with what the programs import lazily (train: VGG, Ray Train).
+PRELOAD = ["torch", "jobs.batch.driver", "jobs.image.cli", "jobs.catalog.night", "jobs.video.driver",
+           "jobs.train.program", "ray.train.torch", "stylize_core.builder", "torchvision.models.vgg"]
+
+
 @pytest.fixture(scope="module")
-def results(files) -> dict[str, tuple[subprocess.CompletedProcess, str, str | None, bool]]:
-    """Every cell, run a few at a time (each is mostly a Python start-up waiting on imports)."""
+def results(files, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, str, str | None, bool]]:
+    """Every cell: the ones that start Ray as real processes one at a time (several local Rays starting
+    at once on 2 cores time out), with WHOLE_PROCESS; the others forked from one process."""
     d, http = str(files["dir"]), files["denied"]
     env = dict(os.environ, AWS_ENDPOINT_URL=http, STYLIZE_ALLOW_DOWNLOAD="0")
 
@@ -189,11 +200,17 @@ def results(files) -> dict[str, tuple[subprocess.CompletedProcess, str, str | No
                               timeout=TIMEOUT_S)
 
     cases = _cases(d, http)
-    early = [k for k in cases if not cases[k][3]]
-    with ThreadPoolExecutor(4) as pool:
-        procs = dict(zip(early, pool.map(run, [cases[k][0] for k in early])))
-    for k in cases:  # one Ray at a time: several local Rays starting at once on 2 cores time out
-        if cases[k][3]:
+    forked = [k for k in cases if not cases[k][3] and k not in WHOLE_PROCESS]
+    spec = tmp_path_factory.mktemp("cells") / "cells.json"
+    spec.write_text(json.dumps({"preload": PRELOAD, "parallel": 2, "cells": {k: cases[k][0] for k in forked}}))
+    server = subprocess.run([sys.executable, str(Path(__file__).with_name("fork_cells.py")), str(spec)], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert server.returncode == 0, server.stderr[-3000:]
+    procs = {k: subprocess.CompletedProcess(cases[k][0], r["returncode"], r["stdout"], r["stderr"])
+             for k, r in json.loads(server.stdout).items()}
+    assert sorted(procs) == sorted(forked)
+    for k in cases:
+        if k not in procs:
             procs[k] = run(cases[k][0])
     return {k: (procs[k], *cases[k][1:]) for k in cases}
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -97,11 +96,14 @@ def test_refuses_a_plan_that_would_hang_with_one_line(ray_local: None, tmp_path,
     assert not (tmp_path / "o").exists()
 
 
-def _crash_at_step(step_at: int) -> Callable[[], None]:
-    """A Ray worker_process_setup_hook: StyleTrainer.step raises once the trainer reaches ``step_at``
-    (after that step's update and any checkpoint of the previous one)."""
+def _crash_at_step(step_at: int) -> Callable[[dict], None]:
+    """The job's worker loop with StyleTrainer.step raising once the trainer reaches ``step_at`` (after
+    that step's update and any checkpoint of the previous one). Built in a function, so cloudpickle
+    ships it to the Train workers by value; it patches only the worker process it runs in (each fit
+    starts its own workers), so the tests' Ray is not restarted for it."""
 
-    def install() -> None:
+    def loop(loop_config: dict) -> None:
+        from jobs.train.worker import train_worker_loop
         from stylize_core.training import StyleTrainer
 
         original = StyleTrainer.step
@@ -113,52 +115,15 @@ def _crash_at_step(step_at: int) -> Callable[[], None]:
             return record
 
         StyleTrainer.step = step
+        try:
+            train_worker_loop(loop_config)
+        finally:
+            StyleTrainer.step = original
 
-    return install
-
-
-@contextlib.contextmanager
-def _ray_with_setup_hook(hook: Callable[[], None]) -> Iterator[None]:
-    """The tests' local Ray restarted with ``hook`` run in every worker process, then restored as
-    tests/jobs/conftest.py's ray_local made it."""
-    import ray
-
-    ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             runtime_env={"worker_process_setup_hook": hook})
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-        ray.data.DataContext.get_current().enable_progress_bars = False
+    return loop
 
 
-def test_config_file_gives_defaults_and_flags_override(tmp_path) -> None:
-    cfg = tmp_path / "train.yaml"
-    cfg.write_text("content: /data/coco\nstyle_image: /data/wave.jpg\noutput: /out\nsteps: 7\nimage_size: 64\n"
-                   "style_layers: [relu1_2, relu2_2]\nstyle_scales: [1.0, 0.5]\n")
-    args = train_settings.parse_args(["--config", str(cfg), "--steps", "9", "--content-layers", "relu1_2,relu2_2"])
-    assert (args.steps, args.image_size, args.content) == (9, 64, "/data/coco")
-    config = train.train_config_from_args(args)
-    assert config.style_layers == ("relu1_2", "relu2_2") and config.content_layers == ("relu1_2", "relu2_2")
-    assert config.style_scales == (1.0, 0.5) and config.style_name == "wave"
-    with pytest.raises(SystemExit):
-        train_settings.parse_args(["--content", "/data"])  # no --style-image / --output
-    cfg.write_text("stpes: 3\n")
-    with pytest.raises(SystemExit):
-        train_settings.parse_args(["--config", str(cfg)])  # a typo never goes unnoticed
-
-
-def test_history_csv_and_plot() -> None:
-    history = [{"step": i, "epoch": 0, "images": 2, "content": 1.0 / i, "style": 2.0 / i, "tv": 0.0, "total": 3.0 / i}
-               for i in range(1, 4)]
-    rows = list(csv.DictReader(io.StringIO(train.history_csv(history).decode())))
-    assert [int(r["step"]) for r in rows] == [1, 2, 3] and float(rows[1]["total"]) == pytest.approx(1.5)
-    assert train.history_plot_png(history, "t").startswith(b"\x89PNG")
-
-
-def test_two_workers_crash_resume_and_exports(ray_local: None, tmp_path) -> None:
+def test_two_workers_crash_resume_and_exports(ray_local: None, tmp_path, monkeypatch) -> None:
     content = tmp_path / "content"
     content.mkdir()
     for i in range(7):
@@ -171,7 +136,8 @@ def test_two_workers_crash_resume_and_exports(ray_local: None, tmp_path) -> None
             "--checkpoint-every", "2", *FAST]  # no --cpus-per-worker: the plan leaves a CPU for data loading
 
     # 7 good images over 2 workers: 3 per worker and epoch. Crash right after step 5.
-    with _ray_with_setup_hook(_crash_at_step(5)):
+    with monkeypatch.context() as m:
+        m.setattr(train, "train_worker_loop", _crash_at_step(5))
         assert train.main(train_settings.parse_args(argv)) == 1
     assert (out / "train" / "checkpoint_00000004" / train.STATE_FILE).exists()
     assert not (out / "final").exists()
