@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -88,8 +89,28 @@ def test_a_dropped_line_is_only_the_one_with_every_marker(capfd):
                                       "[stylize] ours\n\rbar\nafter\n")
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc"), reason="Ray's socket paths under a short temporary directory")
-def test_a_healthy_run_prints_progress_and_its_outcome_in_a_few_lines_with_no_error_level_line(tmp_path):
+def _processes_under(marker: str) -> list[tuple[int, str]]:
+    """Live processes whose command line mentions ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                state = f.read().rpartition(b")")[2].split()[0]
+        except OSError:
+            continue
+        if marker in cmd and state != b"Z":
+            found.append((int(entry), cmd[:160]))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc; Ray's sockets under a short temporary directory")
+def test_a_healthy_run_prints_a_few_lines_with_no_error_level_line_and_leaves_no_process(tmp_path):
+    """The job as a process of its own, as README's demo runs it: it starts its own Ray and stops it,
+    leaving no process behind, and prints its progress and outcome in a few lines."""
     src = tmp_path / "in"
     src.mkdir()
     rng = np.random.default_rng(0)
@@ -105,10 +126,17 @@ def test_a_healthy_run_prints_progress_and_its_outcome_in_a_few_lines_with_no_er
                                "--max-side", "64", "--vgg-weights", "random:0"],
                               cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, timeout=600)
+        # Ray's processes (raylet, GCS, the autoscaler monitor the job stops first, workers) are gone.
+        deadline = time.time() + 10
+        while _processes_under(ray_tmp) and time.time() < deadline:
+            time.sleep(0.2)
+        assert _processes_under(ray_tmp) == []
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "Traceback" not in proc.stdout
+    assert all((tmp_path / "out" / style / f"{name}.jpg").exists() for style in ("demo", "demo_slim") for name in "abc")
     assert [line for line in lines if ERROR_LINE.search(line)] == [], proc.stdout
     assert len(lines) < 15, proc.stdout
     # Ray Data's detail (execution plan, stats blocks, the hint that its bars are off) is in its log files only.

@@ -1,16 +1,10 @@
-"""A job's start and end: what refuses a run at start (one line, exit 2), and the job as a process of
-its own, starting and stopping its own Ray and leaving nothing behind."""
+"""A job's start: what refuses a run at start (one line, exit 2). The job as a process of its own,
+starting and stopping its own Ray and leaving nothing behind, is tests/jobs/test_console.py's healthy
+run (one process start serves both)."""
 
 from __future__ import annotations
 
-import os
 import pickle
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,48 +19,6 @@ from jobs.common.run_settings import demo_checkpoint
 # a Ray task or the actors) finds out that it is no style network.
 NOT_A_NETWORK = pickle.dumps(["not", "a", "network"], protocol=2)
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _processes_under(marker: str) -> list[tuple[int, str]]:
-    """Live processes whose command line mentions ``marker``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state = f.read().rpartition(b")")[2].split()[0]
-        except OSError:
-            continue
-        if marker in cmd and state != b"Z":
-            found.append((int(entry), cmd[:160]))
-    return found
-
-
-@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
-def test_job_process_starts_and_stops_its_own_ray_leaving_no_process(tmp_path):
-    src = tmp_path / "in"
-    src.mkdir()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(src / "a.png")
-    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths live under it
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(REPO)}
-    try:
-        proc = subprocess.run([sys.executable, "-m", "jobs.stylize", "--input", str(src), "--output", str(tmp_path / "out"),
-                               "--no-metrics", "--contact-sheet", "0", "--quiet"],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        assert "Traceback" not in proc.stderr
-        assert (tmp_path / "out" / "demo" / "a.jpg").exists() and (tmp_path / "out" / "demo_slim" / "a.jpg").exists()
-        # Ray's processes (raylet, GCS, the autoscaler monitor the job stops first, workers) are gone.
-        deadline = time.time() + 10
-        while _processes_under(ray_tmp) and time.time() < deadline:
-            time.sleep(0.2)
-        assert _processes_under(ray_tmp) == []
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.mark.usefixtures("ray_local")

@@ -326,7 +326,7 @@ def test_actor_that_cannot_load_its_weights_stops_the_run_with_exit_2(local_inpu
     code = stylize.cli(["--input", str(local_inputs), "--output", str(out), "--style", f"mosaic={checkpoints['mosaic']}",
                         "--vgg-weights", str(missing), "--quiet", "--run-id", "noweights"])
     assert code == 2
-    (line,) = [l for l in capsys.readouterr().err.splitlines() if l.startswith("[stylize] error:")]
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("[stylize] error:")]
     assert str(missing) in line and "Traceback" not in line
     assert not (out / "_runs").exists() and not list((out / "_metrics").rglob("*.parquet"))
 
