@@ -49,6 +49,25 @@ def layer_names(arch: str) -> list[str]:
     return names
 
 
+_WIDTHS = (64, 128, 256, 512, 512)  # output channels of each block's convolutions
+
+
+def make_trunk(arch: str) -> nn.Sequential:
+    """torchvision's ``vgg*.features`` (``make_layers(cfgs[...])`` without batch norm): the same modules
+    in the same order, so state dicts load unchanged and a seeded build draws the same random weights,
+    without importing torchvision (seconds per actor start), which only the ImageNet weights need."""
+    if arch not in _BLOCKS:
+        raise ValueError(f"unknown VGG architecture {arch!r}; choose one of {sorted(_BLOCKS)}")
+    modules: list[nn.Module] = []
+    channels = 3
+    for convs, width in zip(_BLOCKS[arch], _WIDTHS):
+        for _ in range(convs):
+            modules += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            channels = width
+        modules.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*modules)
+
+
 def _imagenet_weights(arch: str) -> "torchvision.models.WeightsEnum":  # noqa: F821
     import torchvision  # lazy: importing torchvision costs seconds, and only VGG needs it
 
@@ -144,21 +163,18 @@ class VGGFeatures(nn.Module):
 
         # Only the convolutional trunk: building the full classifier (120M parameters) just to drop
         # it would cost seconds per actor start.
-        import torchvision.models.vgg
-
-        cfg = torchvision.models.vgg.cfgs["D" if arch == "vgg16" else "E"]
         if weights.startswith("random:"):
             seed = int(weights.split(":", 1)[1])
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                features = torchvision.models.vgg.make_layers(cfg)
+                features = make_trunk(arch)
                 for module in features.modules():
                     if isinstance(module, nn.Conv2d):  # torchvision's own VGG init
                         nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
                         nn.init.zeros_(module.bias)
             self.loss_model = f"{arch}/random:{seed}"
         else:
-            features = torchvision.models.vgg.make_layers(cfg)
+            features = make_trunk(arch)
             if weights == "imagenet":
                 state = _features_state(_load_imagenet_state(
                     arch, downloads_allowed() if allow_download is None else allow_download))

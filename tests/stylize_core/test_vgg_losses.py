@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 from stylize_core.losses import StyleTargetCache, content_loss, gram_matrix, style_grams, style_loss, tv_loss
-from stylize_core.vgg import VGGFeatures, VGGWeightsError, imagenet_weights_path, layer_names
+from stylize_core.vgg import VGGFeatures, VGGWeightsError, imagenet_weights_path, layer_names, make_trunk
 
 
 def test_layer_names():
@@ -44,6 +44,23 @@ def test_random_weights_are_deterministic_and_recorded():
     torch.testing.assert_close(a(x)["relu3_1"], b(x)["relu3_1"])
     assert not torch.allclose(a(x)["relu3_1"], c(x)["relu3_1"])
     assert a.loss_model == "vgg19/random:7"
+
+
+@pytest.mark.parametrize(("arch", "cfg"), [("vgg16", "D"), ("vgg19", "E")])
+def test_trunk_is_torchvisions_features_module_for_module_and_draw_for_draw(arch, cfg):
+    """Built without torchvision, the trunk has torchvision's modules in its order, and a seeded build
+    draws the same weights (so random:SEED loss networks, and what was trained against them, stay)."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    torch.manual_seed(3)
+    ours = make_trunk(arch)
+    torch.manual_seed(3)
+    theirs = make_layers(cfgs[cfg])
+    assert repr(ours) == repr(theirs)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    for (key, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
+        assert torch.equal(a, b), key
+    assert len(ours) == len(layer_names(arch))
 
 
 def test_state_dict_file_torchvision_layout(tmp_path):
