@@ -214,44 +214,47 @@ def test_incremental_nights_on_s3(s3_bucket, s3_client, tmp_path, capsys):
     assert (n2["processed"], n2["skipped"], n2["deleted"], n2["errors"], n2["pipeline"]) == (0, 4, 0, 0, None)
     assert not keys("out/_metrics/run_id=n2/")
 
+    # The catalog changes and a new style arrives the same night: style a renders only what changed,
+    # the new style b renders every input.
     before = {k: modified(f"out/a/{k}.jpg") for k in ("a", "sub/d")}
     write_bytes_atomic(f"{src}/e.png", _png(10))
     write_bytes_atomic(f"{src}/sub/f.png", _png(11))
     write_bytes_atomic(f"{src}/b.png", _png(12))  # changed content -> new ETag
     s3_client.delete_object(Bucket=s3_bucket, Key="catalog/sub/c.png")
-    n3 = _night(cfg, "n3")
-    assert (n3["processed"], n3["skipped"], n3["deleted"], n3["errors"]) == (3, 2, 1, 0)
-    assert _rendered(out, "n3") == {("e.png", "a"), ("f.png", "a"), ("b.png", "a")}
+    write_bytes_atomic(f"{root}/models/b.pth", _checkpoint(1))
+    cfg2 = _config(tmp_path, src, out, {"a": f"{root}/models/a.pth", "b": f"{root}/models/b.pth"})
+    n3 = _night(cfg2, "n3")
+    assert (n3["processed"], n3["skipped"], n3["deleted"], n3["errors"]) == (3 + 5, 2, 1, 0)
+    assert (n3["plan"]["a"]["unchanged"], n3["plan"]["b"]["new"]) == (2, 5)
+    current = ("a.png", "b.png", "d.png", "e.png", "f.png")
+    assert _rendered(out, "n3") == {("e.png", "a"), ("f.png", "a"), ("b.png", "a")} | {(n, "b") for n in current}
+    # a.png and d.png went through the pipeline for style b; for style a their outputs stand (skipped rows).
+    assert {(r["input_uri"].rsplit("/", 1)[-1], r["style"]) for r in _metrics(out, "n3") if r["status"] != "ok"} == {
+        ("a.png", "a"), ("d.png", "a")}
     assert "out/a/sub/c.jpg" not in keys("out/a/")
     assert {k: modified(f"out/a/{k}.jpg") for k in before} == before  # untouched outputs not rewritten
     ledger = {(r["input_uri"], r["style"]): r for r in L.read_ledger(out).to_pylist()}
-    assert sorted(uri.rsplit("/", 1)[-1] for uri, _ in ledger) == ["a.png", "b.png", "d.png", "e.png", "f.png"]
+    assert sorted((uri.rsplit("/", 1)[-1], style) for uri, style in ledger) == sorted(
+        (n, style) for n in current for style in "ab")
     b_etag = s3_client.head_object(Bucket=s3_bucket, Key="catalog/b.png")["ETag"].strip('"')
     assert ledger[(f"{src}/b.png", "a")]["input_version"] == b_etag
-    assert keys("out/_catalog/provenance/a/") == {f"out/_catalog/provenance/a/{n}.jpg.json" for n in
-                                                  ("a", "b", "sub/d", "e", "sub/f")}
-
-    # A new style renders only itself.
-    write_bytes_atomic(f"{root}/models/b.pth", _checkpoint(1))
-    cfg2 = _config(tmp_path, src, out, {"a": f"{root}/models/a.pth", "b": f"{root}/models/b.pth"})
-    n4 = _night(cfg2, "n4")
-    assert (n4["processed"], n4["skipped"], n4["plan"]["b"]["new"], n4["plan"]["a"]["unchanged"]) == (5, 5, 5, 5)
-    assert {style for _, style in _rendered(out, "n4")} == {"b"}
-    assert {r["status"] for r in _metrics(out, "n4")} == {"ok"}  # no skipped rows for style a either
+    for style in "ab":
+        assert keys(f"out/_catalog/provenance/{style}/") == {f"out/_catalog/provenance/{style}/{n}.jpg.json" for n in
+                                                             ("a", "b", "sub/d", "e", "sub/f")}
 
     # A changed checkpoint re-renders that style only.
     write_bytes_atomic(f"{root}/models/a.pth", _checkpoint(2))
-    n5 = _night(cfg2, "n5")
-    assert (n5["processed"], n5["plan"]["a"]["changed"], n5["plan"]["b"]["unchanged"]) == (5, 5, 5)
-    assert {style for _, style in _rendered(out, "n5")} == {"a"}
+    n4 = _night(cfg2, "n4")
+    assert (n4["processed"], n4["plan"]["a"]["changed"], n4["plan"]["b"]["unchanged"]) == (5, 5, 5)
+    assert {style for _, style in _rendered(out, "n4")} == {"a"}
     ledger = L.read_ledger(out).to_pylist()
-    assert len(ledger) == 10 and {e["model_sha256"] for e in ledger if e["style"] == "a"} == {n5["style_sha256"]["a"]}
+    assert len(ledger) == 10 and {e["model_sha256"] for e in ledger if e["style"] == "a"} == {n4["style_sha256"]["a"]}
     assert all(exists(e["output_uri"]) for e in ledger)
     assert style_outputs(out) == {e["output_uri"] for e in ledger}
 
     history = L.read_history(out).to_pydict()
-    assert history["run_id"] == ["n1", "n2", "n3", "n4", "n5"]
-    assert history["processed"] == [4, 0, 3, 5, 5] and history["deleted"] == [0, 0, 1, 0, 0]
+    assert history["run_id"] == ["n1", "n2", "n3", "n4"]
+    assert history["processed"] == [4, 0, 8, 5] and history["deleted"] == [0, 0, 1, 0]
     assert set(history["status"]) == {"ok"}
 
 
