@@ -5,8 +5,9 @@ with every input exactly once in the metrics and once as an output, and no tempo
 What Ray cannot recover (injected on the session's local Ray) stops the job with one line after the
 rows it holds are written, and a rerun of the same run id completes the run.
 
-The cluster lives in its own temp dir (RAY_TMPDIR), as in tests/jobs/test_two_node.py; the
-session's local Ray, if it was running, is restarted afterwards.
+The cluster lives in its own temp dir (RAY_TMPDIR), as in tests/jobs/test_two_node.py; its head is
+shared by the module's tests, each adding a fresh worker node to lose. The tests on the session's
+local Ray come first; it is restarted after the last cluster test.
 """
 
 from __future__ import annotations
@@ -57,26 +58,41 @@ class TwoNodes:
         return self.worker.node_id
 
 
-@pytest.fixture
-def two_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[TwoNodes]:
+@pytest.fixture(scope="module")
+def head() -> Iterator[Cluster]:
+    """The cluster's head node, shared by the module's tests (each adds its own worker node); the
+    session's local Ray, if it was running, is restarted after the last of them."""
     was_running = ray.is_initialized()
     ray.shutdown()
+    mp = pytest.MonkeyPatch()
     temp = tempfile.mkdtemp(prefix="rn-", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
-    monkeypatch.setenv("RAY_TMPDIR", temp)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    mp.setenv("RAY_TMPDIR", temp)
+    mp.delenv("RAY_ADDRESS", raising=False)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": NODE_CPUS, "include_dashboard": False,
                                                             "_system_config": FAST_NODE_DEATH})
     try:
-        worker = cluster.add_node(num_cpus=NODE_CPUS)
-        cluster.wait_for_nodes()
-        yield TwoNodes(cluster, worker)
+        yield cluster
     finally:
         ray.shutdown()
         cluster.shutdown()
-        monkeypatch.undo()
+        mp.undo()
         shutil.rmtree(temp, ignore_errors=True)
         if was_running:  # as tests/jobs/conftest.py's ray_local started it
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+@pytest.fixture
+def two_nodes(head: Cluster) -> Iterator[TwoNodes]:
+    """The head and a fresh worker node; the test's driver connection ends with the test."""
+    worker = head.add_node(num_cpus=NODE_CPUS)
+    head.wait_for_nodes()
+    try:
+        yield TwoNodes(head, worker)
+    finally:
+        ray.shutdown()
+        if worker in head.worker_nodes:  # the test failed before removing it
+            head.remove_node(worker, allow_graceful=False)
 
 
 def _images(folder: Path, n: int) -> None:
@@ -130,10 +146,12 @@ class NodeRemoval(threading.Thread):
 
 
 def _actors(class_name: str) -> list[dict]:
-    """The GCS's actor table (no dashboard needed, unlike ray.util.state)."""
+    """This driver's job's actors in the GCS's actor table (no dashboard needed, unlike ray.util.state);
+    the module's earlier tests ran on the same head as other jobs."""
     from ray._private.state import actors
 
-    return [a for a in actors().values() if a["ActorClassName"] == class_name]
+    job = ray.get_runtime_context().get_job_id()
+    return [a for a in actors().values() if a["ActorClassName"] == class_name and a["JobID"] == job]
 
 
 def _temp_files(root: Path) -> list[Path]:
@@ -153,18 +171,7 @@ def _check_batch_outputs(out: Path, run_id: str) -> None:
     assert _temp_files(out) == []
 
 
-@pytest.mark.slow  # two raylets, a node death: ~95 s on 2 shared cores
-def test_batch_job_survives_losing_the_node_that_holds_the_attempt_ledger(two_nodes, tmp_path, monkeypatch):
-    """The issue's case: the crash-loop guard placed on the node that is lost. The guard is advisory
-    then: the stylize actors carry on without it, and the run completes."""
-    monkeypatch.setattr(ray_runtime, "attempt_ledger",
-                        functools.partial(ray_runtime.attempt_ledger, node_id=two_nodes.worker_id))
-    settings = stylize.parse_args(_batch_args(tmp_path, two_nodes.cluster.address, "lost-ledger"))
-    removal = NodeRemoval(two_nodes, tmp_path / "out" / "s", 6, "*.jpg")
-    summary = stylize.run(settings)
-    removal.check_mid_run(time.time())
-    assert summary["counts"] == {"ok": INPUTS} and summary["passed"]
-    _check_batch_outputs(tmp_path / "out", "lost-ledger")
+# ---------------------------------------------------------------- on the session's local Ray (first)
 
 
 @pytest.mark.parametrize("failure", ["raises", "stalls"])
@@ -206,6 +213,58 @@ def test_a_pipeline_failure_writes_the_rows_held_and_a_rerun_of_the_run_id_compl
     assert sorted(os.path.basename(u) for u in rows["input_uri"].to_pylist()) == _names(n, "png")
     assert rows["status"].to_pylist().count("skipped") == made >= held.num_rows  # the first run's outputs stand
     assert _temp_files(tmp_path / "out") == []
+
+
+def _dying_video_worker(base: type) -> type:
+    """``base`` whose every segment call kills its process, as a node lost again and again would.
+    Built in a function, so cloudpickle ships it to the workers by value."""
+
+    def segment(self, task):
+        os._exit(1)
+
+    return type(f"Dying{base.__name__}", (base,), {"segment": segment})
+
+
+def test_video_actor_lost_for_good_stops_with_one_line_and_a_rerun_completes(ray_local, tmp_path, monkeypatch, capsys):
+    from stylize_core.video import make_clip, pan_frames
+    from stylize_core.video.synthetic import sample_photo
+
+    from jobs.video import driver as video
+    from jobs.video import worker
+    from jobs.video.settings import parse_args as video_args
+
+    (tmp_path / "in").mkdir()
+    make_clip(str(tmp_path / "in" / "c0.mp4"), pan_frames(sample_photo("astronaut"), 12, (64, 48), seed=0), gop=6,
+              audio_hz=None)
+    settings = video_args(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--style",
+                           _style(tmp_path), "--segment-seconds", "0.25", "--warmup-frames", "2", "--vgg-weights",
+                           "random:0", "--no-metrics", "--preset", "ultrafast", "--quiet", "--contact-sheet", "0",
+                           "--actors", "1", "--run-id", "v1"])
+    monkeypatch.setattr(worker, "VideoWorker", _dying_video_worker(worker.VideoWorker))
+    assert video.main(settings) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[stylize_video] error")]
+    assert len(err) == 1 and "lost for good" in err[0] and "rerun with --run-id v1" in err[0]
+    monkeypatch.undo()
+    assert video.main(settings) == 0
+    rows = pq.read_table(tmp_path / "out" / "_metrics_video" / "run_id=v1").to_pylist()
+    assert [r["rel_path"] for r in rows] == ["c0.mp4"] and rows[0]["status"] == "ok"
+
+
+# ---------------------------------------------------------------- a node lost from a two-node cluster
+
+
+@pytest.mark.slow  # two raylets, a node death: ~95 s on 2 shared cores
+def test_batch_job_survives_losing_the_node_that_holds_the_attempt_ledger(two_nodes, tmp_path, monkeypatch):
+    """The issue's case: the crash-loop guard placed on the node that is lost. The guard is advisory
+    then: the stylize actors carry on without it, and the run completes."""
+    monkeypatch.setattr(ray_runtime, "attempt_ledger",
+                        functools.partial(ray_runtime.attempt_ledger, node_id=two_nodes.worker_id))
+    settings = stylize.parse_args(_batch_args(tmp_path, two_nodes.cluster.address, "lost-ledger"))
+    removal = NodeRemoval(two_nodes, tmp_path / "out" / "s", 6, "*.jpg")
+    summary = stylize.run(settings)
+    removal.check_mid_run(time.time())
+    assert summary["counts"] == {"ok": INPUTS} and summary["passed"]
+    _check_batch_outputs(tmp_path / "out", "lost-ledger")
 
 
 def test_video_job_reruns_the_lost_nodes_segments(two_nodes, tmp_path):
@@ -259,38 +318,3 @@ def test_catalog_night_commits_each_pair_once_when_a_node_is_lost(two_nodes, tmp
     _check_batch_outputs(out, "n1")
     head = two_nodes.cluster.head_node.node_id
     assert [a["Address"]["NodeID"] for a in _actors("_AttemptLedger")] == [head]
-
-
-def _dying_video_worker(base: type) -> type:
-    """``base`` whose every segment call kills its process, as a node lost again and again would.
-    Built in a function, so cloudpickle ships it to the workers by value."""
-
-    def segment(self, task):
-        os._exit(1)
-
-    return type(f"Dying{base.__name__}", (base,), {"segment": segment})
-
-
-def test_video_actor_lost_for_good_stops_with_one_line_and_a_rerun_completes(ray_local, tmp_path, monkeypatch, capsys):
-    from stylize_core.video import make_clip, pan_frames
-    from stylize_core.video.synthetic import sample_photo
-
-    from jobs.video import driver as video
-    from jobs.video import worker
-    from jobs.video.settings import parse_args as video_args
-
-    (tmp_path / "in").mkdir()
-    make_clip(str(tmp_path / "in" / "c0.mp4"), pan_frames(sample_photo("astronaut"), 12, (64, 48), seed=0), gop=6,
-              audio_hz=None)
-    settings = video_args(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--style",
-                           _style(tmp_path), "--segment-seconds", "0.25", "--warmup-frames", "2", "--vgg-weights",
-                           "random:0", "--no-metrics", "--preset", "ultrafast", "--quiet", "--contact-sheet", "0",
-                           "--actors", "1", "--run-id", "v1"])
-    monkeypatch.setattr(worker, "VideoWorker", _dying_video_worker(worker.VideoWorker))
-    assert video.main(settings) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[stylize_video] error")]
-    assert len(err) == 1 and "lost for good" in err[0] and "rerun with --run-id v1" in err[0]
-    monkeypatch.undo()
-    assert video.main(settings) == 0
-    rows = pq.read_table(tmp_path / "out" / "_metrics_video" / "run_id=v1").to_pylist()
-    assert [r["rel_path"] for r in rows] == ["c0.mp4"] and rows[0]["status"] == "ok"
