@@ -123,9 +123,16 @@ def _assert_clean(out: Path, *procs: subprocess.CompletedProcess) -> int:
     return len(files)
 
 
-# Each program started as users start it brings up its own local Ray: ~20-60 s apiece on a busy 2-core
-# machine; the batch job's test runs by default, the others are marked slow.
+# The batch job is started as the README's demo starts it, bringing up its own local Ray; the catalog
+# and the video job join the session's Ray with --address, as on a cluster (a Ray start and stop
+# fewer apiece), their workers' log lines still relayed to the process's output.
 SLOW = pytest.mark.slow
+
+
+def _session_address() -> str:
+    import ray
+
+    return ray.get_runtime_context().gcs_address
 FAST = ["--vgg-weights", "random:0", "--metrics-size", "32", "--metrics-sample", "1", "--max-side", "64"]
 
 
@@ -165,13 +172,14 @@ def test_local_cli_writes_and_prints_no_secret(urls, tmp_path):
 
 
 @SLOW
+@pytest.mark.usefixtures("ray_local")
 def test_catalog_writes_and_prints_no_secret(urls, tmp_path):
     out = tmp_path / "out"
     cfg = tmp_path / "nightly.yaml"
     cfg.write_text(yaml.safe_dump({"source": urls["images"], "output": str(out), "styles": {"mosaic": urls["ckpt"]},
                                    "style_images": {"mosaic": urls["style"]}, "vgg_weights": "random:0",
                                    "contact_sheet": 1, "metrics_size": 32, "max_side": 64}))
-    proc = _run("jobs.catalog", "--config", str(cfg), "--run-id", "n1")
+    proc = _run("jobs.catalog", "--config", str(cfg), "--run-id", "n1", "--address", _session_address())
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "_runs" / "n1.json").read_text())["processed"] == 2
     assert sorted(p.name for p in (out / "mosaic").iterdir()) == ["a.jpg", "b.jpg"]
@@ -221,12 +229,14 @@ def test_submit_redacts_its_lines_and_the_logs_it_relays(capsys):
 
 
 @SLOW
+@pytest.mark.usefixtures("ray_local")
 def test_video_job_writes_and_prints_no_secret(urls, tmp_path):
     out = tmp_path / "out"
     clips = _manifest(tmp_path / "clips.csv", [signed(urls["base"], "clip.mp4")])
     proc = _run("jobs.stylize_video", "--input", clips, "--output", str(out), "--style", f"mosaic={urls['ckpt']}",
                 "--run-id", "v1", "--segment-seconds", "0.2", "--warmup-frames", "2", "--loss-every", "4",
-                "--preset", "ultrafast", "--vgg-weights", "random:0", "--metrics-size", "32", "--max-side", "64")
+                "--preset", "ultrafast", "--vgg-weights", "random:0", "--metrics-size", "32", "--max-side", "64",
+                "--address", _session_address())
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "_runs_video" / "v1.json").read_text())["counts"]["ok"] == 1
     assert (out / "mosaic" / "clip.mp4").exists()
