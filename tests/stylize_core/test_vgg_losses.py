@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torchvision
 from torch import nn
+from torchvision.models.vgg import cfgs, make_layers
 
 from stylize_core.losses import StyleTargetCache, content_loss, gram_matrix, style_grams, style_loss, tv_loss
 from stylize_core.vgg import VGGFeatures, VGGWeightsError, imagenet_weights_path, layer_names, make_trunk
@@ -13,8 +13,9 @@ from stylize_core.vgg import VGGFeatures, VGGWeightsError, imagenet_weights_path
 
 def test_layer_names():
     v16, v19 = layer_names("vgg16"), layer_names("vgg19")
-    assert len(v16) == len(torchvision.models.vgg16().features) == 31
-    assert len(v19) == len(torchvision.models.vgg19().features) == 37
+    # vgg16().features is make_layers(cfgs["D"]) (vgg19: "E"), without building the classifiers
+    assert len(v16) == len(make_layers(cfgs["D"])) == 31
+    assert len(v19) == len(make_layers(cfgs["E"])) == 37
     assert v16[:5] == ["conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1"]
     assert v16[-2:] == ["relu5_3", "pool5"] and v19[-2:] == ["relu5_4", "pool5"]
     assert "relu3_4" in v19 and "relu3_4" not in v16
@@ -50,8 +51,6 @@ def test_random_weights_are_deterministic_and_recorded():
 def test_trunk_is_torchvisions_features_module_for_module_and_draw_for_draw(arch, cfg):
     """Built without torchvision, the trunk has torchvision's modules in its order, and a seeded build
     draws the same weights (so random:SEED loss networks, and what was trained against them, stay)."""
-    from torchvision.models.vgg import cfgs, make_layers
-
     torch.manual_seed(3)
     ours = make_trunk(arch)
     torch.manual_seed(3)
@@ -63,8 +62,17 @@ def test_trunk_is_torchvisions_features_module_for_module_and_draw_for_draw(arch
     assert len(ours) == len(layer_names(arch))
 
 
+def _torchvision_vgg16_state() -> dict[str, torch.Tensor]:
+    """vgg16().state_dict()'s keys: its features (torchvision's make_layers), and stand-ins for its
+    classifier's 120M parameters (0.5 GB to build, save and load), which the loader drops."""
+    state = {f"features.{k}": v for k, v in make_layers(cfgs["D"]).state_dict().items()}
+    for i in (0, 3, 6):
+        state |= {f"classifier.{i}.weight": torch.zeros(2, 2), f"classifier.{i}.bias": torch.zeros(2)}
+    return state
+
+
 def test_state_dict_file_torchvision_layout(tmp_path):
-    full = torchvision.models.vgg16().state_dict()
+    full = _torchvision_vgg16_state()
     path = tmp_path / "vgg16.pth"
     torch.save(full, path)
     vgg = VGGFeatures("vgg16", ["relu1_1"], str(path))
@@ -85,7 +93,7 @@ def test_imagenet_missing_names_the_file_to_stage(tmp_path, monkeypatch):
     assert expected in str(err.value)
     # staged in TORCH_HOME, it loads offline
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(torchvision.models.vgg16().state_dict(), expected)
+    torch.save(_torchvision_vgg16_state(), expected)
     assert VGGFeatures("vgg16", ["relu1_1"], "imagenet", allow_download=False).loss_model == "vgg16/imagenet"
 
 
