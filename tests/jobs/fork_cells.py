@@ -23,6 +23,7 @@ import json
 import os
 import runpy
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +68,23 @@ def _child(argv: list[str], out_path: str, err_path: str) -> None:
 def _read(path: str) -> str:
     with open(path, encoding="utf-8", errors="replace") as f:
         return f.read()
+
+
+def run_cells(cells: dict[str, list[str]], preload: list[str], *, cwd: str, env: dict[str, str] | None = None,
+              parallel: int = 2, timeout: float = 600) -> dict[str, subprocess.CompletedProcess]:
+    """Each cell's ``[module, arg, ...]`` run as ``python -m`` would, forked from one process that
+    imported ``preload`` first: ``{id: CompletedProcess}`` (the runner failing raises AssertionError)."""
+    with tempfile.TemporaryDirectory(prefix="cells") as tmp:
+        spec = os.path.join(tmp, "cells.json")
+        with open(spec, "w", encoding="utf-8") as f:
+            json.dump({"preload": preload, "parallel": parallel, "cells": cells}, f)
+        runner = subprocess.run([sys.executable, __file__, spec], cwd=cwd, env=env, capture_output=True, text=True,
+                                timeout=timeout)
+    assert runner.returncode == 0, runner.stderr[-3000:]
+    results = json.loads(runner.stdout)
+    assert sorted(results) == sorted(cells)
+    return {k: subprocess.CompletedProcess(cells[k], r["returncode"], r["stdout"], r["stderr"])
+            for k, r in results.items()}
 
 
 def main() -> None:

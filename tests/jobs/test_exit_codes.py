@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import http.server
 import io
-import json
 import os
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fork_cells import run_cells  # tests/jobs/fork_cells.py
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,7 +189,7 @@ PRELOAD = ["torch", "jobs.batch.driver", "jobs.image.cli", "jobs.catalog.night",
 
 
 @pytest.fixture(scope="module")
-def results(files, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, str, str | None, bool]]:
+def results(files) -> dict[str, tuple[subprocess.CompletedProcess, str, str | None, bool]]:
     """Every cell: the ones that start Ray as real processes one at a time (several local Rays starting
     at once on 2 cores time out), with WHOLE_PROCESS; the others forked from one process."""
     d, http = str(files["dir"]), files["denied"]
@@ -201,14 +201,7 @@ def results(files, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProc
 
     cases = _cases(d, http)
     forked = [k for k in cases if not cases[k][3] and k not in WHOLE_PROCESS]
-    spec = tmp_path_factory.mktemp("cells") / "cells.json"
-    spec.write_text(json.dumps({"preload": PRELOAD, "parallel": 2, "cells": {k: cases[k][0] for k in forked}}))
-    server = subprocess.run([sys.executable, str(Path(__file__).with_name("fork_cells.py")), str(spec)], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
-    assert server.returncode == 0, server.stderr[-3000:]
-    procs = {k: subprocess.CompletedProcess(cases[k][0], r["returncode"], r["stdout"], r["stderr"])
-             for k, r in json.loads(server.stdout).items()}
-    assert sorted(procs) == sorted(forked)
+    procs = run_cells({k: cases[k][0] for k in forked}, PRELOAD, cwd=str(ROOT), env=env, timeout=TIMEOUT_S)
     for k in cases:
         if k not in procs:
             procs[k] = run(cases[k][0])

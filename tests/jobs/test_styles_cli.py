@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 
+from fork_cells import run_cells  # tests/jobs/fork_cells.py
 from jobs import styles
 from stylize_core.checkpoint import save_style_model
 from stylize_core.transformer_net import NetConfig, TransformerNet
@@ -39,9 +40,13 @@ def test_s3_checkpoint(s3_client, s3_bucket: str, tmp_path, capsys) -> None:
 
 def test_bad_file_exits_2_with_one_line(tmp_path) -> None:
     (tmp_path / "notes.txt").write_text("not a model\n")
-    for target, reason in [(tmp_path / "notes.txt", "is not a PyTorch checkpoint"), (tmp_path, "is a directory"),
-                           (tmp_path / "missing.pth", "not found")]:
-        proc = subprocess.run([sys.executable, "-m", "jobs.styles", str(target)], cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
-        assert proc.returncode == 2 and proc.stdout == ""
+    cases = {"is not a PyTorch checkpoint": tmp_path / "notes.txt", "is a directory": tmp_path,
+             "not found": tmp_path / "missing.pth"}
+    # One as a process of its own, the others forked from one that imported the command once.
+    procs = {"not found": subprocess.run([sys.executable, "-m", "jobs.styles", str(tmp_path / "missing.pth")],
+                                         cwd=ROOT, capture_output=True, text=True, timeout=120)}
+    procs |= run_cells({reason: ["jobs.styles", str(target)] for reason, target in cases.items() if reason not in procs},
+                       ["stylize_core.checkpoint", "jobs.common.storage"], cwd=str(ROOT), timeout=120)
+    for reason, proc in procs.items():
+        assert proc.returncode == 2 and proc.stdout == "", (reason, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and reason in proc.stderr
