@@ -188,12 +188,24 @@ def _deferred(target: str | type) -> type:
     return type(target.rpartition(":")[2], (DeferredActor,), {"target": target, "__module__": __name__})
 
 
+# Rows per manifest block at most (more when one actor call or decode batch is larger). A block is one
+# task's output, which reaches the driver whole as one metrics table: without a cap the driver held
+# blocks of rows/64 rows, its memory growing with the catalog (40,000 inputs at 8-row windows: blocks
+# of 3,077 rows peaked 62 MiB above blocks of 625). Ray Data keeps ~13 KB per block on the driver
+# (measured), so smaller blocks cost about what they save at 10^7 rows: docs/benchmarks.md.
+MAX_BLOCK_ROWS = 4096
+
+
 def read_blocks(rows: int, rows_per_call: int, max_actors: int) -> int:
     """How many blocks the manifest is read as: about one actor call (fused) or one decode task
     batch (split) each, capped at 64 per actor the pool may grow to, so decode parallelism follows
-    the planned pool (not the CPUs present at submit time) and a block retried after an actor dies
+    the planned pool (not the CPUs present at submit time), but never fewer than blocks of
+    :data:`MAX_BLOCK_ROWS` rows (or of one call, when a call is larger): the driver then holds a
+    bounded number of rows however large the catalog, and a block retried after an actor dies
     repeats little work."""
-    return max(1, min(-(-rows // max(1, rows_per_call)), 64 * max(1, max_actors)))
+    per_call = max(1, rows_per_call)
+    planned = min(-(-rows // per_call), 64 * max(1, max_actors))
+    return max(1, planned, -(-rows // max(MAX_BLOCK_ROWS, per_call)))
 
 
 def stylize_dataset(

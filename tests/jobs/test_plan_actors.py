@@ -81,6 +81,6 @@ def test_actor_range_flag():
 
 def test_read_blocks_follow_the_planned_pool_not_the_cpus():
     assert ray_runtime.read_blocks(10**6, 16, max_actors=8) == 64 * 8  # GPU pool that may grow to 8
-    assert ray_runtime.read_blocks(10**6, 16, max_actors=1) == 64
+    assert ray_runtime.read_blocks(10**5, 16, max_actors=1) == 64
     assert ray_runtime.read_blocks(100, 16, max_actors=8) == 7  # a block per task batch at least
     assert ray_runtime.read_blocks(0, 16, max_actors=1) == 1
