@@ -10,7 +10,7 @@
   :func:`~stylize_core.adain_demo.heldout_styles` (other generators, palettes and a photograph) are
   never trained on: the benchmark and the tests use them.
 
-    python -m stylize_core.predictor_demo --out OUT.pth [--steps N] [--time-limit S] [--threads T]
+    python -m stylize_core.predictor_demo --out OUT.pth [--steps N] [--time-limit S] [--cpu-limit S] [--threads T]
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Train the demo style predictor on scikit-image photos and procedural styles.")
     p.add_argument("--out", required=True, metavar="OUT.pth", help="where to write the one-file checkpoint")
     p.add_argument("--steps", type=int, default=PredictorTrainConfig.steps)
-    p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--time-limit", type=float, default=None, help="stop after this many wall-clock seconds")
+    p.add_argument("--cpu-limit", type=float, default=None, help="stop after this many seconds of CPU time (all threads)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--width", type=float, default=PredictorTrainConfig.width)
     p.add_argument("--seed", type=int, default=0)
@@ -41,8 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     config = PredictorTrainConfig(steps=args.steps, width=args.width, seed=args.seed)
-    model, recipe = train(config, demo_content_images(), adain_demo.training_styles(), time_limit=args.time_limit)
-    recipe.update(threads=args.threads, torch=torch.__version__, time_limit=args.time_limit)
+    model, recipe = train(config, demo_content_images(), adain_demo.training_styles(), time_limit=args.time_limit,
+                          cpu_limit=args.cpu_limit)
+    recipe.update(threads=args.threads, torch=torch.__version__, time_limit=args.time_limit, cpu_limit=args.cpu_limit)
     data = predictor_checkpoint_bytes(model, {"demo": 1, "training": json.dumps(recipe)}, half=True)
     Path(args.out).write_bytes(data)
     print(f"trained {recipe['steps_done']} steps in {recipe['train_seconds']} s -> {args.out} ({len(data)} bytes)")

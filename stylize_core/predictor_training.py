@@ -143,18 +143,22 @@ class PredictorTrainer:
 
 
 def train(config: PredictorTrainConfig, content: Sequence[np.ndarray], styles: Mapping[str, np.ndarray], *,
-          log_every: int = 50, time_limit: float | None = None, model: StylePredictorModel | None = None
-          ) -> tuple[StylePredictorModel, dict[str, Any]]:
-    """Train for ``config.steps`` steps (or until ``time_limit`` seconds); the model and its recipe."""
+          log_every: int = 50, time_limit: float | None = None, cpu_limit: float | None = None,
+          model: StylePredictorModel | None = None) -> tuple[StylePredictorModel, dict[str, Any]]:
+    """Train for ``config.steps`` steps, or until ``time_limit`` wall seconds or ``cpu_limit`` seconds of
+    this process's CPU time (all threads; on a shared machine the fair budget); the model and its recipe."""
     trainer = PredictorTrainer(config, content, styles, model=model)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(config.steps):
         losses = trainer.step()
         n = trainer.steps_done
         if log_every and (n == 1 or n % log_every == 0):
             print(f"step {n}/{config.steps} " + " ".join(f"{k} {v:.4g}" for k, v in losses.items())
-                  + f" {time.perf_counter() - start:.0f} s", flush=True)
+                  + f" {time.perf_counter() - start:.0f} s, cpu {time.process_time() - cpu_start:.0f} s", flush=True)
         if time_limit is not None and time.perf_counter() - start > time_limit:
             break
+        if cpu_limit is not None and time.process_time() - cpu_start > cpu_limit:
+            break
     trainer.set_content_embedding()
-    return trainer.model.eval(), trainer.recipe(train_seconds=round(time.perf_counter() - start, 1))
+    return trainer.model.eval(), trainer.recipe(train_seconds=round(time.perf_counter() - start, 1),
+                                                cpu_seconds=round(time.process_time() - cpu_start, 1))
