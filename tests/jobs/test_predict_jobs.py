@@ -122,3 +122,17 @@ def test_batch_job_missing_style_image_exits_2_with_one_line(assets, tmp_path, c
     assert stylize.main(stylize.parse_args(argv)) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(err) == 1 and str(missing) in err[0] and "not found" in err[0] and "Traceback" not in err[0]
+
+
+def test_video_settings_take_style_images_and_the_demo_predictor(assets, tmp_path):
+    from jobs.video.driver import _styles
+    from jobs.video.settings import parse_args as video_args
+
+    settings = video_args(["--input", str(assets / "in"), "--output", str(tmp_path), "--method", "predict",
+                           "--style-image", f"wave={assets / 'wave.png'}", "--style-image", f"ink={assets / 'ink.png'}",
+                           "--mix", "both=wave:1,ink:1"])
+    assert settings.predictor == demo_predictor_checkpoint() and settings.styles == {}
+    assert settings.style_names == ["wave", "ink", "both"]
+    assert _styles(settings, {})["both"]["predictor"] == demo_predictor_checkpoint()
+    with pytest.raises(SystemExit):
+        video_args(["--input", str(assets / "in"), "--output", str(tmp_path), "--predictor", "x.pth"])
