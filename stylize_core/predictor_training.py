@@ -76,37 +76,56 @@ def random_crops(images: Sequence[np.ndarray], n: int, side: int, rng: np.random
 
 
 class PredictorTrainer:
-    """One optimiser over the predictor and the transformer; :meth:`step` runs one training step."""
+    """One optimiser over the predictor and the transformer; :meth:`step` runs one training step.
 
-    def __init__(self, config: PredictorTrainConfig, content: Sequence[np.ndarray], styles: Mapping[str, np.ndarray],
-                 *, model: StylePredictorModel | None = None, opener=None) -> None:
-        if not content or not styles:
-            raise ValueError("training a style predictor needs content images and style images")
+    ``content``: images to cut random crops from when :meth:`step` is given no batch (the demo); the
+    Ray Train job hands each step its batch of crops instead. ``content_embedding`` follows the content
+    crops' embeddings as an exponential moving average (decay 0.99); :meth:`set_content_embedding`
+    replaces it by the exact mean over ``content`` at the end when the images are at hand.
+    """
+
+    EMA = 0.99
+
+    def __init__(self, config: PredictorTrainConfig, content: Sequence[np.ndarray] | None,
+                 styles: Mapping[str, np.ndarray], *, model: StylePredictorModel | None = None, opener=None,
+                 device: torch.device | str = "cpu") -> None:
+        if not styles:
+            raise ValueError("training a style predictor needs style images")
         self.config = config
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
+        self.device = torch.device(device)
         self.model = model if model is not None else StylePredictorModel(config.predictor_config())
-        self.content, self.styles = list(content), list(styles.values())
+        self.model.to(self.device)
+        self.raw_model = self.model  # self.model may become a DDP wrapper (jobs.train)
+        self.content, self.styles = list(content or []), list(styles.values())
         self.style_names = list(styles)
         self.content_layers, self.style_layers = resolve_layers(config.vgg, config.content_layers, config.style_layers)
         self.loss_net = build_loss_network(config.vgg, config.vgg_weights,
                                            tuple(dict.fromkeys(self.content_layers + self.style_layers)), opener=opener)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.steps_done = 0
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
         # each style image once at the predictor's size: its Gram targets and the predictor's input
         with torch.no_grad():
-            self._style_inputs = [style_tensor(s, config.style_size) for s in self.styles]
+            self._style_inputs = [style_tensor(s, config.style_size).to(self.device) for s in self.styles]
             self._grams = []
             for x in self._style_inputs:
                 feats = self.loss_net(x)
                 self._grams.append({k: gram_matrix(feats[k]) for k in self.style_layers})
 
-    def step(self) -> dict[str, float]:
+    def step(self, crops: torch.Tensor | None = None) -> dict[str, float]:
+        """One optimiser step on ``crops`` (B, 3, S, S) 0..255, or on random crops of ``content``."""
         c = self.config
         self.model.train()
-        k = max(1, min(c.styles_per_step, c.batch_size))
+        if crops is None:
+            if not self.content:
+                raise ValueError("no content batch given and no content images to crop")
+            crops = random_crops(self.content, c.batch_size, c.image_size, self.rng)  # (B, 3, S, S)
+        crops = crops.to(self.device).float()
+        k = max(1, min(c.styles_per_step, len(crops)))
         picks = self.rng.choice(len(self.styles), size=k, replace=len(self.styles) < k)
-        crops = random_crops(self.content, c.batch_size, c.image_size, self.rng)  # (B, 3, S, S)
         totals = dict.fromkeys(LOSS_KEYS, 0.0)
         self.opt.zero_grad(set_to_none=True)
         for part, s in zip(crops.chunk(k), picks, strict=False):
@@ -123,15 +142,38 @@ class PredictorTrainer:
                 totals[key] += float(v.detach()) / k
         self.opt.step()
         self.steps_done += 1
+        with torch.no_grad():  # alpha's origin: where content images' own embeddings lie
+            e = self.raw_model.predictor.embed(crops).mean(0)
+            ce = self.raw_model.content_embedding
+            ce.copy_(e if self.steps_done == 1 else self.EMA * ce + (1 - self.EMA) * e)
+        record = {"step": self.steps_done, "epoch": self.epoch, "images": len(crops), **totals}
+        self.history.append(record)
         return totals
+
+    @property
+    def step_count(self) -> int:  # the name the Ray Train loop's checkpoint reporting reads
+        return self.steps_done
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs (a torch.load(weights_only=True)-safe dict)."""
+        return {"model": self.raw_model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.steps_done,
+                "epoch": self.epoch, "history": self.history, "config": asdict(self.config),
+                "loss_model": self.loss_net.loss_model}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.raw_model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.steps_done, self.epoch = int(state["step"]), int(state["epoch"])
+        self.history = [dict(r) for r in state["history"]]
+        self.rng = np.random.default_rng([self.config.seed, self.steps_done])  # a resumed run draws on
 
     @torch.no_grad()
     def set_content_embedding(self) -> None:
         """``content_embedding``: the mean embedding of the training content images (alpha's origin)."""
-        self.model.eval()
-        size = self.model.config.style_size
-        e = torch.stack([self.model.predictor.embed(style_tensor(img, size))[0] for img in self.content])
-        self.model.content_embedding.copy_(e.mean(0))
+        model = self.raw_model.eval()
+        size = model.config.style_size
+        e = torch.stack([model.predictor.embed(style_tensor(img, size).to(self.device))[0] for img in self.content])
+        model.content_embedding.copy_(e.mean(0))
 
     def recipe(self, **extra: Any) -> dict[str, Any]:
         """The config with the resolved layers and the steps done (what the checkpoint records)."""
@@ -160,5 +202,5 @@ def train(config: PredictorTrainConfig, content: Sequence[np.ndarray], styles: M
         if cpu_limit is not None and time.process_time() - cpu_start > cpu_limit:
             break
     trainer.set_content_embedding()
-    return trainer.model.eval(), trainer.recipe(train_seconds=round(time.perf_counter() - start, 1),
+    return trainer.raw_model.eval(), trainer.recipe(train_seconds=round(time.perf_counter() - start, 1),
                                                 cpu_seconds=round(time.process_time() - cpu_start, 1))
