@@ -136,3 +136,14 @@ def test_video_settings_take_style_images_and_the_demo_predictor(assets, tmp_pat
     assert _styles(settings, {})["both"]["predictor"] == demo_predictor_checkpoint()
     with pytest.raises(SystemExit):
         video_args(["--input", str(assets / "in"), "--output", str(tmp_path), "--predictor", "x.pth"])
+
+
+def test_cli_without_predictor_uses_the_shipped_demo(assets, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    settings = parse_args([str(assets / "in" / "a.png"), "--method", "predict", "--style-image",
+                           str(assets / "wave.png"), "--json", "-o", str(out)])
+    assert settings.predictor == demo_predictor_checkpoint()
+    assert main(settings) == 0
+    assert decode_image(out.read_bytes()).shape == (24, 32, 3)
+    row = json.loads(capsys.readouterr().out)
+    assert row["status"] == "ok" and row["method"] == "predict"
