@@ -276,3 +276,32 @@ def test_missing_style_image_is_a_setup_error(files):
     spec = _spec(files, style_images={"a": str(files / "nope.png")})
     with pytest.raises(SetupError, match="style 'a'.*not found"):
         build_stylizer(spec, read)
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_trainer_steps_saves_and_resumes():
+    from stylize_core.predictor_training import PredictorTrainConfig, PredictorTrainer
+
+    config = PredictorTrainConfig(steps=2, image_size=32, batch_size=2, embedding=8, style_size=32, vgg="texture:1",
+                                  style_layers=("o0k1", "o0k3"))
+    content = [_image(1, 48, 40), _image(2, 40, 48)]
+    styles = {"a": _style(5), "b": _style(7)}
+    trainer = PredictorTrainer(config, content, styles)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    losses = [trainer.step() for _ in range(2)]
+    assert all(np.isfinite(v) for r in losses for v in r.values()) and trainer.steps_done == 2
+    after = trainer.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if k != "content_embedding")
+    assert not torch.equal(after["content_embedding"], before["content_embedding"])  # follows the content
+    state = trainer.state_dict()
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    resumed = PredictorTrainer(config, content, styles)
+    resumed.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    assert resumed.steps_done == 2 and [r["step"] for r in resumed.history] == [1, 2]
+    for k, v in resumed.model.state_dict().items():
+        assert torch.equal(v, after[k])
+    resumed.step()
+    assert resumed.history[-1]["step"] == 3
