@@ -35,16 +35,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cpu-limit", type=float, default=None, help="stop after this many seconds of CPU time (all threads)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--width", type=float, default=PredictorTrainConfig.width)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="data order (use another when continuing with --init)")
+    p.add_argument("--init", default=None, metavar="CKPT", help="continue from this predictor checkpoint (a fresh "
+                   "optimiser; the earlier runs' recipes are kept under 'continued')")
     args = p.parse_args(argv)
     from . import adain_demo
     from .training_demo import demo_content_images
 
     torch.set_num_threads(args.threads)
     config = PredictorTrainConfig(steps=args.steps, width=args.width, seed=args.seed)
+    init, before = None, []
+    if args.init:
+        from .predictor_checkpoint import load_predictor
+
+        loaded = load_predictor(args.init, lambda uri: Path(uri).read_bytes())
+        init = loaded.model.train().requires_grad_(True)
+        earlier = json.loads(loaded.metadata["training"])
+        before = earlier.pop("continued", []) + [earlier]  # oldest first
     model, recipe = train(config, demo_content_images(), adain_demo.training_styles(), time_limit=args.time_limit,
-                          cpu_limit=args.cpu_limit)
+                          cpu_limit=args.cpu_limit, model=init)
     recipe.update(threads=args.threads, torch=torch.__version__, time_limit=args.time_limit, cpu_limit=args.cpu_limit)
+    if before:
+        recipe["continued"] = before
     data = predictor_checkpoint_bytes(model, {"demo": 1, "training": json.dumps(recipe)}, half=True)
     Path(args.out).write_bytes(data)
     print(f"trained {recipe['steps_done']} steps in {recipe['train_seconds']} s -> {args.out} ({len(data)} bytes)")

@@ -16,10 +16,10 @@ from stylize_core.predictor import StylePredictorModel
 from stylize_core.predictor_checkpoint import load_predictor
 from stylize_core.transformer_net import NetConfig
 
-# Measured on camera, 128 px (2026-12-07): crackle 0.987 and gravel 0.907 for the shipped file, 1.532 and
-# 1.341 for an untrained predictor of the same size (1 = as far from the style as the photo). The demo
-# is weak (201 steps; docs/methods/predict.md): it beats the untrained network, not the photo by much.
-RATIO_BOUND = 1.2
+# Measured on camera, 128 px (2026-12-07): plaid 0.662, crackle 0.666 and gravel 0.566 for the shipped
+# file, 1.522, 1.532 and 1.341 for an untrained predictor of the same size (1 = as far from the style as the photo, so the
+# bound says: closer to the style's statistics than the photo was).
+RATIO_BOUND = 1.0
 
 
 def _read(uri: str) -> bytes:
@@ -63,11 +63,11 @@ def test_the_demo_styles_a_photo_towards_styles_it_never_saw(demo, content):
     untrained = StylePredictorModel(demo.model.config).eval()
     styles = adain_demo.heldout_styles()
     outputs = {}
-    for name in ("crackle", "gravel"):
+    for name in ("plaid", "crackle", "gravel"):
         style = styles[name]
         outputs[name] = _output(demo.model, content, style)
         assert adain_demo.output_ratio(content, outputs[name], style, levels) < RATIO_BOUND
         # the bound is one an untrained predictor of the same size fails
         assert adain_demo.output_ratio(content, _output(untrained, content, style), style, levels) > RATIO_BOUND
-    a, b = (outputs[n].astype(float) for n in ("crackle", "gravel"))
+    a, b = (outputs[n].astype(float) for n in ("plaid", "gravel"))
     assert a.std() > 20 and np.abs(a - b).mean() > 10  # different styles, different outputs
