@@ -70,11 +70,13 @@ class StylizerSpec:
     # one-file checkpoint as adain_decoder alone; alpha blends the AdaIN features with the content's
     adain_encoder: str = ""
     adain_decoder: str = ""
-    alpha: float = 1.0
+    alpha: float = 1.0  # adain and predict: style strength
+    # style predictor (stylize_core.methods.predict): its one-file checkpoint ("" = the shipped demo)
+    predictor: str = ""
 
     @property
     def style_names(self) -> list[str]:
-        if self.method == "adain":  # styles are style images, plus interpolations of them (mixes)
+        if self.method in ("adain", "predict"):  # styles are style images, plus interpolations of them (mixes)
             return list(self.style_images) + [n for n in self.mixes if n not in self.style_images]
         extra = [n for n in self.style_images if n not in self.styles] if self.method == "optimize" else []
         return list(self.styles) + extra

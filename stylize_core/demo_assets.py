@@ -19,3 +19,9 @@ def demo_adain() -> str:
     """The demo AdaIN model (random-filter encoder built from its seed, trained decoder): what
     ``--method adain`` runs without --encoder/--decoder."""
     return asset_path("demo_adain.pth")
+
+
+def demo_predictor() -> str:
+    """The demo style predictor (slim TransformerNet + predictor, trained on procedural styles): what
+    ``--method predict`` runs without --predictor."""
+    return asset_path("demo_predictor.pth")

@@ -15,7 +15,7 @@ import torch
 from .backends import BackendError
 from .builder import BuiltStylizer, Opener, SetupError, StylizerSpec, check_device, load_checkpoints
 from .checkpoint import StyleModel
-from .methods import adain, feedforward, optimize
+from .methods import adain, feedforward, optimize, predict
 from .vgg import VGGWeightsError
 
 Build = Callable[[StylizerSpec, Opener, torch.device, Mapping[str, StyleModel], dict[str, str]], BuiltStylizer]
@@ -32,6 +32,7 @@ METHODS: dict[str, Method] = {
     "feedforward": Method(feedforward.build, True, "style networks (Johnson et al.), single- and multi-style"),
     "optimize": Method(optimize.build, False, "per-image Gatys optimisation towards a style image"),
     "adain": Method(adain.build, False, "AdaIN (Huang & Belongie): any style image, pytorch-AdaIN's weights"),
+    "predict": Method(predict.build, False, "style prediction (Ghiasi et al.): any style image, one feed-forward pass"),
 }
 
 

@@ -61,10 +61,10 @@ class JobSettings(RunSettings):
         demo = self.input is None
         self.check_adain()
         styles = self.styles
-        if not styles and not (self.method in ("optimize", "adain") and self.style_images):
+        if not styles and not ((self.method == "optimize" or self.styles_are_images) and self.style_images):
             # both demo networks, so the contact sheet shows the full and the slim one side by side
             styles = {"demo": demo_checkpoint(), "demo_slim": demo_checkpoint(slim=True)}
-        if self.method != "adain" and set(self.mixes) - set(styles):
+        if not self.styles_are_images and set(self.mixes) - set(styles):
             raise ValueError(f"--mix names {sorted(set(self.mixes) - set(styles))} match no --style")
         if self.method == "feedforward" and set(self.style_images) - set(styles):
             raise ValueError(f"--style-image names {sorted(set(self.style_images) - set(styles))} match no --style")

@@ -55,6 +55,8 @@ def style_digests(settings: JobSettings, options: StorageOptions) -> dict[str, s
     blend's weights re-renders it."""
     if settings.method == "adain":
         return adain_digests(settings, options)
+    if settings.method == "predict":
+        return predictor_digests(settings, options)
     out = {}
     for name in settings.style_names:
         if name in settings.styles:  # unusable bytes stop the night here, before anything is planned
@@ -91,6 +93,26 @@ def adain_digests(settings: JobSettings, options: StorageOptions) -> dict[str, s
         except ValueError as exc:
             raise stop(f"--mix {name}: {exc}") from None
         out[name] = adain_style_id(dec, settings.alpha, [(images[n], w) for n, w in zip(names, weights) if w > 0])
+    return out
+
+
+def predictor_digests(settings: JobSettings, options: StorageOptions) -> dict[str, str]:
+    """Predicted styles' ids as the actors record them (stylize_core.predictor_identity): the style
+    images' hashes with the predictor checkpoint's id and alpha, so changing any re-renders the style."""
+    from stylize_core.predictor_identity import predictor_model_id, predictor_style_id
+    from stylize_core.style_mix import normalize_weights
+
+    model = predictor_model_id(read_file("style predictor", settings.predictor, options))
+    images = {name: hashlib.sha256(read_file("style image", uri, options, f"style {name!r}")).hexdigest()
+              for name, uri in settings.style_images.items()}
+    names = list(images)
+    out = {name: predictor_style_id(model, settings.alpha, [(digest, 1.0)]) for name, digest in images.items()}
+    for name, selection in settings.mixes.items():
+        try:
+            weights = normalize_weights(selection, names)
+        except ValueError as exc:
+            raise stop(f"--mix {name}: {exc}") from None
+        out[name] = predictor_style_id(model, settings.alpha, [(images[n], w) for n, w in zip(names, weights) if w > 0])
     return out
 
 
@@ -150,7 +172,7 @@ def _with_sources(todo: pa.Table, sources: dict[str, str]) -> pa.Table:
 def _render(settings: JobSettings, todo: pa.Table, on_rows: Callable[[pa.Table], None]) -> dict:
     """Run the batch job on exactly these pairs, streaming its rows to ``on_rows``; returns its summary."""
     styles = set(pc.unique(todo.column("style")).to_pylist())  # no work tonight: no model load, no rows
-    if settings.method == "adain":  # a mix needs its style images loaded, rendered tonight or not
+    if settings.styles_are_images:  # adain, predict: a mix needs its style images loaded, rendered tonight or not
         sub = settings.replace(mixes={s: m for s, m in settings.mixes.items() if s in styles},
                                rendered_styles=[s for s in settings.style_names if s in styles])
     else:

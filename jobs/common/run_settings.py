@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, fie
 from jobs.common.cli_settings import option, pairs_to_mapping, parse_bytes, parse_selection
 from jobs.common.storage import StorageOptions
 from stylize_core.demo_assets import demo_adain as demo_adain_checkpoint  # torch-free
+from stylize_core.demo_assets import demo_predictor as demo_predictor_checkpoint
 from stylize_core.demo_assets import demo_style_network as demo_checkpoint  # noqa: F401  (the programs import it from here)
 
 DEFAULT_OUTPUT = "./out"
@@ -112,22 +113,26 @@ class RunSettings(BaseModel):
     endpoint_url: str | None = option(None, "S3 endpoint (default: AWS_ENDPOINT_URL or AWS's own)", group=GROUP_IO)
     region: str | None = option(None, "S3 region (default: from the AWS environment/config)", group=GROUP_IO)
     profile: str | None = option(None, "AWS profile for credentials (default: the standard AWS chain)", group=GROUP_IO)
-    method: Literal["feedforward", "optimize", "adain"] = option(
+    method: Literal["feedforward", "optimize", "adain", "predict"] = option(
         "feedforward", "feedforward: the style networks (Johnson et al.); optimize: per-image Gatys optimisation "
         "against --style-image (slow; for small, high-value sets); adain: any --style-image through pytorch-AdaIN's "
-        "--encoder/--decoder, or the shipped demo model without them (docs/methods/adain.md)", group=GROUP_MODEL)
+        "--encoder/--decoder, or the shipped demo model without them (docs/methods/adain.md); predict: any --style-image "
+        "through a style-predicting network, --predictor or the shipped demo (docs/methods/predict.md)", group=GROUP_MODEL)
     encoder: str | None = option(None, "adain: the encoder, pytorch-AdaIN's vgg_normalised.pth (path or URI)",
                                  metavar="URI", group=GROUP_MODEL, min_length=1)
     decoder: str | None = option(None, "adain: the decoder, pytorch-AdaIN's decoder.pth (with --encoder), or this "
                                  "project's one-file AdaIN checkpoint (alone); default: the shipped demo model", metavar="URI", group=GROUP_MODEL,
                                  min_length=1)
+    predictor: str | None = option(None, "predict: the style predictor's one-file checkpoint (path or URI); "
+                                   "default: the shipped demo model", metavar="URI", group=GROUP_MODEL, min_length=1)
     alpha: float = option(1.0, "adain: style strength in feature space, 0 (the decoded content) .. 1 (full style); "
+                          "predict: the same in the style embedding (0: the training photos' mean embedding); "
                           "part of each style's identity", group=GROUP_MODEL, ge=0, le=1)
     mixes: MixMap = option({}, "which style of a multi-style checkpoint NAME renders: an index or a style name "
                            "(`--mix warm=3`), or a blend with weights normalised to sum to one (`--mix "
                            "warm=3:0.5,wave:0.5`); a blend is a style of its own (its own model id). In YAML: "
                            "`mix: {warm: {3: 0.5, wave: 0.5}}`. `python -m jobs.styles CHECKPOINT` lists the styles. "
-                           "With --method adain, a new style interpolating --style-image styles: "
+                           "With --method adain or predict, a new style interpolating --style-image styles: "
                            "`--mix both=wave:0.5,ink:0.5`",
                            flag="--mix", metavar="NAME=SPEC", group=GROUP_IO)
     optimize_steps: int = option(100, "optimize: steps per pyramid level", group=GROUP_MODEL, ge=1)
@@ -211,28 +216,38 @@ class RunSettings(BaseModel):
     @property
     def style_names(self) -> list[str]:
         """Styles of this run: the checkpoints, plus (optimize) styles given only as a style image; for
-        adain, the style images and their mixes."""
-        if self.method == "adain":  # style images, and interpolations of them (--mix NEW=A:W,B:W)
+        adain and predict, the style images and their mixes."""
+        if self.styles_are_images:  # style images, and interpolations of them (--mix NEW=A:W,B:W)
             names = list(self.style_images) + [n for n in self.mixes if n not in self.style_images]
             return names if self.rendered_styles is None else [n for n in names if n in self.rendered_styles]
         extra = [n for n in self.style_images if n not in self.styles] if self.method == "optimize" else []
         return list(self.styles) + extra
 
+    @property
+    def styles_are_images(self) -> bool:
+        """adain and predict: styles are style images (and mixes of them), not checkpoints."""
+        return self.method in ("adain", "predict")
+
     def check_adain(self) -> None:
-        """``--method adain``'s options, or ValueError (one line): weights, style images, no --style.
-        Without --encoder/--decoder the decoder becomes the shipped demo model (a one-file checkpoint)."""
-        if self.method != "adain":
-            if self.encoder or self.decoder:
-                raise ValueError("--encoder/--decoder belong to --method adain")
+        """``--method adain``'s and ``--method predict``'s options, or ValueError (one line): weights,
+        style images, no --style. Without --encoder/--decoder (--predictor) the shipped demo model is used."""
+        if self.method != "adain" and (self.encoder or self.decoder):
+            raise ValueError("--encoder/--decoder belong to --method adain")
+        if self.method != "predict" and self.predictor:
+            raise ValueError("--predictor belongs to --method predict")
+        if not self.styles_are_images:
             return
-        if self.encoder and not self.decoder:
-            raise ValueError(ADAIN_ENCODER_ALONE)
-        if not self.decoder:
-            self._resolve(decoder=demo_adain_checkpoint())
+        if self.method == "adain":
+            if self.encoder and not self.decoder:
+                raise ValueError(ADAIN_ENCODER_ALONE)
+            if not self.decoder:
+                self._resolve(decoder=demo_adain_checkpoint())
+        elif not self.predictor:
+            self._resolve(predictor=demo_predictor_checkpoint())
         if self.styles:
-            raise ValueError(f"--method adain takes --style-image NAME=URI, not --style {sorted(self.styles)}")
+            raise ValueError(f"--method {self.method} takes --style-image NAME=URI, not --style {sorted(self.styles)}")
         if not self.style_images:
-            raise ValueError("--method adain needs at least one --style-image NAME=URI")
+            raise ValueError(f"--method {self.method} needs at least one --style-image NAME=URI")
         if clash := set(self.mixes) & set(self.style_images):
             raise ValueError(f"--mix names {sorted(clash)} are --style-image names; a mix is a new style: "
                              "--mix NEW=A:0.5,B:0.5")

@@ -37,6 +37,7 @@ class StylizerSettings(Protocol):
     encoder: str | None
     decoder: str | None
     alpha: float
+    predictor: str | None
 
     def gatys_options(self) -> dict[str, Any]: ...
 
@@ -53,6 +54,7 @@ def stylizer_spec(settings: StylizerSettings, *, styles: Mapping[str, str], styl
         backend=settings.backend, gatys=GatysConfig(**settings.gatys_options()), max_style_pixels=settings.max_pixels,
         tile=settings.tile, max_memory=settings.max_memory, tileable=settings.tileable,
         adain_encoder=settings.encoder or "", adain_decoder=settings.decoder or "", alpha=settings.alpha,
+        predictor=settings.predictor or "",
     )
 
 

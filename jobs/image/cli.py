@@ -119,7 +119,7 @@ def build_engine(args: ImageSettings, opener: Callable[[str], bytes]) -> Engine:
     they cannot be loaded."""
     source = args.checkpoint or demo_checkpoint()
     loaded = None
-    if args.method in ("optimize", "adain"):
+    if args.method in ("optimize", "adain", "predict"):
         style = posixpath.splitext(_basename(args.style_image))[0] or "style"
         styles, style_images = {}, {style: args.style_image}
     else:

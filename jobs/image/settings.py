@@ -16,12 +16,14 @@ from jobs.common.cli_settings import option, parse_selection
 from jobs.common.mask_settings import MaskMode, mask_feather_option, mask_mode_option
 from jobs.common.run_settings import (ADAIN_ENCODER_ALONE, BackendSpec, MemorySize, TileSide, demo_adain_checkpoint,
                                       max_memory_option, tile_option, tileable_option)
+from jobs.common.run_settings import demo_predictor_checkpoint
 
 PROG = "python -m jobs.stylize_image"
 
 _FF, _METRICS, _GATYS, _STORAGE, _MASK = ("feed-forward (default method)", "metrics and loss network",
                                           "Gatys optimisation (--optimize)", "storage (URIs)", "masks")
 _ADAIN = "AdaIN (--method adain)"
+_PREDICT = "style prediction (--method predict)"
 
 
 class ImageSettings(BaseModel):
@@ -81,15 +83,19 @@ class ImageSettings(BaseModel):
                                      "metrics, overrides the style image stored in the checkpoint (bare "
                                      "pytorch/examples files have none)", metavar="PATH_OR_URI", group=_METRICS)
 
-    method_name: Literal["feedforward", "optimize", "adain"] | None = option(
-        None, "feedforward (a style network, the default), optimize (as --optimize) or adain (any --style-image "
-        "through pytorch-AdaIN's --encoder/--decoder, or the shipped demo model without them; docs/methods/adain.md)", flag="--method")
+    method_name: Literal["feedforward", "optimize", "adain", "predict"] | None = option(
+        None, "feedforward (a style network, the default), optimize (as --optimize), adain (any --style-image "
+        "through pytorch-AdaIN's --encoder/--decoder, or the shipped demo model without them; docs/methods/adain.md) "
+        "or predict (any --style-image through a style-predicting network; docs/methods/predict.md)", flag="--method")
     encoder: str | None = option(None, "adain: pytorch-AdaIN's vgg_normalised.pth (path or URI)",
                                  metavar="PATH_OR_URI", group=_ADAIN, min_length=1)
     decoder: str | None = option(None, "adain: pytorch-AdaIN's decoder.pth (with --encoder), or this project's "
                                  "one-file AdaIN checkpoint (alone); default: the shipped demo model", metavar="PATH_OR_URI", group=_ADAIN, min_length=1)
-    alpha: float = option(1.0, "adain: style strength in feature space, 0 (the decoded content) .. 1 (full style)",
+    alpha: float = option(1.0, "adain: style strength in feature space, 0 (the decoded content) .. 1 (full style); "
+                          "predict: the same in the style embedding (0: the training photos' mean embedding)",
                           group=_ADAIN, ge=0, le=1)
+    predictor: str | None = option(None, "predict: the style predictor's one-file checkpoint; default: the shipped "
+                                   "demo model", metavar="PATH_OR_URI", group=_PREDICT, min_length=1)
 
     optimize: bool = option(False, "optimise each image's pixels towards --style-image instead of using a "
                             "checkpoint (slow)", group=_GATYS)
@@ -139,6 +145,16 @@ class ImageSettings(BaseModel):
                                  "with --encoder/--decoder")
         elif self.encoder or self.decoder:
             raise ValueError("--encoder/--decoder belong to --method adain")
+        if self.method == "predict":
+            if not self.predictor:  # the shipped demo model
+                object.__setattr__(self, "predictor", demo_predictor_checkpoint())
+            if self.style_image is None:
+                raise ValueError("--method predict needs --style-image (the style to transfer)")
+            if self.checkpoint is not None or self.mix is not None:
+                raise ValueError("--checkpoint and --mix are for style networks; --method predict uses --style-image "
+                                 "with --predictor")
+        elif self.predictor:
+            raise ValueError("--predictor belongs to --method predict")
         if self.method == "optimize" and self.style_image is None:
             raise ValueError("--optimize needs --style-image (the style to optimise towards)")
         if self.method == "optimize" and self.checkpoint is not None:
@@ -158,7 +174,8 @@ EPILOG = (f"examples:\n  {PROG} photo.jpg --checkpoint mosaic.pth -o styled.jpg\
           f"  {PROG} photo.jpg --optimize --style-image starry.jpg -o out/ --levels 3\n"
           f"  {PROG} photo.jpg --method adain --encoder vgg_normalised.pth --decoder decoder.pth "
           "--style-image starry.jpg --alpha 0.8 -o styled.jpg\n"
-          f"  {PROG} photo.jpg --method adain --style-image starry.jpg -o styled.jpg   (the shipped demo model)")
+          f"  {PROG} photo.jpg --method adain --style-image starry.jpg -o styled.jpg   (the shipped demo model)\n"
+          f"  {PROG} photo.jpg --method predict --style-image starry.jpg --alpha 0.8 -o styled.jpg")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ _DEFAULTS = TrainConfig()
 _DATA, _OPT, _NET, _LOSS, _RUN = ("data and outputs", "optimisation",
                                    "network size (recorded in the checkpoint; defaults: pytorch/examples' layout)",
                                    "loss network", "cluster, checkpoints and logging")
+_PRED = "style predictor (--task predict; the options above apply too)"
 _ENH = "enhancement networks (--task sr2|sr4|denoise|deblock; --blocks, --steps, --lr, --tv-weight apply too)"
 Csv = Annotated[tuple[str, ...], BeforeValidator(split_csv)]
 
@@ -33,9 +34,16 @@ class TrainSettings(BaseModel):
                           group=_DATA, min_length=1)
     style_image: list[str] = option([], "style image URI; repeat it to train one multi-style network (conditional "
                                     "instance norm). Required for --task style", group=_DATA)
-    task: Literal["style", "sr2", "sr4", "denoise", "deblock"] = option(
-        "style", "what to train: a style network, or an enhancement network (x2/x4 super-resolution, denoising, "
-        "JPEG clean-up) on degradations made on the fly from the content images (docs/enhancement.md)", group=_DATA)
+    task: Literal["style", "predict", "sr2", "sr4", "denoise", "deblock"] = option(
+        "style", "what to train: a style network; predict: a style-predicting network for any style image "
+        "(docs/methods/predict.md); or an enhancement network (x2/x4 super-resolution, denoising, JPEG clean-up) on "
+        "degradations made on the fly from the content images (docs/enhancement.md)", group=_DATA)
+    style_images: str | None = option(None, "--task predict: prefix (or manifest) of the style images to train on, "
+                                      "every image there. Required for --task predict", group=_PRED, min_length=1)
+    embedding: int = option(64, "--task predict: size of the style embedding (the predictor's bottleneck)",
+                            group=_PRED, ge=1, le=4096)
+    styles_per_step: int = option(2, "--task predict: style images per step per worker (the batch is shared out "
+                                  "among them)", group=_PRED, ge=1)
     output: str = option(..., "output prefix (local path or URI): checkpoints, final models, history. Required",
                          group=_DATA, min_length=1)
     style_name: list[str] | None = option(None, "style name recorded in the checkpoint, once per --style-image in "
@@ -94,12 +102,18 @@ class TrainSettings(BaseModel):
 
     @model_validator(mode="after")
     def _names_per_image(self) -> TrainSettings:
+        if self.task == "predict":
+            if not self.style_images or self.style_image:
+                raise ValueError("--task predict trains on the style images under --style-images PREFIX (and takes "
+                                 "no --style-image)")
+        elif self.style_images:
+            raise ValueError("--style-images belongs to --task predict")
         if self.task == "style" and not self.style_image:
             raise ValueError("--style-image is required to train a style network (or choose an enhancement --task)")
-        if self.task != "style" and self.style_image:
+        if self.task not in ("style", "predict") and self.style_image:
             raise ValueError(f"--task {self.task} trains an enhancement network: it takes no --style-image")
         scale = {"sr2": 2, "sr4": 4}.get(self.task, 1)
-        if self.task != "style" and (self.patch % scale or self.patch > self.image_size):
+        if self.task not in ("style", "predict") and (self.patch % scale or self.patch > self.image_size):
             raise ValueError(f"--patch {self.patch} must be a multiple of the task's scale and at most --image-size")
         if self.style_name and len(self.style_name) != len(self.style_image):
             raise ValueError(f"{len(self.style_name)} --style-name for {len(self.style_image)} --style-image: "

@@ -200,10 +200,15 @@ def run(settings: VideoSettings) -> dict:
 
 def _styles(settings: VideoSettings, blobs: dict[str, bytes]) -> dict[str, dict]:
     """The run's styles as the summary records them: checkpoints with their sha256; for AdaIN, the style
-    image or mix of each (their ids, with the encoder, decoder and alpha, are the rows' model_sha256)."""
+    image or mix of each (their ids, with the encoder, decoder and alpha, are the rows' model_sha256); for
+    style prediction the same with the predictor checkpoint."""
     if settings.method == "adain":
         return {n: {"style_image": settings.style_images.get(n), "mix": settings.mixes.get(n),
                     "encoder": settings.encoder, "decoder": settings.decoder, "alpha": settings.alpha}
+                for n in settings.style_names}
+    if settings.method == "predict":
+        return {n: {"style_image": settings.style_images.get(n), "mix": settings.mixes.get(n),
+                    "predictor": settings.predictor, "alpha": settings.alpha}
                 for n in settings.style_names}
     return {n: {"checkpoint": u, "sha256": hashlib.sha256(blobs[n]).hexdigest()} for n, u in settings.styles.items()}
 

@@ -65,9 +65,9 @@ class VideoSettings(RunSettings):
             raise ValueError("--input and --sequence exclude each other: give one")
         if self.method == "optimize":
             raise ValueError(f"--method {self.method} is not available for video: per-frame optimisation would take "
-                             "minutes a frame; use style networks (--method feedforward) or --method adain")
+                             "minutes a frame; use style networks (--method feedforward), --method adain or --method predict")
         self.check_adain()
-        adain = self.method == "adain"  # styles are style images (and mixes of them), not checkpoints
+        adain = self.styles_are_images  # adain, predict: styles are style images (and mixes), not checkpoints
         styles = self.styles or ({} if adain else {"demo": demo_checkpoint()})
         if not adain and set(self.style_images) - set(styles):
             raise ValueError(f"--style-image names {sorted(set(self.style_images) - set(styles))} match no --style")
