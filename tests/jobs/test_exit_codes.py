@@ -15,9 +15,10 @@ What is simulated, and how:
 Cells that fail on the driver start no Ray (the matrix stays cheap) and print exactly one line; the
 wrong network is only found where torch loads it (the batch, catalog and video jobs' actors), so it is
 one cell per command, run one at a time, and there the error is the last line (Ray's own log lines
-and the job's progress may come first). Those, and one cell of each other command, run as
-``python -m ...``; the rest are forked from one process that imported the programs once
-(``fork_cells.py``: each cell is still the whole program, from ``__main__`` to its exit status).
+and the job's progress may come first). Those join the session's Ray with ``--address`` (a cluster,
+as users submit to; a run starting its own Ray is tests/jobs/test_console.py's) and run, with one
+cell of each other command, as ``python -m ...``; the rest are forked from one process that imported
+the programs once (``fork_cells.py``: each cell is still the whole program, ``__main__`` to exit).
 """
 
 from __future__ import annotations
@@ -189,9 +190,9 @@ PRELOAD = ["torch", "jobs.batch.driver", "jobs.image.cli", "jobs.catalog.night",
 
 
 @pytest.fixture(scope="module")
-def results(files) -> dict[str, tuple[subprocess.CompletedProcess, str, str | None, bool]]:
-    """Every cell: the ones that start Ray as real processes one at a time (several local Rays starting
-    at once on 2 cores time out), with WHOLE_PROCESS; the others forked from one process."""
+def results(files, ray_local) -> dict[str, tuple[subprocess.CompletedProcess, str, str | None, bool]]:
+    """Every cell: the ones that reach Ray (joining the session's with --address) and WHOLE_PROCESS as
+    real processes; the others forked from one process."""
     d, http = str(files["dir"]), files["denied"]
     env = dict(os.environ, AWS_ENDPOINT_URL=http, STYLIZE_ALLOW_DOWNLOAD="0")
 
@@ -202,9 +203,12 @@ def results(files) -> dict[str, tuple[subprocess.CompletedProcess, str, str | No
     cases = _cases(d, http)
     forked = [k for k in cases if not cases[k][3] and k not in WHOLE_PROCESS]
     procs = run_cells({k: cases[k][0] for k in forked}, PRELOAD, cwd=str(ROOT), env=env, timeout=TIMEOUT_S)
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
     for k in cases:
-        if k not in procs:
-            procs[k] = run(cases[k][0])
+        if k not in procs:  # the cells that reach Ray join the session's (as on a cluster), one at a time
+            procs[k] = run([*cases[k][0], "--address", address] if cases[k][3] else cases[k][0])
     return {k: (procs[k], *cases[k][1:]) for k in cases}
 
 
