@@ -59,7 +59,7 @@ class JobSettings(RunSettings):
     def _fill_defaults(self) -> JobSettings:
         """Defaults that depend on other options (the demo, the method)."""
         demo = self.input is None
-        self.check_adain()
+        self.check_style_image_methods()
         styles = self.styles
         if not styles and not ((self.method == "optimize" or self.styles_are_images) and self.style_images):
             # both demo networks, so the contact sheet shows the full and the slim one side by side

@@ -228,7 +228,7 @@ class RunSettings(BaseModel):
         """adain and predict: styles are style images (and mixes of them), not checkpoints."""
         return self.method in ("adain", "predict")
 
-    def check_adain(self) -> None:
+    def check_style_image_methods(self) -> None:
         """``--method adain``'s and ``--method predict``'s options, or ValueError (one line): weights,
         style images, no --style. Without --encoder/--decoder (--predictor) the shipped demo model is used."""
         if self.method != "adain" and (self.encoder or self.decoder):

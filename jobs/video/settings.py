@@ -66,7 +66,7 @@ class VideoSettings(RunSettings):
         if self.method == "optimize":
             raise ValueError(f"--method {self.method} is not available for video: per-frame optimisation would take "
                              "minutes a frame; use style networks (--method feedforward), --method adain or --method predict")
-        self.check_adain()
+        self.check_style_image_methods()
         adain = self.styles_are_images  # adain, predict: styles are style images (and mixes), not checkpoints
         styles = self.styles or ({} if adain else {"demo": demo_checkpoint()})
         if not adain and set(self.style_images) - set(styles):
