@@ -12,19 +12,17 @@ and ``train_summary.json``.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from stylize_core.enhance_net import EnhanceNet
 from stylize_core.enhance_checkpoint import enhance_checkpoint_bytes
 from stylize_core.enhance_training import EnhanceTrainConfig, EnhanceTrainer, random_patches, to_tensor
 
-from jobs.common.storage import StorageOptions, join_uri, read_bytes, write_bytes_atomic
+from jobs.common.storage import StorageOptions, join_uri, write_bytes_atomic
 from jobs.train.settings import TrainSettings
 
 if TYPE_CHECKING:
@@ -49,54 +47,30 @@ def enhance_worker_loop(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from jobs.train.worker import STATE_FILE, _report
+    from jobs.train.worker import loss_opener, restore_checkpoint, train_epochs
 
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
+    rank = ray.train.get_context().get_world_rank()
     config = EnhanceTrainConfig.from_dict(loop_config["train_config"])
-    options, ledger = loop_config["storage_options"], loop_config["ledger"]
-    weights = config.vgg_weights
-    opener = None if weights == "imagenet" or weights.startswith("random:") else (lambda uri: read_bytes(uri, options))
+    ledger = loop_config["ledger"]
     device = ray.train.torch.get_device()
-    trainer = EnhanceTrainer(config, device=device, opener=opener)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            trainer.load_state_dict(torch.load(os.path.join(directory, STATE_FILE), map_location="cpu",
-                                               weights_only=True))
-        if rank == 0:
-            print(f"resumed from step {trainer.step_count} (epoch {trainer.epoch})", flush=True)
-    if rank == 0:
-        ray.get(ledger.started.remote(trainer.step_count))
+    trainer = EnhanceTrainer(config, device=device, opener=loss_opener(config.vgg_weights, loop_config["storage_options"]))
+    restore_checkpoint(trainer, rank, ledger)
     trainer.wrap(ray.train.torch.prepare_model(trainer.raw_net))  # DDP when world > 1
     # patches and degradations differ per worker and per (resumed) step, reproducibly
     rng = np.random.default_rng([config.seed, rank, trainer.step_count])
     shard = ray.train.get_dataset_shard("train")
-    every, last_reported = loop_config["checkpoint_every"], trainer.step_count
-    while trainer.step_count < config.steps:
-        batches = 0
-        for batch in shard.iter_batches(batch_size=config.batch_size, drop_last=True, batch_format="numpy",
-                                        local_shuffle_buffer_size=4 * config.batch_size,
-                                        local_shuffle_seed=config.seed + trainer.epoch):
-            batches += 1
-            clean = random_patches(list(batch["image"]), config.batch_size, config.patch, rng)
-            degraded = [trainer.degradation(p, rng) for p in clean]
-            record = trainer.step(to_tensor(degraded, device), to_tensor(clean, device))
-            step = trainer.step_count
-            if rank == 0 and (step % loop_config["log_every"] == 0 or step == 1):
-                print(f"step {step}: " + " ".join(f"{k} {record[k]:.5f}" for k in HISTORY_COLUMNS[3:] if k in record),
-                      flush=True)
-            if every and step % every == 0:
-                _report(trainer, rank, ledger)
-                last_reported = step
-            if step >= config.steps:
-                break
-        else:
-            if batches == 0:
-                raise RuntimeError(f"no full batch of {config.batch_size} decodable images per worker in an epoch")
-            trainer.epoch += 1
-    if trainer.step_count != last_reported:
-        _report(trainer, rank, ledger)
+
+    def step(batch: dict[str, np.ndarray]) -> str:
+        clean = random_patches(list(batch["image"]), config.batch_size, config.patch, rng)
+        degraded = [trainer.degradation(p, rng) for p in clean]
+        record = trainer.step(to_tensor(degraded, device), to_tensor(clean, device))
+        return " ".join(f"{k} {record[k]:.5f}" for k in HISTORY_COLUMNS[3:] if k in record)
+
+    train_epochs(trainer, steps=config.steps, batch_size=config.batch_size, rank=rank, ledger=ledger,
+                 every=loop_config["checkpoint_every"], log_every=loop_config["log_every"], step=step,
+                 epoch_batches=lambda epoch: shard.iter_batches(
+                     batch_size=config.batch_size, drop_last=True, batch_format="numpy",
+                     local_shuffle_buffer_size=4 * config.batch_size, local_shuffle_seed=config.seed + epoch))
 
 
 def history_csv(history: list[dict[str, float]]) -> bytes:

@@ -13,7 +13,6 @@ and ``train_summary.json``.
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import sys
 from typing import TYPE_CHECKING, Any
@@ -49,51 +48,29 @@ def predict_worker_loop(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from jobs.train.worker import STATE_FILE, _report
+    from jobs.train.worker import loss_opener, restore_checkpoint, train_epochs
 
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
+    rank = ray.train.get_context().get_world_rank()
     config = PredictorTrainConfig.from_dict(loop_config["train_config"])
-    options, ledger = loop_config["storage_options"], loop_config["ledger"]
-    weights = config.vgg_weights
-    opener = None if weights == "imagenet" or weights.startswith("random:") else (lambda uri: read_bytes(uri, options))
+    ledger = loop_config["ledger"]
     device = ray.train.torch.get_device()
     styles = dict(zip(loop_config["style_names"], loop_config["style_images"], strict=True))
-    trainer = PredictorTrainer(config, None, styles, opener=opener, device=device)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            trainer.load_state_dict(torch.load(os.path.join(directory, STATE_FILE), map_location="cpu",
-                                               weights_only=True))
-        if rank == 0:
-            print(f"resumed from step {trainer.steps_done} (epoch {trainer.epoch})", flush=True)
-    if rank == 0:
-        ray.get(ledger.started.remote(trainer.steps_done))
+    trainer = PredictorTrainer(config, None, styles, device=device,
+                               opener=loss_opener(config.vgg_weights, loop_config["storage_options"]))
+    restore_checkpoint(trainer, rank, ledger)
     trainer.model = ray.train.torch.prepare_model(trainer.raw_model)  # DDP when world > 1
     trainer.rng = np.random.default_rng([config.seed, rank, trainer.steps_done])  # styles differ per worker
     shard = ray.train.get_dataset_shard("train")
-    every, last_reported = loop_config["checkpoint_every"], trainer.steps_done
-    while trainer.steps_done < config.steps:
-        batches = 0
-        for batch in shard.iter_torch_batches(batch_size=config.batch_size, drop_last=True, dtypes=torch.uint8,
-                                              device=device, local_shuffle_buffer_size=4 * config.batch_size,
-                                              local_shuffle_seed=config.seed + trainer.epoch):
-            batches += 1
-            losses = trainer.step(batch["image"].permute(0, 3, 1, 2).float())  # (B, 3, S, S)
-            step = trainer.steps_done
-            if rank == 0 and (step % loop_config["log_every"] == 0 or step == 1):
-                print(f"step {step}: " + " ".join(f"{k} {v:.5g}" for k, v in losses.items()), flush=True)
-            if every and step % every == 0:
-                _report(trainer, rank, ledger)
-                last_reported = step
-            if step >= config.steps:
-                break
-        else:
-            if batches == 0:
-                raise RuntimeError(f"no full batch of {config.batch_size} decodable images per worker in an epoch")
-            trainer.epoch += 1
-    if trainer.steps_done != last_reported:
-        _report(trainer, rank, ledger)
+
+    def step(batch: dict[str, torch.Tensor]) -> str:
+        losses = trainer.step(batch["image"].permute(0, 3, 1, 2).float())  # (B, 3, S, S)
+        return " ".join(f"{k} {v:.5g}" for k, v in losses.items())
+
+    train_epochs(trainer, steps=config.steps, batch_size=config.batch_size, rank=rank, ledger=ledger,
+                 every=loop_config["checkpoint_every"], log_every=loop_config["log_every"], step=step,
+                 epoch_batches=lambda epoch: shard.iter_torch_batches(
+                     batch_size=config.batch_size, drop_last=True, dtypes=torch.uint8, device=device,
+                     local_shuffle_buffer_size=4 * config.batch_size, local_shuffle_seed=config.seed + epoch))
 
 
 def export_final(state: dict[str, Any], style_names: list[str], output: str, options: Any, *,

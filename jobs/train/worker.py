@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,59 @@ def _report(trainer: Any, rank: int, ledger: Any) -> None:
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{trainer.step_count:08d}")
 
 
+def loss_opener(weights: str, options: Any) -> Callable[[str], bytes] | None:
+    """How a worker reads ``--vgg-weights``: through storage for a path or URI; None for torchvision's
+    cache and random weights."""
+    if weights == "imagenet" or weights.startswith("random:"):
+        return None
+    return lambda uri: read_bytes(uri, options)
+
+
+def restore_checkpoint(trainer: Any, rank: int, ledger: Any) -> None:
+    """Load the run's latest Ray Train checkpoint into ``trainer`` (a trainer with ``step_count``,
+    ``epoch`` and ``load_state_dict``), if there is one; rank 0 tells ``ledger`` the step this
+    invocation starts from."""
+    import ray
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            trainer.load_state_dict(torch.load(os.path.join(directory, STATE_FILE), map_location="cpu",
+                                               weights_only=True))
+        if rank == 0:
+            print(f"resumed from step {trainer.step_count} (epoch {trainer.epoch})", flush=True)
+    if rank == 0:
+        ray.get(ledger.started.remote(trainer.step_count))
+
+
+def train_epochs(trainer: Any, *, steps: int, batch_size: int, rank: int, ledger: Any, every: int, log_every: int,
+                 epoch_batches: Callable[[int], Iterable[Any]], step: Callable[[Any], str]) -> None:
+    """Epochs of ``epoch_batches(epoch)`` until ``trainer.step_count`` reaches ``steps``; ``step(batch)``
+    trains on one batch and returns its log line's losses (rank 0 prints them every ``log_every``
+    steps and at step 1). A checkpoint every ``every`` steps (0: none) and at the end."""
+    last_reported = trainer.step_count
+    while trainer.step_count < steps:
+        batches = 0
+        for batch in epoch_batches(trainer.epoch):
+            batches += 1
+            losses = step(batch)
+            done = trainer.step_count
+            if rank == 0 and (done % log_every == 0 or done == 1):
+                print(f"step {done}: {losses}", flush=True)
+            if every and done % every == 0:
+                _report(trainer, rank, ledger)
+                last_reported = done
+            if done >= steps:
+                break
+        else:
+            if batches == 0:  # equal shards: every rank sees this together
+                raise RuntimeError(f"no full batch of {batch_size} decodable images per worker in an epoch")
+            trainer.epoch += 1
+    if trainer.step_count != last_reported:
+        _report(trainer, rank, ledger)
+
+
 def _mean_over_workers(values: torch.Tensor, world: int) -> torch.Tensor:
     dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values / world
@@ -98,8 +152,7 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     config = TrainConfig.from_dict(loop_config["train_config"])
     options, ledger = loop_config["storage_options"], loop_config["ledger"]
-    weights = config.vgg_weights
-    opener = None if weights == "imagenet" or weights.startswith("random:") else (lambda uri: read_bytes(uri, options))
+    opener = loss_opener(config.vgg_weights, options)
     autocast = {"auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[loop_config["autocast"]]
     device = ray.train.torch.get_device()
     trainer = StyleTrainer(config, loop_config["style_images"], device=device, opener=opener, autocast_dtype=autocast)
