@@ -60,6 +60,20 @@ def normalize_weights(selection: Selection, names: Sequence[str]) -> tuple[float
     return tuple(1.0 if i == k else 0.0 for i in range(len(names)))
 
 
+def style_image_parts(names: Sequence[str], mixes: Mapping[str, Selection]) -> dict[str, list[tuple[str, float]]]:
+    """What each style of the style-image methods (AdaIN, the predictor) is made of: every style image
+    name alone, then each ``--mix NAME`` over them, as ``[(image name, weight > 0), ...]``.
+    ValueError ``--mix NAME: why`` for an impossible selection."""
+    styles: dict[str, list[tuple[str, float]]] = {name: [(name, 1.0)] for name in names}
+    for name, selection in mixes.items():
+        try:
+            weights = normalize_weights(selection, names)
+        except ValueError as exc:
+            raise ValueError(f"--mix {name}: {exc}") from None
+        styles[name] = [(names[i], w) for i, w in enumerate(weights) if w > 0]
+    return styles
+
+
 def canonical_mix(weights: Sequence[float]) -> str:
     """``index:weight`` pairs (6 decimals) of the styles with weight > 0, by index."""
     return ",".join(f"{i}:{w:.6f}" for i, w in enumerate(weights) if w > 0)

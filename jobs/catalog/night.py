@@ -79,41 +79,33 @@ def adain_digests(settings: JobSettings, options: StorageOptions) -> dict[str, s
     """AdaIN styles' ids as the actors record them (stylize_core.adain_identity): the style images'
     hashes with the encoder + decoder's model id and alpha, so changing any re-renders the style."""
     from stylize_core.adain_identity import adain_model_id, adain_style_id
-    from stylize_core.style_mix import normalize_weights
 
     encoder = read_file("AdaIN encoder", settings.encoder, options) if settings.encoder else None
     dec = adain_model_id(read_file("AdaIN decoder", settings.decoder, options), encoder)
-    images = {name: hashlib.sha256(read_file("style image", uri, options, f"style {name!r}")).hexdigest()
-              for name, uri in settings.style_images.items()}
-    names = list(images)
-    out = {name: adain_style_id(dec, settings.alpha, [(digest, 1.0)]) for name, digest in images.items()}
-    for name, selection in settings.mixes.items():
-        try:
-            weights = normalize_weights(selection, names)
-        except ValueError as exc:
-            raise stop(f"--mix {name}: {exc}") from None
-        out[name] = adain_style_id(dec, settings.alpha, [(images[n], w) for n, w in zip(names, weights) if w > 0])
-    return out
+    return _style_image_ids(settings, options, lambda parts: adain_style_id(dec, settings.alpha, parts))
 
 
 def predictor_digests(settings: JobSettings, options: StorageOptions) -> dict[str, str]:
     """Predicted styles' ids as the actors record them (stylize_core.predictor_identity): the style
     images' hashes with the predictor checkpoint's id and alpha, so changing any re-renders the style."""
     from stylize_core.predictor_identity import predictor_model_id, predictor_style_id
-    from stylize_core.style_mix import normalize_weights
 
     model = predictor_model_id(read_file("style predictor", settings.predictor, options))
+    return _style_image_ids(settings, options, lambda parts: predictor_style_id(model, settings.alpha, parts))
+
+
+def _style_image_ids(settings: JobSettings, options: StorageOptions,
+                     style_id: Callable[[list[tuple[str, float]]], str]) -> dict[str, str]:
+    """``style_id([(image sha256, weight), ...])`` for every style image alone and every --mix of them."""
+    from stylize_core.style_mix import style_image_parts
+
     images = {name: hashlib.sha256(read_file("style image", uri, options, f"style {name!r}")).hexdigest()
               for name, uri in settings.style_images.items()}
-    names = list(images)
-    out = {name: predictor_style_id(model, settings.alpha, [(digest, 1.0)]) for name, digest in images.items()}
-    for name, selection in settings.mixes.items():
-        try:
-            weights = normalize_weights(selection, names)
-        except ValueError as exc:
-            raise stop(f"--mix {name}: {exc}") from None
-        out[name] = predictor_style_id(model, settings.alpha, [(images[n], w) for n, w in zip(names, weights) if w > 0])
-    return out
+    try:
+        styles = style_image_parts(list(images), settings.mixes)
+    except ValueError as exc:
+        raise stop(str(exc)) from None
+    return {name: style_id([(images[n], w) for n, w in parts]) for name, parts in styles.items()}
 
 
 def probe_outputs(output: str, options: StorageOptions, ledger: pa.Table) -> Callable[[Sequence[str]], tuple[dict, set]]:

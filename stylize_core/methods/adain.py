@@ -18,7 +18,7 @@ from ..checkpoint import StyleModel
 from ..demo_assets import demo_adain
 from ..file_errors import FileUnusable
 from ..loss_meter import LossMeter
-from ..style_mix import normalize_weights
+from ..style_mix import style_image_parts
 
 ENCODER_ALONE = ("--method adain's --encoder needs its --decoder: pass --encoder vgg_normalised.pth --decoder "
                  "decoder.pth, --decoder with a one-file AdaIN checkpoint, or neither for the shipped demo model")
@@ -40,14 +40,10 @@ def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints:
     images, digests = {}, {}
     for name, uri in spec.style_images.items():
         images[name], digests[name] = read_style_image(name, uri, opener, spec.max_style_pixels)
-    names = list(spec.style_images)
-    styles: dict[str, list[tuple[str, float]]] = {name: [(name, 1.0)] for name in names}
-    for name, selection in spec.mixes.items():
-        try:
-            w = normalize_weights(selection, names)
-        except ValueError as exc:
-            raise SetupError(f"--mix {name}: {exc}") from None
-        styles[name] = [(names[i], x) for i, x in enumerate(w) if x > 0]
+    try:
+        styles = style_image_parts(list(spec.style_images), spec.mixes)
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
     for name, parts in styles.items():
         sha256[name] = adain_style_id(weights.model_id, spec.alpha, [(digests[n], x) for n, x in parts])
     vgg = loss_network(spec, opener)

@@ -19,7 +19,7 @@ from ..demo_assets import demo_predictor
 from ..file_errors import FileUnusable
 from ..predictor_checkpoint import load_predictor
 from ..predictor_identity import predictor_style_id
-from ..style_mix import normalize_weights
+from ..style_mix import style_image_parts
 from ..stylizer import Stylizer, StylizerConfig
 
 
@@ -40,14 +40,10 @@ def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints:
         for name, uri in spec.style_images.items():
             images[name], digests[name] = read_style_image(name, uri, opener, spec.max_style_pixels)
             embeddings[name] = model.embed_image(images[name])  # the one predictor pass of this image
-    names = list(spec.style_images)
-    styles: dict[str, list[tuple[str, float]]] = {name: [(name, 1.0)] for name in names}
-    for name, selection in spec.mixes.items():
-        try:
-            w = normalize_weights(selection, names)
-        except ValueError as exc:
-            raise SetupError(f"--mix {name}: {exc}") from None
-        styles[name] = [(names[i], x) for i, x in enumerate(w) if x > 0]
+    try:
+        styles = style_image_parts(list(spec.style_images), spec.mixes)
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
     models: dict[str, StyleModel] = {}
     targets = {}
     for name, parts in styles.items():
