@@ -64,7 +64,8 @@ def enhance_worker_loop(loop_config: dict[str, Any]) -> None:
         clean = random_patches(list(batch["image"]), config.batch_size, config.patch, rng)
         degraded = [trainer.degradation(p, rng) for p in clean]
         record = trainer.step(to_tensor(degraded, device), to_tensor(clean, device))
-        return " ".join(f"{k} {record[k]:.5f}" for k in HISTORY_COLUMNS[3:] if k in record)
+        return f"step {trainer.step_count}: " + " ".join(f"{k} {record[k]:.5f}" for k in HISTORY_COLUMNS[3:]
+                                                         if k in record)
 
     train_epochs(trainer, steps=config.steps, batch_size=config.batch_size, rank=rank, ledger=ledger,
                  every=loop_config["checkpoint_every"], log_every=loop_config["log_every"], step=step,

@@ -64,7 +64,7 @@ def predict_worker_loop(loop_config: dict[str, Any]) -> None:
 
     def step(batch: dict[str, torch.Tensor]) -> str:
         losses = trainer.step(batch["image"].permute(0, 3, 1, 2).float())  # (B, 3, S, S)
-        return " ".join(f"{k} {v:.5g}" for k, v in losses.items())
+        return f"step {trainer.step_count}: " + " ".join(f"{k} {v:.5g}" for k, v in losses.items())
 
     train_epochs(trainer, steps=config.steps, batch_size=config.batch_size, rank=rank, ledger=ledger,
                  every=loop_config["checkpoint_every"], log_every=loop_config["log_every"], step=step,

@@ -91,38 +91,41 @@ def loss_opener(weights: str, options: Any) -> Callable[[str], bytes] | None:
     return lambda uri: read_bytes(uri, options)
 
 
-def restore_checkpoint(trainer: Any, rank: int, ledger: Any) -> None:
+def restore_checkpoint(trainer: Any, rank: int, ledger: Any) -> dict[str, Any]:
     """Load the run's latest Ray Train checkpoint into ``trainer`` (a trainer with ``step_count``,
-    ``epoch`` and ``load_state_dict``), if there is one; rank 0 tells ``ledger`` the step this
-    invocation starts from."""
+    ``epoch`` and ``load_state_dict``), if there is one, and return its state ({} if none); rank 0
+    tells ``ledger`` the step this invocation starts from."""
     import ray
     import ray.train
 
+    state: dict[str, Any] = {}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
-            trainer.load_state_dict(torch.load(os.path.join(directory, STATE_FILE), map_location="cpu",
-                                               weights_only=True))
+            state = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
+        trainer.load_state_dict(state)
         if rank == 0:
             print(f"resumed from step {trainer.step_count} (epoch {trainer.epoch})", flush=True)
     if rank == 0:
         ray.get(ledger.started.remote(trainer.step_count))
+    return state
 
 
 def train_epochs(trainer: Any, *, steps: int, batch_size: int, rank: int, ledger: Any, every: int, log_every: int,
-                 epoch_batches: Callable[[int], Iterable[Any]], step: Callable[[Any], str]) -> None:
-    """Epochs of ``epoch_batches(epoch)`` until ``trainer.step_count`` reaches ``steps``; ``step(batch)``
-    trains on one batch and returns its log line's losses (rank 0 prints them every ``log_every``
-    steps and at step 1). A checkpoint every ``every`` steps (0: none) and at the end."""
+                 epoch_batches: Callable[[int], Iterable[Any]], step: Callable[[Any], str],
+                 epochs: int | None = None) -> None:
+    """Epochs of ``epoch_batches(epoch)`` until ``trainer.step_count`` reaches ``steps`` (or its epoch
+    ``epochs``); ``step(batch)`` trains on one batch and returns its log line (rank 0 prints it every
+    ``log_every`` steps and at step 1). A checkpoint every ``every`` steps (0: none) and at the end."""
     last_reported = trainer.step_count
-    while trainer.step_count < steps:
+    while trainer.step_count < steps and (epochs is None or trainer.epoch < epochs):
         batches = 0
         for batch in epoch_batches(trainer.epoch):
             batches += 1
-            losses = step(batch)
+            line = step(batch)
             done = trainer.step_count
             if rank == 0 and (done % log_every == 0 or done == 1):
-                print(f"step {done}: {losses}", flush=True)
+                print(line, flush=True)
             if every and done % every == 0:
                 _report(trainer, rank, ledger)
                 last_reported = done
@@ -158,42 +161,21 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
     trainer = StyleTrainer(config, loop_config["style_images"], device=device, opener=opener, autocast_dtype=autocast)
     trainer.style_cycle = (rank, world)  # workers of one step train different styles
 
-    checkpoint, skipped = ray.train.get_checkpoint(), []
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            state = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
-        trainer.load_state_dict(state)
-        skipped = state.get("skipped", [])
-        if rank == 0:
-            print(f"resumed from step {trainer.step_count} (epoch {trainer.epoch})", flush=True)
+    state = restore_checkpoint(trainer, rank, ledger)
     if rank == 0:
-        ray.get([ledger.add.remote(skipped), ledger.started.remote(trainer.step_count)])
+        ray.get(ledger.add.remote(state.get("skipped", [])))
     trainer.model = ray.train.torch.prepare_model(trainer.model)  # DDP when world > 1
     if world > 1:  # log losses averaged over the workers, not rank 0's alone
         trainer.metrics_reducer = functools.partial(_mean_over_workers, world=world)
-
     shard = ray.train.get_dataset_shard("train")
-    last_reported = trainer.step_count
-    while trainer.step_count < config.steps and trainer.epoch < config.epochs:
-        batches = 0
-        for batch in shard.iter_torch_batches(
-            batch_size=config.batch_size, drop_last=True, dtypes=torch.uint8, device=device,
-            local_shuffle_buffer_size=4 * config.batch_size, local_shuffle_seed=config.seed + trainer.epoch,
-        ):
-            batches += 1
-            record = trainer.step(batch["image"].permute(0, 3, 1, 2).float())  # (B, 3, S, S)
-            record["images"] *= world  # the history counts images over all workers
-            step = trainer.step_count
-            if rank == 0 and (step % config.log_every == 0 or step == 1):
-                print(progress_line(record, config), flush=True)
-            if config.checkpoint_every and step % config.checkpoint_every == 0:
-                _report(trainer, rank, ledger)
-                last_reported = step
-            if step >= config.steps:
-                break
-        else:
-            if batches == 0:  # equal shards: every rank sees this together
-                raise RuntimeError(f"no full batch of {config.batch_size} decodable images per worker in an epoch")
-            trainer.epoch += 1
-    if trainer.step_count != last_reported:
-        _report(trainer, rank, ledger)
+
+    def step(batch: dict[str, torch.Tensor]) -> str:
+        record = trainer.step(batch["image"].permute(0, 3, 1, 2).float())  # (B, 3, S, S)
+        record["images"] *= world  # the history counts images over all workers
+        return progress_line(record, config)
+
+    train_epochs(trainer, steps=config.steps, epochs=config.epochs, batch_size=config.batch_size, rank=rank,
+                 ledger=ledger, every=config.checkpoint_every, log_every=config.log_every, step=step,
+                 epoch_batches=lambda epoch: shard.iter_torch_batches(
+                     batch_size=config.batch_size, drop_last=True, dtypes=torch.uint8, device=device,
+                     local_shuffle_buffer_size=4 * config.batch_size, local_shuffle_seed=config.seed + epoch))
