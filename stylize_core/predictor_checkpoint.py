@@ -30,7 +30,7 @@ from .predictor_identity import predictor_model_id
 FORMAT = "stylize.style_predictor"
 VERSION = 1
 WHAT = "style predictor"
-HINT = ("pass a style-predictor checkpoint saved by this project (python -m jobs.train --method predict, or "
+HINT = ("pass a style-predictor checkpoint saved by this project (python -m jobs.train --task predict, or "
         "python -m stylize_core.predictor_demo), or leave --predictor out for the shipped demo model")
 Opener = Callable[[str], bytes]
 

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
+from style_image_checks import check_two_style_images_and_a_mix  # tests/jobs/style_image_checks.py
 
 from jobs.batch import driver as stylize
-from jobs.catalog.night import style_digests
 from jobs.common.run_settings import demo_adain_checkpoint
 from jobs.image.cli import main, parse_args
 from stylize_core import adain
@@ -108,25 +108,9 @@ def test_batch_settings_without_weights_use_the_shipped_demo(assets, tmp_path):
 
 @pytest.mark.usefixtures("ray_local")
 def test_batch_job_two_style_images_and_a_mix(assets, tmp_path):
-    out = tmp_path / "out"
-    argv = ["--input", str(assets / "in"), "--output", str(out), "--method", "adain",
-            "--encoder", str(assets / "vgg_normalised.pth"), "--decoder", str(assets / "decoder.pth"),
-            "--style-image", f"wave={assets / 'wave.png'}", "--style-image", f"ink={assets / 'ink.png'}",
-            "--mix", "both=wave:0.5,ink:0.5", "--alpha", "0.8", "--vgg", "texture", "--vgg-weights", "random:0",
-            "--metrics-size", "16", "--metrics-sample", "1", "--run-id", "adain", "--format", "png", "--quiet"]
-    settings = stylize.parse_args(argv)
-    assert stylize.main(settings) == 0
-    rows = pq.read_table(str(out / "_metrics" / "run_id=adain")).to_pylist()
-    assert len(rows) == 6 and {r["status"] for r in rows} == {"ok"}
-    assert sorted({r["style"] for r in rows}) == ["both", "ink", "wave"]
-    ids = {r["style"]: r["model_sha256"] for r in rows}
-    assert len(set(ids.values())) == 3  # each style image, and the mix, is a style of its own
-    assert all(r["style_loss"] is not None for r in rows)  # measured against the style image (or the mix)
-    assert decode_image((out / "both" / "b.png").read_bytes()).shape == (21, 30, 3)
-    # the nightly ledger computes the same ids without torch, and alpha changes every one of them
-    assert style_digests(settings, settings.storage_options) == ids
-    other = style_digests(settings.replace(alpha=0.5), settings.storage_options)
-    assert not set(other.values()) & set(ids.values())
+    method = ["--method", "adain", "--encoder", str(assets / "vgg_normalised.pth"),
+              "--decoder", str(assets / "decoder.pth")]
+    check_two_style_images_and_a_mix(assets, tmp_path / "out", method, "adain")
 
 
 @pytest.mark.usefixtures("ray_local")
