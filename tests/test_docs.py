@@ -24,7 +24,7 @@ DOCS = ROOT / "docs"
 EXAMPLES = DOCS / "examples"
 SETUP_COMMANDS = [
     "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/python -m jobs.stylize",
-    "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest -q",
+    "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest -q -n 2 --dist loadfile",
 ]
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
