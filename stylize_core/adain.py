@@ -181,7 +181,7 @@ class AdaINStylizer:
 
     ``styles``: name -> [(style image name, weight)], one pair for a plain style, several (weights
     summing to one) for an interpolation. Each style image is encoded once, here, and its mean/std
-    kept; ``style_encodes`` counts those encoder passes, ``content_encodes`` the content ones (one
+    kept (or its :class:`StyleStats` are given, computed once per run before); ``style_encodes`` counts those encoder passes, ``content_encodes`` the content ones (one
     per input image per call, shared by every style).
     """
 
@@ -189,7 +189,7 @@ class AdaINStylizer:
         self,
         enc: nn.Module,
         dec: nn.Module,
-        style_images: Mapping[str, np.ndarray],
+        style_images: Mapping[str, np.ndarray | StyleStats],
         styles: Mapping[str, Sequence[tuple[str, float]]],
         *,
         alpha: float = 1.0,
@@ -210,8 +210,9 @@ class AdaINStylizer:
         self.loss_model = meter.loss_model if meter is not None else ""
         self.style_encodes = 0
         self.content_encodes = 0
-        with torch.inference_mode():
-            per_image = {name: self._style_stats(image) for name, image in style_images.items()}
+        with torch.inference_mode():  # statistics computed before (once per run) are taken as they are
+            per_image = {name: image if isinstance(image, StyleStats) else self._style_stats(image)
+                         for name, image in style_images.items()}
         self.stats = {name: mix_stats([(per_image[n], w) for n, w in parts]) for name, parts in styles.items()}
 
     @property

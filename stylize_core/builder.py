@@ -12,6 +12,7 @@ file or option to fix (the jobs turn it into exit status 2).
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -23,8 +24,9 @@ from .checkpoint import StyleModel, StyleModelError, load_style_model
 from .file_errors import FileUnusable, unusable
 from .gatys import GatysConfig
 from .image_io import ImageDecodeError, decode_image
-from .loss_meter import StyleTarget
+from .loss_meter import LossMeter, StyleTarget
 from .loss_network import LossNetwork, build_loss_network
+from .style_encoding import GramTarget, StyleEncodings
 from .style_mix import Selection
 from .stylizer import Stylizer, resolve_device
 
@@ -73,6 +75,9 @@ class StylizerSpec:
     alpha: float = 1.0  # adain and predict: style strength
     # style predictor (stylize_core.methods.predict): its one-file checkpoint ("" = the shipped demo)
     predictor: str = ""
+    # adain and predict: the style images' encodings made once for the whole run (a Ray job's encoding
+    # task, stylize_core.registry.encode_styles); None: the builder reads and encodes the images itself
+    encodings: StyleEncodings | None = None
 
     @property
     def style_names(self) -> list[str]:
@@ -92,6 +97,7 @@ class BuiltStylizer:
     device_name: str  # "cpu" or the CUDA device's name
     models: dict[str, StyleModel] = field(default_factory=dict)
     backend: str = ""  # what runs the style networks: runtime and version, precision, device (metrics rows)
+    encodings: StyleEncodings | None = None  # adain and predict: the style images' encodings it runs with
 
     def arch(self, style: str) -> str:
         """The style network's architecture as metrics rows record it ("" for Gatys optimisation)."""
@@ -149,6 +155,39 @@ def read_style_image(name: str, uri: str, opener: Opener, max_pixels: int = 64_0
         cause = "empty" if not data else "truncated" if "truncated" in str(exc) else "not an image"
         problem = FileUnusable("style image", uri, cause, f"it is not a usable image ({exc})")
         raise SetupError(problem.line(f"style {name!r}")) from None
+
+
+def encode_style_images(spec: StylizerSpec, opener: Opener, method: str, model_id: str, vgg: LossNetwork | None,
+                        encode: Callable[[np.ndarray], dict[str, np.ndarray]], device: torch.device) -> StyleEncodings:
+    """Read, decode and encode each of ``spec``'s style images once: ``encode(image)`` gives the
+    method's arrays (one encoder pass), ``vgg`` (None without metrics) the Gram targets."""
+    start = time.perf_counter()
+    images, digests = {}, {}
+    for name, uri in spec.style_images.items():
+        images[name], digests[name] = read_style_image(name, uri, opener, spec.max_style_pixels)
+    with torch.inference_mode():
+        codes = {name: encode(image) for name, image in images.items()}
+    grams = {}
+    if vgg is not None:
+        meter = LossMeter(vgg, images, short_side=spec.metrics_size, device=device)
+        grams = {name: GramTarget({layer: g.float().cpu().numpy() for layer, g in target.items()})
+                 for name, target in meter.targets.items() if target is not None}
+    return StyleEncodings(method, model_id, vgg.loss_model if vgg is not None else "", digests, codes, grams,
+                          passes=len(images), encode_ms=(time.perf_counter() - start) * 1000)
+
+
+def run_encodings(spec: StylizerSpec, method: str, model_id: str, vgg: LossNetwork | None) -> StyleEncodings | None:
+    """``spec.encodings`` when it was made for this method and these models (SetupError otherwise), or None."""
+    if spec.encodings is None:
+        return None
+    try:
+        spec.encodings.check(method, model_id, vgg.loss_model if vgg is not None else "")
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
+    missing = sorted(set(spec.style_images) - set(spec.encodings.codes))
+    if missing:
+        raise SetupError(f"the run's style encodings lack style images {missing}")
+    return spec.encodings
 
 
 def loss_network(spec: StylizerSpec, opener: Opener) -> LossNetwork | None:

@@ -17,10 +17,12 @@ import torch.nn.functional as F
 
 from .loss_network import LossNetwork, resolve_layers
 from .losses import StyleTargetCache, blended_style_grams, content_loss, style_loss, tv_loss
+from .style_encoding import GramTarget
 
 # A style's loss target: its style image, or for a blend of a multi-style network (image, weight)
-# pairs whose Gram targets are mixed with the same weights; None when there is no style image.
-StyleTarget = np.ndarray | Sequence[tuple[np.ndarray, float]] | None
+# pairs whose Gram targets are mixed with the same weights; None when there is no style image. A
+# GramTarget stands for an image whose targets were computed before (once per run: style_encoding).
+StyleTarget = np.ndarray | GramTarget | Sequence[tuple[np.ndarray | GramTarget, float]] | None
 
 # VGG's metric layers (Johnson et al.'s); other loss networks have their own (loss_network.default_layers)
 DEFAULT_CONTENT_LAYERS = ("relu2_2",)
@@ -112,7 +114,9 @@ class LossMeter:
         def target(value: StyleTarget) -> dict[str, torch.Tensor] | None:
             if value is None:
                 return None
-            if isinstance(value, np.ndarray):
+            if isinstance(value, GramTarget):
+                value = [(value, 1.0)]
+            elif isinstance(value, np.ndarray):
                 return cache.get(vgg, value, tuple(style_layers), loss_model=self.loss_model, device=self.device)
             images, weights = zip(*value)  # a blend: the same convex mix of the styles' Gram targets
             return blended_style_grams(vgg, images, weights, tuple(style_layers), device=self.device)

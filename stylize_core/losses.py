@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .style_encoding import GramTarget
+
 FeatureExtractor = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 
 
@@ -135,7 +137,7 @@ class StyleTargetCache:
 @torch.no_grad()
 def blended_style_grams(
     extractor: FeatureExtractor,
-    styles: Sequence[torch.Tensor | np.ndarray],
+    styles: Sequence[torch.Tensor | np.ndarray | GramTarget],
     weights: Sequence[float],
     layers: Sequence[str],
     scales: Sequence[float] = (1.0,),
@@ -148,7 +150,8 @@ def blended_style_grams(
     normalised to sum to one. So the target of a blend is the same convex mix of the styles' Gram
     matrices as the network's mix of norm parameters, and a one-hot weight gives exactly that style's
     own target. (It is not the Gram matrix of a blended image: mixing pixels would average colours,
-    not textures.) Images with weight 0 are not run through the extractor.
+    not textures.) Images with weight 0 are not run through the extractor; a :class:`GramTarget` (a style
+    image's targets computed before, :mod:`stylize_core.style_encoding`) is not run through it either.
     """
     if len(styles) != len(weights):
         raise ValueError(f"{len(styles)} style images for {len(weights)} weights")
@@ -159,8 +162,12 @@ def blended_style_grams(
     for style, weight in zip(styles, weights):
         if weight == 0:
             continue
-        image = image_to_tensor(style, device) if isinstance(style, np.ndarray) else style.to(device)
-        for layer, gram in style_grams(extractor, image, layers, scales).items():
+        if isinstance(style, GramTarget):
+            grams = {layer: torch.from_numpy(np.asarray(style.grams[layer])).to(device) for layer in layers}
+        else:
+            image = image_to_tensor(style, device) if isinstance(style, np.ndarray) else style.to(device)
+            grams = style_grams(extractor, image, layers, scales)
+        for layer, gram in grams.items():
             term = gram * (weight / total)  # (1, C, C)
             out[layer] = term if layer not in out else out[layer] + term
     return out

@@ -7,7 +7,8 @@ under :mod:`stylize_core.methods` and one entry in :data:`METHODS`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -16,9 +17,11 @@ from .backends import BackendError
 from .builder import BuiltStylizer, Opener, SetupError, StylizerSpec, check_device, load_checkpoints
 from .checkpoint import StyleModel
 from .methods import adain, feedforward, optimize, predict
+from .style_encoding import StyleEncodings
 from .vgg import VGGWeightsError
 
 Build = Callable[[StylizerSpec, Opener, torch.device, Mapping[str, StyleModel], dict[str, str]], BuiltStylizer]
+Encode = Callable[[StylizerSpec, Opener, torch.device], StyleEncodings]
 
 
 @dataclass(frozen=True)
@@ -26,13 +29,17 @@ class Method:
     build: Build
     needs_checkpoints: bool  # styles are checkpoints (else style images only)
     summary: str
+    # what the method derives from each style image, computed once per run (None: nothing to share)
+    encode: Encode | None = None
 
 
 METHODS: dict[str, Method] = {
     "feedforward": Method(feedforward.build, True, "style networks (Johnson et al.), single- and multi-style"),
     "optimize": Method(optimize.build, False, "per-image Gatys optimisation towards a style image"),
-    "adain": Method(adain.build, False, "AdaIN (Huang & Belongie): any style image, pytorch-AdaIN's weights"),
-    "predict": Method(predict.build, False, "style prediction (Ghiasi et al.): any style image, one feed-forward pass"),
+    "adain": Method(adain.build, False, "AdaIN (Huang & Belongie): any style image, pytorch-AdaIN's weights",
+                    adain.encode),
+    "predict": Method(predict.build, False, "style prediction (Ghiasi et al.): any style image, one feed-forward pass",
+                      predict.encode),
 }
 
 
@@ -56,8 +63,27 @@ def build_stylizer(spec: StylizerSpec, opener: Opener, loaded: Mapping[str, Styl
         name = enhancing[0]
         raise SetupError(f"style {name!r} is an enhancement network ({checkpoints[name].enhance.task}); "
                          f"--method {spec.method} cannot run it: use --method feedforward")
-    try:
+    with _setup_errors():
         return entry.build(spec, opener, device, checkpoints, sha256)
+
+
+def encode_styles(spec: StylizerSpec, opener: Opener) -> StyleEncodings | None:
+    """What ``spec``'s method derives from its style images, once for a whole run (a Ray job computes
+    it in one task and gives it to every actor as ``spec.encodings``); None for methods that derive
+    nothing. SetupError (one line) when a model or style image is unusable."""
+    entry = method(spec.method)
+    if entry.encode is None:
+        return None
+    device = check_device(spec.device)
+    with _setup_errors():
+        return entry.encode(spec, opener, device)
+
+
+@contextlib.contextmanager
+def _setup_errors() -> Iterator[None]:
+    """What stops a build, as SetupError with its one line."""
+    try:
+        yield
     except (VGGWeightsError, BackendError) as exc:
         raise SetupError(str(exc)) from None
     except SetupError:

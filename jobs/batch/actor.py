@@ -20,6 +20,7 @@ from stylize_core.host import retain_freed_memory
 from stylize_core.masks import MaskError, composite
 from stylize_core.registry import build_stylizer
 from stylize_core.sampling import sampled
+from stylize_core.style_encoding import StyleEncodings
 from stylize_core.stylizer import resolve_device
 
 from jobs.common import ray_runtime
@@ -56,7 +57,8 @@ class StylizeActor:
     that many times becomes a ``stylize_error`` row of its own. No input can loop forever.
     """
 
-    def __init__(self, settings: JobSettings, plan: ActorPlan, attempts: Any = None, fused: bool = False) -> None:
+    def __init__(self, settings: JobSettings, plan: ActorPlan, attempts: Any = None, fused: bool = False,
+                 encodings: StyleEncodings | None = None) -> None:
         self.settings = settings
         self.attempts = attempts  # the run's attempt ledger (jobs.common.ray_runtime.attempt_ledger)
         # fused: read/decode and encode/write inside this call, for pools of CPU actors. Without a GPU to
@@ -73,7 +75,8 @@ class StylizeActor:
         # actor is given says why it cannot run, and the driver stops with that one line (exit 2).
         self.setup_error = ""
         try:
-            built = build_stylizer(run_stylizer_spec(settings, plan.window), lambda uri: read_bytes(uri, opts))
+            # encodings: the style images' encodings the driver's task made once for the run (adain, predict)
+            built = build_stylizer(run_stylizer_spec(settings, plan.window, encodings), lambda uri: read_bytes(uri, opts))
         except SetupError as exc:
             self.setup_error = str(exc)
             self.built = None

@@ -25,7 +25,8 @@ from jobs.batch.settings import JobSettings, parse_args
 from jobs.batch.stages import SETUP_ERROR, encode_write, read_decode
 from jobs.batch.staging import StagedManifest, stage_inputs, staging_prefix
 from jobs.common import ray_runtime
-from jobs.common.checkpoints import check_style_blobs, input_unusable, read_style_blobs, stop
+from jobs.common.checkpoints import (check_style_blobs, input_unusable, read_style_blobs, start_style_encoding, stop,
+                                     style_encodings)
 from jobs.common.metrics import MetricsWriter, PairLedger, RunCounts, to_table
 from jobs.common.outcome import JobError, plain_output, run_main
 from jobs.common.planning import ActorPlan, plan_actors
@@ -34,6 +35,7 @@ from jobs.common.storage import (InputFile, arrow_paths, join_uri, local_path, r
                                  remove_temp_files, write_bytes_atomic)
 from jobs.common.watchdog import stall_guarded
 from stylize_core.host import malloc_env
+from stylize_core.style_encoding import StyleEncodings
 
 
 def _log(msg: str) -> None:
@@ -68,7 +70,8 @@ def _written_on_failure(batches: Iterator[pa.Table], settings: JobSettings, writ
 
 
 def _render(settings: JobSettings, staged: StagedManifest, plan: ActorPlan, fused: bool,
-            on_rows: Callable[[pa.Table], None] | None) -> tuple[RunCounts, MetricsWriter]:
+            on_rows: Callable[[pa.Table], None] | None, encodings: StyleEncodings | None = None
+            ) -> tuple[RunCounts, MetricsWriter]:
     """Stream the staged manifest through the pipeline; every (input, style) pair counted once."""
     opts = settings.storage_options
     writer = MetricsWriter(settings.output, settings.run_id, opts)
@@ -88,8 +91,10 @@ def _render(settings: JobSettings, staged: StagedManifest, plan: ActorPlan, fuse
             read_batch_size=settings.read_batch_size,
             actor=STYLIZE_ACTOR,
             # Actors read the checkpoints themselves: megabytes of constructor arguments would go through
-            # the object store with every actor start.
-            actor_kwargs={"settings": settings, "plan": plan, "attempts": attempts, "fused": fused},
+            # the object store with every actor start. The style encodings (adain, predict) are made once
+            # for the run instead: Ray Data keeps the constructor's arguments in the object store, one copy.
+            actor_kwargs={"settings": settings, "plan": plan, "attempts": attempts, "fused": fused,
+                          "encodings": encodings},
             actors=(plan.min_actors, plan.max_actors),
             batch_size=plan.window,
             gpus_per_actor=plan.gpus_per_actor,
@@ -161,13 +166,15 @@ def run(
             # listing is staged. CPU actors start at once and build the same stylizer: their setup_error
             # rows are the check (and a separate check would cost a worker's torch import, ~1.4 s).
             checked = ray_runtime.call_remote(check_style_blobs, settings, blobs) if blobs and plan.gpus_per_actor else None
+            encoded = start_style_encoding(settings)  # adain, predict: the style images, once for the run
             staged = staged_f.result()
         if checked is None and blobs and not staged.rows:  # no actor will run to find out
             checked = ray_runtime.call_remote(check_style_blobs, settings, blobs)
         problem = ray_runtime.result(checked) if checked is not None else None
         if problem:
             raise stop(problem)
-        return _finish(settings, staged, blobs, plan, started, on_rows)
+        encodings = style_encodings(encoded)
+        return _finish(settings, staged, blobs, plan, started, on_rows, encodings)
     finally:
         remove_prefix(staging, opts)  # the metrics rows are the record of what ran
 
@@ -184,13 +191,13 @@ def _fail_before_ray(blobs: Future, staged: Future, listed: threading.Event) -> 
 
 
 def _finish(settings: JobSettings, staged: StagedManifest, blobs: dict[str, bytes], plan: ActorPlan, started: float,
-            on_rows: Callable[[pa.Table], None] | None = None) -> dict:
+            on_rows: Callable[[pa.Table], None] | None = None, encodings: StyleEncodings | None = None) -> dict:
     opts = settings.storage_options
     styles = settings.style_names
     _log(f"run {settings.run_id}: {staged.rows} inputs x {len(styles)} style(s) -> {settings.output}")
     ray_runtime.configure_data()
     fused = settings.stages == "fused" or (settings.stages == "auto" and not plan.gpus_per_actor)
-    counts, writer = _render(settings, staged, plan, fused, on_rows)
+    counts, writer = _render(settings, staged, plan, fused, on_rows, encodings)
     swept = _sweep_interrupted_writes(settings, styles, started)
 
     wall = time.time() - started
@@ -224,6 +231,8 @@ def _finish(settings: JobSettings, staged: StagedManifest, blobs: dict[str, byte
         "gpus_per_actor": plan.gpus_per_actor,
         "stages": "fused" if fused else "split",
         "metrics_files": writer.files,
+        # adain, predict: what the run derived from its style images, once, for every actor
+        "style_encodings": encodings.summary() if encodings is not None else None,
         "temp_files_removed": swept,
         "config": redact(settings.to_dict()),
     }

@@ -9,7 +9,10 @@ network) is found by the builder in a Ray task or the actors, with the same mess
 
 from __future__ import annotations
 
+from typing import Any
+
 from stylize_core.file_errors import FileUnusable, sniff_checkpoint, unusable
+from stylize_core.style_encoding import ENCODED_METHODS, StyleEncodings
 
 from jobs.common.outcome import JobError
 from jobs.common.run_settings import RunSettings
@@ -71,3 +74,44 @@ def check_style_blobs(settings: RunSettings, blobs: dict[str, bytes]) -> str | N
     except SetupError as exc:
         return str(exc)
     return None
+
+
+def encode_style_images(settings: RunSettings) -> StyleEncodings | str | None:
+    """What the run's method derives from its style images (AdaIN's statistics, the predictor's
+    embeddings, the metrics' Gram targets), computed once for the whole run; the builder's one-line
+    message when a model or style image is unusable; None when the method derives nothing.
+
+    Runs as a Ray task (torch): the driver passes the result to every actor (Ray keeps one copy in its
+    object store) and records it in the run summary. It runs on CPU whatever ``--device`` says: the
+    encodings are numpy arrays, and the task may land on a node without a GPU."""
+    import dataclasses
+
+    from stylize_core.builder import SetupError
+    from stylize_core.registry import encode_styles
+
+    from jobs.common.stylizer_spec import run_stylizer_spec
+
+    spec = dataclasses.replace(run_stylizer_spec(settings, 1), device="cpu")
+    try:
+        return encode_styles(spec, lambda uri: read_bytes(uri, settings.storage_options))
+    except SetupError as exc:
+        return str(exc)
+
+
+def start_style_encoding(settings: RunSettings) -> Any:
+    """Start :func:`encode_style_images` as a Ray task when the run's method encodes its style images
+    (a handle for :func:`style_encodings`), else None. Ray must be started."""
+    from jobs.common import ray_runtime
+
+    return ray_runtime.call_remote(encode_style_images, settings) if settings.method in ENCODED_METHODS else None
+
+
+def style_encodings(handle: Any) -> StyleEncodings | None:
+    """The encodings the task behind ``handle`` made (None for no task), or JobError (exit 2) with the
+    builder's one line when a model or style image is unusable."""
+    from jobs.common import ray_runtime
+
+    encodings = ray_runtime.result(handle) if handle is not None else None
+    if isinstance(encodings, str):
+        raise stop(encodings)
+    return encodings

@@ -134,6 +134,12 @@ def result(handle: Any) -> Any:
     return ray.get(handle)
 
 
+def put(value: Any) -> Any:
+    """``value`` in the object store, owned by this (the driver's) process: one copy that every actor
+    given the handle as a top-level constructor argument receives, restarts included."""
+    return ray.put(value)
+
+
 def configure_data() -> None:
     """Ray Data settings of the batch job. The console gets the job's own progress
     (:mod:`jobs.common.progress`): Ray Data's progress bars are off (on a non-terminal they are a

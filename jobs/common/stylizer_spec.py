@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from jobs.common.run_settings import RunSettings
 from stylize_core.builder import StylizerSpec
 from stylize_core.gatys import GatysConfig
+from stylize_core.style_encoding import StyleEncodings
 from stylize_core.style_mix import Selection
 
 
@@ -58,7 +59,10 @@ def stylizer_spec(settings: StylizerSettings, *, styles: Mapping[str, str], styl
     )
 
 
-def run_stylizer_spec(settings: RunSettings, max_batch: int) -> StylizerSpec:
-    """The stylizer of a Ray job's run (batch or video): every style, style image and selection it names."""
-    return stylizer_spec(settings, styles=settings.styles, style_images=settings.style_images, mixes=settings.mixes,
+def run_stylizer_spec(settings: RunSettings, max_batch: int, encodings: StyleEncodings | None = None) -> StylizerSpec:
+    """The stylizer of a Ray job's run (batch or video): every style, style image and selection it names;
+    ``encodings``: the style images' encodings the run made once (jobs.common.checkpoints.encode_style_images)."""
+    spec = stylizer_spec(settings, styles=settings.styles, style_images=settings.style_images, mixes=settings.mixes,
                          max_batch=max_batch)
+    spec.encodings = encodings
+    return spec

@@ -20,11 +20,12 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from jobs.common import actor_pool, ray_runtime
-from jobs.common.checkpoints import input_unusable, read_style_blobs, stop
+from jobs.common.checkpoints import input_unusable, read_style_blobs, start_style_encoding, stop, style_encodings
 from jobs.common.listing import list_images
 from jobs.common.outcome import JobError, error_rate, plain_output, run_main
 from jobs.common.planning import ActorPlan, plan_actors
@@ -139,7 +140,7 @@ def _stop_lost(settings: VideoSettings, state: _Progress, exc: Exception) -> Non
                    f"rerun with --run-id {settings.run_id} to complete the run") from exc
 
 
-def _drive(settings: VideoSettings, plan: ActorPlan, tasks: list[dict]) -> _Progress:
+def _drive(settings: VideoSettings, plan: ActorPlan, tasks: list[dict], encodings: Any = None) -> _Progress:
     """Probe every input, run its segments, join them: each result starts the next step of its input."""
     from stylize_core.host import malloc_env
 
@@ -147,9 +148,10 @@ def _drive(settings: VideoSettings, plan: ActorPlan, tasks: list[dict]) -> _Prog
 
     state = _Progress(tasks, progress=Progress("[stylize_video]", len(tasks) * len(settings.style_names),
                                                rate_unit="rows/s", enabled=not settings.quiet))
-    # Actors read the checkpoints themselves: constructor arguments stay small and inline, so Ray can
-    # restart a dead actor without depending on objects in the store.
-    pool = actor_pool.ActorTaskPool(VideoWorker, {"settings": settings, "plan": plan}, actors=plan.max_actors,
+    # Actors read the checkpoints themselves: constructor arguments stay small. The style encodings
+    # (adain, predict) are one object in the store, owned by this process, so a restarted actor gets them too.
+    kwargs = {"settings": settings, "plan": plan, "encodings": encodings}
+    pool = actor_pool.ActorTaskPool(VideoWorker, kwargs, actors=plan.max_actors,
                                      num_cpus=plan.cpus_per_actor, num_gpus=plan.gpus_per_actor, env=malloc_env())
     try:
         for task in tasks:
@@ -186,15 +188,18 @@ def run(settings: VideoSettings) -> dict:
     tasks = list_tasks(settings)
     blobs = read_style_blobs(settings)  # fail fast on a missing checkpoint; the actors load their own copies
     ray_runtime.init_ray(settings.address, quiet=settings.quiet, worker_env=malloc_env())
+    encoded = start_style_encoding(settings)
     plan = plan_actors(settings)
+    encodings = style_encodings(encoded)
     removed = remove_temp_files(join_uri(settings.output, "_video_work", f"run_id={settings.run_id}"),
                                 settings.storage_options)
     _log(settings, f"run {settings.run_id}: {len(tasks)} {settings.kind}(s) x {len(settings.style_names)} style(s), "
          f"{plan.max_actors} actor(s) -> {settings.output}")
-    state = _drive(settings, plan, tasks)
+    state = _drive(settings, plan, tasks, ray_runtime.put(encodings) if encodings is not None else None)
     metrics_uri = write_metrics(state.rows, settings.output, settings.run_id, settings.storage_options)
     summary = _summary(settings, plan, state, blobs, time.time() - started)
-    summary |= {"temp_files_removed": removed, "metrics_file": metrics_uri}
+    summary |= {"temp_files_removed": removed, "metrics_file": metrics_uri,
+                "style_encodings": encodings.summary() if encodings is not None else None}
     return _write_summary(settings, summary, state.strips)
 
 

@@ -16,6 +16,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from stylize_core.style_encoding import StyleEncodings
 from stylize_core.video.errors import VideoError
 
 from jobs.common.storage import (exists, get_file, local_path, put_file_atomic, read_bytes, redact, url_path,
@@ -35,7 +36,7 @@ def sequence_plan_inputs(n: int, fps: float) -> tuple[list[int], list[int], Frac
 class VideoWorker:
     """Holds the style networks (and the VGG loss network when metrics are on), built once."""
 
-    def __init__(self, settings: VideoSettings, plan: ActorPlan) -> None:
+    def __init__(self, settings: VideoSettings, plan: ActorPlan, encodings: StyleEncodings | None = None) -> None:
         import torch
 
         from stylize_core.builder import SetupError
@@ -54,7 +55,8 @@ class VideoWorker:
         # measured here on every --loss-every-th frame, not by the Stylizer on every frame.
         self.setup_error = ""  # why nothing can be stylised: every probe answers with it, the driver stops (exit 2)
         try:
-            built = build_stylizer(run_stylizer_spec(settings, settings.batch_size), lambda uri: read_bytes(uri, self.opts))
+            spec = run_stylizer_spec(settings, settings.batch_size, encodings)  # encodings: made once for the run
+            built = build_stylizer(spec, lambda uri: read_bytes(uri, self.opts))
         except SetupError as exc:  # raised here it would reach the driver as a Ray traceback, after retries
             self.setup_error = str(exc)
             return

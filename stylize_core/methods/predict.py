@@ -2,57 +2,79 @@
 
 Styles are style images (``spec.style_images``); ``spec.mixes`` adds blends of them
 (``{"new": {"a": 0.5, "b": 0.5}}``). Each style image is read, decoded and encoded by the predictor
-once here; each style (or blend) becomes a plain single-style TransformerNet with its predicted
+once per run; each style (or blend) becomes a plain single-style TransformerNet with its predicted
 norm parameters baked in, run by the feed-forward :class:`~stylize_core.stylizer.Stylizer`, so every
-backend, tiling and the metrics work as for style networks.
+backend, tiling and the metrics work as for style networks. A Ray job encodes the style images once
+for the run (:func:`encode`, carried to every actor as ``spec.encodings``); the local CLI here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
-from ..builder import BuiltStylizer, Opener, SetupError, StylizerSpec, loss_network, read_style_image
+from ..builder import (BuiltStylizer, Opener, SetupError, StylizerSpec, encode_style_images, loss_network,
+                       run_encodings)
 from ..checkpoint import StyleModel
 from ..demo_assets import demo_predictor
 from ..file_errors import FileUnusable
-from ..predictor_checkpoint import load_predictor
+from ..loss_network import LossNetwork
+from ..predictor_checkpoint import PredictorWeights, load_predictor
 from ..predictor_identity import predictor_style_id
+from ..style_encoding import StyleEncodings
 from ..style_mix import style_image_parts
 from ..stylizer import Stylizer, StylizerConfig
 
 
-def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints: Mapping[str, StyleModel],
-          sha256: dict[str, str]) -> BuiltStylizer:
+def _weights(spec: StylizerSpec, opener: Opener, checkpoints: Mapping[str, StyleModel]) -> PredictorWeights:
     if checkpoints:
         raise SetupError(f"--method predict takes style images, not style networks: pass --style-image NAME=URI "
                          f"instead of --style for {sorted(checkpoints)}")
     if not spec.style_images:
         raise SetupError("--method predict needs at least one --style-image NAME=URI")
     try:
-        weights = load_predictor(spec.predictor or demo_predictor(), opener)
+        return load_predictor(spec.predictor or demo_predictor(), opener)
     except FileUnusable as exc:
         raise SetupError(exc.line()) from None
-    model = weights.model
-    images, digests, embeddings = {}, {}, {}
-    with torch.inference_mode():
-        for name, uri in spec.style_images.items():
-            images[name], digests[name] = read_style_image(name, uri, opener, spec.max_style_pixels)
-            embeddings[name] = model.embed_image(images[name])  # the one predictor pass of this image
+
+
+def _encode_with(spec: StylizerSpec, opener: Opener, device: torch.device, weights: PredictorWeights,
+                 vgg: LossNetwork | None) -> StyleEncodings:
+    model = weights.model.to(device)
+
+    def encode(image: np.ndarray) -> dict[str, np.ndarray]:  # the one predictor pass of this image
+        return {"embedding": model.embed_image(image).cpu().numpy()}
+
+    return encode_style_images(spec, opener, "predict", weights.model_id, vgg, encode, device)
+
+
+def encode(spec: StylizerSpec, opener: Opener, device: torch.device) -> StyleEncodings:
+    """The style images' embeddings (and metrics targets), once for a whole run."""
+    return _encode_with(spec, opener, device, _weights(spec, opener, {}), loss_network(spec, opener))
+
+
+def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints: Mapping[str, StyleModel],
+          sha256: dict[str, str]) -> BuiltStylizer:
+    weights = _weights(spec, opener, checkpoints)
+    model = weights.model.to(device)
+    vgg = loss_network(spec, opener)
+    encodings = run_encodings(spec, "predict", weights.model_id, vgg) or _encode_with(spec, opener, device, weights, vgg)
     try:
         styles = style_image_parts(list(spec.style_images), spec.mixes)
     except ValueError as exc:
         raise SetupError(str(exc)) from None
+    embeddings = {name: torch.from_numpy(code["embedding"]).to(device) for name, code in encodings.codes.items()}
     models: dict[str, StyleModel] = {}
     targets = {}
+    grams = encodings.grams
     for name, parts in styles.items():
-        sha256[name] = predictor_style_id(weights.model_id, spec.alpha, [(digests[n], x) for n, x in parts])
+        sha256[name] = predictor_style_id(weights.model_id, spec.alpha, [(encodings.digests[n], x) for n, x in parts])
         net = model.bake(model.mix([(embeddings[n], x) for n, x in parts], spec.alpha))
-        single = len(parts) == 1
-        targets[name] = images[parts[0][0]] if single else [(images[n], x) for n, x in parts]
-        models[name] = StyleModel(net, {"style": name, "method": "predict", "alpha": spec.alpha},
-                                  style_image=images[parts[0][0]] if single else None, sha256=sha256[name],
+        if grams:
+            targets[name] = grams[parts[0][0]] if len(parts) == 1 else [(grams[n], x) for n, x in parts]
+        models[name] = StyleModel(net, {"style": name, "method": "predict", "alpha": spec.alpha}, sha256=sha256[name],
                                   source=spec.predictor or demo_predictor(), arch=model.config.net)
     config = StylizerConfig(
         device=spec.device, channels_last=spec.channels_last, bf16=spec.bf16, metrics=spec.metrics,
@@ -60,7 +82,8 @@ def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints:
         max_batch=spec.max_batch, backend=spec.backend,
         tile=spec.tile, max_memory=spec.max_memory, tileable=spec.tileable,
     )
-    stylizer = Stylizer(models, loss_network(spec, opener), config, style_images=targets)
+    stylizer = Stylizer(models, vgg, config, style_images=targets)
     stylizer.style_encodes = model.style_encodes  # type: ignore[attr-defined]  # predictor passes, for tests
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return BuiltStylizer(stylizer, sha256, stylizer.loss_model, device_name, models, stylizer.backend)
+    return BuiltStylizer(stylizer, sha256, stylizer.loss_model, device_name, models, stylizer.backend,
+                         encodings=encodings)

@@ -4,6 +4,8 @@ against its style image, and the nightly catalog computes the same ids without t
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -32,3 +34,9 @@ def check_two_style_images_and_a_mix(assets: Path, out: Path, method: list[str],
     assert style_digests(settings, settings.storage_options) == ids
     other = style_digests(settings.replace(alpha=0.5), settings.storage_options)
     assert not set(other.values()) & set(ids.values())
+    # the style images were read and encoded once for the run (one task), and the summary records it
+    encodings = json.loads((out / "_runs" / f"{run_id}.json").read_text())["style_encodings"]
+    assert encodings["method"] == method[1] and encodings["passes"] == 2 and encodings["loss_model"]
+    assert {name: e["sha256"] for name, e in encodings["style_images"].items()} == {
+        name: hashlib.sha256((assets / f"{name}.png").read_bytes()).hexdigest() for name in ("wave", "ink")}
+    assert all(e["gram_layers"] for e in encodings["style_images"].values())  # the metrics' targets too

@@ -136,6 +136,9 @@ def test_video_job_runs_adain_on_a_tiny_sequence(assets, tmp_path):
     assert cv2.imread(str(tmp_path / "out" / "wave" / "shot" / "f.002.png")).shape == (28, 36, 3)
     (row,) = pq.read_table(summary["metrics_file"]).to_pylist()
     assert row["style"] == "wave" and row["status"] == "ok" and len(row["model_sha256"]) == 64
+    encodings = summary["style_encodings"]  # made once by the run's encoding task, for every worker
+    assert encodings["method"] == "adain" and encodings["passes"] == 1 and encodings["loss_model"] == ""
+    assert encodings["style_images"]["wave"]["arrays"] == {"mean": [1, 512, 1, 1], "std": [1, 512, 1, 1]}
 
 
 @pytest.mark.usefixtures("ray_local")
