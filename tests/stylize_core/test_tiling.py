@@ -264,6 +264,7 @@ def test_enhancement_network_tiles_are_placed_at_the_output_scale(photo):
     """sr2 (no norm layers: nothing shared) in 9 forced tiles: its output, at twice the input's sides."""
     sm = load_style_model(str(ASSETS / "enhance_sr2.pth"))
     net = sm.model.eval()
+    assert not norm_layers(net)  # no statistics to share
     x = photo[..., :240, :256]  # (1, 3, 240, 256)
     full = net(x)  # (1, 3, 480, 512)
     tiled = TiledNetwork(net, 192)
