@@ -88,7 +88,7 @@ class TiledForward:
     def _exact_is_cheap(self, style: str, side: int, size: tuple[int, int], wrap: bool) -> bool:
         """``auto``: whether every tile's states at the half- and quarter-resolution layers fit the
         cache, so exact statistics recompute only the two full-resolution layers (measured at
-        0.8-1.0x thumbnail statistics' time; docs/benchmarks_large.md). The largest of those states:
+        0.8-1.6x thumbnail statistics' time; docs/benchmarks_large.md). The largest of those states:
         c2 = 2 c1 channels at a quarter of the pixels (or c3 = 4 c1 at a sixteenth, twice inside a
         residual block for its skip): c1 / 2 values per tile pixel, 64 bytes for the default network."""
         rows, cols = (axis_windows(n, side, wrap=wrap) for n in size)

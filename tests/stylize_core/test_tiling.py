@@ -155,7 +155,7 @@ def test_auto_statistics_are_exact_where_the_tiles_states_fit():
     # the benchmark's photo: tiles of half the budget, the other half holds their states
     assert forward.side("demo", 1364, 2048) == 588
     assert forward._tiled(net, "demo", 588, 0, (1364, 2048)).stats_mode == "exact"
-    # 24 MP: the states would not fit (exact would take ~7x the time), so thumbnail, tiles of the budget
+    # 24 MP: no states would fit (exact: ~5x thumbnail's time), so thumbnail, with tiles of the budget
     assert forward.side("demo", 4000, 6000) == 832
     assert forward._tiled(net, "demo", 832, 0, (4000, 6000)).stats_mode == "thumbnail"
 
