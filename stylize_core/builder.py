@@ -68,6 +68,7 @@ class StylizerSpec:
     tile: int = 0
     max_memory: int = 0
     tileable: bool = False
+    tile_stats: str = "auto"  # auto or one of stylize_core.tiling.STATS_MODES (stylize_core.tiled_forward)
     # AdaIN (stylize_core.methods.adain): pytorch-AdaIN's vgg_normalised.pth and decoder.pth, or our
     # one-file checkpoint as adain_decoder alone; alpha blends the AdaIN features with the content's
     adain_encoder: str = ""

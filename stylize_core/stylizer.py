@@ -59,11 +59,11 @@ class StylizerConfig:
     backend: str = "eager"
     # Tiling (stylize_core.tiling, stylize_core.tile_budget): a forced tile side (0: by the memory
     # budget), the activation budget in bytes (0: from the device), seamless (wrap-around) output,
-    # and where tiles' shared statistics come from ("thumbnail" or "accumulate").
+    # and where tiles' shared statistics come from ("auto", "exact", "thumbnail", "accumulate").
     tile: int = 0
     max_memory: int = 0
     tileable: bool = False
-    tile_stats: str = "thumbnail"
+    tile_stats: str = "auto"
 
 
 @dataclass

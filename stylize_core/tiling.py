@@ -1,10 +1,14 @@
 """Stylising an image in overlapping tiles that look like one pass over the whole image.
 
 :class:`TiledNetwork` wraps a feed-forward style network (any module whose normalisation is the
-instance norm of :mod:`stylize_core.transformer_net`): it computes every norm layer's statistics on a
-thumbnail of the whole image (:class:`~stylize_core.norm_stats.SharedStats`), optionally refines them
-over the tiles (``stats="accumulate"``), then runs overlapping tiles that normalise with them and
-blends the overlaps. Memory is one tile's activations plus the full-size input and output.
+instance norm of :mod:`stylize_core.transformer_net`): it takes every norm layer's statistics either
+exactly, layer by layer over the tiles (``stats="exact"``, :mod:`stylize_core.exact_stats`), or from
+a thumbnail of the whole image (:class:`~stylize_core.norm_stats.SharedStats`; ``"accumulate"``
+refines those over the tiles in one pass), then runs overlapping tiles that normalise with them and
+blends the overlaps. Memory is one tile's activations plus the full-size input and output (exact:
+plus the tiles' states between layers, as far as ``cache_bytes`` allows). Networks without norm
+layers (the enhancement networks of :mod:`stylize_core.enhance_net`) share nothing: their tiles run
+on their own, and a super-resolution network's are placed at its output scale.
 
 Tiles along each axis (:func:`axis_windows`):
 
@@ -35,7 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .norm_stats import SharedStats
+from .exact_stats import ExactTiles, transformer_stages
+from .enhance_net import output_scale
+from .norm_stats import SharedStats, norm_layers
 from .transformer_net import SIZE_MULTIPLE
 
 # Pixels inside a tile's edge whose output is discarded. The default network's receptive field is
@@ -44,7 +50,7 @@ from .transformer_net import SIZE_MULTIPLE
 DEFAULT_MARGIN = 32
 # Pixels over which neighbouring tiles cross-fade (at least; windows are spread evenly, so more).
 DEFAULT_FEATHER = 32
-STATS_MODES = ("thumbnail", "accumulate")
+STATS_MODES = ("thumbnail", "exact", "accumulate")
 
 
 def _floor4(v: float) -> int:
@@ -80,13 +86,15 @@ def _ramp(n: int) -> torch.Tensor:
 
 
 def axis_windows(size: int, tile: int, margin: int = DEFAULT_MARGIN, feather: int = DEFAULT_FEATHER,
-                 wrap: bool = False) -> list[Window]:
+                 wrap: bool = False, scale: int = 1) -> list[Window]:
     """The windows covering ``[0, size)`` with tiles of at most ``tile`` pixels (see the module doc).
 
     Without ``wrap``, ``size`` and ``tile`` must be multiples of 4 and a size that fits in one tile
     gets one window of weight 1. With ``wrap`` every window has neighbours on both sides (itself,
     when one window covers the whole axis), any ``size`` is allowed, and the windows sum to 1 modulo
-    ``size``.
+    ``size``. ``scale``: the same windows placed on an output ``scale`` times the input's size (a
+    super-resolution network's): starts, lengths, margins and owned parts times ``scale``, weights
+    ramped over the output's pixels (they still sum to exactly 1).
     """
     overlap = 2 * margin + feather
     if tile % SIZE_MULTIPLE or tile < min_tile(margin, feather):
@@ -102,12 +110,17 @@ def axis_windows(size: int, tile: int, margin: int = DEFAULT_MARGIN, feather: in
         if size % SIZE_MULTIPLE:
             raise ValueError(f"size {size} must be a multiple of {SIZE_MULTIPLE} (or use wrap)")
         if size <= tile:
-            return [Window(0, size, torch.ones(size), 0, size)]
+            return [Window(0, size * scale, torch.ones(size * scale), 0, size * scale)]
         n = math.ceil((size - overlap) / (tile - overlap))
         length = min(tile, _ceil4(math.ceil((size - overlap) / n) + overlap + SIZE_MULTIPLE))
         starts = [_floor4(i * (size - length) / (n - 1)) for i in range(n - 1)] + [size - length]
         prev = [None] + starts[:-1]
         nxt = starts[1:] + [None]
+    if scale != 1:  # the same layout on the output's grid
+        length, margin = length * scale, margin * scale
+        starts = [a * scale for a in starts]
+        prev = [None if p is None else p * scale for p in prev]
+        nxt = [None if p is None else p * scale for p in nxt]
     windows = []
     for i in range(n):
         a = starts[i]
@@ -161,26 +174,36 @@ class TiledNetwork:
 
     ``tile``: the largest tile side (a multiple of 4); images that fit in one tile (and are not
     ``wrap``) run whole. ``stats``: ``"thumbnail"`` (statistics of a downscaled copy of at most
-    ``thumbnail_pixels``, default one tile's area) or ``"accumulate"`` (those, then refined by a
-    first pass over the tiles: twice the tile work). ``wrap``: wrap-around tiles (seamless output).
+    ``thumbnail_pixels``, default one tile's area), ``"exact"`` (the whole image's, layer by layer
+    over the tiles, :mod:`stylize_core.exact_stats`; a TransformerNet only; the tiles' intermediate
+    states may hold ``cache_bytes``, beyond which layers are recomputed from the input tiles) or
+    ``"accumulate"`` (thumbnail statistics refined by one pass over the tiles: twice the tile work,
+    not self-consistent; measured worse). ``wrap``: wrap-around tiles (seamless output).
     Called under the caller's autocast and inference mode; ``last_tiles`` is the number of tiles the
     last image ran as.
     """
 
     def __init__(self, net: nn.Module, tile: int, *, margin: int = DEFAULT_MARGIN, feather: int = DEFAULT_FEATHER,
-                 stats: str = "thumbnail", thumbnail_pixels: int | None = None, wrap: bool = False) -> None:
+                 stats: str = "thumbnail", thumbnail_pixels: int | None = None, wrap: bool = False,
+                 cache_bytes: int = 0) -> None:
         if stats not in STATS_MODES:
             raise ValueError(f"unknown statistics mode {stats!r}: one of {STATS_MODES}")
         axis_windows(tile, tile, margin, feather)  # validates tile against margin and feather
         self.net, self.tile, self.margin, self.feather = net, tile, margin, feather
         self.stats_mode, self.wrap = stats, wrap
+        # Enhancement networks: outputs at ``scale`` x the input, and no norm layers, so no statistics
+        # to share: their tiles run on their own (a tile's interior sees what the whole image's does).
+        self.scale, self.norms = output_scale(net), bool(norm_layers(net))
         self.thumbnail_pixels = thumbnail_pixels or tile * tile
+        self.cache_bytes = cache_bytes
         self.last_tiles = 0
+        # exact: the last image's stage runs (ExactTiles.stage_runs) and statistics
+        self.last_stage_runs, self.last_stats = 0, SharedStats()
 
-    def windows(self, height: int, width: int) -> tuple[list[Window], list[Window]]:
-        """The (rows, columns) windows of an image of this size."""
-        return (axis_windows(height, self.tile, self.margin, self.feather, self.wrap),
-                axis_windows(width, self.tile, self.margin, self.feather, self.wrap))
+    def windows(self, height: int, width: int, scale: int = 1) -> tuple[list[Window], list[Window]]:
+        """The (rows, columns) windows of an image of this size; with ``scale``, on the output's grid."""
+        return (axis_windows(height, self.tile, self.margin, self.feather, self.wrap, scale),
+                axis_windows(width, self.tile, self.margin, self.feather, self.wrap, scale))
 
     def count(self, height: int, width: int) -> int:
         """Tiles an image of this size runs as."""
@@ -211,6 +234,10 @@ class TiledNetwork:
         self.last_tiles = len(rows) * len(cols)
         if self.last_tiles == 1 and not self.wrap:
             return self._net(x, style)
+        if not self.norms:
+            return self._independent(x, rows, cols, style)
+        if self.stats_mode == "exact":
+            return self._exact(x, rows, cols, style)
         shared = SharedStats()
         with shared.recording(self.net):
             self._net(self.thumbnail(x), style)
@@ -226,13 +253,51 @@ class TiledNetwork:
         with shared.applying(self.net):
             for rw in rows:
                 for cw in cols:
-                    y = self._net(self._tile(x, rw, cw), style)  # (1, C', th, tw)
-                    if out is None:
-                        out = torch.zeros((1, y.shape[1], h, w), dtype=torch.float32, device=y.device)
-                    weight = rw.weight.to(y.device)[:, None] * cw.weight.to(y.device)[None, :]
-                    self._add(out, y.float() * weight, rw, cw)
+                    out = self._blend(out, self._net(self._tile(x, rw, cw), style), rw, cw, h, w)
         assert out is not None
         return out  # (1, C', H, W) float32
+
+    def _independent(self, x: torch.Tensor, rows: list[Window], cols: list[Window], style: torch.Tensor | None
+                     ) -> torch.Tensor:
+        """Tiles of a network without norm layers, placed at its output scale."""
+        h, w = x.shape[-2:]
+        s = self.scale
+        out_rows, out_cols = self.windows(h, w, s)
+        out: torch.Tensor | None = None
+        for rw, ro in zip(rows, out_rows):
+            for cw, co in zip(cols, out_cols):
+                out = self._blend(out, self._net(self._tile(x, rw, cw), style), ro, co, h * s, w * s)
+        assert out is not None
+        return out  # (1, C', sH, sW) float32
+
+    def _exact(self, x: torch.Tensor, rows: list[Window], cols: list[Window], style: torch.Tensor | None
+               ) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        tiles = [(rw, cw) for rw in rows for cw in cols]
+        # Owned parts cut at multiples of 4, so every resolution of the network (1, 1/2, 1/4) cuts
+        # them on whole pixels; neighbours' cuts agree because tiles start at multiples of 4.
+        owned = [(_floor4(rw.own_lo), _floor4(rw.own_hi), _floor4(cw.own_lo), _floor4(cw.own_hi)) for rw, cw in tiles]
+        run = ExactTiles(transformer_stages(self.net, style),  # type: ignore[arg-type]
+                         [lambda rw=rw, cw=cw: self._tile(x, rw, cw) for rw, cw in tiles],
+                         (rows[0].length, cols[0].length), owned, self.cache_bytes)
+        shared = SharedStats()
+        out: torch.Tensor | None = None
+        with shared.applying(self.net):
+            run.statistics(shared)
+            for t, (rw, cw) in enumerate(tiles):
+                out = self._blend(out, run.output(t), rw, cw, h, w)
+        self.last_stage_runs, self.last_stats = run.stage_runs, shared
+        assert out is not None
+        return out  # (1, C', H, W) float32
+
+    def _blend(self, out: torch.Tensor | None, y: torch.Tensor, rw: Window, cw: Window, h: int, w: int
+               ) -> torch.Tensor:
+        """``out`` (created at the first tile) plus tile output ``y`` (1, C', th, tw) times its weights."""
+        if out is None:
+            out = torch.zeros((1, y.shape[1], h, w), dtype=torch.float32, device=y.device)
+        weight = rw.weight.to(y.device)[:, None] * cw.weight.to(y.device)[None, :]
+        self._add(out, y.float() * weight, rw, cw)
+        return out
 
     def _indices(self, win: Window, size: int, device: torch.device) -> torch.Tensor | slice:
         if win.start >= 0 and win.start + win.length <= size:

@@ -70,6 +70,9 @@ def _tile_side(value: Any) -> Any:
 
 
 TileSide = Annotated[int, AfterValidator(_tile_side)]
+# stylize_core.tiling.STATS_MODES less "accumulate" (library only: measured worse than either), plus
+# auto (stylize_core.tiled_forward)
+TileStats = Literal["auto", "exact", "thumbnail"]
 
 
 # Tiling options, declared once for every program that stylises (RunSettings, the local CLI).
@@ -84,6 +87,14 @@ def max_memory_option(group: str | None = None) -> Any:
     return option(0, "activation memory one forward pass of a feed-forward network may take, in bytes or e.g. "
                   "2GiB; larger images run in tiles (docs/benchmarks_large.md). Default: half the GPU's free "
                   "memory, 512MiB on CPU", metavar="SIZE", group=group, ge=0)
+
+
+def tile_stats_option(group: str | None = None) -> Any:
+    return option("auto", "where tiles' normalisation statistics come from: exact (the whole image's, layer by layer "
+                  "over the tiles: the output matches one untiled pass; slow when the tiles' states do not fit "
+                  "--max-memory), thumbnail (a downscaled copy: several grey levels off for networks whose "
+                  "texture changes with scale) or auto (exact when it costs little, else thumbnail). "
+                  "docs/benchmarks_large.md", group=group)
 
 
 def tileable_option(group: str | None = None) -> Any:
@@ -187,6 +198,7 @@ class RunSettings(BaseModel):
     tile: TileSide = tile_option(GROUP_MODEL)
     max_memory: MemorySize = max_memory_option(GROUP_MODEL)
     tileable: bool = tileable_option(GROUP_MODEL)
+    tile_stats: TileStats = tile_stats_option(GROUP_MODEL)
 
     @field_validator("styles", "style_images")
     @classmethod

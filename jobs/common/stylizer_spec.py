@@ -35,6 +35,7 @@ class StylizerSettings(Protocol):
     tile: int
     max_memory: int
     tileable: bool
+    tile_stats: str
     encoder: str | None
     decoder: str | None
     alpha: float
@@ -53,7 +54,7 @@ def stylizer_spec(settings: StylizerSettings, *, styles: Mapping[str, str], styl
         device=settings.device, bf16=settings.bf16, channels_last=settings.channels_last,
         strength=settings.strength, preserve_color=settings.preserve_color, max_batch=max_batch,
         backend=settings.backend, gatys=GatysConfig(**settings.gatys_options()), max_style_pixels=settings.max_pixels,
-        tile=settings.tile, max_memory=settings.max_memory, tileable=settings.tileable,
+        tile=settings.tile, max_memory=settings.max_memory, tileable=settings.tileable, tile_stats=settings.tile_stats,
         adain_encoder=settings.encoder or "", adain_decoder=settings.decoder or "", alpha=settings.alpha,
         predictor=settings.predictor or "",
     )

@@ -15,7 +15,8 @@ from jobs.common import cli_settings
 from jobs.common.cli_settings import option, parse_selection
 from jobs.common.mask_settings import MaskMode, mask_feather_option, mask_mode_option
 from jobs.common.run_settings import (ADAIN_ENCODER_ALONE, BackendSpec, MemorySize, TileSide, demo_adain_checkpoint,
-                                      max_memory_option, tile_option, tileable_option)
+                                      TileStats, max_memory_option, tile_option, tile_stats_option,
+                                      tileable_option)
 from jobs.common.run_settings import demo_predictor_checkpoint
 
 PROG = "python -m jobs.stylize_image"
@@ -69,6 +70,7 @@ class ImageSettings(BaseModel):
     tile: TileSide = tile_option(_FF)
     max_memory: MemorySize = max_memory_option(_FF)
     tileable: bool = tileable_option(_FF)
+    tile_stats: TileStats = tile_stats_option(_FF)
 
     metrics: bool = option(False, "measure content, style and TV loss of each output with the VGG loss network",
                            group=_METRICS)

@@ -18,7 +18,7 @@ def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints:
         device=spec.device, channels_last=spec.channels_last, bf16=spec.bf16, metrics=spec.metrics,
         metrics_short_side=spec.metrics_size, strength=spec.strength, preserve_color=spec.preserve_color,
         max_batch=spec.max_batch, backend=spec.backend,
-        tile=spec.tile, max_memory=spec.max_memory, tileable=spec.tileable,
+        tile=spec.tile, max_memory=spec.max_memory, tileable=spec.tileable, tile_stats=spec.tile_stats,
     )
     stylizer = Stylizer(dict(checkpoints), loss_network(spec, opener), config, style_images=targets)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

@@ -80,7 +80,7 @@ def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints:
         device=spec.device, channels_last=spec.channels_last, bf16=spec.bf16, metrics=spec.metrics,
         metrics_short_side=spec.metrics_size, strength=spec.strength, preserve_color=spec.preserve_color,
         max_batch=spec.max_batch, backend=spec.backend,
-        tile=spec.tile, max_memory=spec.max_memory, tileable=spec.tileable,
+        tile=spec.tile, max_memory=spec.max_memory, tileable=spec.tileable, tile_stats=spec.tile_stats,
     )
     stylizer = Stylizer(models, vgg, config, style_images=targets)
     stylizer.style_encodes = model.style_encodes  # type: ignore[attr-defined]  # predictor passes, for tests

@@ -151,6 +151,16 @@ def test_tile_options_match_the_core():
     s = JobSettings(input="in/", tile=512, max_memory="2GiB", tileable=True)
     assert (s.tile, s.max_memory, s.tileable) == (512, 2 * 2**30, True)
     assert JobSettings(input="in/", max_memory="1.5GB").max_memory == 1_500_000_000
-    for bad in ({"tile": 100}, {"max_memory": "lots"}, {"max_memory": -1}):
+    for bad in ({"tile": 100}, {"max_memory": "lots"}, {"max_memory": -1}, {"tile_stats": "accumulate"}):
         with pytest.raises(ValueError):
             JobSettings(input="in/", **bad)
+    import typing
+
+    from stylize_core.tiling import STATS_MODES
+
+    from jobs.common.run_settings import TileStats
+    from jobs.common.stylizer_spec import run_stylizer_spec
+
+    assert set(typing.get_args(TileStats)) <= {*STATS_MODES, "auto"}
+    assert JobSettings(input="in/").tile_stats == "auto"  # docs/benchmarks_large.md: why
+    assert run_stylizer_spec(JobSettings(input="in/", tile_stats="thumbnail"), 4).tile_stats == "thumbnail"

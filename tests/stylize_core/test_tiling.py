@@ -127,6 +127,39 @@ def test_accumulated_statistics_over_tiles(demo, photo):
     assert out.shape == photo.shape and torch.isfinite(out).all()
 
 
+@torch.inference_mode()
+def test_exact_statistics_over_tiles_give_the_untiled_output(demo, photo):
+    """Layer by layer over 2 x 2 forced tiles of a 196 x 196 crop: the whole image's statistics, so
+    the untiled output (a 3/4-side thumbnail's statistics are 3 grey levels off on this photo, above)."""
+    x = photo[..., 60:256, 100:296].contiguous()
+    whole = SharedStats()
+    with whole.recording(demo):  # normalises with its own statistics: the plain forward pass
+        full = demo(x)
+    tiled = TiledNetwork(demo, 192, stats="exact", cache_bytes=2**30)
+    y = tiled(x)
+    assert tiled.last_tiles == 4 and tiled.last_stage_runs == 4 * (len(norm_layers(demo)) + 1)  # one pass
+    for layer in norm_layers(demo):  # the whole image's statistics, every layer
+        mean, var = tiled.last_stats.stats[layer]
+        torch.testing.assert_close(mean, whole.stats[layer][0], atol=1e-3, rtol=1e-3)
+        torch.testing.assert_close(var, whole.stats[layer][1], atol=1e-2, rtol=1e-3)
+    assert float(full.clamp(0, 255).std()) > 20  # the demo network's output spans the range
+    assert float((y.clamp(0, 255) - full.clamp(0, 255)).abs().mean()) < 0.05
+
+
+def test_auto_statistics_are_exact_where_the_tiles_states_fit():
+    from stylize_core.tiled_forward import TiledForward
+
+    styles = {"demo": load_style_model(demo_checkpoint())}
+    forward = TiledForward(StylizerConfig(device="cpu"), torch.device("cpu"), styles, {})  # 512 MiB, auto
+    net = styles["demo"].model
+    # the benchmark's photo: tiles of half the budget, the other half holds their states
+    assert forward.side("demo", 1364, 2048) == 588
+    assert forward._tiled(net, "demo", 588, 0, (1364, 2048)).stats_mode == "exact"
+    # 24 MP: no states would fit (exact: ~5x thumbnail's time), so thumbnail, with tiles of the budget
+    assert forward.side("demo", 4000, 6000) == 832
+    assert forward._tiled(net, "demo", 832, 0, (4000, 6000)).stats_mode == "thumbnail"
+
+
 def test_statistics_must_be_recorded_first(demo, photo):
     with pytest.raises(RuntimeError, match="record them first"), SharedStats().applying(demo), torch.inference_mode():
         demo(photo[..., :64, :64])
@@ -146,6 +179,12 @@ def test_multi_style_network_with_conditional_instance_norm():
     y = TiledNetwork(net, 192, thumbnail_pixels=192 * 320)(x, style)
     assert float(full.std()) > 0.1
     assert float((y - full).abs().max()) < 1e-3 * float(full.abs().max())
+    exact = TiledNetwork(net, 192, stats="exact", cache_bytes=2**30)  # the same, layer by layer
+    assert float((exact(x, style) - full).abs().max()) < 1e-3 * float(full.abs().max())
+    # nothing kept between layers: every layer recomputed from the input tiles, the same output
+    recomputed = TiledNetwork(net, 192, stats="exact", cache_bytes=0)
+    assert float((recomputed(x, style) - exact(x, style)).abs().max()) < 1e-4 * float(full.abs().max())
+    assert recomputed.last_stage_runs > 5 * exact.last_stage_runs
 
 
 SEAMLESS = 1.6  # wrap_ratio bound for the demo network's outputs
@@ -215,3 +254,42 @@ def test_stylizer_tiles_with_forced_tile_and_budget(photo):
     seamless = Stylizer(styles, None, StylizerConfig(device="cpu", metrics=False, tileable=True)).stylize([texture], "demo")[0]
     reflected = Stylizer(styles, None, StylizerConfig(device="cpu", metrics=False)).stylize([texture], "demo")[0]
     assert seamless.image.shape == texture.shape and wrap_ratio(seamless.image) <= SEAMLESS < wrap_ratio(reflected.image)
+
+
+ASSETS = __import__("pathlib").Path(__file__).resolve().parents[2] / "stylize_core" / "assets"
+
+
+@torch.inference_mode()
+def test_enhancement_network_tiles_are_placed_at_the_output_scale(photo):
+    """sr2 (no norm layers: nothing shared) in 9 forced tiles: its output, at twice the input's sides."""
+    sm = load_style_model(str(ASSETS / "enhance_sr2.pth"))
+    net = sm.model.eval()
+    assert not norm_layers(net)  # no statistics to share
+    x = photo[..., :240, :256]  # (1, 3, 240, 256)
+    full = net(x)  # (1, 3, 480, 512)
+    tiled = TiledNetwork(net, 192)
+    y = tiled(x)
+    assert tiled.last_tiles == 4 and y.shape == full.shape == (1, 3, 480, 512)
+    assert float((full - net.base(x)).std()) > 1  # the network adds detail to the bicubic upscale
+    assert float((y - full).abs().max()) < 0.05
+    windows = axis_windows(256, 192, scale=2)
+    assert [(w.start, w.length) for w in windows] == [(2 * w.start, 2 * w.length) for w in axis_windows(256, 192)]
+    total = torch.zeros(512, dtype=torch.float64)
+    for w in windows:
+        total[w.start : w.start + w.length] += w.weight.double()
+    assert torch.allclose(total, torch.ones(512, dtype=torch.float64), atol=1e-6)
+
+
+def test_stylizer_tiles_enhancement_networks_by_their_budget(photo):
+    """--tile and --max-memory reach sr2: tiles of the input, an output at twice its size."""
+    from stylize_core.tile_budget import enhance_bytes_per_pixel
+
+    sm = load_style_model(str(ASSETS / "enhance_sr2.pth"))
+    image = photo[0].permute(1, 2, 0).round().to(torch.uint8).numpy()[:318, :381]  # odd sizes: padded
+    plain = Stylizer({"sr2": sm}, None, StylizerConfig(device="cpu", metrics=False)).stylize([image], "sr2")[0]
+    budget = 200 * 200 * enhance_bytes_per_pixel(sm.model.arch)
+    small = Stylizer({"sr2": sm}, None, StylizerConfig(device="cpu", metrics=False, max_memory=budget)
+                     ).stylize([image], "sr2")[0]
+    assert plain.tiles == 1 and small.tiles == 4
+    assert small.image.shape == plain.image.shape == (636, 762, 3)
+    assert np.abs(small.image.astype(float) - plain.image).max() <= 1
