@@ -177,3 +177,19 @@ def test_max_side_shrinks_alpha_with_the_pixels():
     pixels, fmt = resized(decode_image_full(png16(rgb16())), 32)
     assert pixels.shape == (24, 32, 3) and pixels.dtype == np.uint16
 
+
+def test_the_stylizer_keeps_float_inputs_float():
+    from jobs.common.run_settings import demo_checkpoint
+    from stylize_core.checkpoint import load_style_model
+    from stylize_core.stylizer import Stylizer, StylizerConfig
+
+    stylizer = Stylizer({"demo": load_style_model(demo_checkpoint())}, None, StylizerConfig(device="cpu", metrics=False))
+    x16 = network_input(rgb16())
+    x8 = photo()
+    mixed = stylizer.stylize([x16, x8], "demo")
+    alone = stylizer.stylize([x8], "demo")[0].image
+    assert mixed[0].image.dtype == np.float32 and mixed[1].image.dtype == np.uint8
+    assert np.abs(mixed[1].image.astype(int) - alone).max() <= 1  # an 8-bit input in a float batch: as if alone
+    out = mixed[0].image
+    assert np.abs(out - out.round()).max() > 0.1  # not rounded to 8 bits
+    assert np.abs(out - alone).mean() < 3 and np.abs(out - x16).mean() > 20  # styled, as the 8-bit input is
