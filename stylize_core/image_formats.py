@@ -229,7 +229,10 @@ def _convert(src: Source) -> tuple[np.ndarray, PixelFormat]:
     if alpha is not None:
         pixels = _fill_transparent(pixels, alpha)
     name = "" if profile is None else (ImageCms.getProfileDescription(profile).strip() or "unnamed profile")
-    return np.ascontiguousarray(pixels), PixelFormat(label, bits, grey, alpha, name, exif, xmp)
+    pixels = np.ascontiguousarray(pixels)
+    if not pixels.flags.writeable:  # np.asarray of a Pillow image is read-only; callers own their pixels
+        pixels = pixels.copy()
+    return pixels, PixelFormat(label, bits, grey, alpha, name, exif, xmp)
 
 
 def read_colour16(src: Source) -> tuple[np.ndarray, np.ndarray | None]:

@@ -33,7 +33,7 @@ def _cv(data: bytes) -> np.ndarray:
 def test_rgba_keeps_its_alpha_exactly_and_hidden_colour_is_the_visible_mean():
     data, rgba = rgba_png()
     d = decode_image_full(data)
-    assert d.format.label == "RGBA" and d.format.bits == 8 and d.pixels.dtype == np.uint8
+    assert d.format.label == "RGBA" and d.format.bits == 8 and d.pixels.dtype == np.uint8 and d.pixels.flags.writeable
     assert np.array_equal(d.format.alpha, rgba[:, :, 3])
     visible, hidden = rgba[:, :, 3] > 0, rgba[:, :, 3] == 0
     assert np.array_equal(d.pixels[visible], rgba[:, :, :3][visible])
@@ -167,7 +167,8 @@ def test_pixel_format_travels_as_bytes_and_plain_rgb_has_none():
     back = PixelFormat.from_bytes(fmt.to_bytes())
     assert (back.mode, back.bits, back.grey, back.profile) == (fmt.mode, 8, False, "")
     assert np.array_equal(back.alpha, rgba[:, :, 3])
-    assert PixelFormat.from_bytes(b"").plain and decode_image_full(save(Image.fromarray(photo()), "JPEG")).format.plain
+    jpeg = decode_image_full(save(Image.fromarray(photo()), "JPEG"))
+    assert PixelFormat.from_bytes(b"").plain and jpeg.format.plain and jpeg.pixels.flags.writeable
 
 
 def test_max_side_shrinks_alpha_with_the_pixels():
