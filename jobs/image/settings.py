@@ -14,7 +14,7 @@ from stylize_core.gatys import INITS, OPTIMIZERS
 from jobs.common import cli_settings
 from jobs.common.cli_settings import option, parse_selection
 from jobs.common.mask_settings import MaskMode, mask_feather_option, mask_mode_option
-from jobs.common.run_settings import (ADAIN_ENCODER_ALONE, BackendSpec, MemorySize, TileSide, demo_adain_checkpoint,
+from jobs.common.run_settings import (ADAIN_ENCODER_ALONE, Background, background_option, BackendSpec, MemorySize, TileSide, demo_adain_checkpoint,
                                       max_memory_option, tile_option, tileable_option)
 from jobs.common.run_settings import demo_predictor_checkpoint
 
@@ -37,6 +37,7 @@ class ImageSettings(BaseModel):
                          "inputs with the same stem are refused). Required", short="-o", metavar="OUT", min_length=1)
     format: Literal["jpeg", "png", "webp"] | None = option(None, "output format (default: from OUT's extension, else jpeg)")
     quality: int = option(90, "JPEG/WebP quality 1-100", ge=1, le=100)
+    background: Background = background_option()
     max_side: int | None = option(None, "downscale inputs whose longer side exceeds N pixels before stylising "
                                   "(default: keep size)", metavar="N", ge=1)
     max_pixels: int = option(64_000_000, "refuse inputs with more pixels than this (decompression bombs)", ge=1)
