@@ -443,19 +443,26 @@ def _exif(img: Image.Image) -> bytes:
 
 
 def _orientation_reset(tiff: bytes) -> bytes:
-    """``tiff`` with IFD0's orientation value (if any) set to 1, every other byte as it was."""
+    """``tiff`` with IFD0's orientation value (if any) set to 1 and its link to IFD1 (the embedded
+    thumbnail, which would show the unstylised picture) cut; every other byte as it was, so maker
+    notes and sub-IFDs keep their offsets."""
     try:
         end = "<" if tiff[:2] == b"II" else ">"
         (ifd,) = struct.unpack(end + "I", tiff[4:8])
         (count,) = struct.unpack(end + "H", tiff[ifd : ifd + 2])
+        out = bytearray(tiff)
         for k in range(count):
             at = ifd + 2 + 12 * k
             tag, kind = struct.unpack(end + "HH", tiff[at : at + 4])
             if tag == _ORIENTATION_TAG and kind == 3:  # SHORT, stored in the entry itself
-                return tiff[: at + 8] + struct.pack(end + "H", 1) + tiff[at + 10 :]
+                out[at + 8 : at + 10] = struct.pack(end + "H", 1)
+        link = ifd + 2 + 12 * count
+        if link + 4 > len(tiff):
+            return b""
+        out[link : link + 4] = b"\0\0\0\0"
     except (struct.error, IndexError):
         return b""  # unreadable: not carried
-    return tiff
+    return bytes(out)
 
 
 def _xmp(img: Image.Image) -> bytes:

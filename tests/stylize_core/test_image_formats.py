@@ -4,6 +4,7 @@ encode, and the Stylizer's float path for 16-bit inputs."""
 from __future__ import annotations
 
 import io
+import struct
 import zlib
 
 import numpy as np
@@ -147,6 +148,14 @@ def test_exif_and_xmp_are_carried_with_the_orientation_reset():
         assert got.get(0x0112) == 1 and got.get(0x010F) == "PixCam", fmt
         assert b'tiff:Orientation="1"' in (out.info.get("xmp") or b""), fmt
     assert not decode_image_full(save(Image.fromarray(photo()), "JPEG")).format.exif
+    # a link to IFD1 (the camera's thumbnail of the unstylised photo) is cut; the bytes keep their offsets
+    tiff = bytearray(exif.tobytes()[6:])
+    end = "<" if tiff[:2] == b"II" else ">"
+    link = 8 + 2 + 12 * struct.unpack(end + "H", tiff[8:10])[0]
+    tiff[link : link + 4] = struct.pack(end + "I", 8)
+    reset = image_formats._orientation_reset(bytes(tiff))
+    assert len(reset) == len(tiff) and reset[link : link + 4] == b"\0\0\0\0"
+    assert Image.Exif().load(reset) is None and image_formats._orientation_reset(b"II*\0\xff\xff\0\0") == b""
 
 
 @pytest.mark.parametrize("make", [grey_alpha_tiff16, planar_rgb_tiff16], ids=["grey-alpha-16", "planar-rgb-16"])
@@ -185,7 +194,8 @@ def test_the_stylizer_keeps_float_inputs_float():
     from stylize_core.stylizer import Stylizer, StylizerConfig
 
     stylizer = Stylizer({"demo": load_style_model(demo_checkpoint())}, None, StylizerConfig(device="cpu", metrics=False))
-    x16 = network_input(rgb16())
+    assert network_input(rgb16(), object()).dtype == np.uint8  # stylizers without accepts_float: 8 bits
+    x16 = network_input(rgb16(), stylizer)
     x8 = photo()
     mixed = stylizer.stylize([x16, x8], "demo")
     alone = stylizer.stylize([x8], "demo")[0].image
