@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
-from pixel_samples import (H, W, disc_alpha, grey16_png, palette_rgba_png, photo, planar_rgb_tiff16, png16, rgb16,
-                           rgba_png, save)
+from PIL import Image, ImageCms
+from pixel_samples import (H, LINEAR_NAME, W, disc_alpha, grey16_png, linear_profile, palette_rgba_png, photo,
+                           planar_rgb_tiff16, png16, rgb16, rgba_png, save)
 
 from jobs.batch import driver as stylize
 from jobs.batch.settings import JobSettings
@@ -22,6 +22,7 @@ from stylize_core.image_formats import PixelFormat
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / "stylize_core/assets/demo_mosaic.pth")
+XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
 
 
 def _cv(path: Path) -> np.ndarray:
@@ -37,7 +38,10 @@ def inputs(tmp_path_factory) -> Path:
     (root / "deep.png").write_bytes(png16(rgb16()))
     (root / "grey16.png").write_bytes(grey16_png()[0])
     (root / "palette.png").write_bytes(palette_rgba_png())
-    (root / "photo.jpg").write_bytes(save(Image.fromarray(photo()), "JPEG"))
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "PixCam"  # shown turned 90 degrees; the camera's make
+    (root / "photo.jpg").write_bytes(save(Image.fromarray(photo()), "JPEG", exif=exif, xmp=XMP))
+    (root / "wide.png").write_bytes(save(Image.fromarray(photo()), "PNG", icc_profile=linear_profile()))
     (root / "planar.tif").write_bytes(planar_rgb_tiff16())
     (root / "broken16.png").write_bytes(png16(rgb16())[:-200])  # truncated
     return root
@@ -93,7 +97,9 @@ def test_batch_job_keeps_each_pixel_format_and_accounts_for_bad_inputs(inputs, t
     assert fmt["deep.png"] == ("ok", "RGB;16", None)
     assert fmt["grey16.png"] == ("ok", "I;16", None)
     assert fmt["palette.png"][0] == "ok" and fmt["palette.png"][2] == "kept"
-    assert fmt["photo.jpg"] == ("ok", "RGB", None)
+    assert fmt["photo.jpg"] == ("ok", "RGB", None) and (rows["photo.jpg"]["width"], rows["photo.jpg"]["height"]) == (H, W)
+    assert fmt["wide.png"] == ("ok", "RGB", None) and rows["wide.png"]["color_profile"] == LINEAR_NAME
+    assert rows["photo.jpg"]["color_profile"] is None
     assert (rows["broken16.png"]["status"], rows["broken16.png"]["error_type"]) == ("error", "truncated")
     planar = rows["planar.tif"]  # Pillow and OpenCV both misread it: refused, not stylised from wrong pixels
     assert (planar["status"], planar["error_type"]) == ("error", "corrupt") and "PlanarConfiguration 2" in planar["error"]
@@ -104,12 +110,18 @@ def test_batch_job_keeps_each_pixel_format_and_accounts_for_bad_inputs(inputs, t
     grey = Image.open(out / "demo" / "grey16.png")
     assert grey.mode.startswith("I") and np.asarray(grey).std() > 1000
     assert Image.open(out / "demo" / "palette.png").mode == "RGBA"
+    upright = Image.open(out / "demo" / "photo.png")  # EXIF and XMP carried, orientation reset
+    assert upright.size == (H, W) and upright.getexif()[0x010F] == "PixCam" and upright.getexif()[0x0112] == 1
+    assert b'tiff:Orientation="1"' in upright.info["xmp"]
+    assert "sRGB" in ImageCms.getProfileDescription(
+        ImageCms.ImageCmsProfile(io.BytesIO(Image.open(out / "demo" / "wide.png").info["icc_profile"])))
 
 
 def test_batch_rows_stay_compact_and_jpeg_rows_say_flattened(inputs, tmp_path):
     settings = JobSettings(input=str(inputs), output=str(tmp_path / "out"), styles={"demo": DEMO}, format="jpeg")
-    names = ["photo.jpg", "sprite.png"]
-    read = read_decode({"uri": np.array([str(inputs / n) for n in names]), "rel_path": np.array(names)}, settings)
+    (tmp_path / "plain.jpg").write_bytes(save(Image.fromarray(photo()), "JPEG"))  # no EXIF, XMP or profile
+    uris = [str(tmp_path / "plain.jpg"), str(inputs / "sprite.png")]
+    read = read_decode({"uri": np.array(uris), "rel_path": np.array(["plain.jpg", "sprite.png"])}, settings)
     assert list(read["pixfmt"]) == [b"", read["pixfmt"][1]] and len(read["pixfmt"][1]) > H * W  # plain rows: empty
     assert PixelFormat.from_bytes(read["pixfmt"][1]).alpha is not None
     batch = {**read, "style": np.array(["demo", "demo"]), "out_image": read["image"]}
