@@ -63,9 +63,11 @@ def test_cli_rgba_keeps_alpha_16_bit_stays_16_bit_and_jpeg_is_flattened(inputs, 
     opaque = rgba[:, :, 3] == 255
     assert np.abs(out[:, :, :3][opaque].astype(int) - rgba[:, :, :3][opaque]).mean() > 20  # the colour is styled
 
-    code, row = _run_cli(capsys, str(inputs / "deep.png"), "-o", str(tmp_path / "deep.png"))
+    code, row = _run_cli(capsys, str(inputs / "deep.png"), "-o", str(tmp_path / "deep.png"),
+                         "--metrics", "--vgg-weights", "random:0", "--metrics-size", "32")
     deep = _cv(tmp_path / "deep.png")
     assert code == 0 and row["pixel_format"] == "RGB;16" and deep.dtype == np.uint16 and deep.shape == (H, W, 3)
+    assert row["content_loss"] > 0 and row["tv_loss"] > 0  # the metrics of a float input
     assert len(np.unique(deep)) > 4 * len(np.unique(deep // 257))  # values between the 8-bit steps
     eight = tmp_path / "deep8.png"
     Image.fromarray(((rgb16().astype(np.uint32) + 128) // 257).astype(np.uint8)).save(eight)

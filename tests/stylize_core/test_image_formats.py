@@ -14,7 +14,8 @@ from pixel_samples import (H, W, LINEAR_NAME, disc_alpha, grey16_png, grey_alpha
                            palette_rgba_png, photo, planar_rgb_tiff16, png16, rgb16, rgba_png, save, tiff16)
 
 from stylize_core import image_formats
-from stylize_core.image_formats import (ALPHA_FLATTENED, ALPHA_KEPT, PixelFormat, _with_chunks, decode_image_full,
+from stylize_core.image_formats import (ALPHA_FLATTENED, ALPHA_KEPT, PixelFormat, _with_chunks, composite_any,
+                                        decode_image_full,
                                         encode_image_full, network_input, resized)
 from stylize_core.image_io import ImageDecodeError, decode_image
 
@@ -204,3 +205,21 @@ def test_the_stylizer_keeps_float_inputs_float():
     out = mixed[0].image
     assert np.abs(out - out.round()).max() > 0.1  # not rounded to 8 bits
     assert np.abs(out - alone).mean() < 3 and np.abs(out - x16).mean() > 20  # styled, as the 8-bit input is
+
+
+def test_masks_and_larger_outputs_keep_16_bits_and_alpha():
+    x16 = rgb16()
+    styled = np.full(x16.shape, 100.5, np.float32)
+    weights = np.zeros((H, W), np.float32)
+    weights[:, W // 2 :] = 1
+    out = composite_any(x16, styled, weights)
+    assert out.dtype == np.float32
+    assert np.array_equal(out[:, : W // 2], network_input(x16)[:, : W // 2]) and (out[:, W // 2 :] == 100.5).all()
+    assert composite_any(photo(), photo(), weights).dtype == np.uint8  # 8-bit stays the masks module's
+    data, rgba = rgba_png()
+    d = decode_image_full(data)
+    big = np.asarray(Image.fromarray(d.pixels).resize((2 * W, 2 * H)))  # a super-resolution network's output
+    out, state = encode_image_full(big, d.format, "png")
+    alpha = np.asarray(_open(out))[:, :, 3]
+    assert state == ALPHA_KEPT and alpha.shape == (2 * H, 2 * W)
+    assert np.abs(alpha[::2, ::2].astype(int) - rgba[:, :, 3]).mean() < 8
