@@ -34,7 +34,7 @@ from PIL import Image, ImageCms, PngImagePlugin
 
 from .image_errors import CorruptImageError
 from .image_io import (
-    DEFAULT_MAX_PIXELS, FORMAT_EXTENSIONS, Source, _float_grey_to_u8, _has_alpha, _max_side_size, _resize,
+    DEFAULT_MAX_PIXELS, FORMAT_EXTENSIONS, TIFF_COMPRESSION, Source, _float_grey_to_u8, _has_alpha, _max_side_size, _resize,
     decode_guarded,
 )
 
@@ -506,10 +506,11 @@ def encode_image_full(image: np.ndarray, fmt: PixelFormat, out_format: str = "jp
     (jpeg: composited on ``background``) or ``""`` (the input had none).
 
     ``image``: (H, W, 3) uint8, or float32 in 0..255 (a 16-bit input's output, not rounded to 8 bits),
-    or uint16. png keeps 16 bits and alpha (``fmt.alpha`` is resized with Lanczos only when the output
+    or uint16. png and tiff keep 16 bits and alpha (``fmt.alpha`` is resized with Lanczos only when the output
     has another size, e.g. a super-resolution network's); jpeg and webp are 8-bit formats. Grey inputs
     give grey outputs (luma, ITU-R 601) except in webp, which has no grey mode. An input with an ICC
-    profile gives an output tagged sRGB; EXIF and XMP are carried by all three formats.
+    profile gives an output tagged sRGB (8-bit tiff too, 16-bit tiff is untagged); EXIF and XMP are
+    carried into jpeg, png and webp.
     """
     key = "jpeg" if out_format.lower() == "jpg" else out_format.lower()
     if key not in FORMAT_EXTENSIONS:
@@ -524,7 +525,7 @@ def encode_image_full(image: np.ndarray, fmt: PixelFormat, out_format: str = "jp
     if alpha is not None and alpha.shape != (h, w):
         alpha = _resize_any(alpha, w, h)
     top = 65535.0 if alpha is not None and alpha.dtype == np.uint16 else 255.0
-    sixteen = key == "png" and (fmt.bits == 16 or image.dtype != np.uint8)
+    sixteen = key in ("png", "tiff") and (fmt.bits == 16 or image.dtype != np.uint8)
     state = "" if alpha is None else ALPHA_KEPT
     if alpha is not None and key == "jpeg":
         a = alpha.astype(np.float32)[:, :, None] / top
@@ -535,7 +536,7 @@ def encode_image_full(image: np.ndarray, fmt: PixelFormat, out_format: str = "jp
         colour = colour @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (H, W)
     icc = _srgb_icc() if fmt.profile else b""
     if sixteen:
-        return _png16(colour, alpha, fmt, icc), state
+        return _write16(key, colour, alpha, fmt, icc), state
     planes = [_round(colour, 255, np.uint8)]
     if alpha is not None:
         planes.append(alpha if alpha.dtype == np.uint8 else _round(alpha.astype(np.float32) / 257, 255, np.uint8))
@@ -560,7 +561,9 @@ def _save(pil: Image.Image, key: str, quality: int, fmt: PixelFormat, icc: bytes
     extra: dict = {}
     if icc:
         extra["icc_profile"] = icc
-    if key == "png":
+    if key == "tiff":  # EXIF/XMP are not carried into TIFF (docs/formats.md)
+        pil.save(buf, format="TIFF", compression=TIFF_COMPRESSION, **extra)
+    elif key == "png":
         if fmt.exif:
             extra["exif"] = fmt.exif
         if fmt.xmp:
@@ -577,9 +580,10 @@ def _save(pil: Image.Image, key: str, quality: int, fmt: PixelFormat, icc: bytes
     return buf.getvalue()
 
 
-def _png16(colour: np.ndarray, alpha: np.ndarray | None, fmt: PixelFormat, icc: bytes) -> bytes:
-    """A 16-bit PNG (grey, grey+alpha, RGB or RGBA) with its iCCP/eXIf/iTXt chunks. OpenCV writes the
-    samples (Pillow cannot write 16-bit colour PNGs); the chunks are added here."""
+def _write16(key: str, colour: np.ndarray, alpha: np.ndarray | None, fmt: PixelFormat, icc: bytes) -> bytes:
+    """A 16-bit PNG (grey, grey+alpha, RGB or RGBA) with its iCCP/eXIf/iTXt chunks, or a 16-bit TIFF
+    (LZW, no ICC/EXIF/XMP tags). OpenCV writes the samples (Pillow cannot write 16-bit colour); the PNG
+    chunks are added here."""
     import cv2  # lazy
 
     sixteen = _round(colour * 257.0, 65535, np.uint16)
@@ -588,9 +592,11 @@ def _png16(colour: np.ndarray, alpha: np.ndarray | None, fmt: PixelFormat, icc: 
         img = sixteen if a16 is None else np.dstack([sixteen, sixteen, sixteen, a16])  # cv2 has no grey+alpha PNG
     else:
         img = sixteen[:, :, ::-1] if a16 is None else np.dstack([sixteen[:, :, ::-1], a16])
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img))
+    ok, buf = cv2.imencode(".tif" if key == "tiff" else ".png", np.ascontiguousarray(img))
     if not ok:
-        raise ValueError("OpenCV could not encode a 16-bit PNG")
+        raise ValueError(f"OpenCV could not encode a 16-bit {key}")
+    if key == "tiff":
+        return buf.tobytes()
     chunks = []
     if icc:
         chunks.append((b"iCCP", b"sRGB\x00\x00" + zlib.compress(icc)))

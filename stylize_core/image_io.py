@@ -42,7 +42,8 @@ DEFAULT_MAX_PIXELS: int = 64_000_000
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 )
-FORMAT_EXTENSIONS: dict[str, str] = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
+FORMAT_EXTENSIONS: dict[str, str] = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "tiff": ".tif"}
+TIFF_COMPRESSION = "tiff_adobe_deflate"  # lossless, what libtiff and every reader support (LZW's peer)
 
 # Pillow plugins tried on untrusted bytes. An allowlist keeps exotic parsers (and EPS, which shells
 # out to Ghostscript) away from user data. JPEG covers MPO (multi-picture camera JPEGs) too.
@@ -169,9 +170,9 @@ def decode_guarded(
 
 
 def encode_image(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
-    """Encode an (H, W, 3) uint8 RGB array as ``jpeg``, ``png`` or ``webp`` bytes.
+    """Encode an (H, W, 3) uint8 RGB array as ``jpeg``, ``png``, ``webp`` or ``tiff`` bytes.
 
-    ``quality`` (1..100) applies to jpeg and webp; png is lossless and ignores it.
+    ``quality`` (1..100) applies to jpeg and webp; png and tiff (deflate) are lossless and ignore it.
     """
     _check_rgb_array(image)
     key = fmt.lower()
@@ -185,6 +186,8 @@ def encode_image(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> byt
     buf = io.BytesIO()
     if key == "png":
         pil.save(buf, format="PNG")
+    elif key == "tiff":
+        pil.save(buf, format="TIFF", compression=TIFF_COMPRESSION)
     else:
         pil.save(buf, format=key.upper(), quality=int(quality))
     return buf.getvalue()

@@ -26,7 +26,8 @@ class JobSettings(RunSettings):
     input: str | None = option(None, "prefix URI (local path, file://, s3://, any fsspec URI) listed recursively for "
                                "image files, or a manifest (.parquet/.csv with a `uri` column). Default: the demo samples",
                                group=GROUP_IO, min_length=1)
-    format: Literal["jpeg", "png", "webp"] = option("jpeg", "output format", group=GROUP_IO)
+    format: Literal["jpeg", "png", "webp", "tiff"] = option(
+        "jpeg", "output format; png and tiff keep 16-bit inputs at 16 bits (docs/formats.md)", group=GROUP_IO)
     quality: int = option(90, "JPEG/WebP quality 1-100", group=GROUP_IO, ge=1, le=100)
     background: Background = background_option(GROUP_IO)
     skip_existing: bool = option(False, "skip input x style pairs whose output already exists", group=GROUP_IO)

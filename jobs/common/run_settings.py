@@ -94,7 +94,7 @@ Background = Annotated[str, AfterValidator(_background)]
 # The colour transparent inputs are flattened on in 8-bit formats without alpha (the image job, the local CLI).
 def background_option(group: str | None = None) -> Any:
     return option("white", "the colour inputs with an alpha channel are flattened on when the output format has no "
-                  "alpha (jpeg): a name or #rrggbb; png and webp keep the alpha channel (docs/formats.md)",
+                  "alpha (jpeg): a name or #rrggbb; png, webp and tiff keep the alpha channel (docs/formats.md)",
                   metavar="COLOUR", group=group, min_length=1)
 
 

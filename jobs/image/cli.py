@@ -48,7 +48,7 @@ from jobs.common.storage import (StorageOptions, join_uri, read_bytes, redact, r
                                  url_path, write_bytes_atomic)
 
 # Output extensions we can write, mapped to the encoder's format name (".jpeg" is accepted too).
-_WRITABLE = {**{ext: fmt for fmt, ext in FORMAT_EXTENSIONS.items()}, ".jpeg": "jpeg"}
+_WRITABLE = {**{ext: fmt for fmt, ext in FORMAT_EXTENSIONS.items()}, ".jpeg": "jpeg", ".tiff": "tiff"}
 
 
 class SetupError(Exception):
@@ -80,7 +80,7 @@ def plan_outputs(inputs: Sequence[str], output: str, fmt: str | None) -> tuple[s
     single_file = not existing_dir and not output.endswith(("/", os.sep)) and ext in IMAGE_EXTENSIONS | set(_WRITABLE)
     if single_file:
         if ext not in _WRITABLE:
-            raise SetupError(f"cannot write {ext} files; name the output .jpg, .png or .webp, or give a directory")
+            raise SetupError(f"cannot write {ext} files; name the output .jpg, .png, .webp or .tif, or give a directory")
         if len(inputs) != 1:
             raise SetupError(f"-o {output} names one file but {len(inputs)} inputs were given; give a directory")
         if fmt is not None and fmt != _WRITABLE[ext]:

@@ -32,10 +32,11 @@ class ImageSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     inputs: list[str] = option(..., "input image files (paths or URIs)", positional=True, metavar="IN", min_length=1)
-    output: str = option(..., "with one input and a name ending in .jpg/.jpeg/.png/.webp: the output file (its "
+    output: str = option(..., "with one input and a name ending in .jpg/.jpeg/.png/.webp/.tif/.tiff: the output file (its "
                          "extension picks the format); otherwise a directory receiving {stem}.{ext} per input (two "
                          "inputs with the same stem are refused). Required", short="-o", metavar="OUT", min_length=1)
-    format: Literal["jpeg", "png", "webp"] | None = option(None, "output format (default: from OUT's extension, else jpeg)")
+    format: Literal["jpeg", "png", "webp", "tiff"] | None = option(
+        None, "output format (default: from OUT's extension, else jpeg); png and tiff keep 16-bit inputs at 16 bits")
     quality: int = option(90, "JPEG/WebP quality 1-100", ge=1, le=100)
     background: Background = background_option()
     max_side: int | None = option(None, "downscale inputs whose longer side exceeds N pixels before stylising "

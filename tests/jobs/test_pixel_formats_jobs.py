@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageCms
 from pixel_samples import (H, LINEAR_NAME, W, disc_alpha, grey16_png, linear_profile, palette_rgba_png, photo,
-                           planar_rgb_tiff16, png16, rgb16, rgba_png, save)
+                           planar_rgb_tiff16, png16, rgb16, rgba_png, save, tiff16)
 
 from jobs.batch import driver as stylize
 from jobs.batch.settings import JobSettings
@@ -75,6 +75,10 @@ def test_cli_rgba_keeps_alpha_16_bit_stays_16_bit_and_jpeg_is_flattened(inputs, 
     styled8 = np.asarray(Image.open(tmp_path / "styled8.png")).astype(float)
     assert np.abs(deep[:, :, ::-1] / 257 - styled8).mean() < 3  # the same style as through 8 bits, finer
     assert np.abs(deep[:, :, ::-1] / 257 - rgb16() / 257).mean() > 20
+
+    (tmp_path / "deep.tif").write_bytes(tiff16(rgb16()))
+    code, row = _run_cli(capsys, str(tmp_path / "deep.tif"), "-o", str(tmp_path / "styled.tiff"))
+    assert code == 0 and row["pixel_format"] == "RGB;16" and np.array_equal(_cv(tmp_path / "styled.tiff"), deep)
 
     code, row = _run_cli(capsys, str(inputs / "sprite.png"), "-o", str(tmp_path / "flat.jpg"), "--background", "#000000")
     flat = np.asarray(Image.open(tmp_path / "flat.jpg")).astype(int)

@@ -44,6 +44,8 @@ def test_rgba_keeps_its_alpha_exactly_and_hidden_colour_is_the_visible_mean():
     out, state = encode_image_full(d.pixels, d.format, "png")
     back = np.asarray(_open(out))
     assert state == ALPHA_KEPT and back.shape == (H, W, 4) and np.array_equal(back[:, :, 3], rgba[:, :, 3])
+    tiff, state = encode_image_full(d.pixels, d.format, "tiff")
+    assert state == ALPHA_KEPT and np.array_equal(np.asarray(_open(tiff)), back)  # lossless, alpha included
     webp, state = encode_image_full(d.pixels, d.format, "webp")
     assert state == ALPHA_KEPT and np.array_equal(np.asarray(_open(webp))[:, :, 3], rgba[:, :, 3])
     jpeg, state = encode_image_full(d.pixels, d.format, "jpeg", background=(0, 0, 0))
@@ -63,6 +65,7 @@ def test_16_bit_png_and_tiff_stay_16_bit_through_float():
         assert x.dtype == np.float32 and len(np.unique(x)) > len(np.unique(np.rint(x)))  # finer than 8 bits
         out, _ = encode_image_full(x, d.format, "png")
         assert np.array_equal(_cv(out)[:, :, ::-1], want)  # float -> 16-bit png is exact
+        assert np.array_equal(_cv(encode_image_full(x, d.format, "tiff")[0])[:, :, ::-1], want)  # 16-bit tiff
         eight, _ = encode_image_full(x, d.format, "jpeg")
         assert _open(eight).mode == "RGB"
     alpha = (disc_alpha().astype(np.uint16) * 257 - 3).clip(0).astype(np.uint16)
@@ -107,7 +110,7 @@ def test_an_icc_profile_is_converted_to_srgb_and_the_output_tagged_srgb(monkeypa
     d = decode_image_full(save(Image.fromarray(flat), "PNG", icc_profile=linear_profile()))
     assert d.format.profile == LINEAR_NAME and not d.format.plain
     assert abs(float(d.pixels.mean()) - 188) <= 2  # linear 50 % is sRGB 188: the pixels were converted
-    for fmt in ("png", "jpeg", "webp"):
+    for fmt in ("png", "jpeg", "webp", "tiff"):
         out = _open(encode_image_full(d.pixels, d.format, fmt)[0])
         tagged = ImageCms.ImageCmsProfile(io.BytesIO(out.info["icc_profile"]))
         assert "sRGB" in ImageCms.getProfileDescription(tagged), fmt
