@@ -519,7 +519,9 @@ def encode_image_full(image: np.ndarray, fmt: PixelFormat, out_format: str = "jp
         raise ValueError(f"quality must be an int in 1..100, got {quality!r}")
     if image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape or image.dtype not in (np.uint8, np.uint16, np.float32):
         raise ValueError(f"expected a non-empty (H, W, 3) uint8, uint16 or float32 image, got {image.dtype} {image.shape}")
-    colour = _as_float(image)  # (H, W, 3) 0..255
+    # uint8 stays uint8 unless something must be computed (a flattening, luma, 16-bit output): the
+    # plain 8-bit case costs what encode_image does
+    colour = image if image.dtype == np.uint8 else _as_float(image)  # (H, W, 3) 0..255
     h, w = colour.shape[:2]
     alpha = fmt.alpha
     if alpha is not None and alpha.shape != (h, w):
@@ -529,15 +531,15 @@ def encode_image_full(image: np.ndarray, fmt: PixelFormat, out_format: str = "jp
     state = "" if alpha is None else ALPHA_KEPT
     if alpha is not None and key == "jpeg":
         a = alpha.astype(np.float32)[:, :, None] / top
-        colour = colour * a + np.asarray(background, dtype=np.float32) * (1 - a)
+        colour = colour.astype(np.float32) * a + np.asarray(background, dtype=np.float32) * (1 - a)
         alpha, state = None, ALPHA_FLATTENED
     grey = fmt.grey and key != "webp"
     if grey:
-        colour = colour @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (H, W)
+        colour = colour.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (H, W)
     icc = _srgb_icc() if fmt.profile else b""
     if sixteen:
-        return _write16(key, colour, alpha, fmt, icc), state
-    planes = [_round(colour, 255, np.uint8)]
+        return _write16(key, colour.astype(np.float32, copy=False), alpha, fmt, icc), state
+    planes = [colour if colour.dtype == np.uint8 else _round(colour, 255, np.uint8)]
     if alpha is not None:
         planes.append(alpha if alpha.dtype == np.uint8 else _round(alpha.astype(np.float32) / 257, 255, np.uint8))
     arr = planes[0] if len(planes) == 1 else np.dstack(planes)

@@ -17,7 +17,7 @@ from stylize_core import image_formats
 from stylize_core.image_formats import (ALPHA_FLATTENED, ALPHA_KEPT, PixelFormat, _with_chunks, composite_any,
                                         decode_image_full,
                                         encode_image_full, network_input, resized)
-from stylize_core.image_io import ImageDecodeError, decode_image
+from stylize_core.image_io import ImageDecodeError, decode_image, encode_image
 
 
 def _open(data: bytes) -> Image.Image:
@@ -172,6 +172,11 @@ def test_odd_16_bit_tiff_layouts_are_typed_errors_not_wrong_pixels(make):
         assert caught.value.error_type == "corrupt"
     with pytest.raises(ImageDecodeError, match="PlanarConfiguration 2"):
         decode_image(planar_rgb_tiff16())
+
+
+def test_plain_8_bit_rgb_is_encoded_byte_for_byte_as_before():
+    for fmt in ("jpeg", "png", "webp", "tiff"):
+        assert encode_image_full(photo(), PixelFormat(), fmt, 85) == (encode_image(photo(), fmt, 85), ""), fmt
 
 
 def test_pixel_format_travels_as_bytes_and_plain_rgb_has_none():
