@@ -192,7 +192,8 @@ def _convert(src: Source) -> tuple[np.ndarray, PixelFormat]:
     xmp = _xmp(src.stored)
     if src.colour16:
         pixels, alpha = read_colour16(src)
-        bits, grey, label = 16, False, f"{src.stored.mode};16"
+        grey = src.rawmode.startswith("LA")  # Pillow opens 16-bit grey+alpha PNGs as RGBA
+        bits, label = 16, "LA;16" if grey else f"{src.stored.mode};16"
     elif mode.startswith("I"):
         values = np.asarray(img).astype(np.int64)
         top = src.top  # as decode_image scales it: PPM is already stretched to 16 bits, "I" may hold more

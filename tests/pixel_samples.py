@@ -71,6 +71,22 @@ def grey16_png() -> tuple[bytes, np.ndarray]:
     return buf.tobytes(), grey
 
 
+def la16_png() -> tuple[bytes, np.ndarray, np.ndarray]:
+    """A 16-bit grey + alpha PNG (colour type 4), written chunk by chunk: neither Pillow nor OpenCV writes one."""
+    import zlib
+
+    grey, alpha = rgb16()[:, :, 0], (disc_alpha().astype(np.uint16) * 257 - 1).clip(0).astype(np.uint16)
+    la = np.dstack([grey, alpha]).astype(">u2")
+    raw = b"".join(b"\0" + la[y].tobytes() for y in range(H))
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", W, H, 16, 4, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return png, grey, alpha
+
+
 def palette_rgba_png() -> bytes:
     """A palette image whose palette has alpha (PNG tRNS): Pillow's mode P with transparency."""
     rgba = np.dstack([photo(), disc_alpha()])

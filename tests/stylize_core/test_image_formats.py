@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image, ImageCms
-from pixel_samples import (H, W, LINEAR_NAME, disc_alpha, grey16_png, grey_alpha_tiff16, linear_profile,
+from pixel_samples import (H, W, LINEAR_NAME, disc_alpha, grey16_png, grey_alpha_tiff16, la16_png, linear_profile,
                            palette_rgba_png, photo, planar_rgb_tiff16, png16, rgb16, rgba_png, save, tiff16)
 
 from stylize_core import image_formats
@@ -89,6 +89,12 @@ def test_grey_comes_back_grey_and_16_bit_grey_stays_16_bit():
     styled[:, :, 0] = 0  # colour the "style" added: the output is its luma
     assert _open(encode_image_full(styled, d8.format, "png")[0]).mode == "L"
     assert _open(encode_image_full(styled, d8.format, "jpeg")[0]).mode == "L"
+    data, grey, alpha = la16_png()  # 16-bit grey + alpha: grey and both planes exact
+    d = decode_image_full(data)
+    assert (d.format.label, d.format.grey, d.format.bits) == ("LA;16", True, 16)
+    assert np.array_equal(d.pixels[:, :, 1], grey) and np.array_equal(d.format.alpha, alpha)
+    back = _cv(encode_image_full(network_input(d.pixels), d.format, "png")[0])
+    assert back.dtype == np.uint16 and np.array_equal(back[:, :, 3], alpha) and np.array_equal(back[:, :, 0], grey)
     la = decode_image_full(save(Image.fromarray(np.dstack([photo()[:, :, 0], disc_alpha()]), "LA"), "PNG"))
     out = _open(encode_image_full(la.pixels, la.format, "png")[0])
     assert out.mode == "LA" and np.array_equal(np.asarray(out)[:, :, 1], disc_alpha())
