@@ -123,6 +123,13 @@ def test_batch_job_keeps_each_pixel_format_and_accounts_for_bad_inputs(inputs, t
         ImageCms.ImageCmsProfile(io.BytesIO(Image.open(out / "demo" / "wide.png").info["icc_profile"])))
 
 
+def test_the_catalog_takes_the_same_format_options():
+    from jobs.catalog.settings import CatalogSettings  # it runs the batch job's stages
+
+    assert {"format", "background"} <= set(CatalogSettings.model_fields)
+    assert CatalogSettings.model_fields["format"].annotation == JobSettings.model_fields["format"].annotation
+
+
 def test_batch_rows_stay_compact_and_jpeg_rows_say_flattened(inputs, tmp_path):
     settings = JobSettings(input=str(inputs), output=str(tmp_path / "out"), styles={"demo": DEMO}, format="jpeg")
     (tmp_path / "plain.jpg").write_bytes(save(Image.fromarray(photo()), "JPEG"))  # no EXIF, XMP or profile
