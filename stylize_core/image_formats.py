@@ -229,7 +229,7 @@ def _convert(src: Source) -> tuple[np.ndarray, PixelFormat]:
         pixels = _to_srgb16(pixels, profile, grey)
     if alpha is not None:
         pixels = _fill_transparent(pixels, alpha)
-    name = "" if profile is None else (ImageCms.getProfileDescription(profile).strip() or "unnamed profile")
+    name = "" if profile is None else _profile_name(profile)
     pixels = np.ascontiguousarray(pixels)
     if not pixels.flags.writeable:  # np.asarray of a Pillow image is read-only; callers own their pixels
         pixels = pixels.copy()
@@ -288,6 +288,13 @@ def _profile(icc: bytes) -> ImageCms.ImageCmsProfile:
         return ImageCms.ImageCmsProfile(io.BytesIO(icc))
     except Exception as exc:  # noqa: BLE001 - a broken profile would give wrong colours: an error row
         raise CorruptImageError(f"embedded ICC profile cannot be read ({len(icc)} bytes): {exc}") from None
+
+
+def _profile_name(profile: ImageCms.ImageCmsProfile) -> str:
+    try:
+        return ImageCms.getProfileDescription(profile).strip() or "unnamed profile"
+    except (ImageCms.PyCMSError, UnicodeError, ValueError):  # a profile without a readable description
+        return "unnamed profile"
 
 
 def _is_srgb(profile: ImageCms.ImageCmsProfile) -> bool:

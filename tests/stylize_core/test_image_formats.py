@@ -139,6 +139,8 @@ def test_an_icc_profile_is_converted_to_srgb_and_the_output_tagged_srgb(monkeypa
     monkeypatch.setattr(image_formats, "_shaper", lambda icc: None)
     row = decode_image_full(deep).pixels[0, :, 1].astype(np.int64)
     assert (np.diff(row) >= 0).all() and np.abs(row - srgb).max() < 257
+    nameless = decode_image_full(save(Image.fromarray(flat), "PNG", icc_profile=linear_profile(described=False)))
+    assert nameless.format.profile == "unnamed profile" and abs(float(nameless.pixels.mean()) - 188) <= 2
     plain = decode_image_full(save(Image.fromarray(flat), "PNG"))
     assert plain.format.plain and "icc_profile" not in _open(encode_image_full(plain.pixels, plain.format, "png")[0]).info
 
