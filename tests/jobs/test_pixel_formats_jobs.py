@@ -84,6 +84,18 @@ def test_cli_rgba_keeps_alpha_16_bit_stays_16_bit_and_jpeg_is_flattened(inputs, 
     flat = np.asarray(Image.open(tmp_path / "flat.jpg")).astype(int)
     assert code == 0 and row["alpha"] == "flattened" and flat.shape == (H, W, 3)
     assert flat[rgba[:, :, 3] == 0].mean() < 8  # on the black background
+    # grey, a palette with alpha and a non-sRGB profile in one call, one --json row each
+    capsys.readouterr()
+    names = ["grey16.png", "palette.png", "wide.png"]
+    assert main(parse_args([*(str(inputs / n) for n in names), "-o", str(tmp_path / "many"), "--format", "png",
+                            "--device", "cpu", "--json"])) == 0
+    rows = {Path(r["input_uri"]).name: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["grey16.png"]["pixel_format"] == "I;16" and Image.open(tmp_path / "many/grey16.png").mode.startswith("I")
+    assert rows["palette.png"]["alpha"] == "kept" and Image.open(tmp_path / "many/palette.png").mode == "RGBA"
+    assert rows["wide.png"]["color_profile"] == LINEAR_NAME and rows["wide.png"]["alpha"] is None
+    assert "sRGB" in ImageCms.getProfileDescription(
+        ImageCms.ImageCmsProfile(io.BytesIO(Image.open(tmp_path / "many/wide.png").info["icc_profile"])))
+
     with pytest.raises(SystemExit) as stopped:
         parse_args([str(inputs / "sprite.png"), "-o", str(tmp_path / "x.jpg"), "--background", "nocolour"])
     assert stopped.value.code == 2 and "--background 'nocolour': 'nocolour' is not a colour" in capsys.readouterr().err
