@@ -5,6 +5,8 @@ pixel count from the header before any pixel data is decoded, refuses truncated 
 padding them, applies EXIF orientation and maps every Pillow mode to (H, W, 3) uint8 RGB. Every
 failure is an ``ImageDecodeError`` subclass whose ``error_type`` is the short name written into
 metrics rows (the types, and how a Pillow exception maps onto them: :mod:`stylize_core.image_errors`).
+:func:`decode_guarded` is those guards on their own: :mod:`stylize_core.image_formats` decodes through
+them too, keeping alpha, 16 bits, grey, the colour profile and metadata that ``decode_image`` drops.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import functools
 import io
 import re
 import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -37,7 +42,8 @@ DEFAULT_MAX_PIXELS: int = 64_000_000
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 )
-FORMAT_EXTENSIONS: dict[str, str] = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
+FORMAT_EXTENSIONS: dict[str, str] = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "tiff": ".tif"}
+TIFF_COMPRESSION = "tiff_adobe_deflate"  # lossless, what libtiff and every reader support (LZW's peer)
 
 # Pillow plugins tried on untrusted bytes. An allowlist keeps exotic parsers (and EPS, which shells
 # out to Ghostscript) away from user data. JPEG covers MPO (multi-picture camera JPEGs) too.
@@ -46,6 +52,9 @@ _WHITE = (255, 255, 255, 255)
 # Pillow modes that always carry alpha; "P" and others may too, via info["transparency"].
 _ALPHA_MODES = frozenset({"LA", "PA", "RGBA", "RGBa"})
 _ORIENTATION_TAG = 0x0112
+T = TypeVar("T")
+
+
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> np.ndarray:
     """Decode image bytes to a C-contiguous (H, W, 3) uint8 RGB array.
 
@@ -66,6 +75,53 @@ def decode_image_sized(
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """:func:`decode_image`, plus the full image's (height, width) after EXIF orientation, taken
     from the header: the size of the file, whatever ``max_side`` made of its pixels."""
+    rgb, full, target = decode_guarded(data, max_pixels, max_side, _rgb_of)
+    if target is not None and rgb.shape[:2] != (target[1], target[0]):
+        rgb = _resize(rgb, *target)
+    return rgb, full
+
+
+@dataclass(frozen=True)
+class Source:
+    """A file past the guards, as a converter sees it: ``image`` is loaded and EXIF-oriented,
+    ``stored`` the same pixels as the file lays them out (before orientation)."""
+
+    image: Image.Image
+    stored: Image.Image
+    top: int | None  # :func:`_integer_top`
+    rawmode: str  # the decoder's raw mode ("RGB;16B" for a 16-bit colour PNG), read before load()
+    orientation: int  # the EXIF orientation applied (1: none)
+    data: bytes
+    sample_bits: int = 8  # a TIFF's BitsPerSample (8 for other formats)
+
+    @property
+    def colour16(self) -> bool:
+        """16-bit RGB(A) samples, which Pillow reduces to 8 bits (interleaved) or misreads byte by byte
+        (a planar TIFF: wrong pixels and no error), so they are read with OpenCV instead."""
+        return self.stored.mode in ("RGB", "RGBA") and (";16" in self.rawmode or self.sample_bits == 16)
+
+
+def _rgb_of(src: Source) -> np.ndarray:
+    if not src.colour16:
+        return _to_rgb(src.image, src.top)
+    from .image_formats import read_colour16  # lazy: image_formats imports this module
+
+    rgb, alpha = read_colour16(src)  # (H, W, 3) uint16, (H, W) uint16 or None
+    x = rgb.astype(np.float64) / 257.0
+    if alpha is not None:  # composited on white, as every 8-bit alpha is here
+        a = alpha.astype(np.float64)[:, :, None] / 65535.0
+        x = x * a + 255.0 * (1 - a)
+    return np.ascontiguousarray(np.clip(np.rint(x), 0, 255).astype(np.uint8))
+
+
+def decode_guarded(
+    data: bytes, max_pixels: int, max_side: int | None, convert: Callable[[Source], T]
+) -> tuple[T, tuple[int, int], tuple[int, int] | None]:
+    """The guards every decode goes through (empty, header pixel count, allowlist, truncation), then
+    ``convert`` on the oriented image; any failure becomes an ``ImageDecodeError``. Returns what
+    ``convert`` made, the file's (height, width) after orientation, and the (width, height) the
+    result must be resized to for ``max_side`` (None: as decoded). A JPEG may already be smaller
+    than full size (draft mode) but never smaller than that target."""
     if max_pixels <= 0:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
     if max_side is not None and max_side < 0:
@@ -89,6 +145,8 @@ def decode_image_sized(
                 f"more than the limit of {max_pixels}"
             )
         top = _integer_top(img)
+        rawmode = _rawmode(img)
+        sample_bits = _sample_bits(img)
         # (w, h) as stored; the output size is the same under a 90-degree EXIF turn with w, h swapped.
         target = _max_side_size(width, height, max_side)
         try:
@@ -98,24 +156,23 @@ def decode_image_sized(
                 img.draft(None, target)
             img.load()
             oriented = _exif_transposed(img)
-            rgb = _to_rgb(oriented, top)
+            turned = oriented is not img and _swaps_axes(img)
+            orientation = _orientation(img) if oriented is not img else 1
+            made = convert(Source(oriented, img, top, rawmode, orientation, data, sample_bits))
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise classify(exc, data, max_pixels) from exc
-        turned = oriented is not img and _swaps_axes(img)
     full = (width, height) if turned else (height, width)
-    if target is not None:
-        out_w, out_h = (target[1], target[0]) if turned else target
-        if rgb.shape[:2] != (out_h, out_w):
-            rgb = _resize(rgb, out_w, out_h)
-    return rgb, full
+    if target is not None and turned:
+        target = (target[1], target[0])
+    return made, full, target
 
 
 def encode_image(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
-    """Encode an (H, W, 3) uint8 RGB array as ``jpeg``, ``png`` or ``webp`` bytes.
+    """Encode an (H, W, 3) uint8 RGB array as ``jpeg``, ``png``, ``webp`` or ``tiff`` bytes.
 
-    ``quality`` (1..100) applies to jpeg and webp; png is lossless and ignores it.
+    ``quality`` (1..100) applies to jpeg and webp; png and tiff (deflate) are lossless and ignore it.
     """
     _check_rgb_array(image)
     key = fmt.lower()
@@ -129,6 +186,8 @@ def encode_image(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> byt
     buf = io.BytesIO()
     if key == "png":
         pil.save(buf, format="PNG")
+    elif key == "tiff":
+        pil.save(buf, format="TIFF", compression=TIFF_COMPRESSION)
     else:
         pil.save(buf, format=key.upper(), quality=int(quality))
     return buf.getvalue()
@@ -224,6 +283,32 @@ def _swaps_axes(img: Image.Image) -> bool:
         return False
 
 
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = img.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 - unreadable EXIF was not applied either
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def _rawmode(img: Image.Image) -> str:
+    """The first tile's raw mode ("RGB;16B", "I;16N", ...); "" when unknown. Read before load()."""
+    if not img.tile:
+        return ""
+    args = img.tile[0][3]
+    rawmode = args[0] if isinstance(args, tuple) and args else args
+    return rawmode if isinstance(rawmode, str) else ""
+
+
+def _sample_bits(img: Image.Image) -> int:
+    """A TIFF's largest BitsPerSample (8 when absent or not a TIFF)."""
+    tags = getattr(img, "tag_v2", None)
+    bits = tags.get(258) if tags is not None else None
+    if isinstance(bits, tuple):
+        return max(bits, default=8)
+    return bits if isinstance(bits, int) else 8
+
+
 def _integer_top(img: Image.Image) -> int | None:
     """Largest value the source's integer greyscale can hold (4095 for 12-bit, 65535 for 16-bit).
 
@@ -231,11 +316,8 @@ def _integer_top(img: Image.Image) -> int | None:
     """
     if not img.mode.startswith("I"):
         return None
-    rawmode = None
-    if img.tile:
-        args = img.tile[0][3]
-        rawmode = args[0] if isinstance(args, tuple) and args else args
-    match = re.fullmatch(r"I;(\d+)[A-Z]*", rawmode) if isinstance(rawmode, str) else None
+    rawmode = _rawmode(img)
+    match = re.fullmatch(r"I;(\d+)[A-Z]*", rawmode)
     if match:
         bits = int(match.group(1))
         signed = rawmode.endswith("S")

@@ -70,7 +70,9 @@ class StylizerConfig:
 class StyleResult:
     """One stylised image and its metrics (losses are NaN when metrics are off or not measured)."""
 
-    image: np.ndarray  # (H, W, 3) uint8, the input's size (times the scale of a super-resolution network)
+    # (H, W, 3) uint8 (float32 0..255, unrounded, for a float32 input), the input's size (times the scale
+    # of a super-resolution network)
+    image: np.ndarray
     content_loss: float = float("nan")
     style_loss: float = float("nan")
     tv_loss: float = float("nan")
@@ -112,7 +114,9 @@ class _WindowMetrics:
 
 
 class Stylizer:
-    """Applies one or more style networks to lists of (H, W, 3) uint8 images of any sizes.
+    """Applies one or more style networks to lists of (H, W, 3) uint8 images of any sizes; float32
+    images in 0..255 (16-bit sources) are accepted too, and their outputs come back as float32, never
+    rounded to 8 bits.
 
     Per-image metrics (content, style and TV loss) use the VGG loss network at the smaller of
     the image's short side and ``metrics_short_side``: content loss against the input image, style
@@ -120,6 +124,8 @@ class Stylizer:
     ``style_images``; NaN when neither exists, e.g. a bare pytorch/examples state dict), TV loss on
     the full-size output.
     """
+
+    accepts_float = True  # float32 inputs stay float (other methods' stylizers take uint8 only)
 
     def __init__(
         self,
@@ -192,13 +198,15 @@ class Stylizer:
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.config.bf16)
 
-    def _host_buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
+    def _host_buffer(self, shape: tuple[int, ...], dtype: torch.dtype = torch.uint8) -> torch.Tensor:
         pin = self.cuda and self.config.pin_memory
-        return torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
+        return torch.empty(shape, dtype=dtype, pin_memory=pin)
 
     def _stage(self, images: Sequence[np.ndarray], members: list[int]) -> torch.Tensor:
-        """The batch's images, flattened one after another into one (pinned on CUDA) host buffer."""
-        staging = self._host_buffer((sum(images[i].size for i in members),))
+        """The batch's images, flattened one after another into one (pinned on CUDA) host buffer:
+        uint8, or float32 when any of them is float32 (a 16-bit source: its precision is kept)."""
+        dtype = torch.float32 if _has_float(images, members) else torch.uint8
+        staging = self._host_buffer((sum(images[i].size for i in members),), dtype)
         flat_host = staging.numpy()  # writing through numpy: Ray's batches are read-only arrays
         offset = 0
         for i in members:
@@ -225,13 +233,14 @@ class Stylizer:
         x = parts[0] if len(parts) == 1 else torch.cat(parts)
         return x.contiguous(memory_format=self.memory_format), pads  # (B, 3, H, W) 0..255
 
-    def _download(self, y: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) 0..255 float on the device -> (B, H, W, 3) uint8 on the host (asynchronously on CUDA)."""
-        u8 = y.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
+    def _download(self, y: torch.Tensor, keep_float: bool = False) -> torch.Tensor:
+        """(B, 3, H, W) 0..255 float on the device -> (B, H, W, 3) uint8 on the host (asynchronously on
+        CUDA); float32 with ``keep_float`` (a batch with a float input: its 8-bit members are rounded later)."""
+        out = (y.float() if keep_float else y.round().to(torch.uint8)).permute(0, 2, 3, 1).contiguous()  # (B, H, W, 3)
         if not self.cuda:
-            return u8
-        host = self._host_buffer(tuple(u8.shape))
-        return host.copy_(u8, non_blocking=True)
+            return out
+        host = self._host_buffer(tuple(out.shape), out.dtype)
+        return host.copy_(out, non_blocking=True)
 
     @torch.inference_mode()
     def stylize_many(
@@ -251,8 +260,8 @@ class Stylizer:
             if style not in self.models:
                 raise KeyError(f"unknown style {style!r}; this Stylizer has {self.style_names}")
         for img in images:
-            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or 0 in img.shape:
-                raise ValueError(f"expected a non-empty (H, W, 3) uint8 image, got {img.dtype} {img.shape}")
+            if img.ndim != 3 or img.shape[2] != 3 or img.dtype not in (np.uint8, np.float32) or 0 in img.shape:
+                raise ValueError(f"expected a non-empty (H, W, 3) uint8 or float32 image, got {img.dtype} {img.shape}")
         if measure is not None and len(measure) != len(images):
             raise ValueError(f"measure has {len(measure)} flags for {len(images)} images")
         if not images or not styles:
@@ -286,7 +295,7 @@ class Stylizer:
                 y = preserve_color(y, ref)
             # pixelwise, so blending the padded batch and cropping later equals blending the crops
             y = blend(y, ref, self.config.strength).clamp_(0, 255)  # (B, 3, H, W)
-            done.outputs[style] = self._download(y)
+            done.outputs[style] = self._download(y, _has_float(images, members))
             small = _downscaled(y, self.scales[style])  # metrics compare with the input, at its size
             done.crops[style] = [crop(small[j : j + 1], pads[j]) for j in measured]  # [(1, 3, h, w)]
             marks[style] = self.clock.mark()
@@ -343,6 +352,8 @@ class Stylizer:
                     left, right, top, bottom = (v * self.scales[style] for v in p.pads[j])
                     # a copy: results must not keep the (pinned) batch buffer alive
                     image = np.array(host[j, top : h - bottom, left : w - right])
+                    if image.dtype != images[i].dtype:  # an 8-bit input in a batch with a float one
+                        image = np.rint(image).astype(np.uint8)
                     got = values[style].get((k, j))
                     out[style][i] = StyleResult(
                         image=image, stylize_ms=stylize_ms, metrics_ms=metrics_ms[style] if got else 0.0,
@@ -368,6 +379,10 @@ class Stylizer:
     def stylize_all(self, images: Sequence[np.ndarray]) -> dict[str, list[StyleResult]]:
         """Every style over the same images: ``{style: [result per image]}``."""
         return self.stylize_many(images)
+
+
+def _has_float(images: Sequence[np.ndarray], members: list[int]) -> bool:
+    return any(images[i].dtype == np.float32 for i in members)
 
 
 def _upscaled(x: torch.Tensor, scale: int) -> torch.Tensor:

@@ -17,7 +17,8 @@ from stylize_core.device_errors import is_fatal_device_error
 from stylize_core.enhance_eval import EVALUATION_KEYS, prepare
 from stylize_core.enhance_net import OutputTooLarge, check_output_pixels
 from stylize_core.host import retain_freed_memory
-from stylize_core.masks import MaskError, composite
+from stylize_core.image_formats import composite_any, eight_bit, network_input, pack_pixels, unpack_pixels
+from stylize_core.masks import MaskError
 from stylize_core.registry import build_stylizer
 from stylize_core.sampling import sampled
 from stylize_core.style_encoding import StyleEncodings
@@ -180,7 +181,7 @@ class StylizeActor:
             for i in range(len(uris)):
                 if status[i] == "ok" and style in todo[i] and (i, style) not in refused:
                     try:
-                        prepared[i] = prepare(np.asarray(batch["image"][i]), sm.enhance.degradation, uris[i])
+                        prepared[i] = prepare(eight_bit(_pixels(batch, i)), sm.enhance.degradation, uris[i])
                     except ValueError as exc:  # too small to downscale by the network's scale
                         results[(i, style)] = exc
             idx = list(prepared)
@@ -217,7 +218,8 @@ class StylizeActor:
                 groups.setdefault(styles, []).append(i)
         results: dict[tuple[int, str], Any] = dict(apart)  # (row, style) done or refused apart
         for styles, idx in groups.items():
-            images = [np.asarray(batch["image"][i]) for i in idx]
+            # a 16-bit input runs in float (feed-forward networks) and comes back float32
+            images = [network_input(_pixels(batch, i), self.stylizer) for i in idx]
             measure = [sampled(uris[i], self.settings.metrics_sample) for i in idx]
             try:
                 if isolate:
@@ -241,7 +243,7 @@ class StylizeActor:
                     etype = getattr(res, "error_type", "stylize_error")  # too_large: an output over --max-pixels
                     row_status, err = "error", f"{type(res).__name__}: {res}"
                 ok = row_status == "ok"
-                image = res.image if ok else EMPTY_IMAGE
+                image = _compact(res.image) if ok else EMPTY_IMAGE
                 nan = float("nan")
                 made.append(
                     row=i, style=style, model_sha256=built.model_sha256[style], loss_model=built.loss_model,
@@ -260,7 +262,9 @@ class StylizeActor:
         rows = cols.pop("row")
         # The read stage's columns pass through, and idx: the row's manifest index, by which the driver
         # counts rows exactly once.
-        out = {k: np.asarray(batch[k])[rows] for k in ("idx", *stage_keys(READ)) if k in batch and k not in cols}
+        # pixfmt: what the encoder needs of the input's pixel format (empty for plain 8-bit RGB).
+        out = {k: np.asarray(batch[k])[rows] for k in ("idx", "pixfmt", *stage_keys(READ))
+               if k in batch and k not in cols}
         out.update({k: np.array(v) for k, v in cols.items() if k != "out_image"})
         images_out = np.empty(len(rows), dtype=object)
         images_out[:] = cols["out_image"]
@@ -276,10 +280,23 @@ def _masked(batch: dict[str, np.ndarray], i: int, k: int, res: Any) -> Any:
         return res
     mask = np.asarray(batch["mask"][i])  # (1 or styles, H, W) uint16
     weights = mask[k if len(mask) > 1 else 0].astype(np.float32) / MASK_ONE
-    try:
-        return dataclasses.replace(res, image=composite(np.asarray(batch["image"][i]), res.image, weights))
+    try:  # a 16-bit input is composited in float
+        return dataclasses.replace(res, image=composite_any(_pixels(batch, i), res.image, weights))
     except MaskError as exc:  # e.g. a super-resolution network's larger output
         return exc
+
+
+def _pixels(batch: dict[str, np.ndarray], i: int) -> np.ndarray:
+    """Row ``i``'s input: (H, W, 3) uint8, or uint16 from a 16-bit file."""
+    return unpack_pixels(np.asarray(batch["image"][i]))
+
+
+def _compact(image: np.ndarray) -> np.ndarray:
+    """An output as it travels to the encoder: uint8, or a float output (a 16-bit input's) as uint16 (half
+    the bytes of float32 and still finer than 1/257 of a grey level), packed as the read stage packs it."""
+    if image.dtype == np.uint8:
+        return image
+    return pack_pixels(np.clip(np.rint(image.astype(np.float32) * 257.0), 0, 65535).astype(np.uint16))
 
 
 def _scores(evaluation: Any) -> dict[str, float]:

@@ -11,7 +11,7 @@ from pydantic import model_validator
 from jobs.common import cli_settings
 from jobs.common.cli_settings import option
 from jobs.common.mask_settings import MaskMode, mask_feather_option, mask_mode_option
-from jobs.common.run_settings import (DEFAULT_MAX_ERROR_RATE, DEFAULT_MAX_SIDE, DEMO_MAX_ERROR_RATE,
+from jobs.common.run_settings import (DEFAULT_MAX_ERROR_RATE, Background, background_option, DEFAULT_MAX_SIDE, DEMO_MAX_ERROR_RATE,
                                       GROUP_IO, GROUP_MODEL, GROUP_RAY, RunSettings, default_run_id, demo_checkpoint,
                                       sample_images_dir)
 
@@ -26,8 +26,10 @@ class JobSettings(RunSettings):
     input: str | None = option(None, "prefix URI (local path, file://, s3://, any fsspec URI) listed recursively for "
                                "image files, or a manifest (.parquet/.csv with a `uri` column). Default: the demo samples",
                                group=GROUP_IO, min_length=1)
-    format: Literal["jpeg", "png", "webp"] = option("jpeg", "output format", group=GROUP_IO)
+    format: Literal["jpeg", "png", "webp", "tiff"] = option(
+        "jpeg", "output format; png and tiff keep 16-bit inputs at 16 bits (docs/formats.md)", group=GROUP_IO)
     quality: int = option(90, "JPEG/WebP quality 1-100", group=GROUP_IO, ge=1, le=100)
+    background: Background = background_option(GROUP_IO)
     skip_existing: bool = option(False, "skip input x style pairs whose output already exists", group=GROUP_IO)
     metrics_sample: float = option(0.25, "fraction of inputs whose losses are measured, chosen by a hash of the input "
                                    "URI (the same inputs on reruns and for every style); the others have null losses "

@@ -72,6 +72,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("baseline_ssim", pa.float64(), (STYLIZE,)),
     Column("tiles", pa.int32(), (STYLIZE,)),
     Column("mask_uri", pa.string(), (READ,)),  # the input's mask (--mask-prefix or a manifest's mask_uri); null: none
+    # the input's pixel format (stylize_core.image_formats: RGB, RGBA, RGB;16, L, I;16, P, ...); null: not decoded
+    Column("pixel_format", pa.string(), (READ,)),
+    Column("color_profile", pa.string(), (READ,)),  # the input's ICC profile's description (converted to sRGB); null: none
+    Column("alpha", pa.string(), (WRITE,)),  # kept / flattened (jpeg, on --background); null: the input had none
 )
 SCHEMA = pa.schema([(c.name, c.type) for c in COLUMNS])
 BATCH_KEYS: dict[str, str] = {c.name: c.key for c in COLUMNS}  # Parquet name -> batch name

@@ -75,6 +75,32 @@ TileSide = Annotated[int, AfterValidator(_tile_side)]
 TileStats = Literal["auto", "exact", "thumbnail"]
 
 
+def background_rgb(value: str) -> tuple[int, int, int]:
+    """An RGB triple from a colour name or #rrggbb (Pillow's colour names: white, black, #808080, ...)."""
+    from PIL import ImageColor  # Pillow only: no torch
+
+    rgb = ImageColor.getrgb(value)
+    return (rgb[0], rgb[0], rgb[0]) if len(rgb) < 3 else (rgb[0], rgb[1], rgb[2])
+
+
+def _background(value: str) -> str:
+    try:
+        background_rgb(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a colour: a name (white, black, ...) or #rrggbb") from None
+    return value
+
+
+Background = Annotated[str, AfterValidator(_background)]
+
+
+# The colour transparent inputs are flattened on in 8-bit formats without alpha (the image job, the local CLI).
+def background_option(group: str | None = None) -> Any:
+    return option("white", "the colour inputs with an alpha channel are flattened on when the output format has no "
+                  "alpha (jpeg): a name or #rrggbb; png, webp and tiff keep the alpha channel (docs/formats.md)",
+                  metavar="COLOUR", group=group, min_length=1)
+
+
 # Tiling options, declared once for every program that stylises (RunSettings, the local CLI).
 def tile_option(group: str | None = None) -> Any:
     return option(0, "stylise images with a side above N in overlapping tiles of N x N pixels that share one set "

@@ -34,20 +34,21 @@ from stylize_core.enhance_eval import EVALUATION_KEYS, prepare
 from stylize_core.enhance_net import check_output_pixels
 from stylize_core.gatys_stylizer import GatysStylizer
 from stylize_core.host import retain_freed_memory
-from stylize_core.image_io import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, ImageDecodeError, decode_image, encode_image, resize_max_side
-from stylize_core.masks import composite
+from stylize_core.image_formats import (PixelFormat, composite_any, decode_image_full, eight_bit, encode_image_full, network_input,
+                                         resized)
+from stylize_core.image_io import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, ImageDecodeError
 from stylize_core.stylizer import Stylizer, StyleResult
 
 from jobs.common.checkpoints import one_line
 from jobs.image.masking import CliMask, MaskUnusable
 from jobs.image.settings import PROG, ImageSettings, parse_args
 from jobs.common.stylizer_spec import stylizer_spec
-from jobs.common.run_settings import (demo_checkpoint)
+from jobs.common.run_settings import background_rgb, demo_checkpoint
 from jobs.common.storage import (StorageOptions, join_uri, read_bytes, redact, redact_text, split_protocol,
                                  url_path, write_bytes_atomic)
 
 # Output extensions we can write, mapped to the encoder's format name (".jpeg" is accepted too).
-_WRITABLE = {**{ext: fmt for fmt, ext in FORMAT_EXTENSIONS.items()}, ".jpeg": "jpeg"}
+_WRITABLE = {**{ext: fmt for fmt, ext in FORMAT_EXTENSIONS.items()}, ".jpeg": "jpeg", ".tiff": "tiff"}
 
 
 class SetupError(Exception):
@@ -79,7 +80,7 @@ def plan_outputs(inputs: Sequence[str], output: str, fmt: str | None) -> tuple[s
     single_file = not existing_dir and not output.endswith(("/", os.sep)) and ext in IMAGE_EXTENSIONS | set(_WRITABLE)
     if single_file:
         if ext not in _WRITABLE:
-            raise SetupError(f"cannot write {ext} files; name the output .jpg, .png or .webp, or give a directory")
+            raise SetupError(f"cannot write {ext} files; name the output .jpg, .png, .webp or .tif, or give a directory")
         if len(inputs) != 1:
             raise SetupError(f"-o {output} names one file but {len(inputs)} inputs were given; give a directory")
         if fmt is not None and fmt != _WRITABLE[ext]:
@@ -176,10 +177,12 @@ class _Reporter:
             print(json.dumps(redact(row, keys=False)), flush=True)
 
     def ok(self, uri: str, out: str, result: StyleResult, scores: Any = None, decode_ms: float = float("nan"),
-           encode_ms: float = float("nan")) -> None:
+           encode_ms: float = float("nan"), fmt: PixelFormat | None = None, alpha: str = "") -> None:
         h, w = result.image.shape[:2]
         if self.args.json_rows:
             row = {**self._base(uri, out), "status": "ok", "error_type": None, "error": None, "width": w, "height": h,
+                   "pixel_format": fmt.label if fmt else None, "alpha": alpha or None,
+                   "color_profile": (fmt.profile or None) if fmt else None,
                    "content_loss": _finite_or_none(result.content_loss), "style_loss": _finite_or_none(result.style_loss),
                    "tv_loss": _finite_or_none(result.tv_loss), "stylize_ms": result.stylize_ms,
                    "metrics_ms": result.metrics_ms, "decode_ms": _finite_or_none(decode_ms),
@@ -195,14 +198,16 @@ class _Reporter:
 
 
 def _read(uri: str, args: ImageSettings, opener: Callable[[str], bytes], scale: int = 1,
-          mask: CliMask | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The input at the size it is stylised, and the --mask's feathered weights at that size (or None)."""
-    image = decode_image(opener(uri), max_pixels=args.max_pixels)  # (H, W, 3) uint8
+          mask: CliMask | None = None) -> tuple[np.ndarray, PixelFormat, np.ndarray | None]:
+    """The input at the size it is stylised ((H, W, 3) uint8, or uint16 from a 16-bit file), its pixel
+    format (alpha, bits, grey, profile, metadata: stylize_core.image_formats), and the --mask's
+    feathered weights at that size (or None)."""
+    decoded = decode_image_full(opener(uri), max_pixels=args.max_pixels)
     if mask is not None:
-        mask.check(uri, image)  # against the file, before --max-side
-    image = resize_max_side(image, args.max_side)
+        mask.check(uri, decoded.pixels)  # against the file, before --max-side
+    image, fmt = resized(decoded, args.max_side)
     check_output_pixels(*image.shape[:2], scale, args.max_pixels)  # --max-pixels bounds the output too
-    return image, None if mask is None else mask.weights(image)
+    return image, fmt, None if mask is None else mask.weights(image)
 
 
 def _stylize(engine: Engine, images: list[np.ndarray]) -> list[StyleResult | BaseException]:
@@ -240,12 +245,13 @@ def main(args: ImageSettings) -> int:
     pairs = list(zip(args.inputs, outputs))
     for start in range(0, len(pairs), chunk):
         ready: list[tuple[str, str, np.ndarray]] = []
+        formats: dict[str, PixelFormat] = {}  # output -> the input's pixel format
         decode_ms: dict[str, float] = {}  # output -> read + decode ms (outputs are unique)
         weights: dict[str, np.ndarray | None] = {}  # output -> the mask's weights at the input's size
         for uri, out in pairs[start : start + chunk]:
             began = time.perf_counter()
             try:
-                image, weights[out] = _read(uri, args, opener, engine.scale, mask)
+                image, formats[out], weights[out] = _read(uri, args, opener, engine.scale, mask)
                 ready.append((uri, out, image))
                 decode_ms[out] = (time.perf_counter() - began) * 1000
             except MaskUnusable as exc:  # the mask does not fit this input: stop, as for a missing mask
@@ -259,7 +265,8 @@ def main(args: ImageSettings) -> int:
         if args.evaluate and engine.enhance is not None:  # restore degraded copies, scored against the inputs
             kept = []
             for uri, out, image in ready:
-                try:
+                try:  # scored on 8 bits: the degradations and PSNR/SSIM are defined on uint8 images
+                    image = eight_bit(image)
                     evals[len(kept)] = prepare(image, engine.enhance.degradation, uri)
                     kept.append((uri, out, evals[len(kept)].degraded))
                 except ValueError as exc:  # too small to downscale by the network's scale
@@ -268,7 +275,7 @@ def main(args: ImageSettings) -> int:
             if not ready:
                 continue
         try:
-            results = _stylize(engine, [image for _, _, image in ready])
+            results = _stylize(engine, [network_input(image, engine.stylizer) for _, _, image in ready])
         except Exception as exc:  # noqa: BLE001 - a single image's failure
             results = [exc]
         for (uri, out, image), result, scores in zip(ready, results, evals):
@@ -276,15 +283,17 @@ def main(args: ImageSettings) -> int:
                 report.error(uri, out, result)
                 continue
             if weights.get(out) is not None:  # the output over the input, where the mask says
-                result = replace(result, image=composite(image, result.image, weights[out]))
+                result = replace(result, image=composite_any(image, result.image, weights[out]))
             began = time.perf_counter()
             try:
-                write_bytes_atomic(out, encode_image(result.image, fmt, args.quality), opts)
+                data, alpha = encode_image_full(result.image, formats[out], fmt, args.quality,
+                                                background=background_rgb(args.background))
+                write_bytes_atomic(out, data, opts)
             except (OSError, ValueError) as exc:
                 report.error(uri, out, exc)
                 continue
             report.ok(uri, out, result, scores.score(result.image) if scores is not None else None,
-                      decode_ms[out], (time.perf_counter() - began) * 1000)
+                      decode_ms[out], (time.perf_counter() - began) * 1000, formats[out], alpha)
     if report.failed and not args.json_rows:
         _say(f"{PROG}: {report.failed} of {len(pairs)} input(s) failed", err=True)
     return 1 if report.failed else 0

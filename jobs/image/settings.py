@@ -14,9 +14,9 @@ from stylize_core.gatys import INITS, OPTIMIZERS
 from jobs.common import cli_settings
 from jobs.common.cli_settings import option, parse_selection
 from jobs.common.mask_settings import MaskMode, mask_feather_option, mask_mode_option
-from jobs.common.run_settings import (ADAIN_ENCODER_ALONE, BackendSpec, MemorySize, TileSide, demo_adain_checkpoint,
-                                      TileStats, max_memory_option, tile_option, tile_stats_option,
-                                      tileable_option)
+from jobs.common.run_settings import (ADAIN_ENCODER_ALONE, Background, BackendSpec, MemorySize, TileSide, TileStats,
+                                      background_option, demo_adain_checkpoint, max_memory_option, tile_option,
+                                      tile_stats_option, tileable_option)
 from jobs.common.run_settings import demo_predictor_checkpoint
 
 PROG = "python -m jobs.stylize_image"
@@ -33,11 +33,13 @@ class ImageSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     inputs: list[str] = option(..., "input image files (paths or URIs)", positional=True, metavar="IN", min_length=1)
-    output: str = option(..., "with one input and a name ending in .jpg/.jpeg/.png/.webp: the output file (its "
+    output: str = option(..., "with one input and a name ending in .jpg/.jpeg/.png/.webp/.tif/.tiff: the output file (its "
                          "extension picks the format); otherwise a directory receiving {stem}.{ext} per input (two "
                          "inputs with the same stem are refused). Required", short="-o", metavar="OUT", min_length=1)
-    format: Literal["jpeg", "png", "webp"] | None = option(None, "output format (default: from OUT's extension, else jpeg)")
+    format: Literal["jpeg", "png", "webp", "tiff"] | None = option(
+        None, "output format (default: from OUT's extension, else jpeg); png and tiff keep 16-bit inputs at 16 bits")
     quality: int = option(90, "JPEG/WebP quality 1-100", ge=1, le=100)
+    background: Background = background_option()
     max_side: int | None = option(None, "downscale inputs whose longer side exceeds N pixels before stylising "
                                   "(default: keep size)", metavar="N", ge=1)
     max_pixels: int = option(64_000_000, "refuse inputs with more pixels than this (decompression bombs)", ge=1)

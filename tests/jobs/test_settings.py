@@ -56,7 +56,7 @@ def test_each_invalid_yaml_value_exits_2_naming_the_option(tmp_path, capsys, val
 
 
 def test_the_same_values_as_flags_are_refused_the_same_way(capsys):
-    assert "--format 'gif': Input should be 'jpeg', 'png' or 'webp'" in _refused(capsys, ["--format", "gif"])
+    assert "--format 'gif': Input should be 'jpeg', 'png', 'webp' or 'tiff'" in _refused(capsys, ["--format", "gif"])
     assert "--max-error-rate '5'" in _refused(capsys, ["--max-error-rate", "5"])
     assert "unrecognized arguments: --no-such-flag" in _refused(capsys, ["--no-such-flag"])
 
@@ -118,7 +118,7 @@ def test_bad_config_value_from_the_command_line_exits_2_without_traceback(tmp_pa
                           text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"python -m jobs.stylize: error: --format 'gif' (from {cfg}): "
-                                                "Input should be 'jpeg', 'png' or 'webp'"]
+                                                "Input should be 'jpeg', 'png', 'webp' or 'tiff'"]
 
 
 def test_mix_flags_and_yaml_choose_styles_and_blends(tmp_path, capsys):

@@ -164,7 +164,7 @@ def test_missing_vgg_weights_exits_2(assets, tmp_path, capsys):
         (["x.png", "sub/x.jpg"], "out", [], "would both be written"),
         (["x.png", "y.png"], "one.png", [], "names one file"),
         (["x.png"], "one.png", ["--format", "jpeg"], "contradicts"),
-        (["x.png"], "one.tif", [], "cannot write"),
+        (["x.png"], "one.bmp", [], "cannot write"),
         (["x.png"], ".", ["--format", "png"], "overwrite the input"),
     ],
 )

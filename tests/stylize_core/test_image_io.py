@@ -63,7 +63,7 @@ def _assert_rgb(out: np.ndarray, height: int, width: int) -> None:
 def test_constants() -> None:
     assert DEFAULT_MAX_PIXELS == 64_000_000
     assert IMAGE_EXTENSIONS == {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-    assert FORMAT_EXTENSIONS == {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
+    assert FORMAT_EXTENSIONS == {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "tiff": ".tif"}
 
 
 def test_error_types_are_stable_value_errors() -> None:

@@ -1,0 +1,626 @@
+"""Pixel formats kept: alpha, 16 bits, grey, colour profiles and metadata from input to output.
+
+:func:`decode_image_full` goes through the same guards as :func:`stylize_core.image_io.decode_image`
+(header pixel count, allowlist, truncation, EXIF orientation) but keeps what that function throws
+away: the alpha plane (exactly, at the file's bit depth), 16-bit samples, whether the image is grey,
+and the EXIF/XMP metadata. :func:`encode_image_full` writes an output in the same format where the
+output format can hold it. The policy (docs/formats.md):
+
+- the network sees sRGB: an embedded ICC profile that is not sRGB is converted to sRGB with
+  littlecms (``PIL.ImageCms``); outputs of such inputs are sRGB and tagged with an sRGB profile;
+- alpha is never composited into the colour the network sees; fully transparent pixels, whose
+  stored colour is arbitrary (often black), are filled with the alpha-weighted mean of the visible
+  colour so that nothing invisible bleeds into visible edges through the network's receptive field;
+  the output carries the input's alpha plane unchanged (png, webp), or is flattened on a background
+  (jpeg);
+- 16-bit sources (PNG, TIFF) travel as uint16 and are stylised in float (0..255 with 1/257 steps),
+  never through 8 bits; png outputs are 16-bit, jpeg/webp (8-bit formats) are rounded once;
+- grey sources come back grey (luma of the stylised colour), palette sources as RGB or RGBA;
+- EXIF and XMP are copied with the orientation reset to 1 (the pixels are already upright).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageCms, PngImagePlugin
+
+from .image_errors import CorruptImageError
+from .image_io import (
+    DEFAULT_MAX_PIXELS, FORMAT_EXTENSIONS, TIFF_COMPRESSION, Source, _float_grey_to_u8, _has_alpha, _max_side_size, _resize,
+    decode_guarded,
+)
+
+__all__ = ["ALPHA_FLATTENED", "ALPHA_KEPT", "DecodedImage", "PixelFormat", "composite_any", "decode_image_full", "eight_bit",
+           "encode_image_full", "network_input", "pack_pixels", "resized", "srgb_profile", "unpack_pixels"]
+
+ALPHA_KEPT, ALPHA_FLATTENED = "kept", "flattened"
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "F"})
+_EXIF_PREFIX = b"Exif\x00\x00"
+_ORIENTATION_TAG = 0x0112
+
+
+@dataclass(frozen=True)
+class PixelFormat:
+    """What an input was, besides its sRGB colour: all an output needs to be written the same way."""
+
+    mode: str = "RGB"  # the source's Pillow mode; "RGB;16" / "RGBA;16" for 16-bit colour
+    bits: int = 8  # 8 or 16: the sample depth of the pixels (and of the alpha plane)
+    grey: bool = False
+    alpha: np.ndarray | None = None  # (H, W) uint8, or uint16 when bits == 16; exactly the file's
+    profile: str = ""  # the description of the input's ICC profile ("": none); pixels are sRGB either way
+    exif: bytes = b""  # TIFF-structured EXIF (no "Exif\0\0" prefix), orientation reset to 1
+    xmp: bytes = b""
+
+    @property
+    def plain(self) -> bool:
+        """8-bit RGB with nothing to carry: what :func:`~stylize_core.image_io.decode_image` gives."""
+        return self.bits == 8 and not self.grey and self.alpha is None and not (self.profile or self.exif or self.xmp)
+
+    @property
+    def label(self) -> str:
+        """The format as metrics rows record it, e.g. ``RGBA``, ``RGB;16``, ``L``, ``P``."""
+        return self.mode
+
+    def to_bytes(self) -> bytes:
+        """A compact, pickle-free encoding (a JSON header, then the alpha plane, EXIF and XMP)."""
+        alpha = b"" if self.alpha is None else np.ascontiguousarray(self.alpha).tobytes()
+        head = {"mode": self.mode, "bits": self.bits, "grey": self.grey, "profile": self.profile,
+                "alpha": None if self.alpha is None else [*self.alpha.shape, self.alpha.dtype.str],
+                "sizes": [len(alpha), len(self.exif), len(self.xmp)]}
+        text = json.dumps(head).encode()
+        return struct.pack("<I", len(text)) + text + alpha + self.exif + self.xmp
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> PixelFormat:
+        if not raw:
+            return cls()
+        (n,) = struct.unpack("<I", raw[:4])
+        head = json.loads(raw[4 : 4 + n])
+        pos = 4 + n
+        parts = []
+        for size in head["sizes"]:
+            parts.append(raw[pos : pos + size])
+            pos += size
+        alpha = None
+        if head["alpha"] is not None:
+            h, w, dtype = head["alpha"]
+            alpha = np.frombuffer(parts[0], dtype=np.dtype(dtype)).reshape(h, w)
+        return cls(head["mode"], head["bits"], head["grey"], alpha, head["profile"], parts[1], parts[2])
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    pixels: np.ndarray  # (H, W, 3) sRGB: uint8, or uint16 (0..65535) when format.bits == 16
+    format: PixelFormat
+    size: tuple[int, int]  # the file's (height, width) after orientation (from its header)
+
+
+def network_input(pixels: np.ndarray, stylizer: object = None) -> np.ndarray:
+    """What ``stylizer`` is given: uint8 as is; uint16 as float32 in 0..255 (steps of 1/257, not
+    rounded) where the stylizer takes float (``accepts_float``: the feed-forward networks), else
+    rounded to uint8 (AdaIN, style prediction and Gatys optimisation stylise 8-bit inputs)."""
+    if pixels.dtype != np.uint16:
+        return pixels
+    if stylizer is None or getattr(stylizer, "accepts_float", False):
+        return pixels.astype(np.float32) / np.float32(257)
+    return eight_bit(pixels)
+
+
+def pack_pixels(pixels: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint16 -> (H, W, 6) uint8 (its little-endian bytes), uint8 as is: a pipeline column
+    then holds one tensor type, whatever the inputs' depths (Ray Data pickles mixed-dtype columns)."""
+    if pixels.dtype == np.uint16:
+        return np.ascontiguousarray(pixels, dtype="<u2").view(np.uint8)
+    return pixels
+
+
+def unpack_pixels(pixels: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`pack_pixels`."""
+    if pixels.ndim == 3 and pixels.shape[2] == 6 and pixels.dtype == np.uint8:
+        return np.ascontiguousarray(pixels).view("<u2").astype(np.uint16, copy=False)
+    return pixels
+
+
+def eight_bit(pixels: np.ndarray) -> np.ndarray:
+    """uint8 as is; uint16 (0..65535) or float32 (0..255) rounded to uint8."""
+    if pixels.dtype == np.uint16:
+        return ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if pixels.dtype != np.uint8:
+        return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    return pixels
+
+
+def composite_any(image: np.ndarray, styled: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`stylize_core.masks.composite` for any pixels: uint8 twice gives uint8 as there; a 16-bit
+    input (uint16) or a float output gives float32 in 0..255, never rounded to 8 bits."""
+    from .masks import MaskError, check_size, composite
+
+    if image.dtype == np.uint8 and styled.dtype == np.uint8:
+        return composite(image, styled, weights)
+    if image.shape != styled.shape:
+        raise MaskError(f"the styled output is {styled.shape[1]}x{styled.shape[0]} but the input is "
+                        f"{image.shape[1]}x{image.shape[0]}; masks apply to same-size outputs only")
+    check_size(weights, image.shape[0], image.shape[1])
+    x = network_input(image).astype(np.float32)
+    return x + (styled.astype(np.float32) - x) * np.asarray(weights, np.float32)[..., None]
+
+
+def resized(decoded: DecodedImage, max_side: int | None) -> tuple[np.ndarray, PixelFormat]:
+    """Pixels and format downscaled (Lanczos, alpha too) so the longer side is at most ``max_side``."""
+    pixels, fmt = decoded.pixels, decoded.format
+    h, w = pixels.shape[:2]
+    size = _max_side_size(w, h, max_side)
+    if size is None:
+        return pixels, fmt
+    alpha = None if fmt.alpha is None else _resize_any(fmt.alpha, *size)
+    return _resize_any(pixels, *size), _replace_alpha(fmt, alpha)
+
+
+def decode_image_full(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None
+                      ) -> DecodedImage:
+    """Decode like :func:`~stylize_core.image_io.decode_image_sized` (same guards, same errors, same
+    size under ``max_side``), keeping alpha, 16 bits, grey, the ICC profile's conversion to sRGB, EXIF and XMP."""
+    (pixels, fmt), full, target = decode_guarded(data, max_pixels, max_side, _convert)
+    if target is not None and pixels.shape[:2] != (target[1], target[0]):
+        pixels = _resize_any(pixels, *target)
+        if fmt.alpha is not None:
+            fmt = _replace_alpha(fmt, _resize_any(fmt.alpha, *target))
+    return DecodedImage(pixels, fmt, full)
+
+
+def _replace_alpha(fmt: PixelFormat, alpha: np.ndarray | None) -> PixelFormat:
+    return PixelFormat(fmt.mode, fmt.bits, fmt.grey, alpha, fmt.profile, fmt.exif, fmt.xmp)
+
+
+# --- decode ---------------------------------------------------------------------------------------
+
+
+def _convert(src: Source) -> tuple[np.ndarray, PixelFormat]:
+    img = src.image
+    mode = img.mode
+    icc = img.info.get("icc_profile") or src.stored.info.get("icc_profile") or b""
+    profile = _profile(icc) if icc else None
+    exif = _exif(src.stored)
+    xmp = _xmp(src.stored)
+    if src.colour16:
+        pixels, alpha = read_colour16(src)
+        grey = src.rawmode.startswith("LA")  # Pillow opens 16-bit grey+alpha PNGs as RGBA
+        bits, label = 16, "LA;16" if grey else f"{src.stored.mode};16"
+    elif mode.startswith("I"):
+        values = np.asarray(img).astype(np.int64)
+        top = src.top  # as decode_image scales it: PPM is already stretched to 16 bits, "I" may hold more
+        if top is None:
+            top = 0xFFFF if values.size == 0 or values.max() <= 0xFFFF else (1 << 31) - 1
+        values = np.clip(values, 0, top)
+        grey16 = ((values * 65535 + top // 2) // top).astype(np.uint16)
+        pixels, alpha, bits, grey, label = np.repeat(grey16[:, :, None], 3, axis=2), None, 16, True, mode
+    elif mode == "F":
+        g = _float_grey_to_u8(np.asarray(img))
+        pixels, alpha, bits, grey, label = np.repeat(g[:, :, None], 3, axis=2), None, 8, True, mode
+    elif mode in _GREY_MODES:
+        la = img.convert("LA") if mode in ("LA", "La") or _has_alpha(img) else img.convert("L")
+        arr = np.asarray(la)
+        g = arr if arr.ndim == 2 else arr[:, :, 0]
+        alpha = arr[:, :, 1].copy() if arr.ndim == 3 else None
+        pixels, bits, grey, label = np.repeat(g[:, :, None], 3, axis=2), 8, True, mode
+        if profile is not None and not _is_srgb(profile):
+            pixels = np.asarray(_to_srgb(Image.fromarray(np.ascontiguousarray(g), "L"), profile))
+    else:
+        rgba = _has_alpha(img)
+        conv = img.convert("RGBA") if rgba else (img if mode == "RGB" else _colour(img, profile))
+        arr = np.asarray(conv)
+        pixels = np.ascontiguousarray(arr[:, :, :3])
+        alpha = arr[:, :, 3].copy() if rgba else None
+        bits, grey = 8, False
+        label = "RGBA" if mode == "P" and rgba and img.palette is not None and img.palette.mode == "RGBA" else mode
+        if label == "P" and rgba:
+            label = "P+transparency"
+        if profile is not None and not _is_srgb(profile) and mode != "CMYK":
+            pixels = np.asarray(_to_srgb(Image.fromarray(pixels, "RGB"), profile))
+    if bits == 16 and profile is not None and not _is_srgb(profile):
+        pixels = _to_srgb16(pixels, profile, grey)
+    if alpha is not None:
+        pixels = _fill_transparent(pixels, alpha)
+    name = "" if profile is None else _profile_name(profile)
+    pixels = np.ascontiguousarray(pixels)
+    if not pixels.flags.writeable:  # np.asarray of a Pillow image is read-only; callers own their pixels
+        pixels = pixels.copy()
+    return pixels, PixelFormat(label, bits, grey, alpha, name, exif, xmp)
+
+
+def read_colour16(src: Source) -> tuple[np.ndarray, np.ndarray | None]:
+    """16-bit RGB(A) samples ((H, W, 3) uint16, alpha (H, W) uint16 or None), which Pillow reduces to 8
+    bits or misreads: OpenCV reads them from the same bytes (Pillow has already refused truncation and
+    checked the size), then the EXIF orientation is applied."""
+    import cv2  # lazy: only 16-bit colour files need it
+
+    tags = getattr(src.stored, "tag_v2", None)
+    if tags is not None and tags.get(284) == 2:
+        raise CorruptImageError("16-bit TIFF stored plane by plane (PlanarConfiguration 2) is not supported: "
+                                "Pillow and OpenCV both misread it without an error")
+    arr = cv2.imdecode(np.frombuffer(src.data, np.uint8), cv2.IMREAD_UNCHANGED)
+    w, h = src.stored.size
+    channels = 4 if src.stored.mode == "RGBA" else 3
+    if arr is None or arr.dtype != np.uint16 or arr.shape != (h, w, channels):
+        got = "nothing" if arr is None else f"{arr.dtype} {arr.shape}"
+        raise CorruptImageError(f"16-bit {src.stored.mode} {src.stored.format} whose samples cannot be read "
+                                f"as {h}x{w}x{channels} uint16 (got {got})")
+    rgb = arr[:, :, 2::-1] if channels == 3 else arr[:, :, [2, 1, 0]]
+    # Pillow decoded the same file at 8 bits: the two must agree, or one of them misread the layout
+    eight = np.asarray(src.stored)[:, :, :3].astype(np.int32)
+    if np.abs((rgb >> 8).astype(np.int32) - eight).max(initial=0) > 1:
+        raise CorruptImageError(f"16-bit {src.stored.mode} {src.stored.format} whose samples Pillow and OpenCV "
+                                "read differently (an unusual layout); not stylised rather than guessed")
+    alpha = arr[:, :, 3] if channels == 4 else None
+    rgb = _orient(rgb, src.orientation)
+    alpha = None if alpha is None else np.ascontiguousarray(_orient(alpha, src.orientation))
+    return np.ascontiguousarray(rgb), alpha
+
+
+def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
+    """EXIF orientation applied to an array (as ``ImageOps.exif_transpose`` does to an image)."""
+    ops = {2: (np.fliplr,), 3: (lambda x: np.rot90(x, 2),), 4: (np.flipud,),
+           5: (lambda x: np.swapaxes(x, 0, 1),), 6: (lambda x: np.rot90(x, -1),),
+           7: (lambda x: np.rot90(np.swapaxes(x, 0, 1), 2),), 8: (lambda x: np.rot90(x, 1),)}
+    for op in ops.get(orientation, ()):
+        a = op(a)
+    return a
+
+
+def _colour(img: Image.Image, profile: ImageCms.ImageCmsProfile | None) -> Image.Image:
+    """Any other colour mode -> RGB; CMYK through its profile when it has one (Pillow's own CMYK
+    conversion ignores ink and is far off)."""
+    if img.mode == "CMYK" and profile is not None:
+        return ImageCms.profileToProfile(img, profile, srgb_profile(), outputMode="RGB")
+    return img.convert("RGB")
+
+
+def _profile(icc: bytes) -> ImageCms.ImageCmsProfile:
+    try:
+        return ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    except Exception as exc:  # noqa: BLE001 - a broken profile would give wrong colours: an error row
+        raise CorruptImageError(f"embedded ICC profile cannot be read ({len(icc)} bytes): {exc}") from None
+
+
+def _profile_name(profile: ImageCms.ImageCmsProfile) -> str:
+    try:
+        return ImageCms.getProfileDescription(profile).strip() or "unnamed profile"
+    except (ImageCms.PyCMSError, UnicodeError, ValueError):  # a profile without a readable description
+        return "unnamed profile"
+
+
+def _is_srgb(profile: ImageCms.ImageCmsProfile) -> bool:
+    """Whether converting would change nothing: judged by the profile's colorants and tone curves, not
+    its name (a profile called "sRGB something" may be anything). LUT-based profiles are converted."""
+    shaper = _shaper(profile.tobytes())
+    if shaper is None or len(shaper[1]) != 3:
+        return False
+    matrix, curves = _srgb_shaper()
+    x = np.linspace(0, 1, 33)
+    return bool(np.abs(shaper[0] - matrix).max() < 2e-3
+                and all(np.abs(mine(x) - srgb(x)).max() < 2e-3 for mine, srgb in zip(shaper[1], curves)))
+
+
+def _to_srgb(img: Image.Image, profile: ImageCms.ImageCmsProfile) -> Image.Image:
+    try:
+        return ImageCms.profileToProfile(img, profile, srgb_profile(), outputMode="RGB")
+    except ImageCms.PyCMSError as exc:
+        raise CorruptImageError(f"embedded ICC profile cannot convert {img.mode} to sRGB: {exc}") from None
+
+
+def _to_srgb16(pixels: np.ndarray, profile: ImageCms.ImageCmsProfile, grey: bool) -> np.ndarray:
+    """16-bit samples to sRGB. Matrix/TRC profiles (Adobe RGB, Display P3, ProPhoto, linear, grey
+    gamma: the usual ones of 16-bit files) are evaluated here in float from the profile's own curves
+    and colorants; others go through littlecms's 8-bit transform, interpolated (:func:`_to_srgb16_lut`)."""
+    shaper = _shaper(profile.tobytes())
+    if shaper is None:
+        return _to_srgb16_lut(pixels, profile, grey)
+    x = pixels.astype(np.float64) / 65535.0
+    if grey:
+        lin = np.repeat(shaper[1][0](x[:, :, :1]), 3, axis=2)  # grey: Y of the white point, R = G = B
+    else:
+        rgb = np.stack([curve(x[:, :, c]) for c, curve in enumerate(shaper[1])], axis=2)
+        lin = rgb @ (np.linalg.inv(_srgb_shaper()[0]) @ shaper[0]).T  # profile RGB -> XYZ (D50) -> linear sRGB
+    lin = np.clip(lin, 0.0, 1.0)
+    out = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+    return np.clip(np.rint(out * 65535.0), 0, 65535).astype(np.uint16)
+
+
+def _srgb_shaper() -> tuple[np.ndarray, list]:
+    shaper = _shaper(_srgb_icc())
+    assert shaper is not None  # littlecms's built-in sRGB is a matrix/TRC profile
+    return shaper
+
+
+@functools.lru_cache(maxsize=16)
+def _shaper(icc: bytes) -> tuple[np.ndarray, list] | None:
+    """A matrix/TRC profile's (3x3 colorant matrix, columns rXYZ gXYZ bXYZ; [curve per channel]), or one
+    curve for a grey (kTRC) profile; None for anything else (LUT-based profiles: A2B0, CMYK, Lab, ...)."""
+    try:
+        space = icc[16:20]
+        (count,) = struct.unpack(">I", icc[128:132])
+        tags = {}
+        for k in range(count):
+            sig, off, size = struct.unpack(">4sII", icc[132 + 12 * k : 144 + 12 * k])
+            tags[sig] = icc[off : off + size]
+        if b"A2B0" in tags or icc[20:24] != b"XYZ ":
+            return None
+        if space == b"GRAY" and b"kTRC" in tags:
+            return np.eye(3), [_curve(tags[b"kTRC"])]
+        if space != b"RGB " or not all(t in tags for t in (b"rXYZ", b"gXYZ", b"bXYZ", b"rTRC", b"gTRC", b"bTRC")):
+            return None
+        cols = [np.array(struct.unpack(">3i", tags[t][8:20]), dtype=np.float64) / 65536 for t in (b"rXYZ", b"gXYZ", b"bXYZ")]
+        return np.stack(cols, axis=1), [_curve(tags[t]) for t in (b"rTRC", b"gTRC", b"bTRC")]
+    except (struct.error, ValueError, KeyError, IndexError, ZeroDivisionError):
+        return None
+
+
+def _curve(tag: bytes):
+    """An ICC ``curv`` or ``para`` tone curve as a function of 0..1 arrays; ValueError for other types."""
+    kind = tag[:4]
+    if kind == b"curv":
+        (n,) = struct.unpack(">I", tag[8:12])
+        if n == 0:
+            return lambda x: x
+        if n == 1:
+            gamma = struct.unpack(">H", tag[12:14])[0] / 256
+            return lambda x: np.power(np.clip(x, 0, 1), gamma)
+        table = np.array(struct.unpack(f">{n}H", tag[12 : 12 + 2 * n]), dtype=np.float64) / 65535
+        grid = np.linspace(0, 1, n)
+        return lambda x: np.interp(x, grid, table)
+    if kind == b"para":
+        (fn,) = struct.unpack(">H", tag[8:10])
+        sizes = {0: 1, 1: 3, 2: 4, 3: 5, 4: 7}
+        if fn not in sizes:
+            raise ValueError(f"parametric curve type {fn}")
+        p = [v / 65536 for v in struct.unpack(f">{sizes[fn]}i", tag[12 : 12 + 4 * sizes[fn]])]
+        g, a, b, c, d, e, f = (p + [0.0] * 7)[:7] if fn != 0 else (p[0], 1, 0, 0, 0, 0, 0)
+        if fn == 1:  # Y = (aX + b)^g for X >= -b/a, else 0
+            d, c, e, f = -b / a, 0, 0, 0
+        elif fn == 2:  # (aX + b)^g + c for X >= -b/a, else c
+            c2 = p[3]
+            d, c, e, f = -b / a, 0, c2, c2
+        elif fn == 3:  # (aX + b)^g for X >= d, else cX
+            d, e, f = p[4], 0, 0
+        elif fn == 4:
+            d, e, f = p[4], p[5], p[6]
+
+        def curve(x, g=g, a=a, b=b, c=c, d=d, e=e, f=f):
+            x = np.clip(x, 0, 1)
+            return np.where(x >= d, np.power(np.clip(a * x + b, 0, None), g) + e, c * x + f)
+        return curve
+    raise ValueError(f"tone curve type {kind!r}")
+
+
+def _to_srgb16_lut(pixels: np.ndarray, profile: ImageCms.ImageCmsProfile, grey: bool) -> np.ndarray:
+    """16-bit samples through littlecms's 8-bit transform (Pillow has no 16-bit colour transforms),
+    interpolated: T(f) plus the transform's step per channel times the fraction above the sample's
+    8-bit step f. Gradients stay monotone and mostly finer than 8 bits, but values are only as
+    accurate as the 8-bit outputs (about half an 8-bit step)."""
+    x = pixels.astype(np.float32) / 257.0  # (H, W, 3) 0..255
+    base = np.clip(np.floor(x), 0, 254)
+    frac = x - base
+    channels = [0] if grey else [0, 1, 2]
+    mode = "L" if grey else "RGB"
+
+    def t(arr: np.ndarray) -> np.ndarray:
+        u8 = arr[:, :, 0] if grey else arr
+        return np.asarray(_to_srgb(Image.fromarray(np.ascontiguousarray(u8.astype(np.uint8)), mode), profile),
+                          dtype=np.float32)
+
+    b8 = base.astype(np.uint8)
+    out = t(b8)
+    for c in channels:
+        step = b8.copy()
+        step[:, :, c] += 1
+        out += (t(step) - t(b8)) * frac[:, :, c : c + 1]
+    return np.clip(np.rint(out * 257.0), 0, 65535).astype(np.uint16)
+
+
+def _fill_transparent(pixels: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    hidden = alpha == 0
+    if not hidden.any():
+        return pixels
+    w = alpha.astype(np.float64)
+    total = w.sum()
+    fill = (pixels.reshape(-1, 3).astype(np.float64) * w.reshape(-1, 1)).sum(0) / total if total else None
+    out = pixels.copy()
+    out[hidden] = np.zeros(3) if fill is None else np.rint(fill).astype(pixels.dtype)
+    return out
+
+
+def _exif(img: Image.Image) -> bytes:
+    """The file's EXIF block, TIFF-structured, orientation set to 1; TIFF files' own tags are the
+    image's layout, not EXIF, and are not carried."""
+    if img.format == "TIFF":
+        return b""
+    raw = img.info.get("exif") or b""
+    if isinstance(raw, str):
+        raw = raw.encode("latin-1")
+    if raw.startswith(_EXIF_PREFIX):
+        raw = raw[len(_EXIF_PREFIX):]
+    return _orientation_reset(raw) if raw[:2] in (b"II", b"MM") else b""
+
+
+def _orientation_reset(tiff: bytes) -> bytes:
+    """``tiff`` with IFD0's orientation value (if any) set to 1 and its link to IFD1 (the embedded
+    thumbnail, which would show the unstylised picture) cut; every other byte as it was, so maker
+    notes and sub-IFDs keep their offsets."""
+    try:
+        end = "<" if tiff[:2] == b"II" else ">"
+        (ifd,) = struct.unpack(end + "I", tiff[4:8])
+        (count,) = struct.unpack(end + "H", tiff[ifd : ifd + 2])
+        out = bytearray(tiff)
+        for k in range(count):
+            at = ifd + 2 + 12 * k
+            tag, kind = struct.unpack(end + "HH", tiff[at : at + 4])
+            if tag == _ORIENTATION_TAG and kind == 3:  # SHORT, stored in the entry itself
+                out[at + 8 : at + 10] = struct.pack(end + "H", 1)
+        link = ifd + 2 + 12 * count
+        if link + 4 > len(tiff):
+            return b""
+        out[link : link + 4] = b"\0\0\0\0"
+    except (struct.error, IndexError):
+        return b""  # unreadable: not carried
+    return bytes(out)
+
+
+def _xmp(img: Image.Image) -> bytes:
+    raw = img.info.get("xmp") or img.info.get("XML:com.adobe.xmp") or b""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
+    # XMP may repeat the orientation; the pixels are upright now
+    raw = re.sub(rb'(tiff:Orientation=")[2-8](")', rb"\g<1>1\g<2>", raw)
+    return re.sub(rb"(<tiff:Orientation>)[2-8](</tiff:Orientation>)", rb"\g<1>1\g<2>", raw)
+
+
+def _resize_any(a: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Lanczos resize of (H, W, 3) or (H, W) uint8/uint16 to (height, width), per plane in float for uint16."""
+    if a.dtype == np.uint8 and a.ndim == 3:
+        return _resize(a, width, height)
+    planes = [a] if a.ndim == 2 else [a[:, :, c] for c in range(a.shape[2])]
+    out = []
+    for p in planes:
+        f = Image.fromarray(np.ascontiguousarray(p.astype(np.float32)), "F").resize((width, height), Image.Resampling.LANCZOS)
+        top = 65535 if a.dtype == np.uint16 else 255
+        out.append(np.clip(np.rint(np.asarray(f)), 0, top).astype(a.dtype))
+    return out[0] if a.ndim == 2 else np.ascontiguousarray(np.stack(out, axis=2))
+
+
+@functools.cache
+def srgb_profile() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+@functools.cache
+def _srgb_icc() -> bytes:
+    return srgb_profile().tobytes()
+
+
+# --- encode ---------------------------------------------------------------------------------------
+
+
+def encode_image_full(image: np.ndarray, fmt: PixelFormat, out_format: str = "jpeg", quality: int = 90, *,
+                      background: tuple[int, int, int] = (255, 255, 255)) -> tuple[bytes, str]:
+    """Write a stylised image as the input was: ``(bytes, alpha)`` where alpha is ``kept``, ``flattened``
+    (jpeg: composited on ``background``) or ``""`` (the input had none).
+
+    ``image``: (H, W, 3) uint8, or float32 in 0..255 (a 16-bit input's output, not rounded to 8 bits),
+    or uint16. png and tiff keep 16 bits and alpha (``fmt.alpha`` is resized with Lanczos only when the output
+    has another size, e.g. a super-resolution network's); jpeg and webp are 8-bit formats. Grey inputs
+    give grey outputs (luma, ITU-R 601) except in webp, which has no grey mode. An input with an ICC
+    profile gives an output tagged sRGB (8-bit tiff too, 16-bit tiff is untagged); EXIF and XMP are
+    carried into jpeg, png and webp.
+    """
+    key = "jpeg" if out_format.lower() == "jpg" else out_format.lower()
+    if key not in FORMAT_EXTENSIONS:
+        raise ValueError(f"unsupported output format {out_format!r}; expected {sorted(FORMAT_EXTENSIONS)}")
+    if not (isinstance(quality, (int, np.integer)) and not isinstance(quality, bool) and 1 <= quality <= 100):
+        raise ValueError(f"quality must be an int in 1..100, got {quality!r}")
+    if image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape or image.dtype not in (np.uint8, np.uint16, np.float32):
+        raise ValueError(f"expected a non-empty (H, W, 3) uint8, uint16 or float32 image, got {image.dtype} {image.shape}")
+    # uint8 stays uint8 unless something must be computed (a flattening, luma, 16-bit output): the
+    # plain 8-bit case costs what encode_image does
+    colour = image if image.dtype == np.uint8 else _as_float(image)  # (H, W, 3) 0..255
+    h, w = colour.shape[:2]
+    alpha = fmt.alpha
+    if alpha is not None and alpha.shape != (h, w):
+        alpha = _resize_any(alpha, w, h)
+    top = 65535.0 if alpha is not None and alpha.dtype == np.uint16 else 255.0
+    sixteen = key in ("png", "tiff") and (fmt.bits == 16 or image.dtype != np.uint8)
+    state = "" if alpha is None else ALPHA_KEPT
+    if alpha is not None and key == "jpeg":
+        a = alpha.astype(np.float32)[:, :, None] / top
+        colour = colour.astype(np.float32) * a + np.asarray(background, dtype=np.float32) * (1 - a)
+        alpha, state = None, ALPHA_FLATTENED
+    grey = fmt.grey and key != "webp"
+    if grey:
+        colour = colour.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (H, W)
+    icc = _srgb_icc() if fmt.profile else b""
+    if sixteen:
+        return _write16(key, colour.astype(np.float32, copy=False), alpha, fmt, icc), state
+    planes = [colour if colour.dtype == np.uint8 else _round(colour, 255, np.uint8)]
+    if alpha is not None:
+        planes.append(alpha if alpha.dtype == np.uint8 else _round(alpha.astype(np.float32) / 257, 255, np.uint8))
+    arr = planes[0] if len(planes) == 1 else np.dstack(planes)
+    pil = Image.fromarray(np.ascontiguousarray(arr), {(True, False): "L", (True, True): "LA", (False, False): "RGB",
+                                                      (False, True): "RGBA"}[(grey, alpha is not None)])
+    return _save(pil, key, quality, fmt, icc), state
+
+
+def _as_float(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / 257.0
+    return image.astype(np.float32)
+
+
+def _round(a: np.ndarray, top: float, dtype: type) -> np.ndarray:
+    return np.clip(np.rint(a), 0, top).astype(dtype)
+
+
+def _save(pil: Image.Image, key: str, quality: int, fmt: PixelFormat, icc: bytes) -> bytes:
+    buf = io.BytesIO()
+    extra: dict = {}
+    if icc:
+        extra["icc_profile"] = icc
+    if key == "tiff":  # EXIF/XMP are not carried into TIFF (docs/formats.md)
+        pil.save(buf, format="TIFF", compression=TIFF_COMPRESSION, **extra)
+    elif key == "png":
+        if fmt.exif:
+            extra["exif"] = fmt.exif
+        if fmt.xmp:
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt("XML:com.adobe.xmp", fmt.xmp.decode("utf-8", "replace"))
+            extra["pnginfo"] = info
+        pil.save(buf, format="PNG", **extra)
+    else:
+        if fmt.exif:
+            extra["exif"] = _EXIF_PREFIX + fmt.exif if key == "jpeg" else fmt.exif
+        if fmt.xmp:
+            extra["xmp"] = fmt.xmp
+        pil.save(buf, format=key.upper(), quality=int(quality), **extra)
+    return buf.getvalue()
+
+
+def _write16(key: str, colour: np.ndarray, alpha: np.ndarray | None, fmt: PixelFormat, icc: bytes) -> bytes:
+    """A 16-bit PNG (grey, grey+alpha, RGB or RGBA) with its iCCP/eXIf/iTXt chunks, or a 16-bit TIFF
+    (LZW, no ICC/EXIF/XMP tags). OpenCV writes the samples (Pillow cannot write 16-bit colour); the PNG
+    chunks are added here."""
+    import cv2  # lazy
+
+    sixteen = _round(colour * 257.0, 65535, np.uint16)
+    a16 = None if alpha is None else (alpha if alpha.dtype == np.uint16 else alpha.astype(np.uint16) * 257)
+    if sixteen.ndim == 2:
+        img = sixteen if a16 is None else np.dstack([sixteen, sixteen, sixteen, a16])  # cv2 has no grey+alpha PNG
+    else:
+        img = sixteen[:, :, ::-1] if a16 is None else np.dstack([sixteen[:, :, ::-1], a16])
+    ok, buf = cv2.imencode(".tif" if key == "tiff" else ".png", np.ascontiguousarray(img))
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a 16-bit {key}")
+    if key == "tiff":
+        return buf.tobytes()
+    chunks = []
+    if icc:
+        chunks.append((b"iCCP", b"sRGB\x00\x00" + zlib.compress(icc)))
+    if fmt.exif:
+        chunks.append((b"eXIf", fmt.exif))
+    if fmt.xmp:
+        chunks.append((b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + fmt.xmp))
+    return _with_chunks(buf.tobytes(), chunks)
+
+
+def _with_chunks(png: bytes, chunks: list[tuple[bytes, bytes]]) -> bytes:
+    """``png`` with ``chunks`` inserted right after IHDR (iCCP must precede IDAT)."""
+    if not chunks:
+        return png
+    at = 8 + 12 + struct.unpack(">I", png[8:12])[0]  # signature + IHDR
+    made = b"".join(struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d)) for k, d in chunks)
+    return png[:at] + made + png[at:]
