@@ -177,10 +177,13 @@ def encode_style_images(spec: StylizerSpec, opener: Opener, method: str, model_i
                           passes=len(images), encode_ms=(time.perf_counter() - start) * 1000)
 
 
-def run_encodings(spec: StylizerSpec, method: str, model_id: str, vgg: LossNetwork | None) -> StyleEncodings | None:
-    """``spec.encodings`` when it was made for this method and these models (SetupError otherwise), or None."""
+def run_encodings(spec: StylizerSpec, opener: Opener, method: str, model_id: str, vgg: LossNetwork | None,
+                  encoder: Callable[[], Callable[[np.ndarray], dict[str, np.ndarray]]],
+                  device: torch.device) -> StyleEncodings:
+    """``spec.encodings`` when it was made for this method and these models (SetupError otherwise), or
+    without it (the local CLI) the style images encoded here by ``encoder()``'s function."""
     if spec.encodings is None:
-        return None
+        return encode_style_images(spec, opener, method, model_id, vgg, encoder(), device)
     try:
         spec.encodings.check(method, model_id, vgg.loss_model if vgg is not None else "")
     except ValueError as exc:

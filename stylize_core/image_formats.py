@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageCms, PngImagePlugin
 
+from .colour16 import read_colour16
 from .image_errors import CorruptImageError
 from .image_io import (
     DEFAULT_MAX_PIXELS, FORMAT_EXTENSIONS, TIFF_COMPRESSION, Source, _float_grey_to_u8, _has_alpha, _max_side_size, _resize,
@@ -191,7 +192,7 @@ def _convert(src: Source) -> tuple[np.ndarray, PixelFormat]:
     exif = _exif(src.stored)
     xmp = _xmp(src.stored)
     if src.colour16:
-        pixels, alpha = read_colour16(src)
+        pixels, alpha = read_colour16(src.stored, src.data, src.orientation)
         grey = src.rawmode.startswith("LA")  # Pillow opens 16-bit grey+alpha PNGs as RGBA
         bits, label = 16, "LA;16" if grey else f"{src.stored.mode};16"
     elif mode.startswith("I"):
@@ -234,45 +235,6 @@ def _convert(src: Source) -> tuple[np.ndarray, PixelFormat]:
     if not pixels.flags.writeable:  # np.asarray of a Pillow image is read-only; callers own their pixels
         pixels = pixels.copy()
     return pixels, PixelFormat(label, bits, grey, alpha, name, exif, xmp)
-
-
-def read_colour16(src: Source) -> tuple[np.ndarray, np.ndarray | None]:
-    """16-bit RGB(A) samples ((H, W, 3) uint16, alpha (H, W) uint16 or None), which Pillow reduces to 8
-    bits or misreads: OpenCV reads them from the same bytes (Pillow has already refused truncation and
-    checked the size), then the EXIF orientation is applied."""
-    import cv2  # lazy: only 16-bit colour files need it
-
-    tags = getattr(src.stored, "tag_v2", None)
-    if tags is not None and tags.get(284) == 2:
-        raise CorruptImageError("16-bit TIFF stored plane by plane (PlanarConfiguration 2) is not supported: "
-                                "Pillow and OpenCV both misread it without an error")
-    arr = cv2.imdecode(np.frombuffer(src.data, np.uint8), cv2.IMREAD_UNCHANGED)
-    w, h = src.stored.size
-    channels = 4 if src.stored.mode == "RGBA" else 3
-    if arr is None or arr.dtype != np.uint16 or arr.shape != (h, w, channels):
-        got = "nothing" if arr is None else f"{arr.dtype} {arr.shape}"
-        raise CorruptImageError(f"16-bit {src.stored.mode} {src.stored.format} whose samples cannot be read "
-                                f"as {h}x{w}x{channels} uint16 (got {got})")
-    rgb = arr[:, :, 2::-1] if channels == 3 else arr[:, :, [2, 1, 0]]
-    # Pillow decoded the same file at 8 bits: the two must agree, or one of them misread the layout
-    eight = np.asarray(src.stored)[:, :, :3].astype(np.int32)
-    if np.abs((rgb >> 8).astype(np.int32) - eight).max(initial=0) > 1:
-        raise CorruptImageError(f"16-bit {src.stored.mode} {src.stored.format} whose samples Pillow and OpenCV "
-                                "read differently (an unusual layout); not stylised rather than guessed")
-    alpha = arr[:, :, 3] if channels == 4 else None
-    rgb = _orient(rgb, src.orientation)
-    alpha = None if alpha is None else np.ascontiguousarray(_orient(alpha, src.orientation))
-    return np.ascontiguousarray(rgb), alpha
-
-
-def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
-    """EXIF orientation applied to an array (as ``ImageOps.exif_transpose`` does to an image)."""
-    ops = {2: (np.fliplr,), 3: (lambda x: np.rot90(x, 2),), 4: (np.flipud,),
-           5: (lambda x: np.swapaxes(x, 0, 1),), 6: (lambda x: np.rot90(x, -1),),
-           7: (lambda x: np.rot90(np.swapaxes(x, 0, 1), 2),), 8: (lambda x: np.rot90(x, 1),)}
-    for op in ops.get(orientation, ()):
-        a = op(a)
-    return a
 
 
 def _colour(img: Image.Image, profile: ImageCms.ImageCmsProfile | None) -> Image.Image:

@@ -22,6 +22,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageOps
 
+from .colour16 import read_colour16
 from .image_errors import (
     CorruptImageError,
     DecompressionBombError,
@@ -104,9 +105,7 @@ class Source:
 def _rgb_of(src: Source) -> np.ndarray:
     if not src.colour16:
         return _to_rgb(src.image, src.top)
-    from .image_formats import read_colour16  # lazy: image_formats imports this module
-
-    rgb, alpha = read_colour16(src)  # (H, W, 3) uint16, (H, W) uint16 or None
+    rgb, alpha = read_colour16(src.stored, src.data, src.orientation)  # (H, W, 3) uint16, (H, W) uint16 or None
     x = rgb.astype(np.float64) / 257.0
     if alpha is not None:  # composited on white, as every 8-bit alpha is here
         a = alpha.astype(np.float64)[:, :, None] / 65535.0

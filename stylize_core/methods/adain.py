@@ -8,7 +8,7 @@ actor), or here when the spec has none (the local CLI).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -22,7 +22,6 @@ from ..checkpoint import StyleModel
 from ..demo_assets import demo_adain
 from ..file_errors import FileUnusable
 from ..loss_meter import LossMeter
-from ..loss_network import LossNetwork
 from ..style_encoding import StyleEncodings
 from ..style_mix import style_image_parts
 
@@ -44,27 +43,28 @@ def _weights(spec: StylizerSpec, opener: Opener, checkpoints: Mapping[str, Style
         raise SetupError(exc.line()) from None
 
 
-def _encode_with(spec: StylizerSpec, opener: Opener, device: torch.device, weights: AdaINWeights,
-                 vgg: LossNetwork | None) -> StyleEncodings:
+def _encoder(weights: AdaINWeights, device: torch.device) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     enc = weights.encoder.to(device).eval().requires_grad_(False)
 
     def encode(image: np.ndarray) -> dict[str, np.ndarray]:  # relu4_1's mean and std, each (1, C, 1, 1)
         mean, std = calc_mean_std(enc(to_unit(image, device)))
         return {"mean": mean.cpu().numpy(), "std": std.cpu().numpy()}
 
-    return encode_style_images(spec, opener, "adain", weights.model_id, vgg, encode, device)
+    return encode
 
 
 def encode(spec: StylizerSpec, opener: Opener, device: torch.device) -> StyleEncodings:
     """The style images' AdaIN statistics (and metrics targets), once for a whole run."""
-    return _encode_with(spec, opener, device, _weights(spec, opener, {}), loss_network(spec, opener))
+    weights = _weights(spec, opener, {})
+    return encode_style_images(spec, opener, "adain", weights.model_id, loss_network(spec, opener),
+                               _encoder(weights, device), device)
 
 
 def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints: Mapping[str, StyleModel],
           sha256: dict[str, str]) -> BuiltStylizer:
     weights = _weights(spec, opener, checkpoints)
     vgg = loss_network(spec, opener)
-    encodings = run_encodings(spec, "adain", weights.model_id, vgg) or _encode_with(spec, opener, device, weights, vgg)
+    encodings = run_encodings(spec, opener, "adain", weights.model_id, vgg, lambda: _encoder(weights, device), device)
     try:
         styles = style_image_parts(list(spec.style_images), spec.mixes)
     except ValueError as exc:

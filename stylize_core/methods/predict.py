@@ -10,7 +10,7 @@ for the run (:func:`encode`, carried to every actor as ``spec.encodings``); the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from ..builder import (BuiltStylizer, Opener, SetupError, StylizerSpec, encode_s
 from ..checkpoint import StyleModel
 from ..demo_assets import demo_predictor
 from ..file_errors import FileUnusable
-from ..loss_network import LossNetwork
+from ..predictor import StylePredictorModel
 from ..predictor_checkpoint import PredictorWeights, load_predictor
 from ..predictor_identity import predictor_style_id
 from ..style_encoding import StyleEncodings
@@ -40,19 +40,18 @@ def _weights(spec: StylizerSpec, opener: Opener, checkpoints: Mapping[str, Style
         raise SetupError(exc.line()) from None
 
 
-def _encode_with(spec: StylizerSpec, opener: Opener, device: torch.device, weights: PredictorWeights,
-                 vgg: LossNetwork | None) -> StyleEncodings:
-    model = weights.model.to(device)
-
+def _encoder(model: StylePredictorModel) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     def encode(image: np.ndarray) -> dict[str, np.ndarray]:  # the one predictor pass of this image
         return {"embedding": model.embed_image(image).cpu().numpy()}
 
-    return encode_style_images(spec, opener, "predict", weights.model_id, vgg, encode, device)
+    return encode
 
 
 def encode(spec: StylizerSpec, opener: Opener, device: torch.device) -> StyleEncodings:
     """The style images' embeddings (and metrics targets), once for a whole run."""
-    return _encode_with(spec, opener, device, _weights(spec, opener, {}), loss_network(spec, opener))
+    weights = _weights(spec, opener, {})
+    return encode_style_images(spec, opener, "predict", weights.model_id, loss_network(spec, opener),
+                               _encoder(weights.model.to(device)), device)
 
 
 def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints: Mapping[str, StyleModel],
@@ -60,7 +59,7 @@ def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints:
     weights = _weights(spec, opener, checkpoints)
     model = weights.model.to(device)
     vgg = loss_network(spec, opener)
-    encodings = run_encodings(spec, "predict", weights.model_id, vgg) or _encode_with(spec, opener, device, weights, vgg)
+    encodings = run_encodings(spec, opener, "predict", weights.model_id, vgg, lambda: _encoder(model), device)
     try:
         styles = style_image_parts(list(spec.style_images), spec.mixes)
     except ValueError as exc:
