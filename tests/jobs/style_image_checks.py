@@ -8,6 +8,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from jobs.batch import driver as stylize
@@ -40,3 +41,34 @@ def check_two_style_images_and_a_mix(assets: Path, out: Path, method: list[str],
     assert {name: e["sha256"] for name, e in encodings["style_images"].items()} == {
         name: hashlib.sha256((assets / f"{name}.png").read_bytes()).hexdigest() for name in ("wave", "ink")}
     assert all(e["gram_layers"] for e in encodings["style_images"].values())  # the metrics' targets too
+
+
+def check_video_on_a_tiny_sequence(assets: Path, tmp_path: Path, method: list[str], min_spread: int = 0) -> dict:
+    """``method`` (``--method NAME`` and its weights) over a 4-frame sequence of odd size with the style
+    image ``assets/wave.png``, through the video job on Ray; returns the summary's ``style_encodings``,
+    checked to be one encoder pass for the run. ``min_spread``: the grey levels a frame must span
+    (weights scaled to span the range; random ones give near-constant frames)."""
+    import cv2
+
+    from jobs.video import driver as stylize_video
+    from jobs.video.settings import parse_args as video_args
+    from stylize_core.video import pan_frames
+    from stylize_core.video.synthetic import sample_photo
+
+    (tmp_path / "in" / "shot").mkdir(parents=True)
+    for i, frame in enumerate(pan_frames(sample_photo("coffee"), 4, (36, 28), seed=7), start=1):  # not multiples of 8
+        cv2.imwrite(str(tmp_path / "in" / "shot" / f"f.{i:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    summary = stylize_video.run(video_args([
+        "--sequence", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--run-id", "v", "--no-metrics",
+        *method, "--style-image", f"wave={assets / 'wave.png'}", "--segment-seconds", "0.5", "--warmup-frames", "2",
+        "--preset", "ultrafast", "--quiet", "--contact-sheet", "0"]))
+    assert summary["counts"] == {"ok": 1, "error": 0}
+    written = sorted(p.name for p in (tmp_path / "out" / "wave" / "shot").iterdir())
+    assert written == [f"f.{i:03d}.png" for i in range(1, 5)]
+    frame = cv2.imread(str(tmp_path / "out" / "wave" / "shot" / "f.002.png"))
+    assert frame.shape == (28, 36, 3) and np.ptp(frame) >= min_spread
+    (row,) = pq.read_table(summary["metrics_file"]).to_pylist()
+    assert row["style"] == "wave" and row["status"] == "ok" and len(row["model_sha256"]) == 64
+    encodings = summary["style_encodings"]  # made once by the run's encoding task, for every worker
+    assert encodings["method"] == method[1] and encodings["passes"] == 1 and encodings["loss_model"] == ""
+    return encodings

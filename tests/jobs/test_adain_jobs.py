@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
-from style_image_checks import check_two_style_images_and_a_mix  # tests/jobs/style_image_checks.py
+from style_image_checks import (  # tests/jobs/style_image_checks.py
+    check_two_style_images_and_a_mix, check_video_on_a_tiny_sequence)
 
 from jobs.batch import driver as stylize
 from jobs.common.run_settings import demo_adain_checkpoint
@@ -115,29 +116,8 @@ def test_batch_job_two_style_images_and_a_mix(assets, tmp_path):
 
 @pytest.mark.usefixtures("ray_local")
 def test_video_job_runs_adain_on_a_tiny_sequence(assets, tmp_path):
-    import cv2
-
-    from jobs.video import driver as stylize_video
-    from jobs.video.settings import parse_args as video_args
-    from stylize_core.video import pan_frames
-    from stylize_core.video.synthetic import sample_photo
-
-    (tmp_path / "in" / "shot").mkdir(parents=True)
-    for i, frame in enumerate(pan_frames(sample_photo("coffee"), 4, (36, 28), seed=7), start=1):  # not multiples of 8
-        cv2.imwrite(str(tmp_path / "in" / "shot" / f"f.{i:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    summary = stylize_video.run(video_args([
-        "--sequence", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--run-id", "v", "--no-metrics",
-        "--method", "adain", "--encoder", str(assets / "vgg_normalised.pth"), "--decoder", str(assets / "decoder.pth"),
-        "--style-image", f"wave={assets / 'wave.png'}", "--segment-seconds", "0.5", "--warmup-frames", "2",
-        "--preset", "ultrafast", "--quiet", "--contact-sheet", "0"]))
-    assert summary["counts"] == {"ok": 1, "error": 0}
-    written = sorted(p.name for p in (tmp_path / "out" / "wave" / "shot").iterdir())
-    assert written == [f"f.{i:03d}.png" for i in range(1, 5)]
-    assert cv2.imread(str(tmp_path / "out" / "wave" / "shot" / "f.002.png")).shape == (28, 36, 3)
-    (row,) = pq.read_table(summary["metrics_file"]).to_pylist()
-    assert row["style"] == "wave" and row["status"] == "ok" and len(row["model_sha256"]) == 64
-    encodings = summary["style_encodings"]  # made once by the run's encoding task, for every worker
-    assert encodings["method"] == "adain" and encodings["passes"] == 1 and encodings["loss_model"] == ""
+    weights = ["--encoder", str(assets / "vgg_normalised.pth"), "--decoder", str(assets / "decoder.pth")]
+    encodings = check_video_on_a_tiny_sequence(assets, tmp_path, ["--method", "adain", *weights])
     assert encodings["style_images"]["wave"]["arrays"] == {"mean": [1, 512, 1, 1], "std": [1, 512, 1, 1]}
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from style_image_checks import check_two_style_images_and_a_mix  # tests/jobs/style_image_checks.py
+from style_image_checks import (  # tests/jobs/style_image_checks.py
+    check_two_style_images_and_a_mix, check_video_on_a_tiny_sequence)
 
 from jobs.batch import driver as stylize
 from jobs.common.run_settings import demo_predictor_checkpoint
@@ -104,6 +105,13 @@ def test_batch_job_missing_style_image_exits_2_with_one_line(assets, tmp_path, c
     assert stylize.main(stylize.parse_args(argv)) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(err) == 1 and str(missing) in err[0] and "not found" in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_video_job_runs_style_prediction_on_a_tiny_sequence(assets, tmp_path):
+    method = ["--method", "predict", "--predictor", str(assets / "predictor.pth")]
+    encodings = check_video_on_a_tiny_sequence(assets, tmp_path, method, min_spread=40)
+    assert encodings["style_images"]["wave"]["arrays"] == {"embedding": [8]}
 
 
 def test_video_settings_take_style_images_and_the_demo_predictor(assets, tmp_path):
