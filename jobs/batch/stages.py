@@ -34,13 +34,18 @@ def output_key(settings: JobSettings, rel_path: str, style: str) -> str:
     return output_uri(settings.output, style, rel_path, FORMAT_EXTENSIONS[settings.format])
 
 
+def mask_rel_path(rel_path: str) -> str:
+    """Where an input's mask is under ``--mask-prefix``: its relative path, extension replaced by ``.png``."""
+    stem = rel_path.rsplit(".", 1)[0] if "." in rel_path.rsplit("/", 1)[-1] else rel_path
+    return stem + ".png"
+
+
 def mask_uri_for(settings: JobSettings, rel_path: str, given: str = "") -> str:
     """The input's mask: the manifest's ``mask_uri`` where given, else ``{--mask-prefix}/{rel_path minus its
     extension}.png``; "" for none."""
     if given or not settings.mask_prefix:
         return given
-    stem = rel_path.rsplit(".", 1)[0] if "." in rel_path.rsplit("/", 1)[-1] else rel_path
-    return join_uri(settings.mask_prefix, stem + ".png")
+    return join_uri(settings.mask_prefix, mask_rel_path(rel_path))
 
 
 def read_mask(uri: str, settings: JobSettings, size: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:

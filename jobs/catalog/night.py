@@ -24,10 +24,11 @@ from collections.abc import Callable, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stylize_core.file_errors import FileUnusable
+from stylize_core.file_errors import FileUnusable, unusable
 
 from jobs.batch import driver as batch
 from jobs.batch.settings import JobSettings
+from jobs.batch.stages import mask_rel_path
 from jobs.catalog import ledger as L
 from jobs.catalog import quarantine as Q
 from jobs.catalog import report as catalog_report
@@ -139,13 +140,35 @@ def plan_night(settings: JobSettings, copts: CatalogOptions, *, ledger: pa.Table
         raise JobError(str(exc)) from None
     except (OSError, ValueError) as exc:  # denied, not listable, not images
         raise input_unusable(settings.input, exc) from None
-    listing = listing_table(inputs, L.input_versions(inputs, opts))
+    listing = listing_table(inputs, _with_masks(settings, inputs, L.input_versions(inputs, opts)))
     journal = pa.concat_tables(list(journals.values())) if journals else None
     plan = build_plan(settings, listing, style_digests(settings, opts), ledger, quarantined=Q.held(quarantine),
                       journal=None if copts.full else journal, probe=probe_outputs(settings.output, opts, ledger),
                       full=copts.full, max_delete_fraction=copts.max_delete_fraction,
                       max_delete_floor=copts.max_delete_floor)
     return plan, listing, sources
+
+
+def _with_masks(settings: JobSettings, inputs: Sequence[InputFile], versions: dict[str, str]) -> dict[str, str]:
+    """With ``mask_prefix``, each input's version extended by its mask's (the mask file's version, or
+    ``none``) and the mask settings, so the ledger re-renders an input whose mask was added, changed or
+    removed, and every input when ``mask_mode`` or ``mask_feather`` changes; ``versions`` as they are
+    without masks (a ledger made before keeps matching)."""
+    if not settings.mask_prefix:
+        return versions
+    opts = settings.storage_options
+    try:
+        masks = list_images(settings.mask_prefix, opts, extensions=(".png",))
+    except FileNotFoundError:  # no mask yet under the prefix: every input's rows are mask_error rows
+        masks = []
+    except (OSError, ValueError) as exc:  # denied, not listable: which masks changed cannot be known
+        raise stop(unusable("mask prefix", settings.mask_prefix, exc)) from None
+    listed = {f.rel_path: f.version for f in masks}
+    stated = L.input_versions([f for f in masks if not f.version], opts)
+    listed |= {f.rel_path: stated.get(f.uri, "") for f in masks if not f.version}
+    settings_id = f"{settings.mask_mode};{settings.mask_feather:g}"
+    return {f.uri: f"{versions.get(f.uri) or f.version or ''}|mask={listed.get(mask_rel_path(f.rel_path)) or 'none'};"
+                   f"{settings_id}" for f in inputs}
 
 
 # ---------------------------------------------------------------- rendering

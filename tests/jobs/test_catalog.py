@@ -115,6 +115,50 @@ def test_build_plan_classifies_each_pair():
     assert "retired" in text and "not configured" in text and "to render: 5" in text and "/out/a/gone.jpg" in text
 
 
+def test_an_added_changed_or_removed_mask_or_new_mask_settings_re_render_their_inputs(tmp_path):
+    from jobs.common.listing import list_images
+
+    cat, masks = tmp_path / "cat", tmp_path / "masks"
+    (cat / "sub").mkdir(parents=True)
+    masks.mkdir()
+    for n, name in enumerate(("a.png", "b.jpg", "sub/c.png")):
+        (cat / name).write_bytes(_png(n))
+    (masks / "a.png").write_bytes(_png(10))
+    s = JobSettings(input=str(cat), output=str(tmp_path / "out"), styles={"a": "/a.pth", "b": "/b.pth"}, run_id="r",
+                    mask_prefix=str(masks))
+    inputs = list_images(str(cat))
+    shas = {"a": "shaA", "b": "shaB"}
+
+    def listing(settings: JobSettings) -> pa.Table:
+        return listing_table(inputs, catalog._with_masks(settings, inputs, L.input_versions(inputs, None)))
+
+    def rendered(listed: pa.Table) -> pa.Table:  # the ledger after a night that rendered every pair
+        return pa.Table.from_pylist([
+            {**r, "style": style, "model_sha256": shas[style], "output_uri": output_key(s, r["rel_path"], style),
+             "run_id": "old", "updated_at": dt.datetime.now(dt.timezone.utc)}
+            for r in listed.to_pylist() for style in shas], schema=L.LEDGER_SCHEMA)
+
+    def changed(settings: JobSettings, ledger: pa.Table) -> list[str]:
+        plan = build_plan(settings, listing(settings), shas, ledger)
+        assert plan.todo.num_rows == 2 * len(set(plan.todo.column("rel_path").to_pylist()))  # both styles
+        return sorted(set(plan.todo.column("rel_path").to_pylist()))
+
+    ledger = rendered(listing(s))
+    assert changed(s, ledger) == []
+    (masks / "a.png").write_bytes(_png(11, (40, 40)))  # a's mask edited
+    (masks / "b.png").write_bytes(_png(12))  # b gets one
+    assert changed(s, ledger) == ["a.png", "b.jpg"]
+    ledger = rendered(listing(s))
+    (masks / "a.png").unlink()  # a's is removed
+    assert changed(s, ledger) == ["a.png"]
+    assert changed(s.replace(mask_feather=4), ledger) == ["a.png", "b.jpg", "sub/c.png"]
+    assert changed(s.replace(mask_mode="labels"), ledger) == ["a.png", "b.jpg", "sub/c.png"]
+    # without masks the versions are the plain ones: a ledger written before masks existed keeps matching
+    plain = L.input_versions(inputs, None)
+    assert catalog._with_masks(s.replace(mask_prefix=None), inputs, plain) is plain
+    assert changed(s.replace(mask_prefix=None), rendered(listing_table(inputs, plain))) == []
+
+
 ODD_PATHS = ["a.png", "sub/dir/b.PNG", "./x/../y.png", "c", "d.tar.gz", "..", "/abs.png", "é/ü.png", "a.", "..a",
              "a..b", ".hidden", "dir.v2/file", "dir.v2/.f.png", "x\\y.png", "C:/x.png", "a//b.png", "sub/./c.png",
              "trail/", "ctrl\x01.png", "sp ace/(1) [x].JPEG", "...", "x/..", ".", "a/b/c/d/e.f.g"]
