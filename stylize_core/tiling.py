@@ -73,6 +73,12 @@ class Window:
     own_lo: int
     own_hi: int
 
+    def owned(self) -> tuple[int, int]:
+        """``[own_lo, own_hi)`` cut at multiples of 4 (tiles start at multiples of 4): at every
+        resolution of the network (1, 1/2, 1/4) the cut falls on a whole pixel, so neighbouring
+        tiles' owned parts meet without a gap or an overlap there too."""
+        return _floor4(self.own_lo), _floor4(self.own_hi)
+
 
 def min_tile(margin: int = DEFAULT_MARGIN, feather: int = DEFAULT_FEATHER) -> int:
     """The smallest tile side: twice the overlap of two tiles, so a tile's two cross-fades never meet."""
@@ -245,8 +251,8 @@ class TiledNetwork:
             with shared.accumulating(self.net):
                 for rw in rows:
                     for cw in cols:
-                        shared.own(rw.own_lo / rw.length, rw.own_hi / rw.length,
-                                   cw.own_lo / cw.length, cw.own_hi / cw.length)
+                        (top, bottom), (left, right) = rw.owned(), cw.owned()
+                        shared.own(top / rw.length, bottom / rw.length, left / cw.length, right / cw.length)
                         self._net(self._tile(x, rw, cw), style)
             shared.finish_accumulation()
         out: torch.Tensor | None = None
@@ -276,7 +282,7 @@ class TiledNetwork:
         tiles = [(rw, cw) for rw in rows for cw in cols]
         # Owned parts cut at multiples of 4, so every resolution of the network (1, 1/2, 1/4) cuts
         # them on whole pixels; neighbours' cuts agree because tiles start at multiples of 4.
-        owned = [(_floor4(rw.own_lo), _floor4(rw.own_hi), _floor4(cw.own_lo), _floor4(cw.own_hi)) for rw, cw in tiles]
+        owned = [(*rw.owned(), *cw.owned()) for rw, cw in tiles]
         run = ExactTiles(transformer_stages(self.net, style),  # type: ignore[arg-type]
                          [lambda rw=rw, cw=cw: self._tile(x, rw, cw) for rw, cw in tiles],
                          (rows[0].length, cols[0].length), owned, self.cache_bytes)

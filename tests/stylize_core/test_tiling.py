@@ -105,21 +105,34 @@ def test_seam_ratio_sees_a_seam():
 
 @torch.inference_mode()
 def test_accumulated_statistics_over_tiles(demo, photo):
-    """The first layer's statistics accumulated over the tiles' owned regions are the whole image's."""
+    """The first layer's statistics accumulated over the tiles' owned regions are the whole image's.
+    212 rows: tiles whose owned parts, cut where they fall, would not meet on whole pixels at a
+    quarter of the resolution (rows counted twice or not at all); cut at multiples of 4 they do."""
+    photo = photo[..., :212, :].contiguous()
     shared, exact = SharedStats(), SharedStats()
+    sizes = {}  # each norm layer's map size over the whole image
+    def size(m, args):  # a pre-hook that returns nothing leaves the input as it is
+        sizes.setdefault(m, args[0].shape[-2] * args[0].shape[-1])
+
+    hooks = [m.register_forward_pre_hook(size) for m in norm_layers(demo)]
     with exact.recording(demo):
         demo(photo)
+    for hook in hooks:
+        hook.remove()
     tiled = TiledNetwork(demo, 192)
     with shared.recording(demo):
         demo(tiled.thumbnail(photo))
     first = norm_layers(demo)[0]
     assert not torch.allclose(shared.stats[first][0], exact.stats[first][0], atol=0.1)
-    rows, cols = tiled.windows(320, 384)
+    rows, cols = tiled.windows(212, 384)
     with shared.accumulating(demo):
         for rw in rows:
             for cw in cols:
-                shared.own(rw.own_lo / rw.length, rw.own_hi / rw.length, cw.own_lo / cw.length, cw.own_hi / cw.length)
+                (top, bottom), (left, right) = rw.owned(), cw.owned()
+                shared.own(top / rw.length, bottom / rw.length, left / cw.length, right / cw.length)
                 demo(tiled._tile(photo, rw, cw))
+    # every pixel of every layer counted once, at half and quarter resolution too
+    assert {m: n for m, (n, _, _) in shared._sums.items()} == sizes and len(set(sizes.values())) == 3
     shared.finish_accumulation()
     torch.testing.assert_close(shared.stats[first][0], exact.stats[first][0], atol=1e-3, rtol=1e-4)
     torch.testing.assert_close(shared.stats[first][1], exact.stats[first][1], atol=1e-2, rtol=1e-4)
