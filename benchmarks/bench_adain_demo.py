@@ -6,8 +6,9 @@ For each held-out style image (stylize_core.adain_demo.heldout_styles: procedura
 palettes not used in training, and scikit-image's gravel photograph) and each content photo, at
 alpha 1: the distance ratio d(stats(output), stats(style)) / d(stats(content), stats(style)), where
 stats are the per-channel mean and std of features at relu1_1..relu4_1 equivalents and d sums, per
-layer, the RMS difference of the means and that of the stds (adain_demo.stats_distance). 1 = as far
-from the style as the photo, 0 = the style's statistics; the goal (issue 18) is <= 0.5. Two feature
+layer, the RMS difference of the means and that of the stds (stylize_core.losses.stats_distance, as
+the metrics' ``style_stat_ratio``, there over the loss network's style layers). 1 = as far from the
+style as the photo, 0 = the style's statistics; the goal (issue 18) is <= 0.5. Two feature
 extractors, each printed:
 
 * ``texture:0``: the texture loss network (random multi-scale filters; its colour layer and both
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 
 from stylize_core import adain, adain_demo
+from stylize_core.losses import feature_stats, stats_distance
 from stylize_core.adain import AdaINStylizer
 from stylize_core.adain_checkpoint import load_adain
 from stylize_core.demo_assets import demo_adain
@@ -81,14 +83,14 @@ def outputs(enc, dec, styles, contents) -> tuple[dict[tuple[str, str], np.ndarra
 def ratios(made, styles, contents, levels) -> tuple[dict[str, float], list[str]]:
     """Per style, the mean distance ratio over the contents."""
     def stats(image):
-        return adain_demo.feature_stats(levels(adain.to_unit(image, torch.device("cpu"))))
+        return feature_stats(levels(adain.to_unit(image, torch.device("cpu"))))
 
     style_stats = {name: stats(image) for name, image in styles.items()}
     content_stats = {name: stats(image) for name, image in contents.items()}
     per_style, problems = {}, []
     for name in styles:
-        values = [float(adain_demo.stats_distance(stats(made[name, c]), style_stats[name])[0]
-                        / adain_demo.stats_distance(content_stats[c], style_stats[name])[0]) for c in contents]
+        values = [float(stats_distance(stats(made[name, c]), style_stats[name])[0]
+                        / stats_distance(content_stats[c], style_stats[name])[0]) for c in contents]
         if not all(math.isfinite(v) for v in values):
             problems.append(f"{name}: non-finite ratio {values}")
         per_style[name] = statistics.mean(values)

@@ -25,9 +25,10 @@ from torch import nn
 
 from .color import blend, preserve_color
 from .loss_meter import LossMeter
+from .losses import STATS_EPS, channel_mean_std
 from .stylizer import StyleResult, resolve_device
 
-EPS = 1e-5  # pytorch-AdaIN's calc_mean_std default
+EPS = STATS_EPS  # pytorch-AdaIN's calc_mean_std default (1e-5)
 ENCODER_MODULES = 31  # vgg[:31]: up to relu4_1
 FULL_ENCODER_MODULES = 53  # their whole normalised VGG19 (to relu5_4), as vgg_normalised.pth holds it
 
@@ -138,9 +139,8 @@ def calc_mean_std(feat: torch.Tensor, eps: float = EPS) -> tuple[torch.Tensor, t
     """Per-channel mean and std over H*W of (B, C, H, W) features, each (B, C, 1, 1); the std is
     sqrt(unbiased variance + eps), as pytorch-AdaIN computes it."""
     b, c = feat.shape[:2]
-    flat = feat.reshape(b, c, -1).float()
-    std = (flat.var(dim=2) + eps).sqrt().view(b, c, 1, 1)
-    return flat.mean(dim=2).view(b, c, 1, 1), std
+    mean, std = channel_mean_std(feat, eps)
+    return mean.view(b, c, 1, 1), std.view(b, c, 1, 1)
 
 
 def adaptive_instance_normalization(content_feat: torch.Tensor, style_mean: torch.Tensor,

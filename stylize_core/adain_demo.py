@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import adain
+from .losses import feature_stats, stats_distance  # noqa: F401  (the demo's and benchmark's distance)
 
 ENCODER_SEED = 0
 WIDTH = 0.25
@@ -184,24 +185,7 @@ def heldout_styles() -> dict[str, np.ndarray]:
 
 
 # --- the statistics the goal is measured with -----------------------------------------------------
-
-def feature_stats(layers: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per layer, per-channel (mean, std) over H*W of (B, C, H, W) features, each (B, C)."""
-    out = []
-    for f in layers:
-        mean, std = adain.calc_mean_std(f)
-        out.append((mean.flatten(1), std.flatten(1)))
-    return out
-
-
-def stats_distance(a: Sequence[tuple[torch.Tensor, torch.Tensor]], b: Sequence[tuple[torch.Tensor, torch.Tensor]]
-                   ) -> torch.Tensor:
-    """Sum over layers of the RMS difference of the channel means plus that of the stds, (B,)."""
-    total = 0
-    for (ma, sa), (mb, sb) in zip(a, b, strict=True):
-        total = total + (ma - mb).pow(2).mean(1).sqrt() + (sa - sb).pow(2).mean(1).sqrt()
-    return total  # type: ignore[return-value]
-
+# feature_stats and stats_distance are the metrics' (stylize_core.losses), imported above.
 
 def texture_levels(seed: int = EVAL_TEXTURE_SEED) -> Callable[[torch.Tensor], list[torch.Tensor]]:
     """The texture loss network's relu1_1..relu4_1 equivalents: its colour layer and both banks on

@@ -161,7 +161,7 @@ def read_style_image(name: str, uri: str, opener: Opener, max_pixels: int = 64_0
 def encode_style_images(spec: StylizerSpec, opener: Opener, method: str, model_id: str, vgg: LossNetwork | None,
                         encode: Callable[[np.ndarray], dict[str, np.ndarray]], device: torch.device) -> StyleEncodings:
     """Read, decode and encode each of ``spec``'s style images once: ``encode(image)`` gives the
-    method's arrays (one encoder pass), ``vgg`` (None without metrics) the Gram targets."""
+    method's arrays (one encoder pass), ``vgg`` (None without metrics) the Gram and statistics targets."""
     start = time.perf_counter()
     images, digests = {}, {}
     for name, uri in spec.style_images.items():
@@ -171,8 +171,11 @@ def encode_style_images(spec: StylizerSpec, opener: Opener, method: str, model_i
     grams = {}
     if vgg is not None:
         meter = LossMeter(vgg, images, short_side=spec.metrics_size, device=device)
-        grams = {name: GramTarget({layer: g.float().cpu().numpy() for layer, g in target.items()})
-                 for name, target in meter.targets.items() if target is not None}
+        def host(tensors: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+            return {layer: t.float().cpu().numpy() for layer, t in tensors.items()}
+
+        grams = {name: GramTarget(host(target.grams), host(target.means), host(target.stds))
+                 for name, target in meter.style_targets.items() if target is not None}
     return StyleEncodings(method, model_id, vgg.loss_model if vgg is not None else "", digests, codes, grams,
                           passes=len(images), encode_ms=(time.perf_counter() - start) * 1000)
 

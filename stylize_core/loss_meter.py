@@ -1,4 +1,7 @@
-"""Per-image content/style/TV losses of stylised outputs, as reported in every metrics row.
+"""Per-image content/style/TV losses of stylised outputs, as reported in every metrics row, and the
+statistics distance to the style image (losses.stats_distance over the style layers' per-channel
+mean/std): ``style_stat_distance`` (output vs style) and ``style_stat_ratio`` (that over the input's
+distance to the style: 1 = as far from the style's statistics as the input, 0 = matched).
 
 The work is split so a caller running several styles over the same inputs pays for the inputs
 once: :meth:`LossMeter.content_features` (per input) then :meth:`LossMeter.measure_tensors` (per
@@ -16,7 +19,17 @@ import torch
 import torch.nn.functional as F
 
 from .loss_network import LossNetwork, resolve_layers
-from .losses import StyleTargetCache, blended_style_grams, content_loss, style_loss, tv_loss
+from .losses import (
+    Stats,
+    StyleTargetCache,
+    StyleTargets,
+    blended_style_targets,
+    content_loss,
+    feature_stats,
+    stats_distance,
+    style_loss,
+    tv_loss,
+)
 from .style_encoding import GramTarget
 
 # A style's loss target: its style image, or for a blend of a multi-style network (image, weight)
@@ -45,6 +58,8 @@ class ContentFeatures:
 
     sizes: list[tuple[int, int]]  # (H, W) of each input
     groups: list[tuple[list[int], dict[str, torch.Tensor]]]
+    # per group, the inputs' (mean, std) per style layer (None: not computed, no style has statistics)
+    stats: list[list[Stats] | None] | None = None
 
 
 @dataclass
@@ -55,7 +70,8 @@ class PendingLosses:
     values: dict[str, torch.Tensor]  # {name: (n,)} float32
 
     def tolist(self) -> dict[str, list[float]]:
-        """``{content_loss|style_loss|tv_loss: [value per image, input order]}`` (syncs the device)."""
+        """``{content_loss|style_loss|tv_loss|style_stat_distance|style_stat_ratio: [value per image,
+        input order]}`` (syncs the device)."""
         out = {}
         for name, v in self.values.items():
             flat = v.float().cpu().tolist()
@@ -80,7 +96,9 @@ class LossMeter:
     own short side and ``short_side`` (never upscaled: a thumbnail is measured at its own size, not
     at ~30x its pixels; images under METRICS_MIN_SIDE are the one exception). A full-resolution VGG
     pass costs more than the style network itself. TV loss uses the full-size output. Style loss
-    is NaN for a style without a style image.
+    is NaN for a style without a style image, and so are the statistics distance and ratio. The ratio
+    needs the input's statistics at the style layers, so when some style has a style image the input
+    pass goes on to the style layers (once per input, for every style).
     """
 
     def __init__(
@@ -109,19 +127,27 @@ class LossMeter:
         self.content_layers = tuple(content_layers)
         self.short_side = short_side
         self.bf16 = bf16 and self.device.type == "cuda"
+        self.style_layers = tuple(style_layers)
         cache = StyleTargetCache()
 
-        def target(value: StyleTarget) -> dict[str, torch.Tensor] | None:
+        def target(value: StyleTarget) -> StyleTargets | None:
             if value is None:
                 return None
             if isinstance(value, GramTarget):
                 value = [(value, 1.0)]
             elif isinstance(value, np.ndarray):
-                return cache.get(vgg, value, tuple(style_layers), loss_model=self.loss_model, device=self.device)
-            images, weights = zip(*value)  # a blend: the same convex mix of the styles' Gram targets
-            return blended_style_grams(vgg, images, weights, tuple(style_layers), device=self.device)
+                return cache.get_targets(vgg, value, self.style_layers, loss_model=self.loss_model, device=self.device)
+            images, weights = zip(*value)  # a blend: the same convex mix of the styles' Gram (and statistics) targets
+            return blended_style_targets(vgg, images, weights, self.style_layers, device=self.device)
 
-        self.targets: dict[str, dict[str, torch.Tensor] | None] = {name: target(v) for name, v in style_images.items()}
+        # style -> its targets: Grams (style loss) and per-channel mean/std (statistics distance)
+        self.style_targets: dict[str, StyleTargets | None] = {name: target(v) for name, v in style_images.items()}
+        # style -> its Gram targets {layer: (1, C, C)}, as the style loss uses them
+        self.targets: dict[str, dict[str, torch.Tensor] | None] = {
+            name: (t.grams if t is not None else None) for name, t in self.style_targets.items()}
+        # whether the input pass also takes the style layers' statistics (for style_stat_ratio)
+        self.input_stats = any(t is not None and t.stats(self.style_layers) is not None
+                               for t in self.style_targets.values())
 
     def metric_size(self, height: int, width: int) -> tuple[int, int]:
         """The (h, w) an image of (``height``, ``width``) is measured at."""
@@ -163,11 +189,18 @@ class LossMeter:
         """
         images = _as_list(content)
         groups = []
+        stats: list[list[Stats] | None] = []
         with self._autocast():
             for idx, x in self._grouped(images):
-                # The input only needs the (shallow) content layers; the deep style layers are for outputs.
-                groups.append((idx, self.vgg(x, self.content_layers)))
-        return ContentFeatures([tuple(x.shape[-2:]) for x in images], groups)
+                if not self.input_stats:  # the input then only needs the (shallow) content layers
+                    groups.append((idx, self.vgg(x, self.content_layers)))
+                    stats.append(None)
+                    continue
+                feats = self.vgg(x, tuple(dict.fromkeys(self.content_layers + self.style_layers)))
+                # the style layers are only kept as statistics (B, C): the ratio's denominator
+                stats.append(feature_stats([feats[k] for k in self.style_layers]))
+                groups.append((idx, {k: feats[k] for k in self.content_layers}))
+        return ContentFeatures([tuple(x.shape[-2:]) for x in images], groups, stats)
 
     @torch.inference_mode()
     def measure_tensors(self, content_feats: ContentFeatures, output: Images, style: str) -> PendingLosses:
@@ -176,21 +209,32 @@ class LossMeter:
         sizes = [tuple(x.shape[-2:]) for x in outputs]
         if sizes != content_feats.sizes:
             raise ValueError(f"outputs of sizes {sizes} do not match the content features' inputs {content_feats.sizes}")
-        targets = self.targets.get(style)
-        layers = self.content_layers + tuple(targets or ())
-        c_parts, s_parts, t_parts = [], [], []
+        full = self.style_targets.get(style)
+        targets = full.grams if full is not None else None
+        target_stats = full.stats(self.style_layers) if full is not None else None
+        layers = tuple(dict.fromkeys(self.content_layers + tuple(targets or ())))
+        c_parts, s_parts, t_parts, d_parts, r_parts = [], [], [], [], []
+        group_stats = content_feats.stats or [None] * len(content_feats.groups)
         with self._autocast():
-            for idx, feats in content_feats.groups:
+            for (idx, feats), in_stats in zip(content_feats.groups, group_stats):
                 # `idx` lists same-shaped inputs next to each other (see _grouped), so regrouping the
                 # outputs keeps their order: one batch, in `idx` order
                 ((sub, x),) = self._grouped([outputs[i] for i in idx])
                 assert sub == list(range(len(idx)))
                 out_feats = self.vgg(x, layers)
                 c_parts.append(sum(content_loss(out_feats[k], feats[k], reduction="none") for k in self.content_layers))
+                nan = torch.full((len(idx),), float("nan"), device=x.device)
                 if targets is None:
-                    s_parts.append(torch.full((len(idx),), float("nan"), device=x.device))
+                    s_parts.append(nan)
                 else:
                     s_parts.append(style_loss(out_feats, targets, reduction="none"))
+                if target_stats is None:
+                    d_parts.append(nan)
+                    r_parts.append(nan)
+                else:  # the same output features as the style loss: no other pass
+                    dist = stats_distance(feature_stats([out_feats[k] for k in self.style_layers]), target_stats)
+                    d_parts.append(dist)
+                    r_parts.append(dist / stats_distance(in_stats, target_stats) if in_stats is not None else nan)
                 start = 0
                 for end in range(1, len(idx) + 1):  # TV on the full-size outputs, per run of one shape
                     if end == len(idx) or sizes[idx[end]] != sizes[idx[start]]:
@@ -198,7 +242,8 @@ class LossMeter:
                         t_parts.append(tv_loss(run, reduction="none").to(x.device))
                         start = end
         order = [i for idx, _ in content_feats.groups for i in idx]
-        values = {"content_loss": c_parts, "style_loss": s_parts, "tv_loss": t_parts}
+        values = {"content_loss": c_parts, "style_loss": s_parts, "tv_loss": t_parts,
+                  "style_stat_distance": d_parts, "style_stat_ratio": r_parts}
         return PendingLosses(order, {k: torch.cat(v).float() for k, v in values.items()})
 
     @torch.inference_mode()

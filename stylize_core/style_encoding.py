@@ -1,7 +1,7 @@
 """What a method derives from its style images, computed once per run and shared with every actor.
 
 AdaIN keeps relu4_1's mean and std of each style image, the style predictor its embedding, and the
-metrics each style image's Gram targets in the loss network. Computing them costs an encoder (and a
+metrics each style image's Gram targets and per-channel feature mean/std in the loss network. Computing them costs an encoder (and a
 loss-network) pass per style image and reading the images from storage, so a Ray job computes them
 once, in one task, and hands the same :class:`StyleEncodings` to every actor (Ray keeps one copy in
 its object store); the local CLI computes them in-process. The arrays are numpy and this module
@@ -22,9 +22,13 @@ ENCODED_METHODS = frozenset({"adain", "predict"})
 
 @dataclass(frozen=True)
 class GramTarget:
-    """A style image's style-loss targets: loss-network layer -> (1, C, C) float32 Gram matrix."""
+    """A style image's metric targets per loss-network layer: the (1, C, C) float32 Gram matrix (style
+    loss) and the (1, C) float32 per-channel mean and std of its features (statistics distance; empty
+    when not computed: the distance is then NaN)."""
 
     grams: Mapping[str, np.ndarray]
+    means: Mapping[str, np.ndarray] = field(default_factory=dict)
+    stds: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,8 @@ class StyleEncodings:
 
     def nbytes(self) -> int:
         arrays = [a for code in self.codes.values() for a in code.values()]
-        arrays += [g for target in self.grams.values() for g in target.grams.values()]
+        arrays += [a for target in self.grams.values() for part in (target.grams, target.means, target.stds)
+                   for a in part.values()]
         return int(sum(a.nbytes for a in arrays))
 
     def summary(self) -> dict:

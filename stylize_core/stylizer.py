@@ -76,6 +76,9 @@ class StyleResult:
     content_loss: float = float("nan")
     style_loss: float = float("nan")
     tv_loss: float = float("nan")
+    # feature statistics vs the style image's (losses.stats_distance): the distance, and it over the input's
+    style_stat_distance: float = float("nan")
+    style_stat_ratio: float = float("nan")
     stylize_ms: float = 0.0
     metrics_ms: float = 0.0
     measured: bool = False  # whether the losses were measured (metrics on and the input sampled)

@@ -252,7 +252,9 @@ class StylizeActor:
                     measured=int(res.measured) if ok else -1,  # 1/0, -1: no value
                     forward_images=int(res.forward_images) if ok else -1,
                     content_loss=float(res.content_loss) if ok else nan, style_loss=float(res.style_loss) if ok else nan,
-                    tv_loss=float(res.tv_loss) if ok else nan, stylize_ms=float(res.stylize_ms) if ok else nan,
+                    tv_loss=float(res.tv_loss) if ok else nan,
+                    style_stat_distance=float(res.style_stat_distance) if ok else nan,
+                    style_stat_ratio=float(res.style_stat_ratio) if ok else nan, stylize_ms=float(res.stylize_ms) if ok else nan,
                     metrics_ms=float(res.metrics_ms) if ok and res.measured else nan,
                     device=built.device_name, backend=built.backend, arch=built.arch(style),
                     **_scores(scores.get((i, style)) if ok else None),

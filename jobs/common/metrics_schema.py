@@ -58,6 +58,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("content_loss", pa.float64(), (STYLIZE,)),
     Column("style_loss", pa.float64(), (STYLIZE,)),
     Column("tv_loss", pa.float64(), (STYLIZE,)),
+    # feature statistics (per-channel mean/std at the style layers) vs the style image's: distance, and ratio
+    # to the input's distance (stylize_core.losses.stats_distance); NaN without a style image
+    Column("style_stat_distance", pa.float64(), (STYLIZE,)),
+    Column("style_stat_ratio", pa.float64(), (STYLIZE,)),
     Column("decode_ms", pa.float64(), (READ,)),
     Column("stylize_ms", pa.float64(), (STYLIZE,)),
     Column("metrics_ms", pa.float64(), (STYLIZE,)),

@@ -184,7 +184,9 @@ class _Reporter:
                    "pixel_format": fmt.label if fmt else None, "alpha": alpha or None,
                    "color_profile": (fmt.profile or None) if fmt else None,
                    "content_loss": _finite_or_none(result.content_loss), "style_loss": _finite_or_none(result.style_loss),
-                   "tv_loss": _finite_or_none(result.tv_loss), "stylize_ms": result.stylize_ms,
+                   "tv_loss": _finite_or_none(result.tv_loss),
+                   "style_stat_distance": _finite_or_none(result.style_stat_distance),
+                   "style_stat_ratio": _finite_or_none(result.style_stat_ratio), "stylize_ms": result.stylize_ms,
                    "metrics_ms": result.metrics_ms, "decode_ms": _finite_or_none(decode_ms),
                    "encode_ms": _finite_or_none(encode_ms), "tiles": result.tiles}
             if scores is not None:

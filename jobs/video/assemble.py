@@ -28,7 +28,7 @@ STRIP_H = 96
 def _stats(data: dict) -> ClipStats:
     st = ClipStats()
     for k in STAT_FIELDS:
-        setattr(st, k, data[k])
+        setattr(st, k, data.get(k, math.nan) if k.startswith("stat_") else data[k])  # work files of before: no stats
     st.ms = dict(data["ms"])
     return st
 
@@ -110,6 +110,7 @@ def _quality(total: ClipStats, seam_sum: float, seam_n: int) -> dict:
         ewarp_seams=seam_sum / seam_n if seam_n else math.nan, seam_pairs=seam_n,
         content_loss=summ["content_loss"], style_loss=summ["style_loss"],
         content_loss_per_frame=summ["content_loss_per_frame"], style_loss_per_frame=summ["style_loss_per_frame"],
+        style_stat_distance=summ["style_stat_distance"], style_stat_ratio=summ["style_stat_ratio"],
         **{k: summ[k] for k in summ if k.endswith("_ms")},
     )
 

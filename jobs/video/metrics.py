@@ -25,6 +25,7 @@ SCHEMA = pa.schema([
     ("segments", pa.int32()), ("scene_cuts", pa.int32()), ("temporal", _S),
     ("ewarp_output", _F), ("ewarp_inside", _F), ("ewarp_seams", _F), ("seam_pairs", pa.int32()), ("ewarp_per_frame", _F),
     ("content_loss", _F), ("style_loss", _F), ("content_loss_per_frame", _F), ("style_loss_per_frame", _F),
+    ("style_stat_distance", _F), ("style_stat_ratio", _F),
     ("decode_ms", _F), ("flow_ms", _F), ("stylize_ms", _F), ("blend_ms", _F), ("encode_ms", _F), ("measure_ms", _F),
     ("join_ms", _F), ("segment_wall_s", _F), ("device", _S),
 ])

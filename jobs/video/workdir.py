@@ -14,7 +14,7 @@ from jobs.common.storage import join_uri
 from jobs.video.settings import VideoSettings
 
 STAT_FIELDS = ("frames", "cuts", "ewarp_out_sum", "ewarp_out_n", "ewarp_pf_sum", "ewarp_pf_n", "loss_n",
-               "content_out_sum", "style_out_sum", "content_pf_sum", "style_pf_sum")
+               "content_out_sum", "style_out_sum", "content_pf_sum", "style_pf_sum", "stat_out_sum", "stat_ratio_out_sum")
 
 
 def work_prefix(settings: VideoSettings, rel_path: str) -> str:

@@ -140,7 +140,7 @@ class VideoWorker:
             c = torch.from_numpy(np.stack(contents)).permute(0, 3, 1, 2).float()  # (B, 3, H, W) 0..255
             o = torch.from_numpy(np.stack(outputs)).permute(0, 3, 1, 2).float()
             r = self.meter.measure(c, o, style)
-            return list(zip(r["content_loss"], r["style_loss"]))
+            return list(zip(r["content_loss"], r["style_loss"], r["style_stat_distance"], r["style_stat_ratio"]))
 
         return {s: (lambda c, o, s=s: fn(c, o, s)) for s in self.settings.style_names}
 

@@ -19,7 +19,8 @@ from .temporal import DEFAULT_WEIGHT, SceneCutDetector, TemporalBlender
 from .warp_error import WarpErrorMeter
 
 StylizeFn = Callable[[list[np.ndarray]], list[np.ndarray]]
-LossFn = Callable[[list[np.ndarray], list[np.ndarray]], list[tuple[float, float]]]  # -> (content, style) each
+# -> per image (content, style) losses, or (content, style, style_stat_distance, style_stat_ratio)
+LossFn = Callable[[list[np.ndarray], list[np.ndarray]], list[tuple[float, ...]]]
 SinkFn = Callable[[object, np.ndarray], None]
 
 TIMINGS = ("decode", "flow", "stylize", "blend", "encode", "measure")
@@ -40,6 +41,8 @@ class ClipStats:
     style_out_sum: float = 0.0
     content_pf_sum: float = 0.0
     style_pf_sum: float = 0.0
+    stat_out_sum: float = 0.0  # the output's style_stat_distance and style_stat_ratio (NaN: not measured)
+    stat_ratio_out_sum: float = 0.0
     ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TIMINGS, 0.0))
     # Seam material: the first and last kept input/output frames, for the join's seam measure.
     first_in: np.ndarray | None = None
@@ -50,7 +53,8 @@ class ClipStats:
 
     def add(self, other: ClipStats) -> None:
         for name in ("frames", "cuts", "ewarp_out_sum", "ewarp_out_n", "ewarp_pf_sum", "ewarp_pf_n", "loss_n",
-                     "content_out_sum", "style_out_sum", "content_pf_sum", "style_pf_sum"):
+                     "content_out_sum", "style_out_sum", "content_pf_sum", "style_pf_sum", "stat_out_sum",
+                     "stat_ratio_out_sum"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for k, v in other.ms.items():
             self.ms[k] = self.ms.get(k, 0.0) + v
@@ -77,6 +81,8 @@ class ClipStats:
             "style_loss": self._mean(self.style_out_sum, self.loss_n),
             "content_loss_per_frame": self._mean(self.content_pf_sum, self.loss_n),
             "style_loss_per_frame": self._mean(self.style_pf_sum, self.loss_n),
+            "style_stat_distance": self._mean(self.stat_out_sum, self.loss_n),
+            "style_stat_ratio": self._mean(self.stat_ratio_out_sum, self.loss_n),
             **{f"{k}_ms": v / per for k, v in self.ms.items()},
         }
 
@@ -176,7 +182,11 @@ class _ClipRun:
                     setattr(st, f"{attr}_sum", getattr(st, f"{attr}_sum") + e[name])
                     setattr(st, f"{attr}_n", getattr(st, f"{attr}_n") + 1)
         if self.losses and s in self.losses and kept % self.loss_every == 0:
-            (c_out, s_out), (c_pf, s_pf) = self.losses[s]([rgb, rgb], [out, per_frame])
+            got_out, got_pf = self.losses[s]([rgb, rgb], [out, per_frame])
+            (c_out, s_out), (c_pf, s_pf) = got_out[:2], got_pf[:2]
+            d_out, r_out = got_out[2:4] if len(got_out) >= 4 else (math.nan, math.nan)
+            st.stat_out_sum += d_out
+            st.stat_ratio_out_sum += r_out
             st.loss_n += 1
             st.content_out_sum += c_out
             st.style_out_sum += s_out

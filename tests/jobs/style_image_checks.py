@@ -30,6 +30,10 @@ def check_two_style_images_and_a_mix(assets: Path, out: Path, method: list[str],
     ids = {r["style"]: r["model_sha256"] for r in rows}
     assert len(set(ids.values())) == 3  # each style image, and the mix, is a style of its own
     assert all(r["style_loss"] is not None for r in rows)  # measured against the style image (or the mix)
+    # and against its feature statistics (the mix's: the same mix of the styles' means and stds)
+    assert all(r["style_stat_distance"] > 0 and r["style_stat_ratio"] > 0 for r in rows)
+    # each style its own target (random weights may render both inputs alike: per style, not per row)
+    assert len({round(r["style_stat_distance"], 6) for r in rows}) >= 3
     assert decode_image((out / "both" / "b.png").read_bytes()).shape == (21, 30, 3)
     # the nightly ledger computes the same ids without torch, and alpha changes every one of them
     assert style_digests(settings, settings.storage_options) == ids

@@ -105,7 +105,8 @@ def test_optimize_writes_image_and_metrics(assets, tmp_path, capsys):
     (row,) = _json_rows(capsys.readouterr().out)
     assert row["status"] == "ok" and row["method"] == "optimize" and row["style"] == "style"
     assert row["loss_model"] == "vgg16/random:0"
-    assert all(math.isfinite(row[k]) for k in ("content_loss", "style_loss", "tv_loss"))
+    assert all(math.isfinite(row[k]) for k in ("content_loss", "style_loss", "tv_loss", "style_stat_distance"))
+    assert row["style_stat_distance"] > 0 and math.isfinite(row["style_stat_ratio"])  # Gatys: against its style image
 
 
 def test_optimize_without_style_image_is_a_setup_error(assets, tmp_path, capsys):

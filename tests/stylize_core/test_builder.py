@@ -98,6 +98,7 @@ def test_blends_are_styles_of_their_own(multi_ckpt):
     image = np.random.default_rng(1).integers(0, 256, (16, 20, 3), dtype=np.uint8)
     out = built.stylizer.stylize_many([image])
     assert all(np.isfinite(out[s][0].style_loss) for s in "abcd")  # blends have blended Gram targets
+    assert all(np.isfinite(out[s][0].style_stat_distance) for s in "abcd")  # and blended statistics (1x1 maps too)
     # an untrained network renders every style alike, so the losses differ by their targets alone
     assert out["a"][0].style_loss == pytest.approx(out["b"][0].style_loss)
     assert out["c"][0].style_loss != pytest.approx(out["a"][0].style_loss)

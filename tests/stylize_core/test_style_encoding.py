@@ -45,6 +45,10 @@ def test_a_stylizer_built_from_the_runs_encodings_reads_no_style_image_and_match
     encodings = encode_styles(spec, opener)
     assert encodings is not None and encodings.passes == 2 and sorted(encodings.codes) == ["ink", "wave"]
     assert sorted(encodings.grams) == ["ink", "wave"] and encodings.loss_model
+    wave = encodings.grams["wave"]  # the style targets carry the statistics distance's means and stds too
+    assert sorted(wave.means) == sorted(wave.stds) == sorted(wave.grams)
+    assert all(m.shape == (1, g.shape[1]) and m.dtype == np.float32 for m, g in
+               zip((wave.means[k] for k in sorted(wave.grams)), (wave.grams[k] for k in sorted(wave.grams))))
     alone = build_stylizer(spec, opener)  # the local CLI: it reads and encodes its style images itself
     reads.clear()
     shared = build_stylizer(dataclasses.replace(spec, encodings=encodings), opener)  # an actor of a Ray job
@@ -60,6 +64,9 @@ def test_a_stylizer_built_from_the_runs_encodings_reads_no_style_image_and_match
         assert np.ptp(a.image) > 60  # the demo models style: a comparison that can fail
         assert np.array_equal(a.image, b.image), style
         assert np.isfinite(a.style_loss) and b.style_loss == pytest.approx(a.style_loss, rel=1e-5)
+        assert a.style_stat_distance > 0 and b.style_stat_distance == pytest.approx(a.style_stat_distance, rel=1e-5)
+        assert np.isfinite(a.style_stat_ratio) and b.style_stat_ratio == pytest.approx(a.style_stat_ratio, rel=1e-5)
+    assert len({round(got[s][0].style_stat_distance, 6) for s in ("wave", "ink", "both")}) == 3
     assert not np.array_equal(got["wave"][0].image, got["ink"][0].image)
 
 

@@ -239,12 +239,16 @@ def test_inputs_uploaded_and_content_measured_once_for_all_styles(styles, vgg, m
     n_batches = len(stylizer.plan([i.shape[:2] for i in images]))
     assert n_batches == 2 and len(uploads) == n_batches  # not once per style
     # metrics of the whole call: one content pass, one pass per style, across both forward batches
-    assert vgg_calls.count(stylizer.meter.content_layers) == 1 and len(vgg_calls) == 1 + len(three)
+    # (the content pass goes on to the style layers: their statistics are style_stat_ratio's denominator)
+    meter = stylizer.meter
+    assert meter.input_stats and vgg_calls[0] == tuple(dict.fromkeys(meter.content_layers + meter.style_layers))
+    assert len(vgg_calls) == 1 + len(three)
     for name in three:  # the same results as one style at a time
         for t, s in zip(together[name], stylizer.stylize(images, name)):
             np.testing.assert_array_equal(t.image, s.image)
             assert t.content_loss == pytest.approx(s.content_loss, rel=1e-5)
             assert t.style_loss == pytest.approx(s.style_loss, rel=1e-5) and t.measured
+            assert t.style_stat_ratio == pytest.approx(s.style_stat_ratio, rel=1e-5) and t.style_stat_distance > 0
 
 
 def test_measure_flags_skip_metrics_per_image(styles, vgg):
