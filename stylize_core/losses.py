@@ -198,18 +198,6 @@ class StyleTargetCache:
             self._cache[key] = style_targets(extractor, image_to_tensor(style_image, device), layers, scales)
         return self._cache[key]
 
-    def get(
-        self,
-        extractor: FeatureExtractor,
-        style_image: np.ndarray,
-        layers: Sequence[str],
-        scales: Sequence[float] = (1.0,),
-        loss_model: str = "",
-        device: torch.device | str | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Grams for an (H, W, 3) uint8 style image, from the cache when already computed."""
-        return self.get_targets(extractor, style_image, layers, scales, loss_model, device).grams
-
     def __len__(self) -> int:
         return len(self._cache)
 
@@ -223,14 +211,9 @@ def _encoded_targets(target: GramTarget, layers: Sequence[str], device) -> Style
 
 
 @torch.no_grad()
-def blended_style_targets(
-    extractor: FeatureExtractor,
-    styles: Sequence[torch.Tensor | np.ndarray | GramTarget],
-    weights: Sequence[float],
-    layers: Sequence[str],
-    scales: Sequence[float] = (1.0,),
-    device: torch.device | str | None = None,
-) -> StyleTargets:
+def blended_style_targets(extractor: FeatureExtractor, styles: Sequence[torch.Tensor | np.ndarray | GramTarget],
+                          weights: Sequence[float], layers: Sequence[str], scales: Sequence[float] = (1.0,),
+                          device: torch.device | str | None = None) -> StyleTargets:
     """:func:`blended_style_grams`, with the channel means and stds mixed by the same weights (the
     blend's statistics targets; missing where any weighted style lacks them)."""
     if len(styles) != len(weights):

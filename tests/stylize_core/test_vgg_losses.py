@@ -161,8 +161,8 @@ def test_style_targets_cached_and_multiscale():
 
     style = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     cache = StyleTargetCache()
-    g1 = cache.get(enc, style, ["f"])
-    g2 = cache.get(enc, style, ["f"])
+    g1 = cache.get_targets(enc, style, ["f"]).grams
+    g2 = cache.get_targets(enc, style, ["f"]).grams
     assert g1 is g2 and len(cache) == 1 and calls == [32]
     multi = style_grams(enc, torch.from_numpy(style).permute(2, 0, 1)[None].float(), ["f"], scales=(1.0, 0.5))
     assert calls[-2:] == [32, 16] and multi["f"].shape == (1, 4, 4)
