@@ -28,7 +28,7 @@ from .loss_meter import LossMeter, StyleTarget
 from .loss_network import LossNetwork, build_loss_network
 from .style_encoding import GramTarget, StyleEncodings
 from .style_mix import Selection
-from .stylizer import Stylizer, resolve_device
+from .stylizer import Stylizer, StylizerConfig, resolve_device
 
 if TYPE_CHECKING:
     from .adain import AdaINStylizer
@@ -53,6 +53,7 @@ class StylizerSpec:
     vgg_weights: str = "imagenet"
     metrics: bool = True
     metrics_size: int = 256
+    metrics_ratio: bool = False  # also style_stat_ratio: the input's loss-network pass goes on to the style layers
     device: str = "auto"
     bf16: bool = True
     channels_last: bool = True
@@ -195,6 +196,16 @@ def run_encodings(spec: StylizerSpec, opener: Opener, method: str, model_id: str
     if missing:
         raise SetupError(f"the run's style encodings lack style images {missing}")
     return spec.encodings
+
+
+def stylizer_config(spec: StylizerSpec) -> StylizerConfig:
+    """The feed-forward :class:`~stylize_core.stylizer.Stylizer`'s settings that ``spec`` asks for."""
+    return StylizerConfig(
+        device=spec.device, channels_last=spec.channels_last, bf16=spec.bf16, metrics=spec.metrics,
+        metrics_short_side=spec.metrics_size, metrics_ratio=spec.metrics_ratio, strength=spec.strength,
+        preserve_color=spec.preserve_color, max_batch=spec.max_batch, backend=spec.backend,
+        tile=spec.tile, max_memory=spec.max_memory, tileable=spec.tileable, tile_stats=spec.tile_stats,
+    )
 
 
 def loss_network(spec: StylizerSpec, opener: Opener) -> LossNetwork | None:

@@ -97,8 +97,8 @@ class LossMeter:
     at ~30x its pixels; images under METRICS_MIN_SIDE are the one exception). A full-resolution VGG
     pass costs more than the style network itself. TV loss uses the full-size output. Style loss
     is NaN for a style without a style image, and so are the statistics distance and ratio. The ratio
-    needs the input's statistics at the style layers, so when some style has a style image the input
-    pass goes on to the style layers (once per input, for every style).
+    needs the input's statistics at the style layers: with ``stat_ratio`` (off by default) the input
+    pass goes on to the style layers (once per input, for every style), else the ratio is NaN.
     """
 
     def __init__(
@@ -112,6 +112,7 @@ class LossMeter:
         device: torch.device | str = "cpu",
         bf16: bool = False,
         channels_last: bool = True,
+        stat_ratio: bool = False,
     ) -> None:
         # () = the network's own metric layers (VGG: DEFAULT_CONTENT_LAYERS / DEFAULT_STYLE_LAYERS)
         content_layers, style_layers = resolve_layers(getattr(vgg, "arch", "vgg16"), content_layers, style_layers)
@@ -146,8 +147,9 @@ class LossMeter:
         self.targets: dict[str, dict[str, torch.Tensor] | None] = {
             name: (t.grams if t is not None else None) for name, t in self.style_targets.items()}
         # whether the input pass also takes the style layers' statistics (for style_stat_ratio)
-        self.input_stats = any(t is not None and t.stats(self.style_layers) is not None
-                               for t in self.style_targets.values())
+        # (``stat_ratio``, off by default: it makes the metrics ~1.6x slower, docs/reference/metrics.md)
+        self.input_stats = stat_ratio and any(t is not None and t.stats(self.style_layers) is not None
+                                              for t in self.style_targets.values())
 
     def metric_size(self, height: int, width: int) -> tuple[int, int]:
         """The (h, w) an image of (``height``, ``width``) is measured at."""

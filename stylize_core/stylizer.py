@@ -39,6 +39,7 @@ class StylizerConfig:
     bf16: bool = True  # autocast on CUDA only; CPU stays float32
     metrics: bool = True
     metrics_short_side: int = 256  # the most: smaller images are measured at their own size
+    metrics_ratio: bool = False  # also style_stat_ratio (LossMeter's stat_ratio)
     content_layers: tuple[str, ...] = ()  # () = the loss network's metric layers (loss_network.default_layers)
     style_layers: tuple[str, ...] = ()
     strength: float = 1.0
@@ -171,6 +172,7 @@ class Stylizer:
                 content_layers=self.config.content_layers,
                 style_layers=self.config.style_layers,
                 short_side=self.config.metrics_short_side,
+                stat_ratio=self.config.metrics_ratio,
                 device=self.device,
                 bf16=self.config.bf16,
                 channels_last=self.config.channels_last,

@@ -25,6 +25,7 @@ class StylizerSettings(Protocol):
     vgg_weights: str | None
     metrics: bool
     metrics_size: int
+    metrics_ratio: bool
     device: str
     bf16: bool
     channels_last: bool
@@ -51,6 +52,7 @@ def stylizer_spec(settings: StylizerSettings, *, styles: Mapping[str, str], styl
         styles=styles, style_images=style_images, mixes=mixes, method=settings.method,
         vgg=settings.vgg or ("vgg19" if settings.method == "optimize" else "vgg16"),
         vgg_weights=settings.vgg_weights or "imagenet", metrics=settings.metrics, metrics_size=settings.metrics_size,
+        metrics_ratio=settings.metrics_ratio,
         device=settings.device, bf16=settings.bf16, channels_last=settings.channels_last,
         strength=settings.strength, preserve_color=settings.preserve_color, max_batch=max_batch,
         backend=settings.backend, gatys=GatysConfig(**settings.gatys_options()), max_style_pixels=settings.max_pixels,

@@ -83,6 +83,7 @@ class ImageSettings(BaseModel):
                               "state dict path/URI, or random:SEED (tests and demos only)",
                               metavar="imagenet|PATH|URI|random:SEED", group=_METRICS, min_length=1)
     metrics_size: int = option(256, "short side at which losses are measured", group=_METRICS, ge=16)
+    metrics_ratio: bool = option(False, "also measure style_stat_ratio (the output's statistics distance to the style over the input's): the input's loss-network pass then goes on to the style layers, ~1.6x the metrics' time (measured)", group=_METRICS)
     style_image: str | None = option(None, "style image: the target of --optimize (required there); for feed-forward "
                                      "metrics, overrides the style image stored in the checkpoint (bare "
                                      "pytorch/examples files have none)", metavar="PATH_OR_URI", group=_METRICS)

@@ -76,7 +76,7 @@ def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints:
         grams = encodings.grams
         targets = {name: grams[parts[0][0]] if len(parts) == 1 else [(grams[n], x) for n, x in parts]
                    for name, parts in styles.items()}
-        meter = LossMeter(vgg, targets, short_side=spec.metrics_size, device=device)
+        meter = LossMeter(vgg, targets, short_side=spec.metrics_size, device=device, stat_ratio=spec.metrics_ratio)
     stats = {name: StyleStats(torch.from_numpy(code["mean"]).to(device), torch.from_numpy(code["std"]).to(device))
              for name, code in encodings.codes.items() if name in spec.style_images}
     stylizer = AdaINStylizer(weights.encoder, weights.decoder, stats, styles, alpha=spec.alpha,

@@ -19,7 +19,8 @@ def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints:
     if missing:
         raise SetupError(f"--method optimize needs a style image for {missing}: pass --style-image NAME=URI")
     vgg = loss_network(spec, opener)
-    meter = None if vgg is None else LossMeter(vgg, targets, short_side=spec.metrics_size, device=device)
+    meter = None if vgg is None else LossMeter(vgg, targets, short_side=spec.metrics_size, device=device,
+                                               stat_ratio=spec.metrics_ratio)
     gatys = GatysStylizer(
         {n: targets[n] for n in spec.style_names}, spec.gatys, arch=spec.vgg, weights=spec.vgg_weights,
         opener=opener, device=spec.device, strength=spec.strength, meter=meter,

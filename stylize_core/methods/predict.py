@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..builder import (BuiltStylizer, Opener, SetupError, StylizerSpec, encode_style_images, loss_network,
-                       run_encodings)
+                       run_encodings, stylizer_config)
 from ..checkpoint import StyleModel
 from ..demo_assets import demo_predictor
 from ..file_errors import FileUnusable
@@ -25,7 +25,7 @@ from ..predictor_checkpoint import PredictorWeights, load_predictor
 from ..predictor_identity import predictor_style_id
 from ..style_encoding import StyleEncodings
 from ..style_mix import style_image_parts
-from ..stylizer import Stylizer, StylizerConfig
+from ..stylizer import Stylizer
 
 
 def _weights(spec: StylizerSpec, opener: Opener, checkpoints: Mapping[str, StyleModel]) -> PredictorWeights:
@@ -75,12 +75,7 @@ def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints:
             targets[name] = grams[parts[0][0]] if len(parts) == 1 else [(grams[n], x) for n, x in parts]
         models[name] = StyleModel(net, {"style": name, "method": "predict", "alpha": spec.alpha}, sha256=sha256[name],
                                   source=spec.predictor or demo_predictor(), arch=model.config.net)
-    config = StylizerConfig(
-        device=spec.device, channels_last=spec.channels_last, bf16=spec.bf16, metrics=spec.metrics,
-        metrics_short_side=spec.metrics_size, strength=spec.strength, preserve_color=spec.preserve_color,
-        max_batch=spec.max_batch, backend=spec.backend,
-        tile=spec.tile, max_memory=spec.max_memory, tileable=spec.tileable, tile_stats=spec.tile_stats,
-    )
+    config = stylizer_config(spec)
     stylizer = Stylizer(models, vgg, config, style_images=targets)
     stylizer.style_encodes = model.style_encodes  # type: ignore[attr-defined]  # predictor passes, for tests
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

@@ -21,7 +21,7 @@ def check_two_style_images_and_a_mix(assets: Path, out: Path, method: list[str],
     argv = ["--input", str(assets / "in"), "--output", str(out), *method,
             "--style-image", f"wave={assets / 'wave.png'}", "--style-image", f"ink={assets / 'ink.png'}",
             "--mix", "both=wave:0.5,ink:0.5", "--alpha", "0.8", "--vgg", "texture", "--vgg-weights", "random:0",
-            "--metrics-size", "16", "--metrics-sample", "1", "--run-id", run_id, "--format", "png", "--quiet"]
+            "--metrics-size", "16", "--metrics-ratio", "--metrics-sample", "1", "--run-id", run_id, "--format", "png", "--quiet"]
     settings = stylize.parse_args(argv)
     assert stylize.main(settings) == 0
     rows = pq.read_table(str(out / "_metrics" / f"run_id={run_id}")).to_pylist()

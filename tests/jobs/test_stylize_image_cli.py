@@ -99,7 +99,7 @@ def test_strength_zero_returns_input_and_max_side_downscales(assets, tmp_path):
 def test_optimize_writes_image_and_metrics(assets, tmp_path, capsys):
     out = tmp_path / "gatys" / "a.png"
     argv = [str(assets["a"]), "--optimize", "--style-image", str(assets["style"]), "-o", str(out),
-            "--steps", "3", "--levels", "1", "--vgg", "vgg16", "--device", "cpu", "--json", *METRICS]
+            "--steps", "3", "--levels", "1", "--vgg", "vgg16", "--device", "cpu", "--json", "--metrics-ratio", *METRICS]
     assert main(parse_args(argv)) == 0
     assert _size(out) == _size(assets["a"])
     (row,) = _json_rows(capsys.readouterr().out)

@@ -18,7 +18,7 @@ def vgg():
 @pytest.fixture(scope="module")
 def meter(vgg):
     style = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
-    return LossMeter(vgg, {"s": style, "bare": None}, short_side=64)
+    return LossMeter(vgg, {"s": style, "bare": None}, short_side=64, stat_ratio=True)
 
 
 def _batch(n, h, w, seed=0):

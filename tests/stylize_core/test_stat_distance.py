@@ -62,7 +62,8 @@ def net():
 
 def test_the_meters_columns_are_the_distance_of_the_same_features(net):
     content, style, other = _images()
-    meter = LossMeter(net, {"s": style, "none": None}, short_side=64, device="cpu", channels_last=False)
+    meter = LossMeter(net, {"s": style, "none": None}, short_side=64, device="cpu", channels_last=False,
+                      stat_ratio=True)
     outputs = [content, np.ascontiguousarray(255 - content), np.tile(other, (2, 2, 1))[:40, :56]]
     c = torch.cat([image_to_tensor(content)] * 3)
     o = torch.cat([image_to_tensor(x) for x in outputs])
@@ -80,6 +81,10 @@ def test_the_meters_columns_are_the_distance_of_the_same_features(net):
     assert abs(got["style_stat_ratio"][2] - 1) > 0.1  # another image is elsewhere: a comparison that can fail
     none = meter.measure(c, o, "none")  # no style image: no style loss, no distance
     assert np.isnan(none["style_stat_distance"]).all() and np.isnan(none["style_stat_ratio"]).all()
+    # by default (no --metrics-ratio) the input pass stays at the content layers: the same distance, no ratio
+    plain = LossMeter(net, {"s": style}, short_side=64, device="cpu", channels_last=False).measure(c, o, "s")
+    assert np.allclose(plain["style_stat_distance"], got["style_stat_distance"], rtol=1e-5)
+    assert np.isnan(plain["style_stat_ratio"]).all()
 
 
 def test_a_blends_statistics_target_is_the_weighted_mix_also_from_encoded_targets(net):
@@ -109,7 +114,7 @@ def test_the_demo_adain_moves_the_statistics_towards_the_style(net):
     content = np.ascontiguousarray(np.stack([grey] * 3, -1))
     plaid = adain_demo.heldout_styles()["plaid"]
     weights = ac.load_adain(None, demo_adain(), lambda uri: open(uri, "rb").read())
-    meter = LossMeter(net, {"plaid": plaid}, short_side=64, device="cpu")
+    meter = LossMeter(net, {"plaid": plaid}, short_side=64, device="cpu", stat_ratio=True)
     stylizer = AdaINStylizer(weights.encoder, weights.decoder, {"plaid": plaid}, {"plaid": [("plaid", 1.0)]},
                              device="cpu", meter=meter)
     styled = stylizer.stylize([content], "plaid")[0]

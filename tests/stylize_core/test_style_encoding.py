@@ -33,7 +33,7 @@ def test_a_stylizer_built_from_the_runs_encodings_reads_no_style_image_and_match
     styles["wave"].write_bytes(encode_image(_photo("chelsea", 64, (20, 40)), "png"))
     styles["ink"].write_bytes(encode_image(_photo("rocket", 64, (30, 10)), "png"))
     spec = StylizerSpec(styles={}, style_images={n: str(p) for n, p in styles.items()}, method=method,
-                        mixes={"both": {"wave": 0.5, "ink": 0.5}}, vgg="texture", vgg_weights="random:0",
+                        mixes={"both": {"wave": 0.5, "ink": 0.5}}, vgg="texture", vgg_weights="random:0", metrics_ratio=True,
                         metrics_size=32, device="cpu", alpha=0.8)
     style_uris = {str(p) for p in styles.values()}
     reads: list[str] = []

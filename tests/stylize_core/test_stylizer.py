@@ -226,7 +226,7 @@ def test_inputs_uploaded_and_content_measured_once_for_all_styles(styles, vgg, m
     three = dict(styles, c=styles["a"])
     # two forward batches (two shapes) whose images share one metric size (32x40)
     images = _images([(64, 80), (64, 80), (32, 40)], seed=4)
-    stylizer = Stylizer(three, vgg, StylizerConfig(metrics_short_side=32, max_batch=8))
+    stylizer = Stylizer(three, vgg, StylizerConfig(metrics_short_side=32, max_batch=8, metrics_ratio=True))
     uploads = []
     real_upload = stylizer._upload
     monkeypatch.setattr(stylizer, "_upload", lambda *a: uploads.append(1) or real_upload(*a))
@@ -239,9 +239,12 @@ def test_inputs_uploaded_and_content_measured_once_for_all_styles(styles, vgg, m
     n_batches = len(stylizer.plan([i.shape[:2] for i in images]))
     assert n_batches == 2 and len(uploads) == n_batches  # not once per style
     # metrics of the whole call: one content pass, one pass per style, across both forward batches
-    # (the content pass goes on to the style layers: their statistics are style_stat_ratio's denominator)
+    # (with metrics_ratio the content pass goes on to the style layers: their statistics are
+    # style_stat_ratio's denominator; without it, it stops at the content layers)
     meter = stylizer.meter
     assert meter.input_stats and vgg_calls[0] == tuple(dict.fromkeys(meter.content_layers + meter.style_layers))
+    plain = Stylizer(three, vgg, StylizerConfig(metrics_short_side=32, max_batch=8)).meter
+    assert not plain.input_stats
     assert len(vgg_calls) == 1 + len(three)
     for name in three:  # the same results as one style at a time
         for t, s in zip(together[name], stylizer.stylize(images, name)):
