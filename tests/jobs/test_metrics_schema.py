@@ -70,7 +70,8 @@ def test_rows_of_the_stages_and_the_actor_carry_exactly_the_declared_columns(set
         ok = by_rel["ok.png"]
         assert ok["tiles"] == 1 and by_rel["bad.png"]["tiles"] is None  # one pass; not stylised
         evaluation = ("psnr", "ssim", "baseline_psnr", "baseline_ssim")  # --evaluate, enhancement networks only
-        unset = (*evaluation, "mask_uri", "color_profile", "alpha")  # no mask, ICC profile or alpha in this run
+        # no mask, ICC profile or alpha in this run, and no --metrics-ratio
+        unset = (*evaluation, "mask_uri", "color_profile", "alpha", "style_stat_ratio")
         assert ok["pixel_format"] == "RGB"
         assert all(ok[c.name] is not None for c in metrics_schema.COLUMNS if c.name not in ("error_type", "error",
                                                                                             *unset)), ok
