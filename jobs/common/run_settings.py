@@ -123,6 +123,12 @@ def tile_stats_option(group: str | None = None) -> Any:
                   "docs/benchmarks_large.md", group=group)
 
 
+def metrics_ratio_option(group: str | None = None) -> Any:
+    return option(False, "also measure style_stat_ratio (the output's statistics distance to the style over the "
+                  "input's): the input's loss-network pass then goes on to the style layers, ~1.6x the metrics' "
+                  "time (docs/reference/metrics.md)", group=group)
+
+
 def tileable_option(group: str | None = None) -> Any:
     return option(False, "seamless output that repeats without a seam in both axes (game textures): circular "
                   "padding in the network and wrap-around tiles", group=group)
@@ -190,7 +196,7 @@ class RunSettings(BaseModel):
     metrics: bool = option(True, "skip the content/style/TV loss computation", negate="--no-metrics", group=GROUP_MODEL)
     metrics_size: int = option(256, "short side at which losses are measured (never upscaled: smaller images are "
                                "measured at their own size)", group=GROUP_MODEL, ge=16)
-    metrics_ratio: bool = option(False, "also measure style_stat_ratio (the output's statistics distance to the style over the input's): the input's loss-network pass then goes on to the style layers, ~1.6x the metrics' time (measured)", group=GROUP_MODEL)
+    metrics_ratio: bool = metrics_ratio_option(GROUP_MODEL)
     strength: float = option(1.0, "style strength, 0 (content) .. 1 (full style)", group=GROUP_MODEL, ge=0, le=1)
     preserve_color: bool = option(False, "keep the input's colours (luminance-only transfer)", group=GROUP_MODEL)
     device: str = option("auto", "torch device in the actors: auto (CUDA when present), cpu, cuda, cuda:N",

@@ -15,8 +15,8 @@ from jobs.common import cli_settings
 from jobs.common.cli_settings import option, parse_selection
 from jobs.common.mask_settings import MaskMode, mask_feather_option, mask_mode_option
 from jobs.common.run_settings import (ADAIN_ENCODER_ALONE, Background, BackendSpec, MemorySize, TileSide, TileStats,
-                                      background_option, demo_adain_checkpoint, max_memory_option, tile_option,
-                                      tile_stats_option, tileable_option)
+                                      background_option, demo_adain_checkpoint, max_memory_option, metrics_ratio_option,
+                                      tile_option, tile_stats_option, tileable_option)
 from jobs.common.run_settings import demo_predictor_checkpoint
 
 PROG = "python -m jobs.stylize_image"
@@ -83,7 +83,7 @@ class ImageSettings(BaseModel):
                               "state dict path/URI, or random:SEED (tests and demos only)",
                               metavar="imagenet|PATH|URI|random:SEED", group=_METRICS, min_length=1)
     metrics_size: int = option(256, "short side at which losses are measured", group=_METRICS, ge=16)
-    metrics_ratio: bool = option(False, "also measure style_stat_ratio (the output's statistics distance to the style over the input's): the input's loss-network pass then goes on to the style layers, ~1.6x the metrics' time (measured)", group=_METRICS)
+    metrics_ratio: bool = metrics_ratio_option(_METRICS)
     style_image: str | None = option(None, "style image: the target of --optimize (required there); for feed-forward "
                                      "metrics, overrides the style image stored in the checkpoint (bare "
                                      "pytorch/examples files have none)", metavar="PATH_OR_URI", group=_METRICS)
