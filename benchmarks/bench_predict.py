@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 import bench_adain_demo as bad  # benchmarks/ is on sys.path when run as a script
+from bench_adain import rate
 from machine import print_machine
 from stylize_core import adain_demo
 from stylize_core.adain import AdaINStylizer
@@ -45,15 +46,6 @@ from stylize_core.predictor_checkpoint import load_predictor, predictor_checkpoi
 from stylize_core.registry import build_stylizer
 from stylize_core.stylizer import Stylizer, StylizerConfig
 from stylize_core.transformer_net import NetConfig
-
-
-def rate(fn, seconds: float) -> float:
-    fn()  # warm-up
-    runs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        fn()
-        runs += 1
-    return runs / (time.perf_counter() - start)
 
 
 def speed(label: str, predictor_bytes: bytes, johnson_uri: str, args, image: np.ndarray, style_png: bytes

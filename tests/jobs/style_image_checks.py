@@ -16,6 +16,24 @@ from jobs.catalog.night import style_digests
 from stylize_core.image_io import decode_image
 
 
+def write_image(path: Path, height: int, width: int, seed: int) -> None:
+    """A random RGB PNG: the inputs and style images of the AdaIN and predictor job tests."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+
+
+def write_style_image_assets(root: Path) -> Path:
+    """Under ``root``: in/a.png and in/b.png (21 x 30: not a multiple of 4 or 8), wave.png and ink.png."""
+    (root / "in").mkdir()
+    write_image(root / "in" / "a.png", 24, 32, 1)
+    write_image(root / "in" / "b.png", 21, 30, 2)
+    write_image(root / "wave.png", 32, 32, 3)
+    write_image(root / "ink.png", 24, 24, 4)
+    return root
+
+
 def check_two_style_images_and_a_mix(assets: Path, out: Path, method: list[str], run_id: str) -> None:
     """``method``: ``--method NAME`` and its weights' options; ``assets`` holds in/, wave.png, ink.png."""
     argv = ["--input", str(assets / "in"), "--output", str(out), *method,

@@ -10,18 +10,13 @@ import pytest
 import torch
 from PIL import Image
 from style_image_checks import (  # tests/jobs/style_image_checks.py
-    check_two_style_images_and_a_mix, check_video_on_a_tiny_sequence)
+    check_two_style_images_and_a_mix, check_video_on_a_tiny_sequence, write_image, write_style_image_assets)
 
 from jobs.batch import driver as stylize
 from jobs.common.run_settings import demo_adain_checkpoint
 from jobs.image.cli import main, parse_args
 from stylize_core import adain
 from stylize_core.image_io import decode_image
-
-
-def _write_image(path, height: int, width: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +27,7 @@ def assets(tmp_path_factory):
     torch.manual_seed(0)
     torch.save(adain.encoder().state_dict(), root / "vgg_normalised.pth")
     torch.save(adain.decoder().state_dict(), root / "decoder.pth")
-    (root / "in").mkdir()
-    _write_image(root / "in" / "a.png", 24, 32, 1)
-    _write_image(root / "in" / "b.png", 21, 30, 2)
-    _write_image(root / "wave.png", 32, 32, 3)
-    _write_image(root / "ink.png", 24, 24, 4)
-    return root
+    return write_style_image_assets(root)
 
 
 def test_cli_writes_the_output(assets, tmp_path, capsys):
@@ -147,7 +137,7 @@ def test_nightly_catalog_re_renders_a_style_whose_image_changed(assets, tmp_path
 
     n1, rows = night("n1")
     assert n1["processed"] == 6 and {r["status"] for r in rows} == {"ok"}
-    _write_image(tmp_path / "ink.png", 24, 24, 99)  # a new ink image: ink and the mix re-render, wave does not
+    write_image(tmp_path / "ink.png", 24, 24, 99)  # a new ink image: ink and the mix re-render, wave does not
     n2, rows = night("n2")
     assert (n2["processed"], n2["skipped"]) == (4, 2)
     assert sorted((r["style"], r["status"]) for r in rows) == [("both", "ok")] * 2 + [("ink", "ok")] * 2

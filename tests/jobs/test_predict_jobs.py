@@ -8,9 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from style_image_checks import (  # tests/jobs/style_image_checks.py
-    check_two_style_images_and_a_mix, check_video_on_a_tiny_sequence)
+    check_two_style_images_and_a_mix, check_video_on_a_tiny_sequence, write_style_image_assets)
 
 from jobs.batch import driver as stylize
 from jobs.common.run_settings import demo_predictor_checkpoint
@@ -19,11 +18,6 @@ from stylize_core.image_io import decode_image
 from stylize_core.predictor import PredictorConfig, StylePredictorModel
 from stylize_core.predictor_checkpoint import predictor_checkpoint_bytes
 from stylize_core.transformer_net import NetConfig
-
-
-def _write_image(path, height: int, width: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +31,7 @@ def assets(tmp_path_factory):
         model.transformer.deconv3.conv2d.weight.mul_(200.0)
         model.transformer.deconv3.conv2d.bias.fill_(128.0)
     (root / "predictor.pth").write_bytes(predictor_checkpoint_bytes(model))
-    (root / "in").mkdir()
-    _write_image(root / "in" / "a.png", 24, 32, 1)
-    _write_image(root / "in" / "b.png", 21, 30, 2)
-    _write_image(root / "wave.png", 32, 32, 3)
-    _write_image(root / "ink.png", 24, 24, 4)
-    return root
+    return write_style_image_assets(root)
 
 
 def test_cli_writes_the_output(assets, tmp_path, capsys):
