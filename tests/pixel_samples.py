@@ -110,10 +110,10 @@ def _xyz(x: float, y: float, z: float) -> bytes:
     return b"XYZ " + b"\0" * 4 + _s15(x) + _s15(y) + _s15(z)
 
 
-def linear_profile(described: bool = True) -> bytes:
+def linear_profile(described: bool = True, name: str = LINEAR_NAME) -> bytes:
     """An ICC v2 display profile with sRGB's primaries and a linear (gamma 1.0) tone curve: 50 % in it
-    is 188 in sRGB, so a conversion is plain to see."""
-    name = LINEAR_NAME.encode()
+    is 188 in sRGB, so a conversion is plain to see. ``name``: its description."""
+    name = name.encode()
     desc = b"desc" + b"\0" * 4 + struct.pack(">I", len(name) + 1) + name + b"\0" + b"\0" * 8 + b"\0" * 3 + b"\0" * 67
     curve = b"curv" + b"\0" * 4 + struct.pack(">I", 1) + struct.pack(">H", 0x0100) + b"\0\0"
     tags = [(b"desc", desc)] if described else []

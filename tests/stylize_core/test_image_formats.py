@@ -13,7 +13,7 @@ from PIL import Image, ImageCms
 from pixel_samples import (H, W, LINEAR_NAME, disc_alpha, grey16_png, grey_alpha_tiff16, la16_png, linear_profile,
                            palette_rgba_png, photo, planar_rgb_tiff16, png16, rgb16, rgba_png, save, tiff16)
 
-from stylize_core import image_formats
+from stylize_core import icc, image_formats
 from stylize_core.image_formats import (ALPHA_FLATTENED, ALPHA_KEPT, PixelFormat, _with_chunks, composite_any,
                                         decode_image_full,
                                         encode_image_full, network_input, resized)
@@ -136,7 +136,7 @@ def test_an_icc_profile_is_converted_to_srgb_and_the_output_tagged_srgb(monkeypa
     lin8 = (ramp[0, :, 1] // 257) / 255
     assert np.abs(eight.pixels[0, :, 1] - 255 * (1.055 * lin8 ** (1 / 2.4) - 0.055)).max() < 1
     # profiles that are not matrix/TRC: littlecms's 8-bit transform, interpolated
-    monkeypatch.setattr(image_formats, "_shaper", lambda icc: None)
+    monkeypatch.setattr(icc, "_shaper", lambda icc: None)
     row = decode_image_full(deep).pixels[0, :, 1].astype(np.int64)
     assert (np.diff(row) >= 0).all() and np.abs(row - srgb).max() < 257
     nameless = decode_image_full(save(Image.fromarray(flat), "PNG", icc_profile=linear_profile(described=False)))
@@ -256,3 +256,14 @@ def test_masks_and_larger_outputs_keep_16_bits_and_alpha():
     alpha = np.asarray(_open(out))[:, :, 3]
     assert state == ALPHA_KEPT and alpha.shape == (2 * H, 2 * W)
     assert np.abs(alpha[::2, ::2].astype(int) - rgba[:, :, 3]).mean() < 8
+
+
+def test_srgb_is_judged_by_curves_and_colorants_not_by_name():
+    """A profile that calls itself sRGB but has a linear tone curve is converted; littlecms's own sRGB
+    (whatever its description) is left alone."""
+    impostor = linear_profile(name="sRGB IEC61966-2.1")
+    assert not icc.is_srgb(icc.read_profile(impostor))
+    assert icc.is_srgb(icc.srgb_profile())
+    flat = np.full((4, 4, 3), 128, np.uint8)
+    decoded = decode_image_full(save(Image.fromarray(flat), "PNG", icc_profile=impostor))
+    assert decoded.format.profile == "sRGB IEC61966-2.1" and abs(float(decoded.pixels.mean()) - 188) <= 2
