@@ -248,10 +248,11 @@ def stylize_dataset(
     lo, hi = actors
     fused = read_fn is None and write_fn is None
     blocks = read_blocks(rows, batch_size if fused else read_batch_size, hi)
-    # Paths are ours: no hive directories to parse. A Parquet part is read as one block whatever
-    # override_num_blocks says (measured on Ray 2.60), so the streaming repartition cuts the parts
-    # into the planned blocks; without it one actor would get a whole part.
-    ds = ray.data.read_parquet(parts, filesystem=filesystem, partitioning=None)
+    # Paths are ours: no hive directories to parse. One read task per part (Ray Data would otherwise
+    # start 2 x CPUs of them for a few kilobytes, and on a small cluster they hold the CPUs while the
+    # actor pool is placed: tests/jobs/test_two_node.py saw both actors land on one node); the
+    # streaming repartition then cuts the parts into the planned blocks, so no actor gets a whole part.
+    ds = ray.data.read_parquet(parts, filesystem=filesystem, partitioning=None, override_num_blocks=len(parts))
     ds = ds.repartition(target_num_rows_per_block=-(-rows // blocks))
     if read_fn is not None:
         ds = ds.map_batches(read_fn, batch_size=read_batch_size, batch_format="numpy", num_cpus=1)
