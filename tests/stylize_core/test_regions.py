@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from stylize_core import adain_demo, masks
+from region_samples import two_style_network, two_styles  # tests/region_samples.py
+from stylize_core import masks
 from stylize_core.adain import AdaINStylizer, calc_mean_std, to_unit
 from stylize_core.adain_checkpoint import load_adain
-from stylize_core.demo_assets import demo_adain, demo_predictor
-from stylize_core.predictor_checkpoint import load_predictor
+from stylize_core.demo_assets import demo_adain
 from stylize_core.regions import adain_regions, as_planes, regional_adain, style_shares, weighted_mean_std
 from stylize_core.spatial_norm import NotOneNetwork, RegionNet
 from stylize_core.transformer_net import NetConfig, TransformerNet
@@ -35,8 +35,7 @@ def content() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def styles() -> dict[str, np.ndarray]:
-    held = adain_demo.heldout_styles()
-    return {"a": held["plaid"], "b": held["rings"]}
+    return two_styles()
 
 
 @pytest.fixture(scope="module")
@@ -142,21 +141,8 @@ def test_region_planes_are_checked_and_completed():
 
 @pytest.fixture(scope="module")
 def multi(styles) -> TransformerNet:
-    """A two-style conditional-norm network: the demo predictor's transformer with the norm parameters
-    it predicts for two held-out styles as the two styles' rows."""
-    model = load_predictor(demo_predictor(), _read).model.eval()
-    with torch.inference_mode():
-        baked = [model.bake(model.embed_image(styles[s])) for s in ("a", "b")]
-    arch = model.config.net
-    net = TransformerNet(NetConfig(arch.width, arch.blocks, arch.depthwise, num_styles=2))
-    state = {}
-    for key, value in baked[0].state_dict().items():
-        if key in net.state_dict() and net.state_dict()[key].shape != value.shape:  # a norm's (2, C) rows
-            state[key] = torch.stack([b.state_dict()[key] for b in baked])
-        else:
-            state[key] = value
-    net.load_state_dict(state, strict=True)
-    return net.eval().requires_grad_(False)
+    """A real two-style conditional-norm network (tests/region_samples.py)."""
+    return two_style_network(styles)
 
 
 def _x(content: np.ndarray) -> torch.Tensor:
