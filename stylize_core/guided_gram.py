@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .color import preserve_color
 from .gatys import (GatysConfig, GatysResult, _check_image, _checked_extractor, _initial_image, _module_tensors,
                     _resize, _resize_long_side, pyramid_sizes)
 from .gatys_level import Extractor, LevelPlan, StyleTerm, optimize_level
@@ -119,5 +120,8 @@ def optimize_regions(content: np.ndarray, styles: Sequence[np.ndarray], weights:
                 feats = extract(_resize(image_t, size))
                 content_targets = {layer: feats[layer].detach() for layer in config.content_layers}
             image = optimize_level(image, extract, content_targets, {}, plan, level, trace, callback, style_term)
-        out = image_t + (image.detach().clamp(0, 255) - image_t) * (1 - planes[0])[None, None]
+        image = image.detach().clamp(0, 255)
+        if config.preserve_color:
+            image = preserve_color(image, image_t)
+        out = image_t + (image - image_t) * (1 - planes[0])[None, None]
     return GatysResult(image=round_u8(out), trace=trace, loss_model=getattr(vgg, "loss_model", type(vgg).__name__))

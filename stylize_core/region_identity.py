@@ -7,7 +7,7 @@
 ``part_k_id`` is the model id of the style in region k (label k), as the run records it for that style
 alone (a checkpoint's sha256, a --mix selection's id, an AdaIN or predicted style's id). Changing any
 part, their order, or the method changes the id, so a ledger keyed by it re-renders the regions
-style. How the regions are rendered (per-region AdaIN, spatial conditional norm or blended outputs)
+style. How the regions are rendered (per-region AdaIN, spatial conditional norm, guided Grams or blending)
 follows from the method and the parts, so it needs no place of its own; the mask and its settings
 are part of each input's version (``jobs.catalog``).
 """

@@ -12,9 +12,10 @@ the method allows:
   multi-style checkpoint, the style predictor's styles): spatially varying conditional norm, one pass
   (:class:`stylize_core.spatial_norm.RegionNet`, run in PyTorch on the stylizer's device whatever
   ``--backend`` the plain styles use);
-- ``blend``: anything else (single-style networks from separate checkpoints, Gatys optimisation):
-  each part's whole-image output, blended with the region weights as
-  :func:`stylize_core.masks.composite_labels` blends them.
+- ``guided``: Gatys optimisation with guided Gram losses, one optimisation per image
+  (:func:`stylize_core.guided_gram.optimize_regions`);
+- ``blend``: anything else (single-style networks from separate checkpoints): each part's whole-image
+  output, blended with the region weights as :func:`stylize_core.masks.composite_labels` blends them.
 
 Every kind composites label 0 over the input, so black is the input unchanged. A regions output's
 losses are not measured (NaN, ``measured`` False): each region has another style target. 16-bit
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -34,6 +35,8 @@ import torch.nn.functional as F
 from .adain import AdaINStylizer
 from .checkpoint import StyleModel
 from .color import blend, preserve_color
+from .gatys_stylizer import GatysStylizer
+from .guided_gram import optimize_regions
 from .region_identity import region_style_id
 from .regions import adain_regions, as_planes, composite_keep, round_u8, style_shares
 from .spatial_norm import NotOneNetwork, RegionNet
@@ -45,7 +48,7 @@ from .transformer_net import SIZE_MULTIPLE
 class RegionStyle:
     name: str
     parts: tuple[str, ...]  # label k renders parts[k - 1]
-    kind: str  # "adain", "spatial" or "blend"
+    kind: str  # "adain", "spatial", "guided" or "blend"
     model_id: str
 
 
@@ -69,6 +72,8 @@ class RegionRenderer:
             kind = "blend"
             if isinstance(stylizer, AdaINStylizer):
                 kind = "adain"
+            elif isinstance(stylizer, GatysStylizer):
+                kind = "guided"
             elif isinstance(stylizer, Stylizer) and models and all(p in models for p in parts):
                 try:
                     net = RegionNet([models[p].model for p in parts])  # type: ignore[list-item]
@@ -95,6 +100,8 @@ class RegionRenderer:
             out = adain_regions(self.stylizer, image, planes, region.parts)  # type: ignore[arg-type]
         elif region.kind == "spatial":
             out = self._spatial(image, planes, name)
+        elif region.kind == "guided":
+            out = self._guided(image, planes, region.parts)
         else:
             out = self._blend(image, planes, region.parts)
         return StyleResult(image=out, stylize_ms=(time.perf_counter() - start) * 1000)
@@ -115,6 +122,17 @@ class RegionRenderer:
             y = preserve_color(y, x)
         y = blend(y, x, stylizer.config.strength).clamp(0, 255)
         return round_u8(composite_keep(x, y, planes[0]))
+
+    def _guided(self, image: np.ndarray, planes: torch.Tensor, parts: Sequence[str]) -> np.ndarray:
+        gatys: GatysStylizer = self.stylizer  # type: ignore[assignment]
+        config = gatys.config if gatys.config.init != "style" else replace(gatys.config, init="content")
+        out = optimize_regions(image, [gatys.style_images[p] for p in parts], planes, gatys.vgg, config,
+                               device=gatys.device).image
+        if gatys.strength == 1.0:
+            return out
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+        y = blend(torch.from_numpy(out).permute(2, 0, 1)[None].float(), x, gatys.strength)
+        return round_u8(y)
 
     def _blend(self, image: np.ndarray, planes: torch.Tensor, parts: Sequence[str]) -> np.ndarray:
         unique = list(dict.fromkeys(parts))

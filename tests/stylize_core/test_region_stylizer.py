@@ -112,3 +112,16 @@ def test_parts_must_be_styles_of_the_run(files):
         build_stylizer(_spec(method="adain", style_images={"a": files["a"]}, regions={"ab": ("a", "c")}), _read)
     with pytest.raises(SetupError, match="taken by a style"):
         build_stylizer(_spec(method="adain", style_images={"a": files["a"]}, regions={"a": ("a",)}), _read)
+
+
+def test_gatys_regions_optimise_guided_grams(files, content):
+    from stylize_core.gatys import GatysConfig
+
+    gatys = GatysConfig(style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_1",), optimizer="adam", steps=4,
+                        lr=10.0, pyramid_levels=1)
+    built = build_stylizer(_spec(method="optimize", style_images={"a": files["a"], "b": files["b"]}, vgg="vgg19",
+                                 vgg_weights="random:0", gatys=gatys, regions={"ab": ("a", "b")}), _read)
+    assert built.regions.styles["ab"].kind == "guided"
+    out = built.regions.render(content, masks.label_weights(_labels(0, 1), 2), "ab").image
+    assert np.array_equal(out[:, : W // 2], content[:, : W // 2])  # label 0: the input
+    assert np.abs(out[:, W // 2:].astype(int) - content[:, W // 2:]).mean() > 2  # label 1 optimised
