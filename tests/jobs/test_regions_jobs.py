@@ -62,6 +62,7 @@ def test_batch_job_renders_a_regions_style_with_its_own_rows(inputs, tmp_path):
     rows = {(Path(r["input_uri"]).name, r["style"]): r
             for r in pq.read_table(str(out / "_metrics" / "run_id=regions")).to_pylist()}
     assert summary["rows"] == 9 and len(rows) == 9  # one row per input and style, the regions style included
+    assert summary["styles"]["ab"]["regions"] == ["a", "b"]
     face = rows["face.png", "ab"]
     assert face["status"] == "ok" and face["output_uri"].endswith("ab/face.png")
     assert face["model_sha256"] == region_style_id("feedforward", [rows["face.png", "a"]["model_sha256"],
@@ -108,3 +109,42 @@ def test_the_catalog_keys_a_regions_style_on_its_parts(inputs, tmp_path):
     assert ids["ab"] == region_style_id("feedforward", [ids["a"], ids["b"]]) and len(set(ids.values())) == 3
     changed = style_digests(s.replace(mixes={"a": 1, "b": 0}), s.storage_options)
     assert changed["ab"] != ids["ab"]  # a part changed: the regions style re-renders tonight
+
+
+def test_nightly_catalog_renders_a_regions_style_and_re_renders_it_when_a_part_changes(inputs, tmp_path):
+    import json
+
+    import yaml
+
+    from jobs.catalog import night as catalog
+    from jobs.common.storage import read_bytes
+
+    src, masks_dir, out = tmp_path / "cat", tmp_path / "masks", str(tmp_path / "out")
+    src.mkdir()
+    masks_dir.mkdir()
+    for name in ("face", "suit"):
+        (src / f"{name}.png").write_bytes((inputs / f"{name}.png").read_bytes())
+        (masks_dir / f"{name}.png").write_bytes((inputs / "face_labels.png").read_bytes())
+    multi = str(inputs / "multi.pth")
+
+    def night(run_id: str, mixes: dict) -> set[tuple[str, str]]:
+        cfg = {"source": str(src), "output": out, "styles": {"a": multi, "b": multi}, "mix": mixes,
+               "regions": {"ab": ["a", "b"]}, "mask_prefix": str(masks_dir), "mask_mode": "labels",
+               "vgg_weights": "random:0", "no_metrics": True, "quiet": True, "contact_sheet": 0, "device": "cpu",
+               "format": "png"}
+        path = tmp_path / f"{run_id}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        assert catalog.cli(["--config", str(path), "--run-id", run_id]) == 0
+        summary = json.loads(read_bytes(f"{out}/_runs/{run_id}.json"))
+        if not summary["processed"]:
+            return set()  # nothing rendered: no metrics files either
+        table = pq.read_table(f"{out}/_metrics/run_id={run_id}").to_pylist()
+        assert all(r["status"] == "ok" for r in table), [r["error"] for r in table if r["status"] != "ok"]
+        return {(Path(r["input_uri"]).name, r["style"]) for r in table}
+
+    assert night("n1", {"a": 0, "b": 1}) == {(f, s) for f in ("face.png", "suit.png") for s in ("a", "b", "ab")}
+    assert night("n2", {"a": 0, "b": 1}) == set()  # the planned ids are the ones the actors recorded
+    # part b changes: b and the regions style re-render, a does not (and label 1 still names a)
+    assert night("n3", {"a": 0, "b": {0: 0.5, 1: 0.5}}) == {(f, s) for f in ("face.png", "suit.png") for s in ("b", "ab")}
+    face, ab = _rgb(src / "face.png"), _rgb(Path(out) / "ab" / "face.png")
+    assert np.array_equal(ab[:, :40], face[:, :40]) and np.abs(ab[:, 40:] - face[:, 40:]).mean() > 20
