@@ -79,8 +79,8 @@ class RegionRenderer:
                     net = RegionNet([models[p].model for p in parts])  # type: ignore[list-item]
                     self._nets[name] = net.to(stylizer.device)
                     kind = "spatial"
-                except (NotOneNetwork, ValueError, AttributeError):
-                    kind = "blend"
+                except (NotOneNetwork, ValueError, AttributeError):  # other networks; AttributeError: not a
+                    kind = "blend"  # TransformerNet at all (an enhancement network): blending says why it cannot
             self.styles[name] = RegionStyle(name, parts, kind, region_style_id(method, [model_ids[p] for p in parts]))
 
     @property

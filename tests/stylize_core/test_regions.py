@@ -101,6 +101,16 @@ def test_one_region_everywhere_is_plain_adain(adain, content):
     assert plain.std() > 20  # the demo model's output spans the range: a wrong region would show
 
 
+def test_alpha_and_strength_act_as_in_plain_adain(adain, content):
+    weak = AdaINStylizer(adain.encoder, adain.decoder, {k: v for k, v in adain.stats.items()}, {"a": [("a", 1.0)]},
+                         alpha=0.4, strength=0.7, device="cpu")
+    labels = np.ones(content.shape[:2], np.int32)
+    got = adain_regions(weak, content, masks.label_weights(labels, 1), ["a"]).astype(int)
+    plain = weak.stylize([content], "a")[0].image.astype(int)
+    assert np.abs(got - plain).max() <= 1
+    assert np.abs(got - adain_regions(adain, content, masks.label_weights(labels, 1), ["a"])).mean() > 10
+
+
 def test_two_regions_take_their_own_styles_statistics(adain, content):
     h, w = content.shape[:2]
     weights = masks.label_weights(_halves(h, w), 2)
