@@ -72,6 +72,11 @@ def test_a_multi_style_checkpoints_selections_render_in_one_pass(files, content)
     # label 0 is the input, bit for bit
     zero = built.regions.render(content, masks.label_weights(_labels(0, 1), 2), "ab").image
     assert np.array_equal(zero[:, : W // 2], content[:, : W // 2])
+    # feathered: farther than the band from the border, the input within 2 grey levels and style a's look
+    soft = built.regions.render(content, masks.label_weights(_labels(0, 1), 2, px=8), "ab").image.astype(int)
+    assert np.abs(soft[:, : W // 2 - 8] - content[:, : W // 2 - 8]).max() <= 2
+    assert np.abs(soft[:, W // 2 + 8:] - a[:, W // 2 + 8:]).mean() < 0.35 * np.abs(soft[:, W // 2 + 8:]
+                                                                                   - content[:, W // 2 + 8:]).mean()
     # one style everywhere: that style's own render
     whole = built.regions.render(content, masks.label_weights(np.ones((H, W), np.int32), 2), "ab").image
     assert np.abs(whole.astype(int) - a.astype(int)).max() <= 1
