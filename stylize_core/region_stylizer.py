@@ -114,10 +114,11 @@ class RegionRenderer:
         planes = planes.to(device)
         h, w = x.shape[-2:]
         ph, pw = -h % SIZE_MULTIPLE, -w % SIZE_MULTIPLE  # the network returns multiples of 4: pad, then crop
-        shares = style_shares(planes)[None]  # (1, K, H, W)
+        # label 0 renders the styles present but counts in no region's statistics
+        mix, stat = (style_shares(planes, fill)[None] for fill in ("present", "zero"))  # (1, K, H, W) each
         xp = F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
-        sp = F.pad(shares, (0, pw, 0, ph), mode="replicate") if ph or pw else shares
-        y = self._nets[name](xp, sp)[..., :h, :w].clamp(0, 255)
+        mix, stat = (F.pad(t, (0, pw, 0, ph), mode="replicate") if ph or pw else t for t in (mix, stat))
+        y = self._nets[name](xp, mix, stat)[..., :h, :w].clamp(0, 255)
         if stylizer.config.preserve_color:
             y = preserve_color(y, x)
         y = blend(y, x, stylizer.config.strength).clamp(0, 255)

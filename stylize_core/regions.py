@@ -11,8 +11,8 @@ decoded image over the input with plane 0's weight (:func:`composite_keep`), as 
 renormalised over the styles (:func:`style_shares`): in a feather band between region k and label 0 the
 method renders pure style k and the compositing does the blending, once. Where no style has any
 weight, AdaIN keeps the content features (so the decoder's receptive field near a border sees the
-input's own features, not a style) and a network gets the styles' mean parameters; the input covers
-those pixels either way.
+input's own features, not a style) and a network renders a mix of the styles the image holds there
+without counting those pixels in any region's statistics; the input covers them either way.
 
 **AdaIN by per-region statistics** (:func:`regional_adain`): the shares are area-averaged to the
 relu4_1 grid (an 8 x 8 block of pixels per feature; ``ceil`` sizes as the encoder's pooling). Region
@@ -56,10 +56,17 @@ def as_planes(weights: np.ndarray | torch.Tensor, styles: int) -> torch.Tensor:
 def style_shares(planes: torch.Tensor, fill: str = "uniform") -> torch.Tensor:
     """(K + 1, H, W) region weights -> (K, H, W) weights of the styles alone, summing to one per pixel
     where any style has weight; elsewhere (the input covers those pixels) ``fill``: ``uniform`` (1/K
-    each: a network needs some norm parameters everywhere) or ``zero``."""
+    each: a network needs some norm parameters everywhere), ``present`` (the same over the styles the
+    image holds) or ``zero``."""
     styled = planes[1:]
     total = styled.sum(0, keepdim=True)
-    empty = torch.full_like(styled, 1.0 / styled.shape[0] if fill == "uniform" else 0.0)
+    if fill == "zero":
+        empty = torch.zeros_like(styled)
+    elif fill == "present" and bool(styled.any()):
+        held = styled.flatten(1).any(1).to(styled.dtype)  # (K,)
+        empty = (held / held.sum())[:, None, None].expand_as(styled)
+    else:
+        empty = torch.full_like(styled, 1.0 / styled.shape[0])
     return torch.where(total > 0, styled / total.clamp_min(1e-12), empty)
 
 

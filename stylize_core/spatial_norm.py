@@ -10,7 +10,11 @@ normalises each region with that region's own statistics and gives it that style
 with ``w_k`` the style shares (:func:`stylize_core.regions.style_shares`: the region weights
 renormalised over the styles) area-averaged to that layer's grid (full, 1/2 and 1/4 resolution), and
 ``mu_k``, ``sigma_k`` the per-channel mean and std of the features weighted by ``w_k`` (instance norm's
-biased variance, eps 1e-5). One forward pass, whatever K. A share of 1 everywhere for one style runs
+biased variance, eps 1e-5). Pixels of no style (label 0, which the input covers in the end) render a
+mix of the styles present but count in no region's statistics (``stat_shares``): a region beside
+label 0 is normalised by its own pixels alone (its core 1.54 grey levels from the style's render of
+the region's crop, 2.63 when label 0 counted, in ``tests/stylize_core/test_regions.py``). One forward
+pass, whatever K. A share of 1 everywhere for one style runs
 that style's network with its own arithmetic (bit for bit); styles absent from an image cost
 nothing; in a feather band the shares blend the regions' renders, layer by layer.
 
@@ -44,29 +48,33 @@ class NotOneNetwork(ValueError):
 
 
 class _Shares:
-    """The current call's (B, K, H, W) style shares, resized once per layer grid."""
+    """The current call's (B, K, H, W) style shares, resized once per layer grid: ``mix`` weighs the
+    regions' renders at each position, ``stat`` weighs the positions of each region's statistics (the
+    same, except where no style has weight: label 0, whose pixels the input covers, renders a mix of
+    the styles present but counts in no region's statistics)."""
 
     def __init__(self) -> None:
-        self.full: torch.Tensor | None = None
-        self.cache: dict[tuple[int, int], torch.Tensor] = {}
-        self.present: list[int] = []  # the styles with weight somewhere
+        self.mix: torch.Tensor | None = None
+        self.stat: torch.Tensor | None = None
+        self.cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.present: list[int] = []  # the styles whose regions hold any weight
         self.whole: int | None = None  # the style whose share is 1 everywhere, if one is
 
-    def set(self, full: torch.Tensor | None) -> None:
-        self.full, self.cache = full, {}
-        if full is None:
+    def set(self, mix: torch.Tensor | None, stat: torch.Tensor | None = None) -> None:
+        self.mix, self.stat, self.cache = mix, (mix if stat is None else stat), {}
+        if mix is None:
             self.present, self.whole = [], None
             return
-        self.present = [k for k in range(full.shape[1]) if bool(full[:, k].any())]
-        one = len(self.present) == 1 and bool((full[:, self.present[0]] == 1).all())
-        self.whole = self.present[0] if one else None
+        self.present = [k for k in range(self.stat.shape[1]) if bool(self.stat[:, k].any())]
+        one = len(self.present) == 1 and bool((self.stat[:, self.present[0]] == 1).all())
+        self.whole = self.present[0] if one and bool((mix[:, self.present[0]] == 1).all()) else None
 
-    def at(self, size: tuple[int, int]) -> torch.Tensor:
-        if self.full is None:
+    def at(self, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mix is None or self.stat is None:
             raise RuntimeError("RegionNet's norm layers ran outside RegionNet.forward")
         if size not in self.cache:
-            full = self.full
-            self.cache[size] = full if tuple(full.shape[-2:]) == size else nn.functional.adaptive_avg_pool2d(full, size)
+            self.cache[size] = tuple(t if tuple(t.shape[-2:]) == size else nn.functional.adaptive_avg_pool2d(t, size)
+                                     for t in (self.mix, self.stat))  # type: ignore[assignment]
         return self.cache[size]
 
 
@@ -86,15 +94,16 @@ class SpatialNorm(nn.Module):
             k = self.shares.whole
             return _norm_stats_only(x, self.eps) * self.gammas[k].to(x.dtype)[:, None, None] \
                 + self.betas[k].to(x.dtype)[:, None, None]
-        w = self.shares.at(tuple(x.shape[-2:])).to(x.dtype)  # (B or 1, K, h, w)
-        mass = w.sum((2, 3)).clamp_min(1e-12)  # (B, K)
+        mix, stat = (t.to(x.dtype) for t in self.shares.at(tuple(x.shape[-2:])))  # (B or 1, K, h, w) each
+        mass = stat.sum((2, 3)).clamp_min(1e-12)  # (B, K)
         out = torch.zeros_like(x)
         for k in self.shares.present:  # styles with no weight anywhere cost nothing
-            wk = w[:, k:k + 1]  # (B, 1, h, w)
-            mean = (x * wk).sum((2, 3), keepdim=True) / mass[:, k, None, None, None]  # (B, C, 1, 1)
-            var = ((x - mean).pow(2) * wk).sum((2, 3), keepdim=True) / mass[:, k, None, None, None]
+            sk = stat[:, k:k + 1]  # (B, 1, h, w)
+            mean = (x * sk).sum((2, 3), keepdim=True) / mass[:, k, None, None, None]  # (B, C, 1, 1)
+            var = ((x - mean).pow(2) * sk).sum((2, 3), keepdim=True) / mass[:, k, None, None, None]
             y = (x - mean) * torch.rsqrt(var + self.eps)
-            out += wk * (y * self.gammas[k].to(x.dtype)[:, None, None] + self.betas[k].to(x.dtype)[:, None, None])
+            out += mix[:, k:k + 1] * (y * self.gammas[k].to(x.dtype)[:, None, None]
+                                      + self.betas[k].to(x.dtype)[:, None, None])
         return out
 
 
@@ -139,12 +148,15 @@ class RegionNet(nn.Module):
         """K selections (one-hot or blend weight vectors over the S styles) of one multi-style network."""
         return cls([net.bake_style(s) for s in selections])
 
-    def forward(self, x: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
-        s = shares if shares.dim() == 4 else shares[None]
-        if s.shape[1] != self.styles or tuple(s.shape[-2:]) != tuple(x.shape[-2:]):
-            raise ValueError(f"shares {tuple(s.shape)} do not fit {self.styles} styles over an image "
-                             f"{tuple(x.shape[-2:])}")
-        self.shares.set(s.to(x.device, torch.float32))
+    def forward(self, x: torch.Tensor, shares: torch.Tensor, stat_shares: torch.Tensor | None = None) -> torch.Tensor:
+        """``stat_shares`` (default ``shares``): the weights of each region's statistics, where they differ
+        from the mix (:func:`stylize_core.regions.style_shares` with ``fill="zero"`` and ``"present"``)."""
+        s, t = ((v if v.dim() == 4 else v[None]) if v is not None else None for v in (shares, stat_shares))
+        for v in (s, t):
+            if v is not None and (v.shape[1] != self.styles or tuple(v.shape[-2:]) != tuple(x.shape[-2:])):
+                raise ValueError(f"shares {tuple(v.shape)} do not fit {self.styles} styles over an image "
+                                 f"{tuple(x.shape[-2:])}")
+        self.shares.set(s.to(x.device, torch.float32), None if t is None else t.to(x.device, torch.float32))
         try:
             return self.net(x)
         finally:

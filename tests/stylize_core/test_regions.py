@@ -193,3 +193,22 @@ def test_networks_from_separate_checkpoints_are_refused():
     one, two = TransformerNet(NetConfig(width=0.25, blocks=1)), TransformerNet(NetConfig(width=0.25, blocks=1))
     with pytest.raises(NotOneNetwork, match="blend their outputs"):
         RegionNet([one, two])
+
+
+def test_label_zero_counts_in_no_regions_statistics(multi, content):
+    """A region next to label 0 is normalised by its own pixels only: its core looks like the style's render
+    of the region's crop alone (1.54 grey levels mean on this image, 2.63 when label 0 counted in the
+    statistics with uniform shares)."""
+    x = _x(content)
+    h, w = x.shape[-2:]
+    labels = np.zeros((h, w), np.int32)
+    labels[:, w // 2:] = 1
+    planes = as_planes(masks.label_weights(labels, 2), 2)
+    region = RegionNet.from_multi_style(multi, [[1.0, 0.0], [0.0, 1.0]])
+    with torch.inference_mode():
+        crop = multi(x[..., w // 2:], torch.eye(2)[0]).clamp(0, 255)
+        y = region(x, style_shares(planes, "present")[None], style_shares(planes, "zero")[None]).clamp(0, 255)
+        diluted = region(x, style_shares(planes, "uniform")[None]).clamp(0, 255)
+    near = float((y[..., w // 2 + 16:] - crop[..., 16:]).abs().mean())
+    before = float((diluted[..., w // 2 + 16:] - crop[..., 16:]).abs().mean())
+    assert near < 2.0 and near < 0.75 * before, (near, before)
