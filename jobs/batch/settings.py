@@ -57,8 +57,8 @@ class JobSettings(RunSettings):
         "(--mask-mode labels, with --mask-prefix or a manifest's mask_uri) renders the k-th style named, label 0 "
         "the input (`--regions both=sky,sea`; parts are --style, --style-image or --mix names). Its own output "
         "folder and model id (from its parts'); AdaIN by per-region statistics, a multi-style checkpoint's "
-        "selections and predicted styles by spatially varying conditional norm, other styles by blending their "
-        "outputs (docs/operations/masks.md). An input without a usable label mask: a mask_error row",
+        "selections and predicted styles by spatially varying conditional norm, --method optimize by guided Gram "
+        "losses, other styles by blending their outputs (docs/operations/masks.md). An input without a usable label mask: a mask_error row",
         flag="--regions", metavar="NAME=A,B", group=GROUP_IO)
     read_batch_size: int = option(16, "images per read/decode task batch", group=GROUP_RAY, ge=1)
     max_actor_crashes: int = option(

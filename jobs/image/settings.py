@@ -124,7 +124,8 @@ class ImageSettings(BaseModel):
         "part, label 0 the input. Parts: style images with --method adain, predict or optimize (instead of "
         "--style-image); styles of a multi-style --checkpoint by index or name (instead of --mix: `--regions 0,3`), "
         "or single-style checkpoints. AdaIN by per-region statistics, a multi-style network's or the predictor's "
-        "styles by spatially varying conditional norm, others by blending outputs (docs/operations/masks.md)",
+        "styles by spatially varying conditional norm, --optimize by guided Gram losses, others by blending "
+        "outputs (docs/operations/masks.md)",
         metavar="A,B,...", group=_MASK)
 
     endpoint_url: str | None = option(None, "S3 endpoint (default: AWS_ENDPOINT_URL or AWS's own)", group=_STORAGE)
