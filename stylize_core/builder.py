@@ -15,7 +15,7 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -80,6 +80,8 @@ class StylizerSpec:
     # adain and predict: the style images' encodings made once for the whole run (a Ray job's encoding
     # task, stylize_core.registry.encode_styles); None: the builder reads and encodes the images itself
     encodings: StyleEncodings | None = None
+    # regions styles (stylize_core.region_stylizer): name -> the run's styles for labels 1, 2, ...
+    regions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def style_names(self) -> list[str]:
@@ -100,6 +102,7 @@ class BuiltStylizer:
     models: dict[str, StyleModel] = field(default_factory=dict)
     backend: str = ""  # what runs the style networks: runtime and version, precision, device (metrics rows)
     encodings: StyleEncodings | None = None  # adain and predict: the style images' encodings it runs with
+    regions: Any = None  # stylize_core.region_stylizer.RegionRenderer when the spec names regions styles
 
     def arch(self, style: str) -> str:
         """The style network's architecture as metrics rows record it ("" for Gatys optimisation)."""

@@ -19,6 +19,7 @@ from .losses import content_loss, style_loss, tv_loss
 logger = logging.getLogger("stylize_core.gatys")
 
 Extractor = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
+StyleTerm = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]  # features -> the style loss (a scalar)
 
 # L-BFGS runs in calls of this many iterations; its curvature history carries over between calls
 # (same optimiser object); between calls we check for a stall.
@@ -52,13 +53,14 @@ class _Level:
 
     def __init__(self, start: torch.Tensor, extract: Extractor, content_targets: Mapping[str, torch.Tensor],
                  style_targets: Mapping[str, torch.Tensor], plan: LevelPlan, level: int, trace: list[dict],
-                 callback: Callable[[dict], None] | None) -> None:
+                 callback: Callable[[dict], None] | None, style_term: StyleTerm | None = None) -> None:
         # A fresh contiguous leaf: L-BFGS flattens the gradient with .view(), which needs NCHW-contiguous.
         self.pixels = start.clamp(0, 255).contiguous().requires_grad_(True)  # (1, 3, h, w)
         self.size = [int(self.pixels.shape[-2]), int(self.pixels.shape[-1])]
         self.weights = torch.tensor(plan.weights, device=self.pixels.device)
         self.extract, self.content_targets, self.style_targets = extract, content_targets, style_targets
         self.plan, self.level, self.trace, self.callback = plan, level, trace, callback
+        self.style_term = style_term
         self.step = 0
         self.scale: float | None = None  # L-BFGS objective scale, fixed at the level's first evaluation
         self.best_total, self.best = math.inf, self.pixels.detach().clone()
@@ -68,8 +70,11 @@ class _Level:
         """(content, style, tv) losses of the current pixels, with their graph."""
         feats = self.extract(self.pixels)
         c = sum(content_loss(feats[layer], self.content_targets[layer]) for layer in self.plan.content_layers)
-        s = style_loss({layer: feats[layer] for layer in self.plan.style_layers}, self.style_targets,
-                       self.plan.style_layer_weights)
+        if self.style_term is not None:  # guided Grams (stylize_core.guided_gram): one loss per region
+            s = self.style_term(feats)
+        else:
+            s = style_loss({layer: feats[layer] for layer in self.plan.style_layers}, self.style_targets,
+                           self.plan.style_layer_weights)
         return torch.stack([c, s, tv_loss(self.pixels)])  # (3,)
 
     def _project_gradient(self) -> None:
@@ -150,9 +155,10 @@ class _Level:
 
 def optimize_level(start: torch.Tensor, extract: Extractor, content_targets: Mapping[str, torch.Tensor],
                    style_targets: Mapping[str, torch.Tensor], plan: LevelPlan, level: int, trace: list[dict],
-                   callback: Callable[[dict], None] | None) -> torch.Tensor:
-    """Up to ``plan.steps`` loss evaluations at ``start``'s size; returns the best image evaluated."""
-    run = _Level(start, extract, content_targets, style_targets, plan, level, trace, callback)
+                   callback: Callable[[dict], None] | None, style_term: StyleTerm | None = None) -> torch.Tensor:
+    """Up to ``plan.steps`` loss evaluations at ``start``'s size; returns the best image evaluated.
+    ``style_term`` (features -> scalar) replaces the Gram loss against ``style_targets``."""
+    run = _Level(start, extract, content_targets, style_targets, plan, level, trace, callback, style_term)
     if plan.optimizer == "lbfgs":
         run.run_lbfgs()
     else:

@@ -17,6 +17,7 @@ from .backends import BackendError
 from .builder import BuiltStylizer, Opener, SetupError, StylizerSpec, check_device, load_checkpoints
 from .checkpoint import StyleModel
 from .methods import adain, feedforward, optimize, predict
+from .region_stylizer import RegionRenderer
 from .style_encoding import StyleEncodings
 from .vgg import VGGWeightsError
 
@@ -64,7 +65,12 @@ def build_stylizer(spec: StylizerSpec, opener: Opener, loaded: Mapping[str, Styl
         raise SetupError(f"style {name!r} is an enhancement network ({checkpoints[name].enhance.task}); "
                          f"--method {spec.method} cannot run it: use --method feedforward")
     with _setup_errors():
-        return entry.build(spec, opener, device, checkpoints, sha256)
+        built = entry.build(spec, opener, device, checkpoints, sha256)
+        if spec.regions:  # several of the run's styles in one image, by a label mask
+            built.regions = RegionRenderer(built.stylizer, spec.regions, built.model_sha256, spec.method,
+                                           built.models)
+            built.model_sha256.update(built.regions.model_ids)
+        return built
 
 
 def encode_styles(spec: StylizerSpec, opener: Opener) -> StyleEncodings | None:

@@ -153,6 +153,16 @@ class StylizeActor:
                 return encode_write(self._stylize_rows(read_decode(batch, self.settings)), self.settings)
             return self._stylize_rows(batch)
 
+    def _render_region(self, batch: dict[str, np.ndarray], i: int, name: str) -> Any:
+        """Row ``i`` in regions style ``name`` (stylize_core.region_stylizer), or the exception saying why not."""
+        try:
+            weights = region_planes(batch, i, name, len(self.settings.regions[name]))
+            return self.built.regions.render(eight_bit(_pixels(batch, i)), weights, name)
+        except Exception as exc:  # a MaskError is a mask_error row; anything else a stylize_error row
+            if is_fatal_device_error(exc):
+                _exit_for_replacement(exc)
+            return exc
+
     def _too_large(self, batch: dict[str, np.ndarray], status: list) -> dict[tuple[int, str], Any]:
         """(row, style) -> OutputTooLarge for inputs whose output at a style's scale exceeds --max-pixels."""
         refused: dict[tuple[int, str], Any] = {}
@@ -212,8 +222,10 @@ class StylizeActor:
         apart = self._too_large(batch, status)  # super-resolution outputs over --max-pixels
         evaluated, scores = self._evaluate(batch, todo, status, apart)  # --evaluate: run apart
         apart.update(evaluated)
+        regions = self.settings.regions
         for i in range(n):
-            styles = tuple(s for s in self.settings.style_names if s in todo[i] and (i, s) not in apart)
+            styles = tuple(s for s in self.settings.style_names
+                           if s in todo[i] and (i, s) not in apart and s not in regions)
             if status[i] == "ok" and styles:
                 groups.setdefault(styles, []).append(i)
         results: dict[tuple[int, str], Any] = dict(apart)  # (row, style) done or refused apart
@@ -229,13 +241,18 @@ class StylizeActor:
             except Exception as exc:
                 found = {s: [exc] * len(idx) for s in styles}
             results.update({(i, s): r for s in styles for i, r in zip(idx, found[s])})
+        for style in (s for s in self.settings.style_names if s in regions):  # already composited: not _masked
+            for i in range(n):
+                if status[i] == "ok" and style in todo[i]:
+                    results[(i, style)] = self._render_region(batch, i, style)
         built = self.built
+        labels = self.settings.label_styles
         made = StageRows(STYLIZE, extra=("row", "out_image"))
-        for k, style in enumerate(self.settings.style_names):
+        for style in self.settings.style_names:
             for i in range(n):
                 res = results.get((i, style))
-                if not isinstance(res, Exception) and res is not None:
-                    res = _masked(batch, i, k, res)
+                if not isinstance(res, Exception) and res is not None and style not in regions:
+                    res = _masked(batch, i, labels.index(style), res)
                 row_status, etype, err = status[i], str(batch["error_type"][i]), str(batch["error"][i])
                 if row_status == "ok" and style not in todo[i]:
                     row_status = "skipped"
@@ -273,6 +290,22 @@ class StylizeActor:
         out["out_image"] = images_out
         self._end(key)
         return out
+
+
+def region_planes(batch: dict[str, np.ndarray], i: int, name: str, parts: int) -> np.ndarray:
+    """Row ``i``'s (parts + 1, H, W) float32 region weights for regions style ``name`` (plane 0: the input),
+    from the read stage's label planes; MaskError without a label mask or with labels beyond ``parts``."""
+    mask = np.asarray(batch["mask"][i]) if "mask" in batch else np.zeros((0, 0, 0), np.uint16)
+    if not mask.size:
+        raise MaskError(f"regions style {name!r} needs a label mask for every input (a manifest's mask_uri or "
+                        "--mask-prefix); this input has none")
+    planes = mask.astype(np.float32) / MASK_ONE  # (labels, H, W): plane k-1 is label k's region
+    if planes[parts:].any():
+        top = next(k for k in range(len(planes), 0, -1) if planes[k - 1].any())
+        raise MaskError(f"the label mask has values up to {top} but regions style {name!r} has {parts} part(s): "
+                        "label k is its k-th style, 0 the input unchanged")
+    styled = planes[:parts]
+    return np.concatenate([np.clip(1 - styled.sum(0, keepdims=True), 0, 1), styled])
 
 
 def _masked(batch: dict[str, np.ndarray], i: int, k: int, res: Any) -> Any:

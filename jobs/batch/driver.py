@@ -208,7 +208,9 @@ def _finish(settings: JobSettings, staged: StagedManifest, blobs: dict[str, byte
         "inputs": staged.rows,
         "styles": {name: {"checkpoint": settings.styles.get(name), "style_image": settings.style_images.get(name),
                           "sha256": hashlib.sha256(blobs[name]).hexdigest() if name in blobs else None,
-                          "counts": dict(counts.by_style.get(name, {}))} for name in styles},
+                          "counts": dict(counts.by_style.get(name, {})),
+                          **({"regions": list(settings.regions[name])} if name in settings.regions else {})}
+                   for name in styles},
         "rows": counts.rows,
         "counts": dict(counts.by_status),
         "errors_by_type": dict(counts.by_error_type),

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import model_validator
+from pydantic import BeforeValidator, model_validator
 
 from jobs.common import cli_settings
-from jobs.common.cli_settings import option
+from jobs.common.cli_settings import option, pairs_to_mapping, split_csv
 from jobs.common.mask_settings import MaskMode, mask_feather_option, mask_mode_option
 from jobs.common.run_settings import (DEFAULT_MAX_ERROR_RATE, Background, background_option, DEFAULT_MAX_SIDE, DEMO_MAX_ERROR_RATE,
-                                      GROUP_IO, GROUP_MODEL, GROUP_RAY, RunSettings, default_run_id, demo_checkpoint,
-                                      sample_images_dir)
+                                      GROUP_IO, GROUP_MODEL, GROUP_RAY, STYLE_NAME, RunSettings, default_run_id,
+                                      demo_checkpoint, sample_images_dir)
+
+
+def _regions(value: Any) -> Any:
+    value = pairs_to_mapping(value, "NAME=A,B") if not isinstance(value, dict) else value
+    return {name: list(split_csv(parts)) for name, parts in value.items()} if isinstance(value, dict) else value
+
+
+RegionMap = Annotated[dict[str, list[str]], BeforeValidator(_regions)]
 
 
 class JobSettings(RunSettings):
@@ -44,6 +52,14 @@ class JobSettings(RunSettings):
         "that input's rows mask_error rows (docs/operations/masks.md)", metavar="URI", group=GROUP_IO, min_length=1)
     mask_feather: float = mask_feather_option(GROUP_IO)
     mask_mode: MaskMode = mask_mode_option(GROUP_IO)
+    regions: RegionMap = option(
+        {}, "a style holding several of this run's styles in one image: label k of each input's label mask "
+        "(--mask-mode labels, with --mask-prefix or a manifest's mask_uri) renders the k-th style named, label 0 "
+        "the input (`--regions both=sky,sea`; parts are --style, --style-image or --mix names). Its own output "
+        "folder and model id (from its parts'); AdaIN by per-region statistics, a multi-style checkpoint's "
+        "selections and predicted styles by spatially varying conditional norm, --method optimize by guided Gram "
+        "losses, other styles by blending their outputs (docs/operations/masks.md). An input without a usable label mask: a mask_error row",
+        flag="--regions", metavar="NAME=A,B", group=GROUP_IO)
     read_batch_size: int = option(16, "images per read/decode task batch", group=GROUP_RAY, ge=1)
     max_actor_crashes: int = option(
         2, "times a batch may kill its stylize actor (a sticky CUDA error makes the actor exit so Ray replaces it) "
@@ -56,6 +72,46 @@ class JobSettings(RunSettings):
     stages: Literal["auto", "split", "fused"] = option(
         "auto", "split: decode and encode in CPU tasks beside the actor pool; fused: inside the actors. auto: split for "
         "GPU actors, fused for CPU actors, whose cores those tasks would share", group=GROUP_RAY)
+
+    @property
+    def label_styles(self) -> list[str]:
+        """The styles a label mask's values name in each style's own folder (label k: the k-th), the
+        regions styles excluded: all of them, rendered tonight or not (``rendered_styles``)."""
+        if self.rendered_styles is None:
+            return super().style_names
+        return self.model_copy(update={"rendered_styles": None}).label_styles
+
+    @property
+    def _rendered_labels(self) -> list[str]:
+        return super().style_names
+
+    @property
+    def style_names(self) -> list[str]:
+        """Every style of the run (one output folder and one row per input each): the styles, then the
+        regions styles (those rendered, for a nightly catalog's subset)."""
+        regions = [n for n in self.regions if self.rendered_styles is None or n in self.rendered_styles]
+        return self._rendered_labels + regions
+
+    @property
+    def label_count(self) -> int:
+        """The largest label a mask may hold: the number of styles, or of a regions style's parts."""
+        return max([len(self.label_styles), *(len(p) for p in self.regions.values())])
+
+    def _check_regions(self) -> None:
+        if not self.regions:
+            return
+        if self.mask_mode != "labels":
+            raise ValueError("--regions needs --mask-mode labels (label k of each input's mask: the k-th style named)")
+        known = set(self.style_images) | set(self.mixes) if self.styles_are_images else set(self.label_styles)
+        for name, parts in self.regions.items():
+            if not STYLE_NAME.match(name):
+                raise ValueError(f"--regions name {name!r} must match {STYLE_NAME.pattern}")
+            if name in known:
+                raise ValueError(f"--regions {name}: the name is a style of the run; a regions style is a new style: "
+                                 "--regions NEW=A,B")
+            if not parts or set(parts) - known:
+                raise ValueError(f"--regions {name}: {sorted(set(parts) - known) or 'no parts'} name no style of the "
+                                 f"run ({', '.join(sorted(known))})")
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> JobSettings:
@@ -82,6 +138,7 @@ class JobSettings(RunSettings):
             if self.max_error_rate is None else self.max_error_rate,
             max_actors=max(self.max_actors, self.actors),
         )
+        self._check_regions()
         return self
 
 

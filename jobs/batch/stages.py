@@ -50,16 +50,17 @@ def mask_uri_for(settings: JobSettings, rel_path: str, given: str = "") -> str:
 
 def read_mask(uri: str, settings: JobSettings, size: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
     """The mask at ``uri`` checked against the input file's (height, width) ``size``, brought to the decoded
-    ``shape`` and feathered: (S, H, W) uint16 weights, S = 1 (alpha: every style alike) or one per style
-    (labels: style k's region). MaskError naming the mask when it is missing, unreadable or wrong-sized."""
+    ``shape`` and feathered: (S, H, W) uint16 weights, S = 1 (alpha: every style alike) or one per label
+    1..S (labels: plane k-1 is style k's region; S is the number of styles, or of a ``--regions`` style's
+    parts when larger). MaskError naming the mask when it is missing, unreadable or wrong-sized."""
     what = f"mask {redact(uri)}"
     try:
         mask = decode_mask(read_bytes(uri, settings.storage_options), settings.mask_mode, max_pixels=settings.max_pixels)
         check_size(mask, *size)
         mask = fit_mask(mask, *shape)
-        styles = settings.style_names
-        picks = range(1) if settings.mask_mode == "alpha" else range(len(styles))
-        weights = [region_weights(mask, settings.mask_mode, settings.mask_feather, k, len(styles)) for k in picks]
+        labels = settings.label_count
+        picks = range(1) if settings.mask_mode == "alpha" else range(labels)
+        weights = [region_weights(mask, settings.mask_mode, settings.mask_feather, k, labels) for k in picks]
     except FileNotFoundError:
         raise MaskError(f"{what}: not found") from None
     except MaskError as exc:

@@ -53,13 +53,24 @@ def _log(msg: str) -> None:
 def style_digests(settings: JobSettings, options: StorageOptions) -> dict[str, str]:
     """Each style's model id: sha256 of its checkpoint bytes (of its style image for optimize-only
     styles); for a --mix selection of a multi-style checkpoint, the selection's own id, so changing a
-    blend's weights re-renders it."""
+    blend's weights re-renders it; for a regions style, the id the actors derive from its parts'
+    (stylize_core.region_identity), so changing a part re-renders it."""
+    from stylize_core.region_identity import region_style_id  # torch-free
+
     if settings.method == "adain":
-        return adain_digests(settings, options)
-    if settings.method == "predict":
-        return predictor_digests(settings, options)
+        out = adain_digests(settings, options)
+    elif settings.method == "predict":
+        out = predictor_digests(settings, options)
+    else:
+        out = _checkpoint_digests(settings, options)
+    for name, parts in settings.regions.items():
+        out[name] = region_style_id(settings.method, [out[p] for p in parts])
+    return out
+
+
+def _checkpoint_digests(settings: JobSettings, options: StorageOptions) -> dict[str, str]:
     out = {}
-    for name in settings.style_names:
+    for name in settings.label_styles:
         if name in settings.styles:  # unusable bytes stop the night here, before anything is planned
             uri, data = settings.styles[name], read_checkpoint(name, settings.styles[name], options)
         else:
@@ -188,8 +199,11 @@ def _render(settings: JobSettings, todo: pa.Table, on_rows: Callable[[pa.Table],
     """Run the batch job on exactly these pairs, streaming its rows to ``on_rows``; returns its summary."""
     styles = set(pc.unique(todo.column("style")).to_pylist())  # no work tonight: no model load, no rows
     if settings.styles_are_images:  # adain, predict: a mix needs its style images loaded, rendered tonight or not
-        sub = settings.replace(mixes={s: m for s, m in settings.mixes.items() if s in styles},
+        sub = settings.replace(mixes={s: m for s, m in settings.mixes.items() if s in styles or any(
+                                   s in parts for parts in settings.regions.values())},
                                rendered_styles=[s for s in settings.style_names if s in styles])
+    elif settings.mask_mode == "labels":  # label k names the k-th style, and a regions style needs its parts
+        sub = settings.replace(rendered_styles=[s for s in settings.style_names if s in styles])
     else:
         sub = settings.replace(styles={s: u for s, u in settings.styles.items() if s in styles},
                                style_images={s: u for s, u in settings.style_images.items() if s in styles})

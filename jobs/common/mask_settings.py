@@ -20,4 +20,5 @@ def mask_feather_option(group: str | None = None) -> Any:
 def mask_mode_option(group: str | None = None) -> Any:
     return option("alpha", "alpha: white = styled, black = the input unchanged, grey = a blend (an alpha channel "
                   "wins when it is not fully opaque); labels: a grey or palette image whose value k picks the k-th "
-                  "style (0: the input), each style's output holding its own region", group=group)
+                  "style (0: the input), each style's output holding its own region; --regions puts several styles in one "
+                  "output", group=group)

@@ -225,8 +225,9 @@ class RunSettings(BaseModel):
     contact_sheet: int = option(6, "inputs shown on the contact sheet; 0 for none", group=GROUP_OUTCOME, ge=0, le=100)
     quiet: bool = option(False, "no progress bars", group=GROUP_OUTCOME)
     demo: bool = option(False, cli=False)
-    # adain: the styles to render when fewer than all (the nightly catalog's styles of the night); the
-    # other style images stay loaded for the mixes that need them, but render no rows
+    # the styles to render when fewer than all (the nightly catalog's styles of the night); the others
+    # stay loaded (adain, predict: for the mixes that need them; label masks and regions: so that label k
+    # keeps naming the k-th style and a regions style has its parts), but render no rows
     rendered_styles: list[str] | None = option(None, cli=False)
     tile: TileSide = tile_option(GROUP_MODEL)
     max_memory: MemorySize = max_memory_option(GROUP_MODEL)
@@ -266,7 +267,8 @@ class RunSettings(BaseModel):
             names = list(self.style_images) + [n for n in self.mixes if n not in self.style_images]
             return names if self.rendered_styles is None else [n for n in names if n in self.rendered_styles]
         extra = [n for n in self.style_images if n not in self.styles] if self.method == "optimize" else []
-        return list(self.styles) + extra
+        names = list(self.styles) + extra
+        return names if self.rendered_styles is None else [n for n in names if n in self.rendered_styles]
 
     @property
     def styles_are_images(self) -> bool:

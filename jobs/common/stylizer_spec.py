@@ -68,4 +68,7 @@ def run_stylizer_spec(settings: RunSettings, max_batch: int, encodings: StyleEnc
     spec = stylizer_spec(settings, styles=settings.styles, style_images=settings.style_images, mixes=settings.mixes,
                          max_batch=max_batch)
     spec.encodings = encodings
+    # the batch job's regions styles (jobs.batch.settings; the video job has none), those rendered
+    spec.regions = {name: tuple(settings.regions[name]) for name in settings.style_names
+                    if name in getattr(settings, "regions", {})}
     return spec

@@ -40,6 +40,7 @@ from stylize_core.image_io import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, ImageDeco
 from stylize_core.stylizer import Stylizer, StyleResult
 
 from jobs.common.checkpoints import one_line
+from jobs.common.cli_settings import parse_selection
 from jobs.image.masking import CliMask, MaskUnusable
 from jobs.image.settings import PROG, ImageSettings, parse_args
 from jobs.common.stylizer_spec import stylizer_spec
@@ -113,6 +114,30 @@ class Engine:
     backend: str = ""
     scale: int = 1  # output size / input size (super-resolution networks: 2 or 4)
     enhance: Any = None  # an enhancement network's EnhanceInfo (task, scale, degradation)
+    regions: Any = None  # --regions: stylize_core.region_stylizer.RegionRenderer (style "regions")
+    parts: int = 0  # --regions: the number of parts (labels 1..parts)
+
+
+REGIONS = "regions"  # the style name of a --regions output
+
+
+def _region_parts(args: ImageSettings, opener: Callable[[str], bytes]) -> tuple[dict, dict, dict, dict]:
+    """--regions: (styles, style_images, mixes, loaded) naming part k ``p{k}``: style images for the
+    style-image methods; selections of a multi-style --checkpoint, else single-style checkpoints."""
+    names = [f"p{k}" for k in range(1, len(args.regions) + 1)]
+    if args.method in ("optimize", "adain", "predict"):
+        return {}, dict(zip(names, args.regions)), {}, {}
+    source = args.checkpoint or demo_checkpoint()
+    try:
+        first = load_checkpoints({"checkpoint": source}, opener, {"checkpoint": 0})["checkpoint"]
+        if first.multi_style:
+            mixes = {n: parse_selection(p) for n, p in zip(names, args.regions)}
+            loaded = load_checkpoints({n: source for n in names}, opener, mixes)
+            return {n: source for n in names}, {}, mixes, loaded
+        styles = dict(zip(names, args.regions))
+        return styles, {}, {}, load_checkpoints(styles, opener)
+    except (BuildError, ValueError) as exc:
+        raise SetupError(str(exc)) from None
 
 
 def build_engine(args: ImageSettings, opener: Callable[[str], bytes]) -> Engine:
@@ -120,6 +145,16 @@ def build_engine(args: ImageSettings, opener: Callable[[str], bytes]) -> Engine:
     they cannot be loaded."""
     source = args.checkpoint or demo_checkpoint()
     loaded = None
+    if args.regions:
+        styles, style_images, mixes, loaded = _region_parts(args, opener)
+        spec = stylizer_spec(args, styles=styles, style_images=style_images, mixes=mixes, max_batch=args.batch_size)
+        spec.regions = {REGIONS: tuple(list(styles) or list(style_images))}
+        try:
+            built = build_stylizer(spec, opener, loaded)
+        except BuildError as exc:
+            raise SetupError(str(exc)) from None
+        return Engine(built.stylizer, REGIONS, args.method, built.loss_model, built.model_sha256[REGIONS],
+                      built.backend, regions=built.regions, parts=len(args.regions))
     if args.method in ("optimize", "adain", "predict"):
         style = posixpath.splitext(_basename(args.style_image))[0] or "style"
         styles, style_images = {}, {style: args.style_image}
@@ -200,26 +235,38 @@ class _Reporter:
 
 
 def _read(uri: str, args: ImageSettings, opener: Callable[[str], bytes], scale: int = 1,
-          mask: CliMask | None = None) -> tuple[np.ndarray, PixelFormat, np.ndarray | None]:
+          mask: CliMask | None = None, parts: int = 0) -> tuple[np.ndarray, PixelFormat, np.ndarray | None]:
     """The input at the size it is stylised ((H, W, 3) uint8, or uint16 from a 16-bit file), its pixel
     format (alpha, bits, grey, profile, metadata: stylize_core.image_formats), and the --mask's
-    feathered weights at that size (or None)."""
+    feathered weights at that size (or None); with ``parts`` (--regions), its (parts + 1) label planes."""
     decoded = decode_image_full(opener(uri), max_pixels=args.max_pixels)
     if mask is not None:
         mask.check(uri, decoded.pixels)  # against the file, before --max-side
     image, fmt = resized(decoded, args.max_side)
     check_output_pixels(*image.shape[:2], scale, args.max_pixels)  # --max-pixels bounds the output too
-    return image, fmt, None if mask is None else mask.weights(image)
+    if mask is None:
+        return image, fmt, None
+    return image, fmt, mask.planes(image, parts) if parts else mask.weights(image)
 
 
-def _stylize(engine: Engine, images: list[np.ndarray]) -> list[StyleResult | BaseException]:
-    """Results in order; a failing batch is retried image by image so one bad image fails alone."""
+def _stylize(engine: Engine, images: list[np.ndarray], planes: Sequence[np.ndarray | None] = ()
+             ) -> list[StyleResult | BaseException]:
+    """Results in order; a failing batch is retried image by image so one bad image fails alone.
+    --regions: each image with its label planes, composited already."""
+    if engine.regions is not None:
+        out: list[StyleResult | BaseException] = []
+        for image, weights in zip(images, planes):
+            try:
+                out.append(engine.regions.render(eight_bit(image), weights, REGIONS))
+            except Exception as exc:  # noqa: BLE001 - reported per input, the run goes on
+                out.append(exc)
+        return out
     try:
         return list(engine.stylizer.stylize(images, engine.style))
     except Exception:
         if len(images) == 1:
             raise
-    out: list[StyleResult | BaseException] = []
+    out = []
     for image in images:
         try:
             out.append(engine.stylizer.stylize([image], engine.style)[0])
@@ -237,7 +284,7 @@ def main(args: ImageSettings) -> int:
         fmt, outputs = plan_outputs(args.inputs, args.output, args.format)
         engine = build_engine(args, opener)
         mask = CliMask.read(args.mask, args.mask_mode, args.mask_feather, opener, scale=engine.scale,
-                            max_pixels=args.max_pixels)
+                            max_pixels=args.max_pixels, styles=engine.parts or 1)
     except (SetupError, MaskUnusable) as exc:
         _say(f"{PROG}: error: {one_line(str(exc))}", err=True)
         return 2
@@ -253,7 +300,7 @@ def main(args: ImageSettings) -> int:
         for uri, out in pairs[start : start + chunk]:
             began = time.perf_counter()
             try:
-                image, formats[out], weights[out] = _read(uri, args, opener, engine.scale, mask)
+                image, formats[out], weights[out] = _read(uri, args, opener, engine.scale, mask, engine.parts)
                 ready.append((uri, out, image))
                 decode_ms[out] = (time.perf_counter() - began) * 1000
             except MaskUnusable as exc:  # the mask does not fit this input: stop, as for a missing mask
@@ -277,14 +324,15 @@ def main(args: ImageSettings) -> int:
             if not ready:
                 continue
         try:
-            results = _stylize(engine, [network_input(image, engine.stylizer) for _, _, image in ready])
+            results = _stylize(engine, [network_input(image, engine.stylizer) for _, _, image in ready],
+                               [weights[out] for _, out, _ in ready])
         except Exception as exc:  # noqa: BLE001 - a single image's failure
             results = [exc]
         for (uri, out, image), result, scores in zip(ready, results, evals):
             if isinstance(result, BaseException):
                 report.error(uri, out, result)
                 continue
-            if weights.get(out) is not None:  # the output over the input, where the mask says
+            if weights.get(out) is not None and engine.regions is None:  # the output over the input, where the mask says
                 result = replace(result, image=composite_any(image, result.image, weights[out]))
             began = time.perf_counter()
             try:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stylize_core.masks import MaskError, check_labels, check_size, decode_mask, fit_mask, region_weights
+from stylize_core.masks import MaskError, check_labels, check_size, decode_mask, fit_mask, label_weights, region_weights
 
 
 class MaskUnusable(Exception):
@@ -24,8 +24,9 @@ class CliMask:
 
     @classmethod
     def read(cls, uri: str | None, mode: str, feather: float, opener: Callable[[str], bytes], *, scale: int,
-             max_pixels: int) -> CliMask | None:
-        """The decoded mask (None without --mask); MaskUnusable when it cannot be used."""
+             max_pixels: int, styles: int = 1) -> CliMask | None:
+        """The decoded mask (None without --mask); MaskUnusable when it cannot be used. ``styles``: the
+        labels it may hold (1, or the number of --regions parts)."""
         if uri is None:
             return None
         what = f"mask {uri}"
@@ -34,7 +35,7 @@ class CliMask:
         try:
             decoded = decode_mask(opener(uri), mode, max_pixels=max_pixels)
             if mode == "labels":
-                check_labels(decoded, 1)  # the CLI renders one style: label 1
+                check_labels(decoded, styles)  # one style (label 1), or --regions' parts
         except FileNotFoundError:
             raise MaskUnusable(f"{what}: not found") from None
         except MaskError as exc:
@@ -53,3 +54,8 @@ class CliMask:
     def weights(self, image: np.ndarray) -> np.ndarray:
         """The feathered weights at the size ``image`` is stylised."""
         return region_weights(fit_mask(self.decoded, *image.shape[:2]), self.mode, self.feather, 0, 1)
+
+    def planes(self, image: np.ndarray, styles: int) -> np.ndarray:
+        """--regions: the (styles + 1, H, W) feathered label weights at the size ``image`` is stylised
+        (plane 0: the input)."""
+        return label_weights(fit_mask(self.decoded, *image.shape[:2]), styles, self.feather)

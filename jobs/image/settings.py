@@ -12,7 +12,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 from stylize_core.gatys import INITS, OPTIMIZERS
 
 from jobs.common import cli_settings
-from jobs.common.cli_settings import option, parse_selection
+from jobs.common.cli_settings import option, parse_selection, split_csv
 from jobs.common.mask_settings import MaskMode, mask_feather_option, mask_mode_option
 from jobs.common.run_settings import (ADAIN_ENCODER_ALONE, Background, BackendSpec, MemorySize, TileSide, TileStats,
                                       background_option, demo_adain_checkpoint, max_memory_option, metrics_ratio_option,
@@ -119,6 +119,14 @@ class ImageSettings(BaseModel):
                               group=_MASK, min_length=1)
     mask_feather: float = mask_feather_option(_MASK)
     mask_mode: MaskMode = mask_mode_option(_MASK)
+    regions: Annotated[tuple[str, ...], BeforeValidator(split_csv)] = option(
+        (), "several styles in one output by the --mask's labels (--mask-mode labels): label k renders the k-th "
+        "part, label 0 the input. Parts: style images with --method adain, predict or optimize (instead of "
+        "--style-image); styles of a multi-style --checkpoint by index or name (instead of --mix: `--regions 0,3`), "
+        "or single-style checkpoints. AdaIN by per-region statistics, a multi-style network's or the predictor's "
+        "styles by spatially varying conditional norm, --optimize by guided Gram losses, others by blending "
+        "outputs (docs/operations/masks.md)",
+        metavar="A,B,...", group=_MASK)
 
     endpoint_url: str | None = option(None, "S3 endpoint (default: AWS_ENDPOINT_URL or AWS's own)", group=_STORAGE)
     region: str | None = option(None, "S3 region (default: from the AWS environment/config)", group=_STORAGE)
@@ -134,8 +142,25 @@ class ImageSettings(BaseModel):
                 "content_weight": self.content_weight, "style_weight": self.style_weight, "tv_weight": self.tv_weight,
                 "lr": self.lr, "seed": self.seed, "preserve_color": self.preserve_color}
 
+    @property
+    def needs_style_image(self) -> bool:
+        """Style-image methods take --style-image, or style images as --regions parts."""
+        return self.style_image is None and not self.regions
+
+    def _check_regions(self) -> None:
+        if not self.regions:
+            return
+        if self.mask is None or self.mask_mode != "labels":
+            raise ValueError("--regions needs --mask MASK --mask-mode labels (label k: the k-th part)")
+        if self.mix is not None:
+            raise ValueError("--regions and --mix exclude each other: name the styles as --regions parts")
+        if self.method != "feedforward" and self.style_image is not None:
+            raise ValueError(f"--method {self.method} with --regions takes the style images as its parts, not "
+                             "--style-image")
+
     @model_validator(mode="after")
     def _method_options(self) -> ImageSettings:
+        self._check_regions()
         if self.optimize and self.method_name not in (None, "optimize"):
             raise ValueError(f"--optimize contradicts --method {self.method_name}")
         if self.method == "adain":
@@ -143,7 +168,7 @@ class ImageSettings(BaseModel):
                 raise ValueError(ADAIN_ENCODER_ALONE)
             if not self.decoder:  # the shipped demo model (a one-file checkpoint)
                 object.__setattr__(self, "decoder", demo_adain_checkpoint())
-            if self.style_image is None:
+            if self.needs_style_image:
                 raise ValueError("--method adain needs --style-image (the style to transfer)")
             if self.checkpoint is not None or self.mix is not None:
                 raise ValueError("--checkpoint and --mix are for style networks; --method adain uses --style-image "
@@ -153,14 +178,14 @@ class ImageSettings(BaseModel):
         if self.method == "predict":
             if not self.predictor:  # the shipped demo model
                 object.__setattr__(self, "predictor", demo_predictor_checkpoint())
-            if self.style_image is None:
+            if self.needs_style_image:
                 raise ValueError("--method predict needs --style-image (the style to transfer)")
             if self.checkpoint is not None or self.mix is not None:
                 raise ValueError("--checkpoint and --mix are for style networks; --method predict uses --style-image "
                                  "with --predictor")
         elif self.predictor:
             raise ValueError("--predictor belongs to --method predict")
-        if self.method == "optimize" and self.style_image is None:
+        if self.method == "optimize" and self.needs_style_image:
             raise ValueError("--optimize needs --style-image (the style to optimise towards)")
         if self.method == "optimize" and self.checkpoint is not None:
             raise ValueError("--checkpoint and --optimize exclude each other: --optimize uses --style-image only")
