@@ -192,8 +192,13 @@ def probe_size(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: i
                 f"image has {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}")
         if _swaps_axes(img):
             width, height = height, width
+    return (height, width), decoded_size(height, width, max_side)
+
+
+def decoded_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
+    """The (height, width) an image of this (oriented) size decodes to under ``max_side``."""
     target = _max_side_size(width, height, max_side)
-    return (height, width), (height, width) if target is None else (target[1], target[0])
+    return (height, width) if target is None else (target[1], target[0])
 
 
 def encode_image(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
