@@ -120,3 +120,28 @@ def test_an_actor_killed_mid_image_reruns_only_its_tile(photos, reference, tmp_p
     assert rows["poster.png"]["status"] == "ok" and summary["counts"] == {"ok": 1}
     assert np.abs(_read(out / "demo" / "poster.png") - reference).max() <= 2
     assert not [p for p in out.rglob(".tmp*")]
+
+
+def test_a_16_bit_rgba_poster_keeps_its_alpha_and_its_depth(tmp_path):
+    import cv2
+
+    from pixel_samples import png16  # tests/pixel_samples.py
+
+    rgb = data.astronaut()[100:356, 80:400].astype(np.uint16) * 257 + (np.arange(320, dtype=np.uint16) % 200)[None, :, None]
+    yy, xx = np.mgrid[0:256, 0:320]
+    alpha = np.clip((120 - np.hypot(yy - 128, xx - 160)) * 4000, 0, 65535).astype(np.uint16)
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "deep.png").write_bytes(png16(rgb, alpha))
+    out = tmp_path / "out"
+    summary = stylize.run(stylize.parse_args(["--input", str(src), "--output", str(out), "--run-id", "deep",
+                                              "--split-pixels", "40000", *COMMON]))
+    row = _rows(out, "deep")["deep.png"]
+    assert row["status"] == "ok" and "16" in row["pixel_format"] and row["alpha"] == "kept", row
+    assert summary["posters"]["inputs"] == 1
+    got = cv2.imread(str(out / "demo" / "deep.png"), cv2.IMREAD_UNCHANGED)
+    assert got.dtype == np.uint16 and got.shape == (256, 320, 4)
+    assert np.array_equal(got[:, :, 3], alpha)  # alpha exactly as it came
+    colour = got[:, :, :3][alpha > 0]
+    assert len(np.unique(colour)) > 2 * len(np.unique(colour // 257))  # stylised in float, not through 8 bits
+    assert np.abs(colour.astype(np.float64) - rgb[:, :, ::-1][alpha > 0]).mean() / 257 > 10  # and stylised
