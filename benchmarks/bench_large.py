@@ -241,9 +241,9 @@ def _written_once(out: Path, run_id: str, name: str, size: tuple[int, int]) -> N
 
 def _print_peaks(peaks: PeakSampler, top: int = 4) -> None:
     ranked = sorted(peaks.peaks.items(), key=lambda kv: -kv[1][0])
-    print(f"  peak RSS per process ({len(ranked)} processes), largest {top}:")
-    for pid, (peak, name) in ranked[:top]:
-        print(f"    {peak / 2**30:6.2f} GiB  pid {pid}  {name}")
+    print(f"  peak RSS per process ({len(ranked)} processes), largest {top} (resident, of it private):")
+    for pid, (peak, anon, name) in ranked[:top]:
+        print(f"    {peak / 2**30:6.2f} GiB  {anon / 2**30:6.2f} GiB  pid {pid}  {name}")
 
 
 def poster(side: int, style: str, split_pixels: int, actors: str) -> None:

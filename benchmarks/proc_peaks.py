@@ -26,24 +26,28 @@ def _children() -> dict[int, list[int]]:
     return kids
 
 
-def _peak_and_name(pid: int) -> tuple[int, str] | None:
+def _peak_and_name(pid: int) -> tuple[int, int, str] | None:
+    """(VmHWM, RssAnon now, command line): the resident peak (shared pages included: libraries, Ray's
+    object store pages the process touched) and the private heap."""
     try:
         with open(f"/proc/{pid}/status") as f:
-            hwm = next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:")), 0)
+            fields = {line.split(":")[0]: line.split()[1:2] for line in f}
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             name = f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:80]
     except OSError:
         return None
-    return hwm, name
+    kib = [int((fields.get(k) or ["0"])[0]) * 1024 for k in ("VmHWM", "RssAnon")]
+    return kib[0], kib[1], name
 
 
 class PeakSampler:
     """Samples the tree under ``root`` every ``interval`` seconds in a thread; :attr:`peaks` maps
-    pid -> (peak bytes, command line) for every process seen."""
+    pid -> (peak resident bytes, peak private (anonymous) bytes as sampled, command line) for every
+    process seen."""
 
     def __init__(self, root: int, interval: float = 0.2) -> None:
         self.root, self.interval = root, interval
-        self.peaks: dict[int, tuple[int, str]] = {}
+        self.peaks: dict[int, tuple[int, int, str]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -62,8 +66,10 @@ class PeakSampler:
                 pid = todo.pop()
                 todo += kids.get(pid, [])
                 got = _peak_and_name(pid)
-                if got is not None and got[0] >= self.peaks.get(pid, (0, ""))[0]:
-                    # a Ray worker renames itself (ray::PosterWorker.tile) once it runs a task: keep that name
-                    name = got[1] if got[1].startswith("ray::") or pid not in self.peaks else self.peaks[pid][1]
-                    self.peaks[pid] = (got[0], name)
+                if got is None:
+                    continue
+                hwm, anon, name = got
+                old = self.peaks.get(pid, (0, 0, name))
+                # a Ray worker renames itself (ray::PosterWorker) once it runs a task: keep that name
+                self.peaks[pid] = (max(hwm, old[0]), max(anon, old[1]), name if name.startswith("ray::") else old[2])
             self._stop.wait(self.interval)
