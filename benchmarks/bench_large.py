@@ -223,8 +223,9 @@ def _job(inputs: Path, out: Path, run_id: str, style: str, extra: list[str]) -> 
     return wall, peaks, json.loads((out / "_runs" / f"{run_id}.json").read_text())
 
 
-def _written_once(out: Path, run_id: str, name: str, size: tuple[int, int]) -> None:
-    """The invariants: one ok metrics row, one output of the input's size, no temp file left."""
+def _written_once(out: Path, run_id: str, name: str, size: tuple[int, int]) -> float:
+    """The invariants: one ok metrics row, one output of the input's size, no temp file left. Returns
+    the row's stylize_ms (a poster's: its tiles' summed)."""
     import pyarrow.parquet as pq
 
     rows = pq.read_table(str(out / "_metrics" / f"run_id={run_id}")).to_pylist()
@@ -237,6 +238,7 @@ def _written_once(out: Path, run_id: str, name: str, size: tuple[int, int]) -> N
           + ("ok" if ok else "WRONG"), flush=True)
     if not ok:
         failed.append(f"{run_id} invariants")
+    return float(rows[0]["stylize_ms"]) if rows else float("nan")
 
 
 def _print_peaks(peaks: PeakSampler, top: int = 4) -> None:
@@ -262,16 +264,29 @@ def poster(side: int, style: str, split_pixels: int, actors: str) -> None:
         t_small, peaks_small, _ = _job(root / "small", root / "out_small", "small", style, extra)
         print(f"2 MP (1732x1155), one actor call: {t_small:.1f} s", flush=True)
         _print_peaks(peaks_small)
-        _written_once(root / "out_small", "small", "2mp.png", (1732, 1155))
+        ms_small = _written_once(root / "out_small", "small", "2mp.png", (1732, 1155))
         flags = ["--split-pixels", str(split_pixels), "--max-pixels", str(max(64_000_000, side * side)), *extra]
         t_large, peaks_large, summary = _job(root / "large", root / "out_large", "poster", style, flags)
         print(f"{side}x{side} ({side * side / 1e6:.1f} MP), --split-pixels {split_pixels}: {t_large:.1f} s; "
               f"posters {summary.get('posters')}", flush=True)
         _print_peaks(peaks_large)
-        _written_once(root / "out_large", "poster", "poster.png", (side, side))
-        per_small, per_large = t_small / (1732 * 1155 / 1e6), t_large / (side * side / 1e6)
-        print(f"  time per MP (job start included): 2 MP {per_small:.2f} s, {side} px {per_large:.2f} s", flush=True)
-        check(f"{side} px poster / 2 MP time per MP", per_large / per_small, GOAL_POSTER_RATIO)
+        ms_large = _written_once(root / "out_large", "poster", "poster.png", (side, side))
+        mp_small, mp_large = 1732 * 1155 / 1e6, side * side / 1e6
+        per_small, per_large = t_small / mp_small, t_large / mp_large
+        print(f"  wall per MP (job start included): 2 MP {per_small:.2f} s, {side} px {per_large:.2f} s", flush=True)
+        check(f"{side} px poster / 2 MP wall per MP, job start included", per_large / per_small, GOAL_POSTER_RATIO,
+              judged=False)
+        # Judged: the network's time per MP (the 2 MP image's stylize_ms in one actor call against the
+        # poster's tiles summed): job start, which favours the large image, left out.
+        print(f"  stylize time per MP: 2 MP {ms_small / 1000 / mp_small:.2f} s, {side} px "
+              f"{ms_large / 1000 / mp_large:.2f} s", flush=True)
+        check(f"{side} px poster / 2 MP stylize time per MP", (ms_large / mp_large) / (ms_small / mp_small),
+              GOAL_POSTER_RATIO)
+        posters = summary.get("posters") or {}
+        if posters.get("wall_s"):  # the poster phase's wall against (tiles / actors) x tile time
+            ideal = posters["tile_s"] / posters["actors"]
+            print(f"  poster phase {posters['wall_s']:.1f} s; its tiles' time / actors {ideal:.1f} s "
+                  f"(ratio {posters['wall_s'] / ideal:.2f}: decode, statistics and the writer's join outside the tiles)")
 
 
 def main() -> int:
