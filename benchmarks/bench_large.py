@@ -228,6 +228,7 @@ def _written_once(out: Path, run_id: str, name: str, size: tuple[int, int]) -> f
     the row's stylize_ms (a poster's: its tiles' summed)."""
     import pyarrow.parquet as pq
 
+    Image.MAX_IMAGE_PIXELS = None  # this check opens outputs the job was told to make (a 268 MP poster)
     rows = pq.read_table(str(out / "_metrics" / f"run_id={run_id}")).to_pylist()
     files = [p for p in (out / "poster").rglob("*") if p.is_file()]
     with Image.open(files[0]) if len(files) == 1 else contextlib.nullcontext() as img:
@@ -243,8 +244,8 @@ def _written_once(out: Path, run_id: str, name: str, size: tuple[int, int]) -> f
 
 def _print_peaks(peaks: PeakSampler, top: int = 4) -> None:
     ranked = sorted(peaks.peaks.items(), key=lambda kv: -kv[1][0])
-    print(f"  peak RSS per process ({len(ranked)} processes), largest {top} (resident, of it private):")
-    for pid, (peak, anon, name) in ranked[:top]:
+    print(f"  peak RSS per process ({len(ranked)} processes), the driver and the largest {top} (resident, of it private):")
+    for pid, (peak, anon, name) in [(peaks.root, peaks.peaks.get(peaks.root, (0, 0, "driver"))), *ranked[:top]]:
         print(f"    {peak / 2**30:6.2f} GiB  {anon / 2**30:6.2f} GiB  pid {pid}  {name}")
 
 

@@ -195,6 +195,14 @@ def probe_size(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: i
     return (height, width), decoded_size(height, width, max_side)
 
 
+def allow_pixels(max_pixels: int) -> None:
+    """Raise Pillow's own process-wide bomb limit (``Image.MAX_IMAGE_PIXELS``, 89 MP by default, an
+    error above twice that) to ``max_pixels`` where it is lower, so that it refuses nothing a job's
+    ``--max-pixels`` allows: the jobs' workers call this with their setting. Only ever raised."""
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
 def decoded_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
     """The (height, width) an image of this (oriented) size decodes to under ``max_side``."""
     target = _max_side_size(width, height, max_side)

@@ -15,7 +15,7 @@ import torch
 from stylize_core.builder import SetupError
 from stylize_core.color import blend, preserve_color
 from stylize_core.image_formats import PixelFormat, decode_image_full, network_input
-from stylize_core.image_io import ImageDecodeError, decoded_size
+from stylize_core.image_io import ImageDecodeError, allow_pixels, decoded_size
 from stylize_core.poster import area_thumbnail, padded_input, plan_poster, record_stats, run_tile
 from stylize_core.poster_plan import PosterPlan
 from stylize_core.tile_budget import tile_side
@@ -82,6 +82,7 @@ class PosterActor(StylizeActor):
         meta = PosterInput()
         try:
             self._ready()
+            allow_pixels(self.settings.max_pixels)
             data = read_bytes(uri, self.settings.storage_options)
             meta.input_bytes = len(data)
             decoded = decode_image_full(data, max_pixels=self.settings.max_pixels, max_side=self.settings.max_side)

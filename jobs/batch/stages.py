@@ -14,7 +14,7 @@ import numpy as np
 
 # Pillow + NumPy only: these stages run in CPU task workers that must not pay for importing torch.
 from stylize_core.image_formats import PixelFormat, decode_image_full, encode_image_full, pack_pixels, unpack_pixels
-from stylize_core.image_io import FORMAT_EXTENSIONS, ImageDecodeError, probe_size
+from stylize_core.image_io import FORMAT_EXTENSIONS, ImageDecodeError, allow_pixels, probe_size
 from stylize_core.masks import MaskError, check_size, decode_mask, fit_mask, region_weights
 
 from jobs.batch.settings import JobSettings
@@ -93,6 +93,7 @@ def read_decode(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str
     :class:`stylize_core.image_formats.PixelFormat` as bytes), empty for plain 8-bit RGB inputs, so those
     rows carry nothing new."""
     opts = settings.storage_options
+    allow_pixels(settings.max_pixels)  # a --max-pixels above Pillow's own limit: Pillow must not refuse
     uris = [str(u) for u in batch["uri"]]
     rel_paths = [str(r) for r in batch["rel_path"]]
     idx = batch.get("idx")

@@ -51,6 +51,14 @@ def test_max_pixels_still_refuses_and_max_side_decides_first(tmp_path):
     assert rows["big.png"]["status"] == "ok"
 
 
+def test_a_max_pixels_above_pillows_own_limit_is_what_counts(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # Pillow would refuse 60,000 pixels (> 2 x 10,000)
+    rows = _read(tmp_path, {"big.png": _png(200, 300)}, split_pixels=40_000, max_pixels=100_000)
+    assert rows["big.png"]["status"] == POSTER
+    rows = _read(tmp_path, {"big.png": _png(200, 300)}, max_pixels=100_000)
+    assert rows["big.png"]["status"] == "ok"
+
+
 def test_split_pixels_is_validated():
     with pytest.raises(ValueError, match="below one tile"):
         JobSettings(styles={"s": "x.pth"}, split_pixels=1000)
