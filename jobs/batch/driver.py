@@ -2,7 +2,8 @@
 
 Lists the inputs, streams them through Ray Data (read/decode tasks -> stylize actor pool ->
 encode/write tasks), writes one metrics row per input x style as Parquet, then a run summary and
-a contact sheet. Exit status: 0 when the error rate is within --max-error-rate, 1 when it is not,
+a contact sheet. Inputs above --split-pixels run after the stream as posters, their tiles spread over
+a pool of actors (:mod:`jobs.batch.poster`); their rows go through the same ledger. Exit status: 0 when the error rate is within --max-error-rate, 1 when it is not,
 2 when the job could not run at all (bad input prefix, unloadable checkpoint, ...).
 """
 
