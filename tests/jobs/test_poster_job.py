@@ -145,3 +145,18 @@ def test_a_16_bit_rgba_poster_keeps_its_alpha_and_its_depth(tmp_path):
     colour = got[:, :, :3][alpha > 0]
     assert len(np.unique(colour)) > 2 * len(np.unique(colour // 257))  # stylised in float, not through 8 bits
     assert np.abs(colour.astype(np.float64) - rgb[:, :, ::-1][alpha > 0]).mean() / 257 > 10  # and stylised
+
+
+def test_a_poster_whose_actor_cannot_restart_is_an_error_row(photos, tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "poster.png").write_bytes((photos / "poster.png").read_bytes())
+    log, marker = tmp_path / "tiles.log", tmp_path / "crashed"
+    monkeypatch.setattr(poster, "POSTER_ACTOR", crashing_poster_actor(str(log), str(marker), crash_tile=1))
+    out = tmp_path / "out"
+    summary = stylize.run(stylize.parse_args(["--input", str(src), "--output", str(out), "--run-id", "lost",
+                                              "--split-pixels", "40000", "--max-actor-crashes", "0", *COMMON]))
+    row = _rows(out, "lost")["poster.png"]  # exactly one row: the input is not lost
+    assert (row["status"], row["error_type"]) == ("error", "stylize_error") and "tile" in row["error"], row
+    assert summary["counts"] == {"error": 1} and marker.exists()
+    assert not (out / "demo" / "poster.png").exists() and not [p for p in out.rglob(".tmp*")]
