@@ -168,6 +168,47 @@ def decode_guarded(
     return made, full, target
 
 
+def probe_size(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None
+               ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """From the header alone (nothing decoded): the file's (height, width) after EXIF orientation, and
+    the (height, width) :func:`decode_guarded` would decode it to under ``max_side``. The same guards
+    first: an empty file, an unreadable header, a zero side or more than ``max_pixels`` raise the same
+    ``ImageDecodeError`` subclasses a full decode would."""
+    if not data:
+        raise EmptyImageError("empty input: 0 bytes")
+    data = bytes(data)
+    try:
+        img = Image.open(io.BytesIO(data), formats=_openable_formats())  # lazy: header only
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every decoder failure becomes a typed error
+        raise classify(exc, data, max_pixels) from exc
+    with img:
+        width, height = img.size
+        if width <= 0 or height <= 0:
+            raise EmptyImageError(f"image has a zero dimension: {width}x{height}")
+        if width * height > max_pixels:
+            raise DecompressionBombError(
+                f"image has {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}")
+        if _swaps_axes(img):
+            width, height = height, width
+    return (height, width), decoded_size(height, width, max_side)
+
+
+def allow_pixels(max_pixels: int) -> None:
+    """Raise Pillow's own process-wide bomb limit (``Image.MAX_IMAGE_PIXELS``, 89 MP by default, an
+    error above twice that) to ``max_pixels`` where it is lower, so that it refuses nothing a job's
+    ``--max-pixels`` allows: the jobs' workers call this with their setting. Only ever raised."""
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def decoded_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
+    """The (height, width) an image of this (oriented) size decodes to under ``max_side``."""
+    target = _max_side_size(width, height, max_side)
+    return (height, width) if target is None else (target[1], target[0])
+
+
 def encode_image(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
     """Encode an (H, W, 3) uint8 RGB array as ``jpeg``, ``png``, ``webp`` or ``tiff`` bytes.
 

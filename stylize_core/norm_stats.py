@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -134,3 +135,26 @@ class SharedStats:
             old_mean, _ = self.stats[layer]
             self.stats[layer] = (mean.to(old_mean), var.to(old_mean))
         self._sums.clear()
+
+    # --- between processes -----------------------------------------------------------------------
+
+    def export(self, net: nn.Module) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every norm layer's (mean, var) in :func:`norm_layers` order, as float32 NumPy arrays: what
+        another process holding the same network :meth:`load`\ s (the layers themselves do not travel)."""
+        layers = norm_layers(net)
+        if set(layers) != set(self.stats):
+            raise RuntimeError("these statistics are not this network's: record them with it first")
+        return [tuple(t.detach().float().cpu().numpy() for t in self.stats[m]) for m in layers]  # type: ignore[misc]
+
+    @classmethod
+    def load(cls, net: nn.Module, arrays: list[tuple[np.ndarray, np.ndarray]], device: torch.device | str = "cpu"
+             ) -> SharedStats:
+        """Statistics :meth:`export` made from the same network (in another process), for ``net``."""
+        layers = norm_layers(net)
+        if len(layers) != len(arrays):
+            raise ValueError(f"{len(arrays)} layers of statistics for a network with {len(layers)} norm layers")
+        shared = cls()
+        for m, (mean, var) in zip(layers, arrays):
+            shared.stats[m] = (torch.as_tensor(mean, device=device), torch.as_tensor(var, device=device))
+        return shared
+

@@ -80,6 +80,13 @@ class Window:
         return _floor4(self.own_lo), _floor4(self.own_hi)
 
 
+def thumbnail_size(height: int, width: int, pixels: int) -> tuple[int, int]:
+    """The (height, width) of the thumbnail whose statistics tiles share: at most ``pixels``, the
+    image's aspect, sides multiples of 4 of at least 16 (an image of such sides that is small enough: its own)."""
+    scale = min(1.0, math.sqrt(pixels / (height * width)))
+    return max(SIZE_MULTIPLE * 4, _floor4(height * scale)), max(SIZE_MULTIPLE * 4, _floor4(width * scale))
+
+
 def min_tile(margin: int = DEFAULT_MARGIN, feather: int = DEFAULT_FEATHER) -> int:
     """The smallest tile side: twice the overlap of two tiles, so a tile's two cross-fades never meet."""
     return 2 * (2 * margin + feather)
@@ -228,8 +235,7 @@ class TiledNetwork:
     def thumbnail(self, x: torch.Tensor) -> torch.Tensor:
         """(1, C, h, w): ``x`` area-averaged to at most ``thumbnail_pixels``, sides multiples of 4."""
         h, w = x.shape[-2:]
-        scale = min(1.0, math.sqrt(self.thumbnail_pixels / (h * w)))
-        size = (max(SIZE_MULTIPLE * 4, _floor4(h * scale)), max(SIZE_MULTIPLE * 4, _floor4(w * scale)))
+        size = thumbnail_size(h, w, self.thumbnail_pixels)
         if size == (h, w):
             return x
         return F.interpolate(x.float(), size=size, mode="area").to(x.dtype)

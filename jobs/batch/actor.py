@@ -28,7 +28,7 @@ from jobs.common import ray_runtime
 from jobs.common.planning import ActorPlan
 from jobs.common.stylizer_spec import run_stylizer_spec
 from jobs.batch.settings import JobSettings
-from jobs.batch.stages import EMPTY_IMAGE, MASK_ONE, SETUP_ERROR, encode_write, read_decode
+from jobs.batch.stages import EMPTY_IMAGE, MASK_ONE, POSTER, SETUP_ERROR, encode_write, read_decode
 from jobs.common.metrics_schema import READ, STYLIZE, StageRows, blank_rows, stage_keys
 from jobs.common.storage import read_bytes
 
@@ -254,7 +254,7 @@ class StylizeActor:
                 if not isinstance(res, Exception) and res is not None and style not in regions:
                     res = _masked(batch, i, labels.index(style), res)
                 row_status, etype, err = status[i], str(batch["error_type"][i]), str(batch["error"][i])
-                if row_status == "ok" and style not in todo[i]:
+                if row_status in ("ok", POSTER) and style not in todo[i]:
                     row_status = "skipped"
                 elif isinstance(res, Exception):
                     etype = getattr(res, "error_type", "stylize_error")  # too_large: an output over --max-pixels

@@ -2,7 +2,8 @@
 
 Lists the inputs, streams them through Ray Data (read/decode tasks -> stylize actor pool ->
 encode/write tasks), writes one metrics row per input x style as Parquet, then a run summary and
-a contact sheet. Exit status: 0 when the error rate is within --max-error-rate, 1 when it is not,
+a contact sheet. Inputs above --split-pixels run after the stream as posters, their tiles spread over
+a pool of actors (:mod:`jobs.batch.poster`); their rows go through the same ledger. Exit status: 0 when the error rate is within --max-error-rate, 1 when it is not,
 2 when the job could not run at all (bad input prefix, unloadable checkpoint, ...).
 """
 
@@ -17,17 +18,20 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.batch.contact_sheet import contact_sheet_png
 from jobs.batch.settings import JobSettings, parse_args
-from jobs.batch.stages import SETUP_ERROR, encode_write, read_decode
+from jobs.batch import poster
+from jobs.batch.stages import POSTER, SETUP_ERROR, encode_write, read_decode
 from jobs.batch.staging import StagedManifest, stage_inputs, staging_prefix
 from jobs.common import ray_runtime
 from jobs.common.checkpoints import (check_style_blobs, input_unusable, read_style_blobs, start_style_encoding, stop,
                                      style_encodings)
 from jobs.common.metrics import MetricsWriter, PairLedger, RunCounts, to_table
+from jobs.common.metrics_schema import SCHEMA
 from jobs.common.outcome import JobError, plain_output, run_main
 from jobs.common.planning import ActorPlan, plan_actors
 from jobs.common.progress import Progress
@@ -71,8 +75,9 @@ def _written_on_failure(batches: Iterator[pa.Table], settings: JobSettings, writ
 
 def _render(settings: JobSettings, staged: StagedManifest, plan: ActorPlan, fused: bool,
             on_rows: Callable[[pa.Table], None] | None, encodings: StyleEncodings | None = None
-            ) -> tuple[RunCounts, MetricsWriter]:
-    """Stream the staged manifest through the pipeline; every (input, style) pair counted once."""
+            ) -> tuple[RunCounts, MetricsWriter, dict | None]:
+    """Stream the staged manifest through the pipeline, then the posters it held back (--split-pixels,
+    :mod:`jobs.batch.poster`); every (input, style) pair counted once. Returns the poster phase's summary too."""
     opts = settings.storage_options
     writer = MetricsWriter(settings.output, settings.run_id, opts)
     counts = RunCounts()
@@ -80,6 +85,19 @@ def _render(settings: JobSettings, staged: StagedManifest, plan: ActorPlan, fuse
     ledger = PairLedger(staged.rows, styles)
     expected = staged.rows * len(styles)
     progress = Progress("[stylize]", expected, enabled=not settings.quiet)
+    held: list[dict] = []  # the rows of inputs that run as posters, until they have run
+
+    def take(table: pa.Table, idx: np.ndarray) -> None:
+        # A retried block must not count twice: keep the first row per (input, style).
+        fresh = ledger.first_seen(idx, table["style"])
+        if not fresh.all():
+            table = table.filter(pa.array(fresh))
+        writer.add(table)
+        counts.add(table, keep_examples=settings.contact_sheet)
+        if on_rows is not None:
+            on_rows(table)
+        progress.update(counts.rows, counts.by_status["error"])
+
     if staged.rows:
         attempts = ray_runtime.attempt_ledger()  # held for the whole stream, then released
         parts, filesystem = arrow_paths(list(staged.parts), opts)
@@ -106,20 +124,26 @@ def _render(settings: JobSettings, staged: StagedManifest, plan: ActorPlan, fuse
         for batch in batches:
             table = to_table(batch)
             _raise_setup_error(table)
-            # A retried block must not count twice: keep the first row per (input, style).
-            fresh = ledger.first_seen(batch["idx"].to_numpy(), table["style"])
-            if not fresh.all():
-                table = table.filter(pa.array(fresh))
-            writer.add(table)
-            counts.add(table, keep_examples=settings.contact_sheet)
-            if on_rows is not None:
-                on_rows(table)
-            progress.update(counts.rows, counts.by_status["error"])
+            idx = np.asarray(batch["idx"].to_numpy())
+            deferred = pc.equal(table["status"], POSTER).to_numpy(zero_copy_only=False)
+            if deferred.any():
+                held += [{**row, "idx": int(i)} for row, i in zip(table.filter(pa.array(deferred)).to_pylist(), idx[deferred])]
+                table, idx = table.filter(pa.array(~deferred)), idx[~deferred]
+            take(table, idx)
+    posters = None
+    if held:
+        phase = poster.PosterPhase(settings, plan, encodings, env=malloc_env())
+        try:
+            phase.run(list(poster.posters_of(held)),
+                      lambda rows: take(pa.Table.from_pylist(rows, schema=SCHEMA), np.array([r["idx"] for r in rows])))
+        finally:
+            phase.close()
+        posters = phase.stats.summary()
     progress.close()
     writer.flush()
     if counts.rows != expected or ledger.seen != expected:
         raise JobError(f"accounting mismatch: {expected} input x style pairs listed but {counts.rows} rows came back")
-    return counts, writer
+    return counts, writer, posters
 
 
 def run(
@@ -197,7 +221,7 @@ def _finish(settings: JobSettings, staged: StagedManifest, blobs: dict[str, byte
     _log(f"run {settings.run_id}: {staged.rows} inputs x {len(styles)} style(s) -> {settings.output}")
     ray_runtime.configure_data()
     fused = settings.stages == "fused" or (settings.stages == "auto" and not plan.gpus_per_actor)
-    counts, writer = _render(settings, staged, plan, fused, on_rows, encodings)
+    counts, writer, posters = _render(settings, staged, plan, fused, on_rows, encodings)
     swept = _sweep_interrupted_writes(settings, styles, started)
 
     wall = time.time() - started
@@ -232,6 +256,7 @@ def _finish(settings: JobSettings, staged: StagedManifest, blobs: dict[str, byte
                        "torch_threads": plan.torch_threads, "reason": plan.reason},
         "gpus_per_actor": plan.gpus_per_actor,
         "stages": "fused" if fused else "split",
+        "posters": posters,  # --split-pixels: inputs, tiles, actors (jobs.batch.poster)
         "metrics_files": writer.files,
         # adain, predict: what the run derived from its style images, once, for every actor
         "style_encodings": encodings.summary() if encodings is not None else None,

@@ -12,7 +12,7 @@ from jobs.common import cli_settings
 from jobs.common.cli_settings import option, pairs_to_mapping, split_csv
 from jobs.common.mask_settings import MaskMode, mask_feather_option, mask_mode_option
 from jobs.common.run_settings import (DEFAULT_MAX_ERROR_RATE, Background, background_option, DEFAULT_MAX_SIDE, DEMO_MAX_ERROR_RATE,
-                                      GROUP_IO, GROUP_MODEL, GROUP_RAY, STYLE_NAME, RunSettings, default_run_id,
+                                      GROUP_IO, GROUP_MODEL, GROUP_RAY, MIN_TILE_SIDE, STYLE_NAME, RunSettings, default_run_id,
                                       demo_checkpoint, sample_images_dir)
 
 
@@ -72,6 +72,12 @@ class JobSettings(RunSettings):
     stages: Literal["auto", "split", "fused"] = option(
         "auto", "split: decode and encode in CPU tasks beside the actor pool; fused: inside the actors. auto: split for "
         "GPU actors, fused for CPU actors, whose cores those tasks would share", group=GROUP_RAY)
+    split_pixels: int = option(
+        0, "images above N pixels (as decoded) run as posters: their tiles spread over a pool of actors, the "
+        "statistics computed once, one writer joining them (docs/operations/posters.md). 0: off, every image runs "
+        f"in one actor call, which already tiles it within --max-memory; at least {MIN_TILE_SIDE ** 2} "
+        f"({MIN_TILE_SIDE} x {MIN_TILE_SIDE}, the smallest tile). --max-pixels still refuses larger files",
+        metavar="N", group=GROUP_RAY, ge=0)
 
     @property
     def label_styles(self) -> list[str]:
@@ -112,6 +118,19 @@ class JobSettings(RunSettings):
             if not parts or set(parts) - known:
                 raise ValueError(f"--regions {name}: {sorted(set(parts) - known) or 'no parts'} name no style of the "
                                  f"run ({', '.join(sorted(known))})")
+
+    @model_validator(mode="after")
+    def _check_split(self) -> JobSettings:
+        if not self.split_pixels:
+            return self
+        if self.split_pixels < MIN_TILE_SIDE ** 2:
+            raise ValueError(f"--split-pixels {self.split_pixels} is below one tile of {MIN_TILE_SIDE} x "
+                             f"{MIN_TILE_SIDE} ({MIN_TILE_SIDE ** 2}); 0 turns posters off")
+        if self.tileable or self.method != "feedforward" or self.evaluate:
+            what = "--tileable" if self.tileable else "--evaluate" if self.evaluate else f"--method {self.method}"
+            raise ValueError(f"--split-pixels does not combine with {what}: posters run the style networks' tiles "
+                             "with shared statistics, without wrap-around")
+        return self
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> JobSettings:

@@ -14,7 +14,7 @@ import numpy as np
 
 # Pillow + NumPy only: these stages run in CPU task workers that must not pay for importing torch.
 from stylize_core.image_formats import PixelFormat, decode_image_full, encode_image_full, pack_pixels, unpack_pixels
-from stylize_core.image_io import FORMAT_EXTENSIONS, ImageDecodeError
+from stylize_core.image_io import FORMAT_EXTENSIONS, ImageDecodeError, allow_pixels, probe_size
 from stylize_core.masks import MaskError, check_size, decode_mask, fit_mask, region_weights
 
 from jobs.batch.settings import JobSettings
@@ -26,6 +26,9 @@ EMPTY_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
 NO_MASK = np.zeros((0, 0, 0), dtype=np.uint16)
 MASK_ERROR = "mask_error"
 MASK_ONE = 65535  # mask weights travel as uint16: half the bytes of float32, steps of 1/65535 (0.004 grey levels)
+# status of an input the read stage leaves undecoded for the poster phase (jobs.batch.poster): its rows pass
+# through the actor untouched, and the driver writes them once the poster's tiles are joined
+POSTER = "poster"
 # error_type of rows from an actor that could not build its stylizer: the driver stops the run (exit 2)
 SETUP_ERROR = "setup_error"
 
@@ -70,6 +73,17 @@ def read_mask(uri: str, settings: JobSettings, size: tuple[int, int], shape: tup
     return np.stack([np.floor(w * MASK_ONE + 0.5).astype(np.uint16) for w in weights])
 
 
+def poster_size(data: bytes, settings: JobSettings, mask_uri: str) -> tuple[int, int] | None:
+    """The file's (height, width) when the input runs as a poster, else None: ``--split-pixels`` is on,
+    the input has no mask (masked inputs run in one actor call) and it decodes (after ``--max-side``) to
+    more pixels than that. From the header alone; a file the header guards refuse (a bomb over
+    ``--max-pixels``, a corrupt header) raises as a decode would."""
+    if not settings.split_pixels or mask_uri:
+        return None
+    full, decoded = probe_size(data, max_pixels=settings.max_pixels, max_side=settings.max_side)
+    return full if decoded[0] * decoded[1] > settings.split_pixels else None
+
+
 def read_decode(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str, np.ndarray]:
     """uri, rel_path -> one row per input: the decoded image or an error; which styles remain to do.
 
@@ -80,6 +94,7 @@ def read_decode(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str
     :class:`stylize_core.image_formats.PixelFormat` as bytes), empty for plain 8-bit RGB inputs, so those
     rows carry nothing new."""
     opts = settings.storage_options
+    allow_pixels(settings.max_pixels)  # a --max-pixels above Pillow's own limit: Pillow must not refuse
     uris = [str(u) for u in batch["uri"]]
     rel_paths = [str(r) for r in batch["rel_path"]]
     idx = batch.get("idx")
@@ -99,8 +114,12 @@ def read_decode(batch: dict[str, np.ndarray], settings: JobSettings) -> dict[str
             if todo:
                 data = read_bytes(uri, opts)
                 nbytes = len(data)
-                decoded = decode_image_full(data, max_pixels=settings.max_pixels, max_side=settings.max_side)
-                image, size, fmt = pack_pixels(decoded.pixels), decoded.size, decoded.format
+                poster = poster_size(data, settings, mask_uri)
+                if poster is not None:  # tiles over the actor pool (jobs.batch.poster)
+                    status, size = POSTER, poster
+                else:
+                    decoded = decode_image_full(data, max_pixels=settings.max_pixels, max_side=settings.max_side)
+                    image, size, fmt = pack_pixels(decoded.pixels), decoded.size, decoded.format
         except UnsafePathError as exc:
             status, error_type, error = "error", "unsafe_path", str(exc)
         except ImageDecodeError as exc:

@@ -1,0 +1,75 @@
+"""Peak memory of every process of a process tree (a job's driver, its Ray raylet and workers), from
+/proc: each process's VmHWM (the kernel's own high-water mark of its resident set), sampled until it
+exits, so short-lived workers are caught too. Linux only; no psutil.
+
+    from proc_peaks import PeakSampler   # benchmarks/ is on sys.path when a benchmark runs as a script
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(entry))
+    return kids
+
+
+def _peak_and_name(pid: int) -> tuple[int, int, str] | None:
+    """(VmHWM, RssAnon now, command line): the resident peak (shared pages included: libraries, Ray's
+    object store pages the process touched) and the private heap."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            fields = {line.split(":")[0]: line.split()[1:2] for line in f}
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            name = f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:80]
+    except OSError:
+        return None
+    kib = [int((fields.get(k) or ["0"])[0]) * 1024 for k in ("VmHWM", "RssAnon")]
+    return kib[0], kib[1], name
+
+
+class PeakSampler:
+    """Samples the tree under ``root`` every ``interval`` seconds in a thread; :attr:`peaks` maps
+    pid -> (peak resident bytes, peak private (anonymous) bytes as sampled, command line) for every
+    process seen."""
+
+    def __init__(self, root: int, interval: float = 0.2) -> None:
+        self.root, self.interval = root, interval
+        self.peaks: dict[int, tuple[int, int, str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            kids, todo = _children(), [self.root]
+            while todo:
+                pid = todo.pop()
+                todo += kids.get(pid, [])
+                got = _peak_and_name(pid)
+                if got is None:
+                    continue
+                hwm, anon, name = got
+                old = self.peaks.get(pid, (0, 0, name))
+                # a Ray worker renames itself (ray::PosterWorker) once it runs a task: keep that name
+                self.peaks[pid] = (max(hwm, old[0]), max(anon, old[1]), name if name.startswith("ray::") else old[2])
+            self._stop.wait(self.interval)

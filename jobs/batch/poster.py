@@ -1,0 +1,216 @@
+"""The poster phase of the batch job: inputs above ``--split-pixels`` stylised as tiles spread over a
+pool of actors, then joined by one writer per style.
+
+The read stage leaves such an input undecoded (status ``poster``, :func:`jobs.batch.stages.poster_size`)
+and its rows pass through the stream; the driver holds them back and hands them here. Per poster:
+
+1. an actor plans the tiles (:meth:`PosterActor.plan`; cheap), then decodes the input once, pads and
+   cuts it, and records each style's normalisation statistics from its thumbnail
+   (:meth:`PosterActor.prepare`): one small Ray object with the statistics and the pixel format, and one
+   object per tile's input, all owned by the driver;
+2. every tile of every style goes to the pool's actors in turn (:meth:`PosterActor.tile`), each given
+   the shared statistics and its own tile only, and returns its output times its blend weights;
+3. one writer task per style (:func:`write_poster`) sums the tiles band by band
+   (:func:`stylize_core.poster_plan.assemble`), encodes with the input's pixel format (alpha, 16 bits,
+   profile) and writes atomically, as the encode stage does;
+4. the rows of the poster's styles are answered here: ok, or an error with its reason.
+
+The actors restart after a crash and Ray retries only the calls they had not answered
+(:func:`jobs.common.ray_actors.start_actors`): a tile already returned is not run again. The driver
+holds handles and the tiles' timings, never pixels.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stylize_core.image_formats import encode_image_full
+from stylize_core.poster_plan import PosterPlan, assemble
+
+from jobs.batch.settings import JobSettings
+from jobs.batch.stages import output_key
+from jobs.common import ray_actors, ray_runtime
+from jobs.common.planning import ActorPlan
+from jobs.common.run_settings import background_rgb
+from jobs.common.storage import redact, write_bytes_atomic
+
+# The actor class, by name: the actors import it (and torch); the driver never does. Tests hand in a class.
+POSTER_ACTOR: str | type = "jobs.batch.poster_actor:PosterActor"
+POSTER_ERROR = "poster_error"
+
+
+class PosterWorker:
+    """The Ray actor: builds ``target`` (a "module:Class" name, imported in the actor, or a class) and
+    forwards the poster calls to it."""
+
+    def __init__(self, target: str | type, **kwargs: Any) -> None:
+        if isinstance(target, str):
+            module, _, name = target.partition(":")
+            target = getattr(importlib.import_module(module), name)
+        self._impl = target(**kwargs)
+
+    def plan(self, *args: Any) -> Any:
+        return self._impl.plan(*args)
+
+    def prepare(self, *args: Any) -> Any:
+        return self._impl.prepare(*args)
+
+    def tile(self, *args: Any) -> Any:
+        return self._impl.tile(*args)
+
+
+@dataclass
+class Poster:
+    """An input held back for the poster phase: its stream rows by style (metrics rows, Parquet names)."""
+
+    idx: int
+    uri: str
+    rel_path: str
+    height: int
+    width: int
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class PosterStats:
+    """What the summary records of the phase."""
+
+    posters: int = 0
+    tiles: int = 0
+    actors: int = 0
+    wall_s: float = 0.0
+    tile_s: float = 0.0  # the tile calls' own time, summed over actors
+    tiles_by_actor: collections.Counter = field(default_factory=collections.Counter)
+
+    def summary(self) -> dict[str, Any]:
+        return {"inputs": self.posters, "tiles": self.tiles, "actors": self.actors,
+                "actors_used": len(self.tiles_by_actor), "tiles_by_actor": dict(self.tiles_by_actor),
+                "wall_s": round(self.wall_s, 3), "tile_s": round(self.tile_s, 3)}
+
+
+class _TileFailed(RuntimeError):
+    error_type = "stylize_error"
+
+
+def write_poster(settings: JobSettings, meta: Any, plan: PosterPlan, style: str, rel_path: str,
+                 tiles: Sequence[Any]) -> dict[str, Any]:
+    """Join a poster's tiles for one style (``tiles``: handles, read one at a time), encode and write
+    atomically. Returns the write stage's columns, or error_type and error; never raises."""
+    start = time.perf_counter()
+    scale = 257.0 if meta.float_pixels else 1.0  # a 16-bit input's output: uint16, as the encode stage gets it
+    dtype = np.uint16 if meta.float_pixels else np.uint8
+
+    def tile(t: int) -> np.ndarray:
+        try:
+            return ray_runtime.result(tiles[t])
+        except Exception as exc:
+            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+            raise _TileFailed(f"tile {t} of {plan.tiles} failed: {type(exc).__name__}: {first}"[:500]) from None
+
+    try:
+        image = assemble(plan, tile, lambda rows: np.rint(np.clip(rows, 0, 255) * scale).astype(dtype))
+        uri = output_key(settings, rel_path, style)
+        data, alpha = encode_image_full(image, meta.format, settings.format, settings.quality,
+                                        background=background_rgb(settings.background))
+        write_bytes_atomic(uri, data, settings.storage_options)
+    except Exception as exc:
+        return {"error_type": getattr(exc, "error_type", "write_error"), "error": redact(f"{type(exc).__name__}: {exc}")}
+    return {"output_uri": uri, "output_bytes": len(data), "alpha": alpha, "out_width": int(image.shape[1]),
+            "out_height": int(image.shape[0]), "encode_ms": (time.perf_counter() - start) * 1000}
+
+
+def _failed(row: dict[str, Any], error_type: str, error: str) -> dict[str, Any]:
+    return {**row, "status": "error", "error_type": error_type, "error": error}
+
+
+def _first_line(exc: BaseException) -> str:
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return redact(f"{type(exc).__name__}: {first}"[:500])
+
+
+class PosterPhase:
+    """The poster phase of one run: a pool of actors, posters one after another."""
+
+    def __init__(self, settings: JobSettings, plan: ActorPlan, encodings: Any = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.stats = PosterStats(actors=max(1, plan.max_actors))
+        self.actors = ray_actors.start_actors(
+            PosterWorker, self.stats.actors, {"target": POSTER_ACTOR, "settings": settings, "plan": plan,
+                                              "encodings": encodings},
+            num_cpus=plan.cpus_per_actor, num_gpus=plan.gpus_per_actor, retries=settings.max_actor_crashes, env=env)
+        self._turn = 0
+
+    def close(self) -> None:
+        ray_actors.stop_actors(self.actors)
+
+    def run(self, posters: Sequence[Poster], on_rows: Callable[[list[dict[str, Any]]], None]) -> None:
+        """Every poster's rows, through ``on_rows`` (one call per poster)."""
+        start = time.perf_counter()
+        for poster in posters:
+            on_rows(self._one(poster))
+            self.stats.posters += 1
+        self.stats.wall_s += time.perf_counter() - start
+
+    def _next_actor(self) -> Any:
+        actor = self.actors[self._turn % len(self.actors)]
+        self._turn += 1
+        return actor
+
+    def _one(self, poster: Poster) -> list[dict[str, Any]]:
+        styles = list(poster.rows)
+        try:
+            first = self.actors[0]
+            plan = ray_actors.results(ray_actors.call(first, "plan", poster.height, poster.width, styles))
+            inputs = ray_actors.call(first, "prepare", poster.uri, plan, styles, returns=1 + plan.tiles)
+            meta = ray_actors.results(inputs[0])
+        except Exception as exc:  # the actors are gone (restarts spent), the network cannot tile
+            return [_failed(row, getattr(exc, "error_type", POSTER_ERROR), _first_line(exc)) for row in poster.rows.values()]
+        if meta.error:
+            return [_failed(row, meta.error_type, meta.error) for row in poster.rows.values()]
+        decoded = {"input_bytes": meta.input_bytes, "decode_ms": meta.decode_ms, "pixel_format": meta.format.label,
+                   "color_profile": meta.format.profile}
+        infos, writers = {}, {}
+        for style in styles:  # every style's tiles queued before the first writer waits for its own
+            outs, infos[style] = [], []
+            for t in range(plan.tiles):
+                out, info = ray_actors.call(self._next_actor(), "tile", inputs[0], inputs[1 + t], style, t, plan,
+                                            returns=2)
+                outs.append(out)
+                infos[style].append(info)
+            writers[style] = ray_runtime.call_remote(write_poster, self.settings, inputs[0], plan, style,
+                                                     poster.rel_path, outs)
+        rows = []
+        for style in styles:
+            row = {**poster.rows[style], **decoded}
+            try:
+                written = ray_actors.results(writers[style])
+                ran = ray_actors.results(infos[style]) if "error" not in written else []
+            except Exception as exc:  # the writer's process died
+                written = {"error_type": POSTER_ERROR, "error": _first_line(exc)}
+            if "error" in written:
+                rows.append(_failed(row, written["error_type"], written["error"]))
+                continue
+            self.stats.tiles += len(ran)
+            self.stats.tile_s += sum(info["ms"] for info in ran) / 1000
+            self.stats.tiles_by_actor.update(info["actor"] for info in ran)
+            rows.append({**row, **written, "status": "ok", "error_type": "", "error": "", "tiles": plan.tiles,
+                         "forward_images": 1, "stylize_ms": sum(info["ms"] for info in ran)})
+        return rows
+
+
+def posters_of(rows: list[dict[str, Any]]) -> Iterator[Poster]:
+    """Posters from their held-back rows (each (input, style) once), in manifest order."""
+    by_idx: dict[int, Poster] = {}
+    for row in rows:
+        poster = by_idx.setdefault(row["idx"], Poster(row["idx"], row["input_uri"], row["rel_path"], row["height"],
+                                                      row["width"]))
+        poster.rows.setdefault(row["style"], dict(row))  # idx stays: the driver counts rows by it
+    yield from (by_idx[i] for i in sorted(by_idx))

@@ -1,0 +1,128 @@
+"""The poster phase's actor (:mod:`jobs.batch.poster`): the stylize actor's stylizer, built the same
+way, answering a poster's plan, its decode and statistics (once per style), and its tiles."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from stylize_core.builder import SetupError
+from stylize_core.color import blend, preserve_color
+from stylize_core.image_formats import PixelFormat, decode_image_full, network_input
+from stylize_core.image_io import ImageDecodeError, allow_pixels, decoded_size
+from stylize_core.poster import area_thumbnail, padded_input, plan_poster, record_stats, run_tile
+from stylize_core.poster_plan import PosterPlan
+from stylize_core.tile_budget import tile_side
+from stylize_core.tiled_forward import TiledForward
+from stylize_core.tiling import min_tile, thumbnail_size
+
+from jobs.batch.actor import StylizeActor
+from jobs.batch.settings import JobSettings
+from jobs.common.planning import ActorPlan
+from jobs.common.ray_actors import actor_id
+from jobs.common.storage import read_bytes, redact
+from stylize_core.style_encoding import StyleEncodings
+
+
+@dataclass
+class PosterInput:
+    """What the decoding call gives every tile and the writer (one small Ray object per poster): the
+    input's pixel format, each style's statistics, whether the pixels are float (a 16-bit input), or the
+    error that stopped it."""
+
+    format: PixelFormat = field(default_factory=PixelFormat)
+    stats: dict[str, Any] = field(default_factory=dict)
+    float_pixels: bool = False
+    input_bytes: int = -1
+    decode_ms: float = float("nan")
+    error_type: str = ""
+    error: str = ""
+
+
+class PosterActor(StylizeActor):
+    """A stylize actor (the same construction: threads, stylizer, setup errors) taking poster calls."""
+
+    def __init__(self, settings: JobSettings, plan: ActorPlan, encodings: StyleEncodings | None = None) -> None:
+        super().__init__(settings, plan, encodings=encodings)
+        self._forward = None if self.setup_error else TiledForward(
+            self.stylizer.config, self.stylizer.device, self.stylizer.styles, self.stylizer.models)
+
+    def _ready(self) -> None:
+        if self.setup_error:
+            raise SetupError(self.setup_error)
+
+    def _net(self, style: str) -> torch.nn.Module:
+        return self.stylizer.styles[style].model
+
+    def plan(self, height: int, width: int, styles: list[str]) -> PosterPlan:
+        """The tiles of an input whose file is height x width: --tile when given, else the smaller of
+        the side --split-pixels allows and the largest that fits --max-memory for every style."""
+        self._ready()
+        h, w = decoded_size(height, width, self.settings.max_side)
+        side = self.settings.tile
+        if not side:
+            side = int(math.isqrt(self.settings.split_pixels)) // 4 * 4
+            for style in styles:
+                fits = tile_side(h, w, per_pixel=self._forward.per_pixel(style), budget=self._forward.budget)
+                side = min(side, fits) if fits else side
+            side = max(side, min_tile())
+        return plan_poster(h, w, side)
+
+    def prepare(self, uri: str, plan: PosterPlan, styles: list[str]) -> list[Any]:
+        """[PosterInput, tile 0's input, tile 1's, ...]: the input decoded once, padded and cut, and each
+        style's statistics from its thumbnail (as the in-actor tiling takes them). Never raises: an
+        input that cannot be read or decoded gives its error in the PosterInput and no tiles."""
+        start = time.perf_counter()
+        meta = PosterInput()
+        try:
+            self._ready()
+            allow_pixels(self.settings.max_pixels)
+            data = read_bytes(uri, self.settings.storage_options)
+            meta.input_bytes = len(data)
+            decoded = decode_image_full(data, max_pixels=self.settings.max_pixels, max_side=self.settings.max_side)
+            pixels = network_input(decoded.pixels, self.stylizer)  # a 16-bit input runs in float
+            padded = padded_input(pixels, plan)
+            del pixels
+            for style in styles:
+                thumb = area_thumbnail(padded, thumbnail_size(*plan.padded, self._thumbnail_pixels(style, plan)))
+                meta.stats[style] = record_stats(self._net(style), thumb, self.stylizer.device, self.stylizer.memory_format)
+            tiles: list[Any] = [plan.tile_of(padded, t) for t in range(plan.tiles)]
+            meta.format, meta.float_pixels = decoded.format, padded.dtype == np.float32
+        except ImageDecodeError as exc:
+            meta.error_type, meta.error, tiles = exc.error_type, str(exc), [None] * plan.tiles
+        except FileNotFoundError as exc:
+            meta.error_type, meta.error = "not_found", f"input disappeared before it was read: {exc}"
+            tiles = [None] * plan.tiles
+        except Exception as exc:  # storage, memory, an unsupported network: the rows say why
+            meta.error_type = getattr(exc, "error_type", "poster_error")
+            meta.error, tiles = redact(f"{type(exc).__name__}: {exc}"), [None] * plan.tiles
+        meta.decode_ms = (time.perf_counter() - start) * 1000
+        return [meta, *tiles]
+
+    def _thumbnail_pixels(self, style: str, plan: PosterPlan) -> int:
+        """As stylize_core.tiled_forward: the largest thumbnail one pass fits, at least a tile."""
+        return max(plan.side * plan.side, max(1, self._forward.budget // self._forward.per_pixel(style)))
+
+    def _finish(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The Stylizer's per-pixel finishing (colour, strength), on one tile; the writer clamps."""
+        cfg = self.stylizer.config
+        if cfg.preserve_color:
+            y = preserve_color(y, x)
+        return blend(y, x, cfg.strength)
+
+    def tile(self, meta: PosterInput, tile: np.ndarray, style: str, t: int, plan: PosterPlan
+             ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Tile ``t``'s output for ``style``, times its blend weights, and where and how long it ran."""
+        self._ready()
+        start = time.perf_counter()
+        with self.stylizer._autocast():
+            out = run_tile(self._net(style), tile, meta.stats[style], plan, t, self.stylizer.device,
+                           finish=self._finish, memory_format=self.stylizer.memory_format)
+        return out, {"t": t, "style": style, "actor": actor_id(), "pid": os.getpid(),
+                     "ms": (time.perf_counter() - start) * 1000}

@@ -1,0 +1,126 @@
+"""One image stylised as tiles that may run in different processes (``--split-pixels``,
+:mod:`jobs.batch.poster`): the plan, the padded input and its thumbnail, the thumbnail's
+normalisation statistics (recorded once, then shipped as arrays), and one tile's weighted output.
+
+The same arithmetic as :class:`~stylize_core.tiling.TiledNetwork` with thumbnail statistics, cut
+where processes can share it: the image is reflection-padded to the network's grid as the Stylizer
+pads it, windows come from :func:`~stylize_core.tiling.axis_windows`, the thumbnail is the area
+average :func:`~stylize_core.tiling.thumbnail_size` gives (computed in bands, exactly, so the full
+image is never held as float), and a tile's output is multiplied by its blend weights before it
+leaves, so the writer (:func:`stylize_core.poster_plan.assemble`) only sums.
+
+Style networks only: a network without norm layers runs its tiles on their own, and one whose output
+is larger than its input (super-resolution) is refused (:class:`PosterUnsupported`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .bucketing import network_side, pad_amounts
+from .enhance_net import output_scale
+from .norm_stats import SharedStats, norm_layers
+from .poster_plan import PosterPlan
+from .tiling import axis_windows
+
+Stats = list[tuple[np.ndarray, np.ndarray]] | None  # SharedStats.export(); None: a network without norm layers
+# (y, x) -> y: the Stylizer's per-pixel finishing (preserve colour, strength) of output y of input x
+Finish = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class PosterUnsupported(ValueError):
+    """The network cannot run as a poster's tiles."""
+
+    error_type = "poster_unsupported"
+
+
+def plan_poster(height: int, width: int, side: int) -> PosterPlan:
+    """The tiles of an image of this (decoded) size with tiles of at most ``side`` (a multiple of 4)."""
+    padded = network_side(height), network_side(width)
+    (top, bottom), (left, right) = pad_amounts(height, padded[0]), pad_amounts(width, padded[1])
+    rows, cols = (tuple((w.start, w.length) for w in axis_windows(n, side)) for n in padded)
+    return PosterPlan(height, width, (top, bottom, left, right), side, rows, cols)
+
+
+def padded_input(pixels: np.ndarray, plan: PosterPlan) -> np.ndarray:
+    """(H, W, 3) pixels padded as :func:`stylize_core.bucketing.pad_to` pads (reflection; edge
+    replication where reflection cannot reach)."""
+    if pixels.shape[:2] != (plan.height, plan.width):
+        raise ValueError(f"pixels are {pixels.shape[1]}x{pixels.shape[0]}, the plan {plan.width}x{plan.height}")
+    top, bottom, left, right = plan.pads
+    if not any(plan.pads):
+        return pixels
+    mode = "reflect" if max(top, bottom) < plan.height and max(left, right) < plan.width else "edge"
+    return np.pad(pixels, ((top, bottom), (left, right), (0, 0)), mode=mode)
+
+
+def _area_axis(a: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """Adaptive average along ``axis`` to ``size`` (torch's ``mode="area"``: output i averages input
+    [floor(i n / size), ceil((i + 1) n / size))), in float64 through a cumulative sum."""
+    n = a.shape[axis]
+    i = np.arange(size)
+    lo, hi = (i * n) // size, -(-((i + 1) * n) // size)
+    cs = np.cumsum(a, axis=axis, dtype=np.float64)
+    cs = np.concatenate([np.zeros_like(cs.take([0], axis=axis)), cs], axis=axis)
+    shape = [1] * a.ndim
+    shape[axis] = size
+    return (cs.take(hi, axis=axis) - cs.take(lo, axis=axis)) / (hi - lo).reshape(shape)
+
+
+def area_thumbnail(padded: np.ndarray, size: tuple[int, int], band: int = 256) -> np.ndarray:
+    """(h, w, 3) float32: ``padded`` area-averaged to ``size`` as ``F.interpolate(mode="area")`` does,
+    columns first in bands of ``band`` rows (never the whole image in float), then rows."""
+    narrow = np.concatenate([_area_axis(padded[r : r + band], 1, size[1]) for r in range(0, padded.shape[0], band)])
+    return _area_axis(narrow, 0, size[0]).astype(np.float32)
+
+
+def _batch(pixels: np.ndarray, device: torch.device, memory_format: torch.memory_format) -> torch.Tensor:
+    """(H, W, 3) uint8 or float32 0..255 -> (1, 3, H, W) float32 on ``device``."""
+    x = torch.from_numpy(np.ascontiguousarray(pixels)).to(device).permute(2, 0, 1)[None].float()
+    return x.contiguous(memory_format=memory_format)
+
+
+def check_network(net: nn.Module) -> None:
+    if output_scale(net) != 1:
+        raise PosterUnsupported(f"a network whose output is {output_scale(net)}x its input cannot run as poster tiles")
+
+
+@torch.inference_mode()
+def record_stats(net: nn.Module, thumbnail: np.ndarray, device: torch.device,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> Stats:
+    """Every norm layer's statistics of ``net`` over the (h, w, 3) thumbnail, as arrays (None: no norm layers)."""
+    check_network(net)
+    if not norm_layers(net):
+        return None
+    shared = SharedStats()
+    with shared.recording(net):
+        net(_batch(thumbnail, device, memory_format))
+    return shared.export(net)
+
+
+@torch.inference_mode()
+def run_tile(net: nn.Module, tile: np.ndarray, stats: Stats, plan: PosterPlan, t: int, device: torch.device,
+             finish: Finish | None = None, memory_format: torch.memory_format = torch.contiguous_format
+             ) -> np.ndarray:
+    """Tile ``t``'s output ((length, length, 3) float32, 0..255 before clamping) times its blend weights.
+    ``tile``: its input (:meth:`PosterPlan.tile_of`); ``stats``: :func:`record_stats` of the same network."""
+    check_network(net)
+    (r0, _), (c0, _) = plan.window(t)
+    rows, cols = (axis_windows(n, plan.side) for n in plan.padded)
+    rw = next(w for w in rows if w.start == r0)
+    cw = next(w for w in cols if w.start == c0)
+    x = _batch(tile, device, memory_format)
+    if stats is None:
+        y = net(x)
+    else:
+        with SharedStats.load(net, stats, device).applying(net):
+            y = net(x)
+    y = y.float()
+    if finish is not None:
+        y = finish(y, x)
+    weight = (rw.weight[:, None] * cw.weight[None, :]).to(y.device)
+    return (y[0] * weight).permute(1, 2, 0).contiguous().cpu().numpy()

@@ -1,0 +1,162 @@
+"""One poster across the actor pool (--split-pixels) through the batch job on a local Ray: the output
+equals the in-actor tiled path's, tiles run on several actors, a killed actor re-runs only its own
+unfinished tile, every (input, style) has exactly one metrics row, a corrupt poster is an error row."""
+
+from __future__ import annotations
+
+import collections
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from skimage import data
+
+from jobs.batch import driver as stylize
+from jobs.batch import poster
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = str(REPO / "stylize_core/assets/demo_mosaic.pth")
+# 256 x 320 = 81,920 pixels: above --split-pixels 40,000; tiles of 192 make a 2 x 3 grid
+COMMON = ["--style", f"demo={DEMO}", "--no-metrics", "--quiet", "--tile", "192", "--tile-stats", "thumbnail",
+          "--format", "png", "--device", "cpu", "--actors", "2", "--contact-sheet", "0"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("poster_in")
+    Image.fromarray(data.astronaut()[100:356, 80:400]).save(root / "poster.png")
+    Image.fromarray(data.astronaut()[0:64, 0:64]).save(root / "small.png")  # below the split: the stream's
+    whole = (root / "poster.png").read_bytes()
+    (root / "broken.png").write_bytes(whole[: len(whole) // 2])  # a good header, half its pixels: a poster
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(photos, tmp_path_factory) -> np.ndarray:
+    """The poster stylised in one actor call, tiled there with the same tiles and thumbnail statistics."""
+    src = tmp_path_factory.mktemp("poster_ref_in")
+    (src / "poster.png").write_bytes((photos / "poster.png").read_bytes())
+    out = tmp_path_factory.mktemp("poster_ref_out")
+    summary = stylize.run(stylize.parse_args(["--input", str(src), "--output", str(out), "--run-id", "ref", *COMMON]))
+    assert summary["counts"] == {"ok": 1} and summary["posters"] is None
+    return _read(out / "demo" / "poster.png")
+
+
+def _read(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB")).astype(np.float64)
+
+
+def _rows(out: Path, run_id: str) -> dict[str, dict]:
+    rows = pq.read_table(str(out / "_metrics" / f"run_id={run_id}")).to_pylist()
+    names = [Path(r["rel_path"]).name for r in rows]
+    assert len(names) == len(set(names)), names  # every (input, style) exactly once
+    return dict(zip(names, rows))
+
+
+def test_a_poster_runs_as_tiles_on_several_actors_and_equals_the_in_actor_tiling(photos, reference, tmp_path):
+    out = tmp_path / "out"
+    summary = stylize.run(stylize.parse_args(["--input", str(photos), "--output", str(out), "--run-id", "split",
+                                              "--split-pixels", "40000", *COMMON]))
+    rows = _rows(out, "split")
+    assert set(rows) == {"poster.png", "small.png", "broken.png"}
+    ok = rows["poster.png"]
+    assert ok["status"] == "ok" and ok["tiles"] == 6 and (ok["width"], ok["height"]) == (320, 256)
+    assert (ok["out_width"], ok["out_height"]) == (320, 256) and ok["output_bytes"] > 0 and ok["pixel_format"]
+    assert rows["small.png"]["status"] == "ok" and rows["small.png"]["tiles"] == 1
+    assert (rows["broken.png"]["status"], rows["broken.png"]["error_type"]) == ("error", "truncated")  # the decoder's reason
+    posters = summary["posters"]
+    assert posters["inputs"] == 2 and posters["tiles"] == 6 and posters["actors"] == 2
+    assert posters["actors_used"] == 2 and sorted(posters["tiles_by_actor"].values()) == [3, 3]
+    got = _read(out / "demo" / "poster.png")
+    assert got.shape == reference.shape and reference.std() > 20  # the demo network's output spans the range
+    assert np.abs(got - reference).mean() <= 0.05 and np.abs(got - reference).max() <= 2
+    assert not (out / "demo" / "broken.png").exists()
+    assert not [p for p in out.rglob(".tmp*")]
+
+
+def crashing_poster_actor(log: str, marker: str, crash_tile: int) -> type:
+    """PosterActor whose ``crash_tile`` kills its process once (the marker file), as a lost node would;
+    every tile call logs its start and end (by value to the workers: defined inside a function)."""
+    from jobs.batch.poster_actor import PosterActor
+
+    def tile(self, meta, pixels, style, t, plan):
+        with open(log, "a") as f:
+            f.write(f"start {t} {os.getpid()}\n")
+        if t == crash_tile and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        out = PosterActor.tile(self, meta, pixels, style, t, plan)
+        with open(log, "a") as f:
+            f.write(f"done {t} {os.getpid()}\n")
+        return out
+
+    return type("CrashingPosterActor", (PosterActor,), {"tile": tile})
+
+
+def test_an_actor_killed_mid_image_reruns_only_its_tile(photos, reference, tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "poster.png").write_bytes((photos / "poster.png").read_bytes())
+    log, marker = tmp_path / "tiles.log", tmp_path / "crashed"
+    monkeypatch.setattr(poster, "POSTER_ACTOR", crashing_poster_actor(str(log), str(marker), crash_tile=1))
+    out = tmp_path / "out"
+    summary = stylize.run(stylize.parse_args(["--input", str(src), "--output", str(out), "--run-id", "crash",
+                                              "--split-pixels", "40000", *COMMON]))
+    assert marker.exists()  # the actor did die mid-image
+    events = [line.split() for line in log.read_text().splitlines()]
+    started = collections.Counter(int(t) for kind, t, _ in events if kind == "start")
+    done = collections.Counter(int(t) for kind, t, _ in events if kind == "done")
+    assert done == {t: 1 for t in range(6)}  # every tile finished once: none that had returned ran again
+    assert started == {**{t: 1 for t in range(6)}, 1: 2}  # only the killed tile started twice
+    crashed_pid = next(pid for kind, t, pid in events if kind == "start" and t == "1")
+    assert all(pid != crashed_pid for kind, _, pid in events if kind == "done")  # its process did die
+    rows = _rows(out, "crash")
+    assert rows["poster.png"]["status"] == "ok" and summary["counts"] == {"ok": 1}
+    assert np.abs(_read(out / "demo" / "poster.png") - reference).max() <= 2
+    assert not [p for p in out.rglob(".tmp*")]
+
+
+def test_a_16_bit_rgba_poster_keeps_its_alpha_and_its_depth(tmp_path):
+    import cv2
+
+    from pixel_samples import png16  # tests/pixel_samples.py
+
+    rgb = data.astronaut()[100:356, 80:400].astype(np.uint16) * 257 + (np.arange(320, dtype=np.uint16) % 200)[None, :, None]
+    yy, xx = np.mgrid[0:256, 0:320]
+    alpha = np.clip((120 - np.hypot(yy - 128, xx - 160)) * 4000, 0, 65535).astype(np.uint16)
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "deep.png").write_bytes(png16(rgb, alpha))
+    out = tmp_path / "out"
+    summary = stylize.run(stylize.parse_args(["--input", str(src), "--output", str(out), "--run-id", "deep",
+                                              "--split-pixels", "40000", *COMMON]))
+    row = _rows(out, "deep")["deep.png"]
+    assert row["status"] == "ok" and "16" in row["pixel_format"] and row["alpha"] == "kept", row
+    assert summary["posters"]["inputs"] == 1
+    got = cv2.imread(str(out / "demo" / "deep.png"), cv2.IMREAD_UNCHANGED)
+    assert got.dtype == np.uint16 and got.shape == (256, 320, 4)
+    assert np.array_equal(got[:, :, 3], alpha)  # alpha exactly as it came
+    colour = got[:, :, :3][alpha > 0]
+    assert len(np.unique(colour)) > 2 * len(np.unique(colour // 257))  # stylised in float, not through 8 bits
+    assert np.abs(colour.astype(np.float64) - rgb[:, :, ::-1][alpha > 0]).mean() / 257 > 10  # and stylised
+
+
+def test_a_poster_whose_actor_cannot_restart_is_an_error_row(photos, tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "poster.png").write_bytes((photos / "poster.png").read_bytes())
+    log, marker = tmp_path / "tiles.log", tmp_path / "crashed"
+    monkeypatch.setattr(poster, "POSTER_ACTOR", crashing_poster_actor(str(log), str(marker), crash_tile=1))
+    out = tmp_path / "out"
+    summary = stylize.run(stylize.parse_args(["--input", str(src), "--output", str(out), "--run-id", "lost",
+                                              "--split-pixels", "40000", "--max-actor-crashes", "0", *COMMON]))
+    row = _rows(out, "lost")["poster.png"]  # exactly one row: the input is not lost
+    assert (row["status"], row["error_type"]) == ("error", "stylize_error") and "tile" in row["error"], row
+    assert summary["counts"] == {"error": 1} and marker.exists()
+    assert not (out / "demo" / "poster.png").exists() and not [p for p in out.rglob(".tmp*")]

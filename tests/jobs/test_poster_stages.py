@@ -1,0 +1,67 @@
+"""The read stage's side of --split-pixels (no Ray): which inputs it leaves for the poster phase, and the
+guards that still refuse them; the option's validation."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jobs.batch.settings import JobSettings
+from jobs.batch.stages import POSTER, read_decode
+
+
+def _png(h: int, w: int, orientation: int = 1) -> bytes:
+    img = Image.fromarray(np.zeros((h, w, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", exif=exif)
+    return buf.getvalue()
+
+
+def _read(tmp_path, files: dict[str, bytes], **kw) -> dict[str, dict]:
+    for name, blob in files.items():
+        (tmp_path / name).write_bytes(blob)
+    settings = JobSettings(input=str(tmp_path), output=str(tmp_path / "out"), styles={"s": "x.pth"}, **kw)
+    names = sorted(files)
+    out = read_decode({"uri": np.array([str(tmp_path / n) for n in names]), "rel_path": np.array(names),
+                       "idx": np.arange(len(names))}, settings)
+    return {n: {k: out[k][i] for k in ("status", "error_type", "width", "height", "image")} for i, n in enumerate(names)}
+
+
+def test_inputs_above_the_split_are_left_undecoded_with_their_oriented_size(tmp_path):
+    rows = _read(tmp_path, {"big.png": _png(200, 300), "turned.png": _png(300, 200, orientation=6),
+                            "small.png": _png(100, 100)}, split_pixels=50_000)
+    assert rows["big.png"]["status"] == POSTER and rows["big.png"]["image"].size == 0
+    assert (rows["big.png"]["width"], rows["big.png"]["height"]) == (300, 200)
+    assert rows["turned.png"]["status"] == POSTER  # EXIF 6 turns it: 300 wide, 200 high
+    assert (rows["turned.png"]["width"], rows["turned.png"]["height"]) == (300, 200)
+    assert rows["small.png"]["status"] == "ok" and rows["small.png"]["image"].size
+
+
+def test_max_pixels_still_refuses_and_max_side_decides_first(tmp_path):
+    rows = _read(tmp_path, {"big.png": _png(200, 300)}, split_pixels=40_000, max_pixels=50_000)
+    assert rows["big.png"]["status"] == "error" and rows["big.png"]["error_type"] == "too_large"
+    rows = _read(tmp_path, {"big.png": _png(200, 300)}, split_pixels=40_000, max_side=200)  # 200 x 133: decoded
+    assert rows["big.png"]["status"] == "ok"
+    rows = _read(tmp_path, {"big.png": _png(200, 300)})  # off by default
+    assert rows["big.png"]["status"] == "ok"
+
+
+def test_a_max_pixels_above_pillows_own_limit_is_what_counts(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # Pillow would refuse 60,000 pixels (> 2 x 10,000)
+    rows = _read(tmp_path, {"big.png": _png(200, 300)}, split_pixels=40_000, max_pixels=100_000)
+    assert rows["big.png"]["status"] == POSTER
+    rows = _read(tmp_path, {"big.png": _png(200, 300)}, max_pixels=100_000)
+    assert rows["big.png"]["status"] == "ok"
+
+
+def test_split_pixels_is_validated():
+    with pytest.raises(ValueError, match="below one tile"):
+        JobSettings(styles={"s": "x.pth"}, split_pixels=1000)
+    with pytest.raises(ValueError, match="--tileable"):
+        JobSettings(styles={"s": "x.pth"}, split_pixels=100_000, tileable=True)
+    assert JobSettings(styles={"s": "x.pth"}, split_pixels=36_864).split_pixels == 36_864
