@@ -125,24 +125,10 @@ def decode_guarded(
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
     if max_side is not None and max_side < 0:
         raise ValueError(f"max_side must be positive, None or 0, got {max_side}")
-    if not data:
-        raise EmptyImageError("empty input: 0 bytes")
     data = bytes(data)
-    try:
-        img = Image.open(io.BytesIO(data), formats=_openable_formats())  # lazy: header only
-    except MemoryError:
-        raise  # the process is out of memory; not a property of this file
-    except Exception as exc:  # noqa: BLE001 - every decoder failure becomes a typed error
-        raise classify(exc, data, max_pixels) from exc
+    img = _open_header(data, max_pixels)
     with img:  # closes the parsed file; transposed/converted copies are independent
         width, height = img.size
-        if width <= 0 or height <= 0:
-            raise EmptyImageError(f"image has a zero dimension: {width}x{height}")
-        if width * height > max_pixels:
-            raise DecompressionBombError(
-                f"image has {width}x{height} = {width * height} pixels, "
-                f"more than the limit of {max_pixels}"
-            )
         top = _integer_top(img)
         rawmode = _rawmode(img)
         sample_bits = _sample_bits(img)
@@ -168,28 +154,36 @@ def decode_guarded(
     return made, full, target
 
 
+def _open_header(data: bytes, max_pixels: int) -> Image.Image:
+    """The file opened lazily (its header parsed, no pixels decoded) and guarded: an empty file, an
+    unreadable header, a zero side or more than ``max_pixels`` raise a typed ``ImageDecodeError``."""
+    if not data:
+        raise EmptyImageError("empty input: 0 bytes")
+    try:
+        img = Image.open(io.BytesIO(data), formats=_openable_formats())
+    except MemoryError:
+        raise  # the process is out of memory; not a property of this file
+    except Exception as exc:  # noqa: BLE001 - every decoder failure becomes a typed error
+        raise classify(exc, data, max_pixels) from exc
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        img.close()
+        raise EmptyImageError(f"image has a zero dimension: {width}x{height}")
+    if width * height > max_pixels:
+        img.close()
+        raise DecompressionBombError(f"image has {width}x{height} = {width * height} pixels, more than the limit of "
+                                     f"{max_pixels}")
+    return img
+
+
 def probe_size(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None
                ) -> tuple[tuple[int, int], tuple[int, int]]:
     """From the header alone (nothing decoded): the file's (height, width) after EXIF orientation, and
     the (height, width) :func:`decode_guarded` would decode it to under ``max_side``. The same guards
     first: an empty file, an unreadable header, a zero side or more than ``max_pixels`` raise the same
     ``ImageDecodeError`` subclasses a full decode would."""
-    if not data:
-        raise EmptyImageError("empty input: 0 bytes")
-    data = bytes(data)
-    try:
-        img = Image.open(io.BytesIO(data), formats=_openable_formats())  # lazy: header only
-    except MemoryError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - every decoder failure becomes a typed error
-        raise classify(exc, data, max_pixels) from exc
-    with img:
+    with _open_header(bytes(data), max_pixels) as img:
         width, height = img.size
-        if width <= 0 or height <= 0:
-            raise EmptyImageError(f"image has a zero dimension: {width}x{height}")
-        if width * height > max_pixels:
-            raise DecompressionBombError(
-                f"image has {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}")
         if _swaps_axes(img):
             width, height = height, width
     return (height, width), decoded_size(height, width, max_side)

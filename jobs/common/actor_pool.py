@@ -7,7 +7,7 @@ from typing import Any
 
 import ray
 
-from jobs.common.ray_runtime import runtime_env
+from jobs.common.ray_actors import start_actors
 
 
 class ActorLostError(RuntimeError):
@@ -28,14 +28,8 @@ class ActorTaskPool:
                  num_gpus: float = 0.0, env: dict[str, str] | None = None, retries: int = 2) -> None:
         from ray.util import ActorPool
 
-        options: dict[str, Any] = {"num_cpus": num_cpus, "max_restarts": retries, "max_task_retries": retries}
-        if num_gpus:
-            options["num_gpus"] = num_gpus
-        worker_env = runtime_env(env)
-        if worker_env:
-            options["runtime_env"] = worker_env
-        remote_cls = ray.remote(actor_cls).options(**options)
-        self._actors = [remote_cls.remote(**actor_kwargs) for _ in range(max(1, actors))]
+        self._actors = start_actors(actor_cls, actors, actor_kwargs, num_cpus=num_cpus, num_gpus=num_gpus,
+                                    retries=retries, env=env)
         self._pool = ActorPool(self._actors)
         self._closes = callable(getattr(actor_cls, "close", None))
 

@@ -99,15 +99,22 @@ def crashing_poster_actor(log: str, marker: str, crash_tile: int) -> type:
     return type("CrashingPosterActor", (PosterActor,), {"tile": tile})
 
 
-def test_an_actor_killed_mid_image_reruns_only_its_tile(photos, reference, tmp_path, monkeypatch):
+def _run_with_a_crashing_tile(photos, tmp_path, monkeypatch, run_id: str, *extra: str):
+    """The poster through the job with tile 1's actor killed the first time it runs it: (out, summary,
+    the tiles' start/done log, the marker the crash leaves)."""
     src = tmp_path / "in"
     src.mkdir()
     (src / "poster.png").write_bytes((photos / "poster.png").read_bytes())
     log, marker = tmp_path / "tiles.log", tmp_path / "crashed"
     monkeypatch.setattr(poster, "POSTER_ACTOR", crashing_poster_actor(str(log), str(marker), crash_tile=1))
     out = tmp_path / "out"
-    summary = stylize.run(stylize.parse_args(["--input", str(src), "--output", str(out), "--run-id", "crash",
-                                              "--split-pixels", "40000", *COMMON]))
+    summary = stylize.run(stylize.parse_args(["--input", str(src), "--output", str(out), "--run-id", run_id,
+                                              "--split-pixels", "40000", *extra, *COMMON]))
+    return out, summary, log, marker
+
+
+def test_an_actor_killed_mid_image_reruns_only_its_tile(photos, reference, tmp_path, monkeypatch):
+    out, summary, log, marker = _run_with_a_crashing_tile(photos, tmp_path, monkeypatch, "crash")
     assert marker.exists()  # the actor did die mid-image
     events = [line.split() for line in log.read_text().splitlines()]
     started = collections.Counter(int(t) for kind, t, _ in events if kind == "start")
@@ -148,14 +155,7 @@ def test_a_16_bit_rgba_poster_keeps_its_alpha_and_its_depth(tmp_path):
 
 
 def test_a_poster_whose_actor_cannot_restart_is_an_error_row(photos, tmp_path, monkeypatch):
-    src = tmp_path / "in"
-    src.mkdir()
-    (src / "poster.png").write_bytes((photos / "poster.png").read_bytes())
-    log, marker = tmp_path / "tiles.log", tmp_path / "crashed"
-    monkeypatch.setattr(poster, "POSTER_ACTOR", crashing_poster_actor(str(log), str(marker), crash_tile=1))
-    out = tmp_path / "out"
-    summary = stylize.run(stylize.parse_args(["--input", str(src), "--output", str(out), "--run-id", "lost",
-                                              "--split-pixels", "40000", "--max-actor-crashes", "0", *COMMON]))
+    out, summary, _, marker = _run_with_a_crashing_tile(photos, tmp_path, monkeypatch, "lost", "--max-actor-crashes", "0")
     row = _rows(out, "lost")["poster.png"]  # exactly one row: the input is not lost
     assert (row["status"], row["error_type"]) == ("error", "stylize_error") and "tile" in row["error"], row
     assert summary["counts"] == {"error": 1} and marker.exists()
