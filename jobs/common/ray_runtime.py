@@ -248,6 +248,9 @@ def stylize_dataset(
     lo, hi = actors
     fused = read_fn is None and write_fn is None
     blocks = read_blocks(rows, batch_size if fused else read_batch_size, hi)
+    # No more actors at the start than blocks to give them: each would build its networks for nothing, and
+    # Ray Data warns on the console when a pool's minimum exceeds its inputs. The pool still grows to hi.
+    lo = min(lo, blocks)
     # Paths are ours: no hive directories to parse. One read task per part (Ray Data would otherwise
     # start 2 x CPUs of them for a few kilobytes, and on a small cluster they hold the CPUs while the
     # actor pool is placed: tests/jobs/test_two_node.py saw both actors land on one node); the
