@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .color import blend, preserve_color
+from .color import finish
 from .loss_meter import LossMeter
 from .losses import STATS_EPS, channel_mean_std
 from .stylizer import StyleResult, resolve_device
@@ -255,9 +255,7 @@ class AdaINStylizer:
                 began = time.perf_counter()
                 y = self.forward(content, style, feat).mul(255).clamp_(0, 255)  # (1, 3, H, W) 0..255
                 ref = content * 255
-                if self.keep_color:
-                    y = preserve_color(y, ref)
-                y = blend(y, ref, self.strength).clamp_(0, 255)
+                y = finish(y, ref, keep_color=self.keep_color, strength=self.strength).clamp_(0, 255)
                 result = y.round().to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy()
                 ms = shared_ms + (time.perf_counter() - began) * 1000
                 measured = self.meter is not None and (measure is None or bool(measure[n]))

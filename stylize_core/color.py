@@ -39,3 +39,11 @@ def blend(stylized: torch.Tensor, content: torch.Tensor, strength: float) -> tor
     if strength == 1.0:
         return stylized
     return content.float() + strength * (stylized.float() - content.float())
+
+
+def finish(stylized: torch.Tensor, content: torch.Tensor, *, keep_color: bool, strength: float) -> torch.Tensor:
+    """The per-pixel finishing every feed-forward method gives its output (``--preserve-color``, then
+    ``--strength``), unclamped: (B, 3, H, W) 0..255, ``content`` the input at the output's size."""
+    if keep_color:
+        stylized = preserve_color(stylized, content)
+    return blend(stylized, content, strength)

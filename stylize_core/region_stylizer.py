@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from .adain import AdaINStylizer
 from .checkpoint import StyleModel
-from .color import blend, preserve_color
+from .color import blend
 from .gatys_stylizer import GatysStylizer
 from .guided_gram import optimize_regions
 from .region_identity import region_style_id
@@ -119,9 +119,7 @@ class RegionRenderer:
         xp = F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
         mix, stat = (F.pad(t, (0, pw, 0, ph), mode="replicate") if ph or pw else t for t in (mix, stat))
         y = self._nets[name](xp, mix, stat)[..., :h, :w].clamp(0, 255)
-        if stylizer.config.preserve_color:
-            y = preserve_color(y, x)
-        y = blend(y, x, stylizer.config.strength).clamp(0, 255)
+        y = stylizer.finish(y, x).clamp(0, 255)
         return round_u8(composite_keep(x, y, planes[0]))
 
     def _guided(self, image: np.ndarray, planes: torch.Tensor, parts: Sequence[str]) -> np.ndarray:

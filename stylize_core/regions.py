@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .adain import EPS, AdaINStylizer, StyleStats, to_unit
-from .color import blend, preserve_color
+from .color import finish
 
 
 def as_planes(weights: np.ndarray | torch.Tensor, styles: int) -> torch.Tensor:
@@ -139,8 +139,6 @@ def adain_regions(stylizer: AdaINStylizer, image: np.ndarray, weights: np.ndarra
     t = stylizer.alpha * t + (1 - stylizer.alpha) * feat
     y = stylizer.decoder(t)[..., :h, :w].mul(255).clamp_(0, 255)  # (1, 3, H, W)
     ref = content * 255
-    if stylizer.keep_color:
-        y = preserve_color(y, ref)
-    y = blend(y, ref, stylizer.strength).clamp_(0, 255)
+    y = finish(y, ref, keep_color=stylizer.keep_color, strength=stylizer.strength).clamp_(0, 255)
     y = composite_keep(ref, y, planes[0])
     return y if as_float else round_u8(y)

@@ -20,7 +20,7 @@ import torch
 
 from .bucketing import DEFAULT_MAX_PAD_FRACTION, MIN_SIDE, Batch, crop, pad_to, plan_batches  # noqa: F401
 from .checkpoint import StyleModel
-from .color import blend, preserve_color
+from .color import finish
 from .enhance_net import output_scale
 from .loss_meter import LossMeter, PendingLosses
 from .loss_network import LossNetwork
@@ -200,6 +200,10 @@ class Stylizer:
         pixels //= max(self.scales.values(), default=1) ** 2  # the budget is for OUTPUT pixels
         return plan_batches(shapes, max_batch=cfg.max_batch, max_pixels=pixels, max_pad_fraction=pad)
 
+    def finish(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Output ``y`` of input ``x`` finished as configured (colour, strength), unclamped."""
+        return finish(y, x, keep_color=self.config.preserve_color, strength=self.config.strength)
+
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.config.bf16)
 
@@ -296,10 +300,8 @@ class Stylizer:
                 y, done.tiles[style] = self._forward(style, x, pads)
             y = y.float()
             ref = _upscaled(x, self.scales[style])  # the input at the output's size
-            if self.config.preserve_color:
-                y = preserve_color(y, ref)
-            # pixelwise, so blending the padded batch and cropping later equals blending the crops
-            y = blend(y, ref, self.config.strength).clamp_(0, 255)  # (B, 3, H, W)
+            # pixelwise, so finishing the padded batch and cropping later equals finishing the crops
+            y = self.finish(y, ref).clamp_(0, 255)  # (B, 3, H, W)
             done.outputs[style] = self._download(y, _has_float(images, members))
             small = _downscaled(y, self.scales[style])  # metrics compare with the input, at its size
             done.crops[style] = [crop(small[j : j + 1], pads[j]) for j in measured]  # [(1, 3, h, w)]

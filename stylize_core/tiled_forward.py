@@ -61,6 +61,11 @@ class TiledForward:
         """``tileable`` for this style: enhancement networks pad with zeros and never wrap around."""
         return self.tileable and not self._enhances(style)
 
+    def thumbnail_pixels(self, style: str, side: int = 0) -> int:
+        """Pixels of the thumbnail that statistics are taken from: the largest one pass fits in the
+        budget, and at least one tile of ``side``."""
+        return max(side * side, 1, self.budget // self.per_pixel(style))
+
     def per_pixel(self, style: str) -> int:
         """Modelled activation bytes per INPUT pixel of one forward pass of this style's network."""
         if self._enhances(style):
@@ -128,8 +133,7 @@ class TiledForward:
 
     def _one(self, style: str, x: torch.Tensor, pad: tuple[int, int, int, int]) -> tuple[torch.Tensor, int]:
         net = self._module(style)
-        per_pixel = self.per_pixel(style)
-        thumbnail = max(1, self.budget // per_pixel)  # the largest thumbnail that fits, at least a tile
+        thumbnail = self.thumbnail_pixels(style)
         if self._wraps(style):
             x = crop(x, pad)  # (1, 3, h, w): the image itself, its period
             h, w = x.shape[-2:]

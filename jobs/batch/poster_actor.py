@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from stylize_core.builder import SetupError
-from stylize_core.color import blend, preserve_color
 from stylize_core.image_formats import PixelFormat, decode_image_full, network_input
 from stylize_core.image_io import ImageDecodeError, allow_pixels, decoded_size
 from stylize_core.poster import area_thumbnail, padded_input, plan_poster, record_stats, run_tile
@@ -90,7 +89,8 @@ class PosterActor(StylizeActor):
             padded = padded_input(pixels, plan)
             del pixels
             for style in styles:
-                thumb = area_thumbnail(padded, thumbnail_size(*plan.padded, self._thumbnail_pixels(style, plan)))
+                pixels = self._forward.thumbnail_pixels(style, plan.side)
+                thumb = area_thumbnail(padded, thumbnail_size(*plan.padded, pixels))
                 meta.stats[style] = record_stats(self._net(style), thumb, self.stylizer.device, self.stylizer.memory_format)
             tiles: list[Any] = [plan.tile_of(padded, t) for t in range(plan.tiles)]
             meta.format, meta.float_pixels = decoded.format, padded.dtype == np.float32
@@ -105,17 +105,6 @@ class PosterActor(StylizeActor):
         meta.decode_ms = (time.perf_counter() - start) * 1000
         return [meta, *tiles]
 
-    def _thumbnail_pixels(self, style: str, plan: PosterPlan) -> int:
-        """As stylize_core.tiled_forward: the largest thumbnail one pass fits, at least a tile."""
-        return max(plan.side * plan.side, max(1, self._forward.budget // self._forward.per_pixel(style)))
-
-    def _finish(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The Stylizer's per-pixel finishing (colour, strength), on one tile; the writer clamps."""
-        cfg = self.stylizer.config
-        if cfg.preserve_color:
-            y = preserve_color(y, x)
-        return blend(y, x, cfg.strength)
-
     def tile(self, meta: PosterInput, tile: np.ndarray, style: str, t: int, plan: PosterPlan
              ) -> tuple[np.ndarray, dict[str, Any]]:
         """Tile ``t``'s output for ``style``, times its blend weights, and where and how long it ran."""
@@ -123,6 +112,6 @@ class PosterActor(StylizeActor):
         start = time.perf_counter()
         with self.stylizer._autocast():
             out = run_tile(self._net(style), tile, meta.stats[style], plan, t, self.stylizer.device,
-                           finish=self._finish, memory_format=self.stylizer.memory_format)
+                           finish=self.stylizer.finish, memory_format=self.stylizer.memory_format)
         return out, {"t": t, "style": style, "actor": actor_id(), "pid": os.getpid(),
                      "ms": (time.perf_counter() - start) * 1000}
