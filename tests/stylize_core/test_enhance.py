@@ -238,7 +238,7 @@ def test_evaluate_scores_output_and_baseline():
 
 
 @pytest.mark.parametrize("task", ["sr2", "sr4", "denoise", "deblock"])
-def test_shipped_demo_checkpoints_beat_their_baseline_on_a_held_out_photo(task):
+def test_shipped_demo_checkpoints_meet_their_goal_on_a_held_out_photo(task):
     from pathlib import Path
 
     from stylize_core.enhance_demo import EVAL_PHOTOS, TRAIN_PHOTOS, photo as skimage_photo
@@ -254,4 +254,6 @@ def test_shipped_demo_checkpoints_beat_their_baseline_on_a_held_out_photo(task):
                     .byte()[0].permute(1, 2, 0).numpy() for x in images]
 
     (score,) = evaluate([clean], sm.enhance.degradation, run, keys=["astronaut"])
-    assert score.psnr > score.baseline_psnr + 0.1 and score.ssim > score.baseline_ssim
+    # issue 20's goals on this one crop (measured 2026-12-07: +4.07, +1.68, +4.96, +1.89 dB)
+    goal = {"sr2": 1.5, "sr4": 0.8, "denoise": 3.0, "deblock": 1.0}[task]
+    assert score.psnr > score.baseline_psnr + goal and score.ssim > score.baseline_ssim
