@@ -247,6 +247,7 @@ def _print_peaks(peaks: PeakSampler, top: int = 4) -> None:
     print(f"  peak RSS per process ({len(ranked)} processes), the driver and the largest {top} (resident, of it private):")
     for pid, (peak, anon, name) in [(peaks.root, peaks.peaks.get(peaks.root, (0, 0, "driver"))), *ranked[:top]]:
         print(f"    {peak / 2**30:6.2f} GiB  {anon / 2**30:6.2f} GiB  pid {pid}  {name}")
+    print(f"  object store (/dev/shm) high-water mark: {peaks.shm_peak / 2**20:.0f} MiB")
 
 
 def _small_job(root: Path, style: str, extra: list[str], run_id: str) -> tuple[float, float]:

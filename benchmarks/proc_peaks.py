@@ -40,14 +40,27 @@ def _peak_and_name(pid: int) -> tuple[int, int, str] | None:
     return kib[0], kib[1], name
 
 
+def shm_used(path: str = "/dev/shm") -> int:
+    """Bytes in use on the shared-memory file system, where Ray's object store keeps its objects on
+    Linux (when /dev/shm is larger than the store); 0 where there is none."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
 class PeakSampler:
     """Samples the tree under ``root`` every ``interval`` seconds in a thread; :attr:`peaks` maps
     pid -> (peak resident bytes, peak private (anonymous) bytes as sampled, command line) for every
-    process seen."""
+    process seen; :attr:`shm_peak`: the most bytes /dev/shm held above what it held at the start (the
+    object store's high-water mark, other users of /dev/shm aside)."""
 
     def __init__(self, root: int, interval: float = 0.2) -> None:
         self.root, self.interval = root, interval
         self.peaks: dict[int, tuple[int, int, str]] = {}
+        self._shm_start = shm_used()
+        self.shm_peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -72,4 +85,5 @@ class PeakSampler:
                 old = self.peaks.get(pid, (0, 0, name))
                 # a Ray worker renames itself (ray::PosterWorker) once it runs a task: keep that name
                 self.peaks[pid] = (max(hwm, old[0]), max(anon, old[1]), name if name.startswith("ray::") else old[2])
+            self.shm_peak = max(self.shm_peak, shm_used() - self._shm_start)
             self._stop.wait(self.interval)

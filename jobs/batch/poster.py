@@ -8,11 +8,13 @@ and its rows pass through the stream; the driver holds them back and hands them 
    cuts it, and records each style's normalisation statistics from its thumbnail
    (:meth:`PosterActor.prepare`): one small Ray object with the statistics and the pixel format, and one
    object per tile's input, all owned by the driver;
-2. every tile of every style goes to the pool's actors in turn (:meth:`PosterActor.tile`), each given
-   the shared statistics and its own tile only, and returns its output times its blend weights;
-3. one writer task per style (:func:`write_poster`) sums the tiles band by band
-   (:func:`stylize_core.poster_plan.assemble`), encodes with the input's pixel format (alpha, 16 bits,
-   profile) and writes atomically, as the encode stage does;
+2. one writer task per style (:func:`write_poster`) asks the pool's actors in turn for its tiles
+   (:meth:`PosterActor.tile`, each given the shared statistics and its own tile only, returning its
+   output times its blend weights), in order and at most :data:`TILES_AHEAD_PER_ACTOR` per actor ahead of
+   the tile it is reading (:class:`TileFeed`): the object store holds a few float tiles per style, not
+   the whole image's (12 bytes a pixel: ~3.2 GB at 268 MP);
+3. the writer sums the tiles band by band (:func:`stylize_core.poster_plan.assemble`), encodes with the
+   input's pixel format (alpha, 16 bits, profile) and writes atomically, as the encode stage does;
 4. the rows of the poster's styles are answered here: ok, or an error with its reason.
 
 The actors restart after a crash and Ray retries only the calls they had not answered
@@ -44,6 +46,9 @@ from jobs.common.storage import redact, write_bytes_atomic
 # The actor class, by name: the actors import it (and torch); the driver never does. Tests hand in a class.
 POSTER_ACTOR: str | type = "jobs.batch.poster_actor:PosterActor"
 POSTER_ERROR = "poster_error"
+# How far a writer's tile calls run ahead of the tile it reads, per actor: enough to keep every actor
+# busy while the writer adds a tile, few enough that the tiles' outputs never pile up in the object store.
+TILES_AHEAD_PER_ACTOR = 2
 
 
 class PosterWorker:
@@ -99,31 +104,67 @@ class _TileFailed(RuntimeError):
     error_type = "stylize_error"
 
 
-def write_poster(settings: JobSettings, meta: Any, plan: PosterPlan, style: str, rel_path: str,
-                 tiles: Sequence[Any]) -> dict[str, Any]:
-    """Join a poster's tiles for one style (``tiles``: handles, read one at a time), encode and write
-    atomically. Returns the write stage's columns, or error_type and error; never raises."""
+class TileFeed:
+    """One style's tile outputs for :func:`~stylize_core.poster_plan.assemble`, which reads them once each
+    in order: ``feed(t)`` first starts every tile up to ``t + ahead - 1`` not yet started
+    (``submit(t)`` -> (output handle, info handle)), then reads tile ``t``'s output (``fetch(t, handle)``)
+    and drops its handle. At most ``ahead`` outputs are started and unread at any time; each tile starts once."""
+
+    def __init__(self, tiles: int, ahead: int, submit: Callable[[int], tuple[Any, Any]],
+                 fetch: Callable[[int, Any], np.ndarray]) -> None:
+        self.tiles, self.ahead = tiles, max(1, ahead)
+        self._submit, self._fetch = submit, fetch
+        self._outputs: dict[int, Any] = {}
+        self.infos: list[Any] = []  # the info handles, in tile order
+        self.started = 0
+
+    def __call__(self, t: int) -> np.ndarray:
+        if t not in self._outputs and t < self.started:
+            raise ValueError(f"tile {t} was already read")
+        while self.started < min(self.tiles, t + self.ahead):
+            output, info = self._submit(self.started)
+            self._outputs[self.started] = output
+            self.infos.append(info)
+            self.started += 1
+        return self._fetch(t, self._outputs.pop(t))
+
+
+def write_poster(settings: JobSettings, plan: PosterPlan, style: str, rel_path: str, prepared: Sequence[Any],
+                 actors: Sequence[Any], first_actor: int = 0) -> dict[str, Any]:
+    """One style of a poster: its tiles asked of ``actors`` in turn from ``first_actor`` (``prepared``:
+    the handles :meth:`PosterActor.prepare` returned, the metadata then one per tile's input), joined,
+    encoded and written atomically. Returns the write stage's columns and ``tile_infos`` (each tile's
+    actor and time), or error_type and error; never raises."""
     start = time.perf_counter()
+    try:
+        meta = ray_runtime.result(prepared[0])
+    except Exception as exc:
+        return {"error_type": POSTER_ERROR, "error": _first_line(exc)}
     scale = 257.0 if meta.float_pixels else 1.0  # a 16-bit input's output: uint16, as the encode stage gets it
     dtype = np.uint16 if meta.float_pixels else np.uint8
 
-    def tile(t: int) -> np.ndarray:
-        try:
-            return ray_runtime.result(tiles[t])
-        except Exception as exc:
-            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-            raise _TileFailed(f"tile {t} of {plan.tiles} failed: {type(exc).__name__}: {first}"[:500]) from None
+    def submit(t: int) -> tuple[Any, Any]:
+        actor = actors[(first_actor + t) % len(actors)]
+        return ray_actors.call(actor, "tile", prepared[0], prepared[1 + t], style, t, plan, returns=2)
 
+    def fetch(t: int, handle: Any) -> np.ndarray:
+        try:
+            return ray_runtime.result(handle)
+        except Exception as exc:
+            raise _TileFailed(f"tile {t} of {plan.tiles} failed: {_first_line(exc)}") from None
+
+    feed = TileFeed(plan.tiles, TILES_AHEAD_PER_ACTOR * len(actors), submit, fetch)
     try:
-        image = assemble(plan, tile, lambda rows: np.rint(np.clip(rows, 0, 255) * scale).astype(dtype))
+        image = assemble(plan, feed, lambda rows: np.rint(np.clip(rows, 0, 255) * scale).astype(dtype))
         uri = output_key(settings, rel_path, style)
         data, alpha = encode_image_full(image, meta.format, settings.format, settings.quality,
                                         background=background_rgb(settings.background))
         write_bytes_atomic(uri, data, settings.storage_options)
+        infos = ray_actors.results(feed.infos)
     except Exception as exc:
         return {"error_type": getattr(exc, "error_type", "write_error"), "error": redact(f"{type(exc).__name__}: {exc}")}
     return {"output_uri": uri, "output_bytes": len(data), "alpha": alpha, "out_width": int(image.shape[1]),
-            "out_height": int(image.shape[0]), "encode_ms": (time.perf_counter() - start) * 1000}
+            "out_height": int(image.shape[0]), "encode_ms": (time.perf_counter() - start) * 1000, "tile_infos": infos}
 
 
 def _failed(row: dict[str, Any], error_type: str, error: str) -> dict[str, Any]:
@@ -146,7 +187,6 @@ class PosterPhase:
             PosterWorker, self.stats.actors, {"target": POSTER_ACTOR, "settings": settings, "plan": plan,
                                               "encodings": encodings},
             num_cpus=plan.cpus_per_actor, num_gpus=plan.gpus_per_actor, retries=settings.max_actor_crashes, env=env)
-        self._turn = 0
 
     def close(self) -> None:
         ray_actors.stop_actors(self.actors)
@@ -158,11 +198,6 @@ class PosterPhase:
             on_rows(self._one(poster))
             self.stats.posters += 1
         self.stats.wall_s += time.perf_counter() - start
-
-    def _next_actor(self) -> Any:
-        actor = self.actors[self._turn % len(self.actors)]
-        self._turn += 1
-        return actor
 
     def _one(self, poster: Poster) -> list[dict[str, Any]]:
         styles = list(poster.rows)
@@ -177,27 +212,20 @@ class PosterPhase:
             return [_failed(row, meta.error_type, meta.error) for row in poster.rows.values()]
         decoded = {"input_bytes": meta.input_bytes, "decode_ms": meta.decode_ms, "pixel_format": meta.format.label,
                    "color_profile": meta.format.profile}
-        infos, writers = {}, {}
-        for style in styles:  # every style's tiles queued before the first writer waits for its own
-            outs, infos[style] = [], []
-            for t in range(plan.tiles):
-                out, info = ray_actors.call(self._next_actor(), "tile", inputs[0], inputs[1 + t], style, t, plan,
-                                            returns=2)
-                outs.append(out)
-                infos[style].append(info)
-            writers[style] = ray_runtime.call_remote(write_poster, self.settings, inputs[0], plan, style,
-                                                     poster.rel_path, outs)
+        writers = {style: ray_runtime.call_remote(write_poster, self.settings, plan, style, poster.rel_path, inputs,
+                                                  self.actors, k)
+                   for k, style in enumerate(styles)}  # every style's writer starts before the first is waited on
         rows = []
         for style in styles:
             row = {**poster.rows[style], **decoded}
             try:
                 written = ray_actors.results(writers[style])
-                ran = ray_actors.results(infos[style]) if "error" not in written else []
             except Exception as exc:  # the writer's process died
                 written = {"error_type": POSTER_ERROR, "error": _first_line(exc)}
             if "error" in written:
                 rows.append(_failed(row, written["error_type"], written["error"]))
                 continue
+            ran = written.pop("tile_infos")
             self.stats.tiles += len(ran)
             self.stats.tile_s += sum(info["ms"] for info in ran) / 1000
             self.stats.tiles_by_actor.update(info["actor"] for info in ran)

@@ -65,3 +65,34 @@ def test_split_pixels_is_validated():
     with pytest.raises(ValueError, match="--tileable"):
         JobSettings(styles={"s": "x.pth"}, split_pixels=100_000, tileable=True)
     assert JobSettings(styles={"s": "x.pth"}, split_pixels=36_864).split_pixels == 36_864
+
+
+def test_a_writer_keeps_only_a_few_tile_outputs_started_and_unread():
+    """The writer's feed over a plan of 12 or more tiles: tiles start in order, each once, never more than `ahead`
+    outputs started and not yet read (the object store's bound), and assemble gets every tile once."""
+    from jobs.batch.poster import TileFeed
+    from stylize_core.poster_plan import assemble
+    from stylize_core.poster import plan_poster
+
+    plan = plan_poster(600, 840, 192)  # 192: the smallest tile side
+    assert plan.tiles >= 12
+    started, unread, peak = [], set(), [0]
+
+    def submit(t):
+        started.append(t)
+        unread.add(t)
+        peak[0] = max(peak[0], len(unread))
+        return f"out{t}", f"info{t}"
+
+    def fetch(t, handle):
+        assert handle == f"out{t}"
+        unread.discard(t)
+        (_, rl), (_, cl) = plan.window(t)
+        return np.zeros((rl, cl, 3), np.float32)
+
+    feed = TileFeed(plan.tiles, 4, submit, fetch)
+    assemble(plan, feed, lambda rows: rows)
+    assert started == list(range(plan.tiles)) and not unread and peak[0] == 4
+    assert feed.infos == [f"info{t}" for t in range(plan.tiles)]
+    with pytest.raises(ValueError, match="already read"):
+        feed(0)
