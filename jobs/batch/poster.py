@@ -177,7 +177,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 class PosterPhase:
-    """The poster phase of one run: a pool of actors, posters one after another."""
+    """The poster phase of one run: a pool of actors, two posters in flight at a time."""
 
     def __init__(self, settings: JobSettings, plan: ActorPlan, encodings: Any = None,
                  env: dict[str, str] | None = None) -> None:
@@ -192,14 +192,26 @@ class PosterPhase:
         ray_actors.stop_actors(self.actors)
 
     def run(self, posters: Sequence[Poster], on_rows: Callable[[list[dict[str, Any]]], None]) -> None:
-        """Every poster's rows, through ``on_rows`` (one call per poster)."""
+        """Every poster's rows, through ``on_rows`` (one call per poster, in order). Two posters are in
+        flight at a time: the next one is planned, decoded and its writers started before the rows of
+        the one before are collected, so its decode and the previous one's join and encode (one process
+        each) overlap the other poster's tiles instead of leaving the pool idle."""
         start = time.perf_counter()
+        pending: tuple[Poster, Any] | None = None
         for poster in posters:
-            on_rows(self._one(poster))
+            started = self._start(poster)
+            if pending is not None:
+                on_rows(self._finish(*pending))
+                self.stats.posters += 1
+            pending = (poster, started)
+        if pending is not None:
+            on_rows(self._finish(*pending))
             self.stats.posters += 1
         self.stats.wall_s += time.perf_counter() - start
 
-    def _one(self, poster: Poster) -> list[dict[str, Any]]:
+    def _start(self, poster: Poster) -> list[dict[str, Any]] | tuple[dict[str, Any], dict[str, Any], int]:
+        """The poster's rows when it failed before its tiles; else (decoded columns, writers by style,
+        tiles)."""
         styles = list(poster.rows)
         try:
             first = self.actors[0]
@@ -215,8 +227,15 @@ class PosterPhase:
         writers = {style: ray_runtime.call_remote(write_poster, self.settings, plan, style, poster.rel_path, inputs,
                                                   self.actors, k)
                    for k, style in enumerate(styles)}  # every style's writer starts before the first is waited on
+        return decoded, writers, plan.tiles
+
+    def _finish(self, poster: Poster, started: list[dict[str, Any]] | tuple[dict[str, Any], dict[str, Any], int]
+                ) -> list[dict[str, Any]]:
+        if isinstance(started, list):
+            return started
+        decoded, writers, tiles = started
         rows = []
-        for style in styles:
+        for style in poster.rows:
             row = {**poster.rows[style], **decoded}
             try:
                 written = ray_actors.results(writers[style])
@@ -229,7 +248,7 @@ class PosterPhase:
             self.stats.tiles += len(ran)
             self.stats.tile_s += sum(info["ms"] for info in ran) / 1000
             self.stats.tiles_by_actor.update(info["actor"] for info in ran)
-            rows.append({**row, **written, "status": "ok", "error_type": "", "error": "", "tiles": plan.tiles,
+            rows.append({**row, **written, "status": "ok", "error_type": "", "error": "", "tiles": tiles,
                          "forward_images": 1, "stylize_ms": sum(info["ms"] for info in ran)})
         return rows
 

@@ -30,6 +30,7 @@ COMMON = ["--style", f"demo={DEMO}", "--no-metrics", "--quiet", "--tile", "192",
 def photos(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("poster_in")
     Image.fromarray(data.astronaut()[100:356, 80:400]).save(root / "poster.png")
+    Image.fromarray(data.coffee()[40:296, 100:420]).save(root / "poster2.png")  # a second, in flight with the first
     Image.fromarray(data.astronaut()[0:64, 0:64]).save(root / "small.png")  # below the split: the stream's
     whole = (root / "poster.png").read_bytes()
     (root / "broken.png").write_bytes(whole[: len(whole) // 2])  # a good header, half its pixels: a poster
@@ -64,18 +65,21 @@ def test_a_poster_runs_as_tiles_on_several_actors_and_equals_the_in_actor_tiling
     summary = stylize.run(stylize.parse_args(["--input", str(photos), "--output", str(out), "--run-id", "split",
                                               "--split-pixels", "40000", *COMMON]))
     rows = _rows(out, "split")
-    assert set(rows) == {"poster.png", "small.png", "broken.png"}
-    ok = rows["poster.png"]
-    assert ok["status"] == "ok" and ok["tiles"] == 6 and (ok["width"], ok["height"]) == (320, 256)
-    assert (ok["out_width"], ok["out_height"]) == (320, 256) and ok["output_bytes"] > 0 and ok["pixel_format"]
+    assert set(rows) == {"poster.png", "poster2.png", "small.png", "broken.png"}
+    for name in ("poster.png", "poster2.png"):
+        ok = rows[name]
+        assert ok["status"] == "ok" and ok["tiles"] == 6 and (ok["width"], ok["height"]) == (320, 256)
+        assert (ok["out_width"], ok["out_height"]) == (320, 256) and ok["output_bytes"] > 0 and ok["pixel_format"]
     assert rows["small.png"]["status"] == "ok" and rows["small.png"]["tiles"] == 1
     assert (rows["broken.png"]["status"], rows["broken.png"]["error_type"]) == ("error", "truncated")  # the decoder's reason
     posters = summary["posters"]
-    assert posters["inputs"] == 2 and posters["tiles"] == 6 and posters["actors"] == 2
-    assert posters["actors_used"] == 2 and sorted(posters["tiles_by_actor"].values()) == [3, 3]
+    assert posters["inputs"] == 3 and posters["tiles"] == 12 and posters["actors"] == 2
+    assert posters["actors_used"] == 2 and sorted(posters["tiles_by_actor"].values()) == [6, 6]
     got = _read(out / "demo" / "poster.png")
     assert got.shape == reference.shape and reference.std() > 20  # the demo network's output spans the range
     assert np.abs(got - reference).mean() <= 0.05 and np.abs(got - reference).max() <= 2
+    other = _read(out / "demo" / "poster2.png")
+    assert other.std() > 20 and np.abs(other - got).mean() > 10  # its own image, not the first's
     assert not (out / "demo" / "broken.png").exists()
     assert not [p for p in out.rglob(".tmp*")]
 

@@ -96,3 +96,17 @@ def test_a_writer_keeps_only_a_few_tile_outputs_started_and_unread():
     assert feed.infos == [f"info{t}" for t in range(plan.tiles)]
     with pytest.raises(ValueError, match="already read"):
         feed(0)
+
+
+def test_the_next_poster_starts_before_the_previous_ones_rows_are_collected():
+    """Two posters in flight: poster k+1 is decoded and its writers started before poster k's rows are
+    collected (its join and encode overlap k+1's tiles); rows still come back once each, in order."""
+    from jobs.batch.poster import Poster, PosterPhase, PosterStats
+
+    phase = object.__new__(PosterPhase)  # the scheduling alone: no actors
+    phase.stats, events, got = PosterStats(), [], []
+    phase._start = lambda p: events.append(("start", p.idx)) or p.idx
+    phase._finish = lambda p, started: events.append(("finish", p.idx)) or [{"idx": started}]
+    phase.run([Poster(i, f"u{i}", f"r{i}", 1, 1) for i in range(3)], got.extend)
+    assert events == [("start", 0), ("start", 1), ("finish", 0), ("start", 2), ("finish", 1), ("finish", 2)]
+    assert got == [{"idx": 0}, {"idx": 1}, {"idx": 2}] and phase.stats.posters == 3
