@@ -324,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--edge-weight", type=float, default=0.0, help="weight of the luminance-edge content term")
+    p.add_argument("--style-weight", type=float, default=10.0, help="weight of the encoder's mean/std style term")
+    p.add_argument("--texture-weight", type=float, default=10.0, help="weight of the texture network's mean/std term")
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0, help="data order (use another when continuing with --init)")
@@ -339,7 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         before = before[0].get("continued", []) + [{k: v for k, v in before[0].items() if k != "continued"}]
     enc, dec, recipe = train_decoder(args.steps, side=args.image_size, batch=args.batch_size, lr=args.lr,
                                      time_limit=args.time_limit, init=init, seed=args.seed,
-                                     edge_weight=args.edge_weight)
+                                     edge_weight=args.edge_weight, style_weight=args.style_weight,
+                                     texture_weight=args.texture_weight)
     if before:
         recipe["continued"] = before  # the earlier runs this one continued, oldest first
     data = adain_checkpoint_bytes(None, dec.half(), {"demo": 1, "training": json.dumps(recipe)},
