@@ -12,7 +12,7 @@ and its rows pass through the stream; the driver holds them back and hands them 
    (:meth:`PosterActor.tile`, each given the shared statistics and its own tile only, returning its
    output times its blend weights), in order and at most :data:`TILES_AHEAD_PER_ACTOR` per actor ahead of
    the tile it is reading (:class:`TileFeed`): the object store holds a few float tiles per style, not
-   the whole image's (12 bytes a pixel: ~3.2 GB at 268 MP);
+   the whole image's (12 bytes a pixel plus the overlap: ~3.5 GB at 268 MP);
 3. the writer sums the tiles band by band (:func:`stylize_core.poster_plan.assemble`), encodes with the
    input's pixel format (alpha, 16 bits, profile) and writes atomically, as the encode stage does;
 4. the rows of the poster's styles are answered here: ok, or an error with its reason.
