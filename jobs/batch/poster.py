@@ -25,6 +25,7 @@ holds handles and the tiles' timings, never pixels.
 from __future__ import annotations
 
 import collections
+import functools
 import importlib
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -197,21 +198,21 @@ class PosterPhase:
         the one before are collected, so its decode and the previous one's join and encode (one process
         each) overlap the other poster's tiles instead of leaving the pool idle."""
         start = time.perf_counter()
-        pending: tuple[Poster, Any] | None = None
+        pending: Callable[[], list[dict[str, Any]]] | None = None
         for poster in posters:
-            started = self._start(poster)
+            collect = self._start(poster)
             if pending is not None:
-                on_rows(self._finish(*pending))
+                on_rows(pending())
                 self.stats.posters += 1
-            pending = (poster, started)
+            pending = collect
         if pending is not None:
-            on_rows(self._finish(*pending))
+            on_rows(pending())
             self.stats.posters += 1
         self.stats.wall_s += time.perf_counter() - start
 
-    def _start(self, poster: Poster) -> list[dict[str, Any]] | tuple[dict[str, Any], dict[str, Any], int]:
-        """The poster's rows when it failed before its tiles; else (decoded columns, writers by style,
-        tiles)."""
+    def _start(self, poster: Poster) -> Callable[[], list[dict[str, Any]]]:
+        """Plan and decode the poster and start its writers; returns what collects its rows (at once
+        when it failed before its tiles)."""
         styles = list(poster.rows)
         try:
             first = self.actors[0]
@@ -219,21 +220,20 @@ class PosterPhase:
             inputs = ray_actors.call(first, "prepare", poster.uri, plan, styles, returns=1 + plan.tiles)
             meta = ray_actors.results(inputs[0])
         except Exception as exc:  # the actors are gone (restarts spent), the network cannot tile
-            return [_failed(row, getattr(exc, "error_type", POSTER_ERROR), _first_line(exc)) for row in poster.rows.values()]
+            error_type, error = getattr(exc, "error_type", POSTER_ERROR), _first_line(exc)
+            return lambda: [_failed(row, error_type, error) for row in poster.rows.values()]
         if meta.error:
-            return [_failed(row, meta.error_type, meta.error) for row in poster.rows.values()]
+            return lambda: [_failed(row, meta.error_type, meta.error) for row in poster.rows.values()]
         decoded = {"input_bytes": meta.input_bytes, "decode_ms": meta.decode_ms, "pixel_format": meta.format.label,
                    "color_profile": meta.format.profile}
         writers = {style: ray_runtime.call_remote(write_poster, self.settings, plan, style, poster.rel_path, inputs,
                                                   self.actors, k)
                    for k, style in enumerate(styles)}  # every style's writer starts before the first is waited on
-        return decoded, writers, plan.tiles
+        return functools.partial(self._collect, poster, decoded, writers, plan.tiles)
 
-    def _finish(self, poster: Poster, started: list[dict[str, Any]] | tuple[dict[str, Any], dict[str, Any], int]
-                ) -> list[dict[str, Any]]:
-        if isinstance(started, list):
-            return started
-        decoded, writers, tiles = started
+    def _collect(self, poster: Poster, decoded: dict[str, Any], writers: dict[str, Any], tiles: int
+                 ) -> list[dict[str, Any]]:
+        """The poster's rows once its writers answer: ok with the tiles' timings, or the writer's error."""
         rows = []
         for style in poster.rows:
             row = {**poster.rows[style], **decoded}

@@ -105,8 +105,12 @@ def test_the_next_poster_starts_before_the_previous_ones_rows_are_collected():
 
     phase = object.__new__(PosterPhase)  # the scheduling alone: no actors
     phase.stats, events, got = PosterStats(), [], []
-    phase._start = lambda p: events.append(("start", p.idx)) or p.idx
-    phase._finish = lambda p, started: events.append(("finish", p.idx)) or [{"idx": started}]
+
+    def start(p):
+        events.append(("start", p.idx))
+        return lambda: events.append(("finish", p.idx)) or [{"idx": p.idx}]
+
+    phase._start = start
     phase.run([Poster(i, f"u{i}", f"r{i}", 1, 1) for i in range(3)], got.extend)
     assert events == [("start", 0), ("start", 1), ("finish", 0), ("start", 2), ("finish", 1), ("finish", 2)]
     assert got == [{"idx": 0}, {"idx": 1}, {"idx": 2}] and phase.stats.posters == 3
