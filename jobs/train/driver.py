@@ -216,19 +216,26 @@ def _skipped(state: dict[str, Any], ledger_summary: dict[str, Any]) -> list[dict
     return list({s["uri"]: dict(s) for s in [*state.get("skipped", []), *ledger_summary["skipped"]]}.values())
 
 
-def _summary(args: TrainSettings, config: TrainConfig, plan: WorkerPlan, state: dict[str, Any], *, styles: int,
-             content_images: int, skipped: list[dict[str, Any]], start_step: int | None, seconds: float,
-             exported: dict[str, Any]) -> dict[str, Any]:
-    """train_summary.json: what was trained on what, with which resources, how long, and the artifacts."""
+def run_fields(state: dict[str, Any], ledger_summary: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """What every task's ``train_summary.json`` says of the run itself, the same way for each: steps and
+    epochs reached, where this invocation resumed from (0: a fresh start) and how many steps it added,
+    the fit's seconds, the last losses, and the undecodable content files of this and earlier runs."""
+    skipped = _skipped(state, ledger_summary)
+    start = ledger_summary["start_step"] or 0
     history = state["history"]
-    resumed_from = start_step or 0
+    return {"steps": state["step"], "epochs": state["epoch"], "skipped_files": len(skipped), "skipped": skipped,
+            "resumed_from_step": start, "steps_this_run": state["step"] - start, "fit_seconds": round(seconds, 2),
+            "final_losses": history[-1] if history else None}
+
+
+def _summary(args: TrainSettings, config: TrainConfig, plan: WorkerPlan, state: dict[str, Any], *, styles: int,
+             content_images: int, run: dict[str, Any], exported: dict[str, Any]) -> dict[str, Any]:
+    """train_summary.json: what was trained on what, with which resources, how long, and the artifacts."""
     return {
-        "style": config.style_name, "steps": state["step"], "epochs": state["epoch"], "loss_model": state["loss_model"],
+        "style": config.style_name, "loss_model": state["loss_model"],
         "workers": args.workers, "cpus_per_worker": plan.cpus_per_worker, "device": plan.device,
-        "arch": config.arch(styles).to_dict(), "content_images": content_images,
-        "skipped_files": len(skipped), "skipped": skipped, "resumed_from_step": resumed_from,
-        "steps_this_run": state["step"] - resumed_from, "fit_seconds": round(seconds, 2),
-        "final_losses": history[-1] if history else None, "training_config": asdict(config), **exported,
+        "arch": config.arch(styles).to_dict(), "content_images": content_images, **run,
+        "training_config": asdict(config), **exported,
     }
 
 
@@ -251,11 +258,11 @@ def main(args: TrainSettings) -> int:
     loop_config = {"train_config": asdict(config), "style_images": style_images, "autocast": args.autocast}
 
     def finish(state: dict[str, Any], ledger_summary: dict[str, Any], plan: WorkerPlan, seconds: float) -> dict[str, Any]:
-        skipped = _skipped(state, ledger_summary)
-        extra = {"content_images": len(files), "skipped_files": len(skipped), "workers": args.workers}
+        run = run_fields(state, ledger_summary, seconds)
+        extra = {"content_images": len(files), "skipped_files": run["skipped_files"], "workers": args.workers}
         exported = export_final(state, style_images, args.output, options, extra=extra, opset=args.onnx_opset)
-        return _summary(args, config, plan, state, styles=len(style_images), content_images=len(files),
-                        skipped=skipped, start_step=ledger_summary["start_step"], seconds=seconds, exported=exported)
+        return _summary(args, config, plan, state, styles=len(style_images), content_images=len(files), run=run,
+                        exported=exported)
 
     run = TrainingRun(f"{config.style_name!r} ({config.arch(len(style_images)).describe()})", train_worker_loop,
                       loop_config, config.seed)

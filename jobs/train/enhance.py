@@ -111,7 +111,7 @@ def main(args: TrainSettings) -> int:
     from jobs.common.checkpoints import input_unusable
     from jobs.common.listing import list_images
     from jobs.common.outcome import JobError
-    from jobs.train.driver import TrainingRun, run_training
+    from jobs.train.driver import TrainingRun, run_fields, run_training
 
     options = StorageOptions()
     try:
@@ -129,17 +129,13 @@ def main(args: TrainSettings) -> int:
                    "log_every": args.log_every}
 
     def finish(state: dict[str, Any], ledger_summary: dict[str, Any], plan: WorkerPlan, seconds: float) -> dict[str, Any]:
-        skipped = ledger_summary["skipped"]
-        extra = {"content_images": len(files), "skipped_files": len(skipped), "workers": args.workers}
+        run = run_fields(state, ledger_summary, seconds)
+        extra = {"content_images": len(files), "skipped_files": run["skipped_files"], "workers": args.workers}
         exported = export_final(state, args.output, options, extra=extra, opset=args.onnx_opset)
-        start_step = ledger_summary["start_step"] or 0
         return {
             "task": config.task, "scale": config.scale, "degradation": config.degradation.to_dict(),
-            "steps": state["step"], "epochs": state["epoch"], "loss_model": state.get("loss_model", ""),
-            "workers": args.workers, "cpus_per_worker": plan.cpus_per_worker, "device": plan.device,
-            "arch": config.arch.to_dict(), "content_images": len(files), "skipped_files": len(skipped),
-            "skipped": skipped, "resumed_from_step": start_step, "steps_this_run": state["step"] - start_step,
-            "fit_seconds": round(seconds, 2), "final_losses": state["history"][-1] if state["history"] else None,
+            "loss_model": state.get("loss_model", ""), "workers": args.workers, "cpus_per_worker": plan.cpus_per_worker,
+            "device": plan.device, "arch": config.arch.to_dict(), "content_images": len(files), **run,
             "training_config": config.to_dict(), **exported,
         }
 

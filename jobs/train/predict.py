@@ -124,7 +124,7 @@ def main(args: TrainSettings) -> int:
     from jobs.common.checkpoints import input_unusable
     from jobs.common.listing import list_images
     from jobs.common.outcome import JobError
-    from jobs.train.driver import TrainingRun, run_training
+    from jobs.train.driver import TrainingRun, run_fields, run_training
 
     options = StorageOptions()
     try:
@@ -147,18 +147,14 @@ def main(args: TrainSettings) -> int:
                    "log_every": args.log_every}
 
     def finish(state: dict[str, Any], ledger_summary: dict[str, Any], plan: WorkerPlan, seconds: float) -> dict[str, Any]:
-        skipped = ledger_summary["skipped"]
+        run = run_fields(state, ledger_summary, seconds)
         extra = {"content_images": len(files), "style_images": len(images), "workers": args.workers}
         exported = export_final(state, names, args.output, options, extra=extra)
-        start_step = ledger_summary["start_step"] or 0
         return {
-            "task": "predict", "steps": state["step"], "epochs": state["epoch"], "loss_model": state["loss_model"],
-            "workers": args.workers, "cpus_per_worker": plan.cpus_per_worker, "device": plan.device,
+            "task": "predict", "loss_model": state["loss_model"], "workers": args.workers,
+            "cpus_per_worker": plan.cpus_per_worker, "device": plan.device,
             "config": config.predictor_config().to_dict(), "content_images": len(files), "style_images": len(images),
-            "skipped_files": len(skipped), "skipped": skipped, "resumed_from_step": start_step,
-            "steps_this_run": state["step"] - start_step, "fit_seconds": round(seconds, 2),
-            "final_losses": state["history"][-1] if state["history"] else None, "training_config": state["config"],
-            **exported,
+            **run, "training_config": state["config"], **exported,
         }
 
     run = TrainingRun(f"style predictor ({config.predictor_config().net.describe()}, {len(images)} style images)",

@@ -94,7 +94,8 @@ def loss_opener(weights: str, options: Any) -> Callable[[str], bytes] | None:
 def restore_checkpoint(trainer: Any, rank: int, ledger: Any) -> dict[str, Any]:
     """Load the run's latest Ray Train checkpoint into ``trainer`` (a trainer with ``step_count``,
     ``epoch`` and ``load_state_dict``), if there is one, and return its state ({} if none); rank 0
-    tells ``ledger`` the step this invocation starts from."""
+    tells ``ledger`` the step this invocation starts from and the undecodable files earlier runs
+    found, so that the next checkpoint and the summary still list them."""
     import ray
     import ray.train
 
@@ -108,6 +109,7 @@ def restore_checkpoint(trainer: Any, rank: int, ledger: Any) -> dict[str, Any]:
             print(f"resumed from step {trainer.step_count} (epoch {trainer.epoch})", flush=True)
     if rank == 0:
         ray.get(ledger.started.remote(trainer.step_count))
+        ray.get(ledger.add.remote(state.get("skipped", [])))
     return state
 
 
@@ -161,9 +163,7 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
     trainer = StyleTrainer(config, loop_config["style_images"], device=device, opener=opener, autocast_dtype=autocast)
     trainer.style_cycle = (rank, world)  # workers of one step train different styles
 
-    state = restore_checkpoint(trainer, rank, ledger)
-    if rank == 0:
-        ray.get(ledger.add.remote(state.get("skipped", [])))
+    restore_checkpoint(trainer, rank, ledger)
     trainer.model = ray.train.torch.prepare_model(trainer.model)  # DDP when world > 1
     if world > 1:  # log losses averaged over the workers, not rank 0's alone
         trainer.metrics_reducer = functools.partial(_mean_over_workers, world=world)

@@ -1,4 +1,4 @@
-"""``jobs.train --task``: every task's options to its exported files, one Ray Train run and its resume, refusals."""
+"""``jobs.train --task``: every task's options to its exported files, a resumed trainer, one Ray Train run, refusals."""
 
 from __future__ import annotations
 
@@ -81,22 +81,52 @@ def test_each_task_trains_and_exports_from_its_options(content, tmp_path, task, 
     assert cfg["tv_weight"] == (0.01 if "--tv-weight" in extra else 0.0)
 
 
-def test_ray_train_run_exports_and_a_rerun_resumes_from_its_checkpoint(ray_local: None, content, tmp_path) -> None:
+def test_a_resumed_trainer_takes_the_steps_an_uninterrupted_one_takes(content, tmp_path) -> None:
+    """What a rerun restores from a checkpoint (jobs.train.worker.restore_checkpoint, the same for every
+    task and run on Ray Train by tests/jobs/test_train_job.py's crash and rerun) is the whole trainer:
+    one that stops after step 1 and is loaded from its state dict ends step 3 where an uninterrupted
+    one does, history included."""
+    from jobs.train.enhance import enhance_config
+    from stylize_core.enhance_training import EnhanceTrainer
+
+    config = enhance_config(train_settings.parse_args(_argv(content, tmp_path / "unused", "sr2", 3)))
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(content.iterdir())]
+    rng = np.random.default_rng(0)
+    batches = [EnhanceTrainer(config).batch(images, rng) for _ in range(3)]
+    whole = EnhanceTrainer(config)
+    for degraded, clean in batches:
+        whole.step(degraded, clean)
+    first = EnhanceTrainer(config)
+    first.step(*batches[0])
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)  # as a checkpoint holds it
+    resumed = EnhanceTrainer(config)
+    resumed.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    assert resumed.step_count == 1
+    for degraded, clean in batches[1:]:
+        resumed.step(degraded, clean)
+    assert [r["step"] for r in resumed.history] == [1, 2, 3]
+    assert resumed.history[-1]["total"] == pytest.approx(whole.history[-1]["total"], rel=1e-5)
+    for key, value in whole.raw_net.state_dict().items():
+        torch.testing.assert_close(resumed.raw_net.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_ray_train_run_exports_and_reports_a_bad_file(ray_local: None, content, tmp_path) -> None:
     """The Ray Train path, the same for every task (each task's options: above, without Ray), with
-    the perceptual loss on the texture network: one step, then a rerun with more steps resumes."""
+    the perceptual loss on the texture network and an undecodable file among the content images."""
+    (content / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
     out = tmp_path / "out"
     perceptual = ("--perceptual-weight", "0.1", "--vgg", "texture:0")
-    assert program.main(train_settings.parse_args(_argv(content, out, "sr4", 1, *perceptual))) == 0
-    first = json.loads((out / "train_summary.json").read_text())
-    assert first["task"] == "sr4" and first["steps"] == 1 and first["loss_model"] == "texture/random:0"
-    _check_export(out, "sr4", 1, first["onnx_max_abs_diff"])
-    rows = list(csv.DictReader((out / "loss_history.csv").open()))
-    assert float(rows[0]["perceptual"]) > 0
-    # raise --steps: trains further
     assert program.main(train_settings.parse_args(_argv(content, out, "sr4", 3, *perceptual))) == 0
     summary = json.loads((out / "train_summary.json").read_text())
-    assert summary["steps"] == 3 and summary["resumed_from_step"] == 1 and summary["steps_this_run"] == 2
-    _check_export(out, "sr4", 3, summary["onnx_max_abs_diff"])  # the history spans both runs
+    assert summary["task"] == "sr4" and summary["loss_model"] == "texture/random:0"
+    assert summary["steps"] == 3 and summary["resumed_from_step"] == 0 and summary["steps_this_run"] == 3
+    assert summary["content_images"] == 5 and summary["skipped_files"] == 1
+    assert summary["skipped"][0]["uri"].endswith("broken.png")
+    assert {p.name for p in (out / "train").glob("checkpoint_*")} >= {"checkpoint_00000003"}
+    _check_export(out, "sr4", 3, summary["onnx_max_abs_diff"])
+    rows = list(csv.DictReader((out / "loss_history.csv").open()))
+    assert all(float(r["perceptual"]) > 0 for r in rows)
 
 
 def test_refusals_in_one_line(content, tmp_path, capsys) -> None:

@@ -83,6 +83,19 @@ def test_cpu_plan_keeps_a_cpu_for_data_loading_or_refuses_in_one_line() -> None:
     assert plan(2, 1.0, 2.0, fixed=False) == (1.0, None)  # a remote cluster may add nodes
 
 
+def test_summary_counts_a_rerun_from_where_it_resumed_and_keeps_earlier_bad_files() -> None:
+    """run_fields: what every task's train_summary.json says of the run (style, predict, enhancement)."""
+    bad_a, bad_b = {"uri": "c/a.jpg", "error_type": "UnidentifiedImageError"}, {"uri": "c/b.png", "error_type": "OSError"}
+    state = {"step": 6, "epoch": 2, "history": [{"step": 5, "total": 2.0}, {"step": 6, "total": 1.5}],
+             "skipped": [bad_a]}  # the checkpoint: an earlier run's bad file
+    resumed = train.run_fields(state, {"start_step": 4, "skipped": [bad_a, bad_b]}, 12.345)
+    assert resumed == {"steps": 6, "epochs": 2, "skipped_files": 2, "skipped": [bad_a, bad_b], "resumed_from_step": 4,
+                       "steps_this_run": 2, "fit_seconds": 12.35, "final_losses": {"step": 6, "total": 1.5}}
+    fresh = train.run_fields({"step": 2, "epoch": 0, "history": []}, {"start_step": None, "skipped": []}, 1.0)
+    assert fresh["resumed_from_step"] == 0 and fresh["steps_this_run"] == 2 and fresh["final_losses"] is None
+    assert fresh["skipped"] == [] and fresh["skipped_files"] == 0
+
+
 def test_refuses_a_plan_that_would_hang_with_one_line(ray_local: None, tmp_path, capsys) -> None:
     (tmp_path / "c").mkdir()
     for i in range(2):

@@ -1,5 +1,5 @@
-"""``jobs.train --task predict``: option checks, and one small real Ray Train run that resumes and
-exports a predictor the stylizer loads (1 CPU worker, 32 px crops, random VGG)."""
+"""``jobs.train --task predict``: option checks, and one small real Ray Train run that exports a
+predictor the stylizer loads (1 CPU worker, 32 px crops, random VGG)."""
 
 from __future__ import annotations
 
@@ -54,20 +54,23 @@ def test_unreadable_style_image_exits_2_before_training(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_trains_resumes_and_exports_a_loadable_predictor(ray_local: None, tmp_path) -> None:
+def test_trains_and_exports_a_loadable_predictor(ray_local: None, tmp_path) -> None:
+    """One Ray Train run of the predictor's worker loop. A rerun resumes through the code every task
+    shares (restore_checkpoint, run_fields), which tests/jobs/test_train_job.py crashes and reruns;
+    the predictor's own state dict round trip is tests/stylize_core/test_predictor.py's."""
     content, styles, out = tmp_path / "content", tmp_path / "styles", tmp_path / "out"
     content.mkdir(), styles.mkdir()
     for i in range(4):
         (content / f"img{i}.png").write_bytes(_png(i))
     for i in range(3):
         (styles / f"s{i}.png").write_bytes(_png(50 + i, (48, 48)))
-    base = ["--task", "predict", "--content", str(content), "--style-images", str(styles), "--output", str(out),
-            "--epochs", "100", "--checkpoint-every", "1", *FAST]
-    assert program.main(train_settings.parse_args([*base, "--steps", "2"])) == 0
-    assert program.main(train_settings.parse_args([*base, "--steps", "3"])) == 0  # resumes from step 2
+    argv = ["--task", "predict", "--content", str(content), "--style-images", str(styles), "--output", str(out),
+            "--epochs", "100", "--checkpoint-every", "1", "--steps", "3", *FAST]
+    assert program.main(train_settings.parse_args(argv)) == 0
     summary = json.loads((out / "train_summary.json").read_text())
-    assert summary["steps"] == 3 and summary["resumed_from_step"] == 2 and summary["steps_this_run"] == 1
+    assert summary["steps"] == 3 and summary["resumed_from_step"] == 0 and summary["steps_this_run"] == 3
     assert summary["style_images"] == 3 and summary["loss_model"] == "vgg16/random:0"
+    assert (out / "train" / "checkpoint_00000003").is_dir()
     rows = list(csv.DictReader((out / "loss_history.csv").open()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3] and all(np.isfinite(float(r["total"])) for r in rows)
     loaded = predictor_from_bytes((out / "final" / "predictor.pth").read_bytes())
