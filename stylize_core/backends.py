@@ -7,8 +7,10 @@ and a :meth:`~Backend.describe` string (backend, version, precision) for metrics
 
 - ``eager``: the module itself (a copy), channels_last on CPU, under ``torch.inference_mode``.
 - ``compile``: ``torch.compile(dynamic=True)`` of that copy (inductor; needs a C compiler). One
-  shape-generic graph serves every batch and size: a compile costs tens of seconds on a small CPU, and
-  a static graph per shape would pay it again for every new image size.
+  shape-generic graph serves every size and every batch of 2 or more (a batch of 1 is a second graph:
+  torch specialises sizes of 1; measured 16 s for the first, 7 s for the second, tiny net, cold cache): a
+  compile costs tens of seconds on a small CPU, and a static graph per shape would pay it again for
+  every new image size.
 - ``onnxruntime``: the module exported by :func:`stylize_core.onnx_export.onnx_bytes` (in memory; dynamic
   batch, height and width), one CPU-EP session with intra-op threads = ``threads``.
 - ``openvino``: the same ONNX graph read by OpenVINO, compiled once with dynamic batch/height/width.
