@@ -18,7 +18,9 @@ and its rows pass through the stream; the driver holds them back and hands them 
 4. the rows of the poster's styles are answered here: ok, or an error with its reason.
 
 The actors restart after a crash and Ray retries only the calls they had not answered
-(:func:`jobs.common.ray_actors.start_actors`): a tile already returned is not run again. The driver
+(:func:`jobs.common.ray_actors.start_actors`): a tile already returned is not run again. An actor that
+gives no answer for ``--stall-timeout`` seconds is presumed hung and restarted the same way
+(:func:`jobs.common.ray_actors.result_or_restart`), within the same restarts. The driver
 holds handles and the tiles' timings, never pixels.
 """
 
@@ -149,8 +151,8 @@ def write_poster(settings: JobSettings, plan: PosterPlan, style: str, rel_path: 
         return ray_actors.call(actor, "tile", prepared[0], prepared[1 + t], style, t, plan, returns=2)
 
     def fetch(t: int, handle: Any) -> np.ndarray:
-        try:
-            return ray_runtime.result(handle)
+        try:  # a tile that does not answer within --stall-timeout restarts its actor, which runs it again
+            return ray_actors.result_or_restart(handle, actors[(first_actor + t) % len(actors)], settings.stall_timeout)
         except Exception as exc:
             raise _TileFailed(f"tile {t} of {plan.tiles} failed: {_first_line(exc)}") from None
 
@@ -215,10 +217,11 @@ class PosterPhase:
         when it failed before its tiles)."""
         styles = list(poster.rows)
         try:
-            first = self.actors[0]
-            plan = ray_actors.results(ray_actors.call(first, "plan", poster.height, poster.width, styles))
+            first, stall = self.actors[0], self.settings.stall_timeout
+            plan = ray_actors.result_or_restart(ray_actors.call(first, "plan", poster.height, poster.width, styles),
+                                                first, stall)
             inputs = ray_actors.call(first, "prepare", poster.uri, plan, styles, returns=1 + plan.tiles)
-            meta = ray_actors.results(inputs[0])
+            meta = ray_actors.result_or_restart(inputs[0], first, stall)
         except Exception as exc:  # the actors are gone (restarts spent), the network cannot tile
             error_type, error = getattr(exc, "error_type", POSTER_ERROR), _first_line(exc)
             return lambda: [_failed(row, error_type, error) for row in poster.rows.values()]

@@ -68,7 +68,9 @@ class JobSettings(RunSettings):
     stall_timeout: float = option(
         1800, "seconds without a new row, once rows are flowing, after which the run writes the rows it has and "
         "stops (exit 2; rerunning the same --run-id completes it) instead of waiting forever, as a fixed pool that no "
-        "longer fits the cluster after a lost node does. 0: wait forever", group=GROUP_RAY, ge=0)
+        "longer fits the cluster after a lost node does. Posters (--split-pixels): a tile or decode call with no answer "
+        "for that long restarts its actor, which runs it again (within --max-actor-crashes). 0: wait forever",
+        group=GROUP_RAY, ge=0)
     stages: Literal["auto", "split", "fused"] = option(
         "auto", "split: decode and encode in CPU tasks beside the actor pool; fused: inside the actors. auto: split for "
         "GPU actors, fused for CPU actors, whose cores those tasks would share", group=GROUP_RAY)

@@ -39,6 +39,31 @@ def results(handles: Any) -> Any:
     return ray.get(handles)
 
 
+class CallStalled(RuntimeError):
+    """A call that gave no answer within the stall timeout and failed after its actor was killed to restart it."""
+
+
+def result_or_restart(handle: Any, actor: Any, timeout_s: float) -> Any:
+    """The value behind ``handle``, a call of ``actor``. No answer for ``timeout_s`` seconds (0: wait
+    forever) reads as a hung actor (a stuck GPU kernel, a deadlocked library): it is killed so that Ray
+    restarts it and retries the calls it had not answered, and the wait begins again. Each restart
+    spends one of the actor's (:func:`start_actors`' ``retries``); once they are spent the call fails
+    (:class:`CallStalled`), so a call that never answers ends. A call queued behind others counts its
+    wait from here: the timeout is for a stuck actor, not a tuning knob."""
+    restarts = 0  # kills, each spending a restart
+    while True:
+        try:
+            return ray.get(handle, timeout=timeout_s if timeout_s > 0 else None)
+        except ray.exceptions.GetTimeoutError:
+            ray.kill(actor, no_restart=False)
+            restarts += 1
+        except ray.exceptions.RayActorError as exc:
+            if not restarts:
+                raise
+            raise CallStalled(f"no answer for {timeout_s:g} s; its actor was killed for a restart {restarts} "
+                              f"time(s), and the call then failed ({type(exc).__name__})") from exc
+
+
 def stop_actors(actors: Sequence[Any]) -> None:
     for actor in actors:
         with contextlib.suppress(Exception):  # one already gone must not keep the others alive

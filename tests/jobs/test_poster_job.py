@@ -1,6 +1,6 @@
 """One poster across the actor pool (--split-pixels) through the batch job on a local Ray: the output
-equals the in-actor tiled path's, tiles run on several actors, a killed actor re-runs only its own
-unfinished tile, every (input, style) has exactly one metrics row, a corrupt poster is an error row."""
+equals the in-actor tiled path's, tiles run on several actors, a killed or hung actor re-runs only its
+own unfinished tile, every (input, style) has exactly one metrics row, a corrupt poster is an error row."""
 
 from __future__ import annotations
 
@@ -84,9 +84,12 @@ def test_a_poster_runs_as_tiles_on_several_actors_and_equals_the_in_actor_tiling
     assert not [p for p in out.rglob(".tmp*")]
 
 
-def crashing_poster_actor(log: str, marker: str, crash_tile: int) -> type:
-    """PosterActor whose ``crash_tile`` kills its process once (the marker file), as a lost node would;
-    every tile call logs its start and end (by value to the workers: defined inside a function)."""
+def crashing_poster_actor(log: str, marker: str, crash_tile: int, hang_tile: int = -1) -> type:
+    """PosterActor whose ``crash_tile`` kills its process once (the marker file), as a lost node would,
+    and whose ``hang_tile`` hangs once (``marker`` + ".hang"), as a stuck GPU kernel would; every tile
+    call logs its start and end (by value to the workers: defined inside a function)."""
+    import time
+
     from jobs.batch.poster_actor import PosterActor
 
     def tile(self, meta, pixels, style, t, plan):
@@ -95,6 +98,9 @@ def crashing_poster_actor(log: str, marker: str, crash_tile: int) -> type:
         if t == crash_tile and not os.path.exists(marker):
             open(marker, "w").close()
             os._exit(1)
+        if t == hang_tile and not os.path.exists(marker + ".hang"):
+            open(marker + ".hang", "w").close()
+            time.sleep(3600)
         out = PosterActor.tile(self, meta, pixels, style, t, plan)
         with open(log, "a") as f:
             f.write(f"done {t} {os.getpid()}\n")
@@ -103,30 +109,36 @@ def crashing_poster_actor(log: str, marker: str, crash_tile: int) -> type:
     return type("CrashingPosterActor", (PosterActor,), {"tile": tile})
 
 
-def _run_with_a_crashing_tile(photos, tmp_path, monkeypatch, run_id: str, *extra: str):
-    """The poster through the job with tile 1's actor killed the first time it runs it: (out, summary,
-    the tiles' start/done log, the marker the crash leaves)."""
+def _run_with_a_crashing_tile(photos, tmp_path, monkeypatch, run_id: str, *extra: str, hang_tile: int = -1):
+    """The poster through the job with tile 1's actor killed the first time it runs it (and
+    ``hang_tile``'s hung the first time): (out, summary, the tiles' start/done log, the crash's marker)."""
     src = tmp_path / "in"
     src.mkdir()
     (src / "poster.png").write_bytes((photos / "poster.png").read_bytes())
     log, marker = tmp_path / "tiles.log", tmp_path / "crashed"
-    monkeypatch.setattr(poster, "POSTER_ACTOR", crashing_poster_actor(str(log), str(marker), crash_tile=1))
+    monkeypatch.setattr(poster, "POSTER_ACTOR", crashing_poster_actor(str(log), str(marker), 1, hang_tile))
     out = tmp_path / "out"
     summary = stylize.run(stylize.parse_args(["--input", str(src), "--output", str(out), "--run-id", run_id,
                                               "--split-pixels", "40000", *extra, *COMMON]))
     return out, summary, log, marker
 
 
-def test_an_actor_killed_mid_image_reruns_only_its_tile(photos, reference, tmp_path, monkeypatch):
-    out, summary, log, marker = _run_with_a_crashing_tile(photos, tmp_path, monkeypatch, "crash")
-    assert marker.exists()  # the actor did die mid-image
+def test_a_killed_or_hung_actor_reruns_only_its_tile(photos, reference, tmp_path, monkeypatch):
+    """Tile 1's actor dies mid-tile; tile 4's (the other actor) hangs and gives no answer for
+    --stall-timeout, so its writer restarts it. Each re-runs only the tile it had not answered. The
+    timeout also covers the restart and the re-run (torch imported again): 15 s leaves room on a
+    loaded machine, where a second kill would spend the actor's last restart and start tile 4 thrice."""
+    out, summary, log, marker = _run_with_a_crashing_tile(photos, tmp_path, monkeypatch, "crash", "--stall-timeout",
+                                                          "15", hang_tile=4)
+    assert marker.exists() and Path(f"{marker}.hang").exists()  # the actor did die, the other did hang
     events = [line.split() for line in log.read_text().splitlines()]
     started = collections.Counter(int(t) for kind, t, _ in events if kind == "start")
     done = collections.Counter(int(t) for kind, t, _ in events if kind == "done")
     assert done == {t: 1 for t in range(6)}  # every tile finished once: none that had returned ran again
-    assert started == {**{t: 1 for t in range(6)}, 1: 2}  # only the killed tile started twice
-    crashed_pid = next(pid for kind, t, pid in events if kind == "start" and t == "1")
-    assert all(pid != crashed_pid for kind, _, pid in events if kind == "done")  # its process did die
+    assert started == {**{t: 1 for t in range(6)}, 1: 2, 4: 2}  # only the killed and the hung tile started twice
+    for tile in ("1", "4"):  # the process that started it (first) did nothing more: it ended
+        at = next(i for i, (kind, t, _) in enumerate(events) if kind == "start" and t == tile)
+        assert all(pid != events[at][2] for _, _, pid in events[at + 1:])
     rows = _rows(out, "crash")
     assert rows["poster.png"]["status"] == "ok" and summary["counts"] == {"ok": 1}
     assert np.abs(_read(out / "demo" / "poster.png") - reference).max() <= 2
