@@ -55,7 +55,8 @@ from jobs.common.outcome import JobError
 from jobs.common.storage import StorageOptions, get_filesystem, join_uri, read_bytes, redact, split_protocol
 from jobs.common.storage import write_bytes_atomic
 from jobs.train.settings import TrainSettings, train_config_from_args
-from jobs.train.worker import STATE_FILE, RunLedger, read_content_batch, train_worker_loop
+from jobs.train.ledger import RunLedger
+from jobs.train.worker import STATE_FILE, read_content_batch, train_worker_loop
 
 HISTORY_COLUMNS = ("step", "epoch", "images", "content", "style", "tv", "total")
 

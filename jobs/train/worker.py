@@ -27,26 +27,6 @@ STATE_FILE = "train_state.pt"
 # --- Ray Data: read + decode + crop, bad files reported to a ledger actor ----------------------------
 
 
-class RunLedger:
-    """Driver-owned facts gathered from the workers: undecodable content files (one entry per URI;
-    epochs and restarts re-read the same files) and the step this invocation started from."""
-
-    def __init__(self) -> None:
-        self._items: dict[str, dict[str, str]] = {}
-        self.start_step: int | None = None
-
-    def started(self, step: int) -> None:
-        if self.start_step is None:  # automatic restarts (--max-failures) keep the first value
-            self.start_step = step
-
-    def add(self, items: list[dict[str, str]]) -> None:
-        for item in items:
-            self._items.setdefault(item["uri"], item)
-
-    def summary(self) -> dict[str, Any]:
-        return {"skipped": [self._items[k] for k in sorted(self._items)], "start_step": self.start_step}
-
-
 def read_content_batch(batch: dict[str, np.ndarray], *, size: int, options: Any, ledger: Any) -> dict[str, np.ndarray]:
     """Ray Data UDF: {"uri": (n,)} -> {"image": (m, size, size, 3) uint8}, m <= n (bad files dropped)."""
     import ray
