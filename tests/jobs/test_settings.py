@@ -96,6 +96,26 @@ def test_demo_defaults_fill_only_what_was_not_given():
     assert real.style_names == ["s"] and real.max_error_rate == 0.01
 
 
+def test_video_demo_defaults_fill_only_what_was_not_given():
+    """README: ``stylize-video`` with no arguments runs a clip it makes itself into ./out."""
+    from jobs.video import settings as video
+
+    demo = video.parse_args([])
+    assert demo.demo and demo.input == "" and demo.output == "./out" and demo.max_side == video.DEMO_MAX_SIDE
+    assert list(demo.styles) == ["demo"] and demo.vgg == "texture" and demo.vgg_weights == "random:0"
+    real = video.parse_args(["--sequence", "/shot010/", "--style", "m=/m.pth"])
+    assert not real.demo and real.kind == "sequence" and real.input == "/shot010/" and real.max_side is None
+    assert real.vgg == "vgg16" and real.vgg_weights == "imagenet"
+
+
+def test_a_config_file_can_be_an_s3_uri(s3_client, s3_bucket):
+    """README: any config can be a URI (read through the same storage layer as inputs)."""
+    s3_client.put_object(Bucket=s3_bucket, Key="conf/night.yaml",
+                         Body=yaml.safe_dump({"input": "s3://b/in", "max_side": 300, "style": ["a=/a.pth"]}).encode())
+    got = settings.parse_args(["--config", f"s3://{s3_bucket}/conf/night.yaml", "--max-side", "400"])
+    assert got.input == "s3://b/in" and got.max_side == 400 and got.styles == {"a": "/a.pth"}  # flags override it
+
+
 def test_settings_survive_pickling_to_ray_workers():
     s = settings.parse_args(["--input", "/in", "--style", "a=/a.pth", "--no-bf16"])
     assert pickle.loads(pickle.dumps(s)) == s
