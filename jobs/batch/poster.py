@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from stylize_core.image_formats import encode_image_full
+from stylize_core.image_encode import encode_image_full
 from stylize_core.poster_plan import PosterPlan, assemble
 
 from jobs.batch.settings import JobSettings
@@ -146,13 +146,15 @@ def write_poster(settings: JobSettings, plan: PosterPlan, style: str, rel_path: 
     scale = 257.0 if meta.float_pixels else 1.0  # a 16-bit input's output: uint16, as the encode stage gets it
     dtype = np.uint16 if meta.float_pixels else np.uint8
 
+    def actor_of(t: int) -> Any:
+        return actors[(first_actor + t) % len(actors)]
+
     def submit(t: int) -> tuple[Any, Any]:
-        actor = actors[(first_actor + t) % len(actors)]
-        return ray_actors.call(actor, "tile", prepared[0], prepared[1 + t], style, t, plan, returns=2)
+        return ray_actors.call(actor_of(t), "tile", prepared[0], prepared[1 + t], style, t, plan, returns=2)
 
     def fetch(t: int, handle: Any) -> np.ndarray:
         try:  # a tile that does not answer within --stall-timeout restarts its actor, which runs it again
-            return ray_actors.result_or_restart(handle, actors[(first_actor + t) % len(actors)], settings.stall_timeout)
+            return ray_actors.result_or_restart(handle, actor_of(t), settings.stall_timeout)
         except Exception as exc:
             raise _TileFailed(f"tile {t} of {plan.tiles} failed: {_first_line(exc)}") from None
 
