@@ -3,8 +3,8 @@
 :func:`decode_image_full` goes through the same guards as :func:`stylize_core.image_io.decode_image`
 (header pixel count, allowlist, truncation, EXIF orientation) but keeps what that function throws
 away: the alpha plane (exactly, at the file's bit depth), 16-bit samples, whether the image is grey,
-and the EXIF/XMP metadata. :func:`encode_image_full` writes an output in the same format where the
-output format can hold it. The policy (docs/formats.md):
+and the EXIF/XMP metadata. :func:`stylize_core.image_encode.encode_image_full` writes an output in the same format where the
+output format can hold it. The policy, for both (docs/formats.md):
 
 - the network sees sRGB: an embedded ICC profile that is not sRGB is converted to sRGB with
   littlecms (``PIL.ImageCms``); outputs of such inputs are sRGB and tagged with an sRGB profile;
@@ -21,25 +21,23 @@ output format can hold it. The policy (docs/formats.md):
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import struct
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from .colour16 import read_colour16
-from .icc import is_srgb, profile_name, read_profile, srgb_icc, srgb_profile, to_rgb, to_srgb, to_srgb16
+from .icc import is_srgb, profile_name, read_profile, srgb_profile, to_rgb, to_srgb, to_srgb16
 from .image_io import (
-    DEFAULT_MAX_PIXELS, FORMAT_EXTENSIONS, TIFF_COMPRESSION, Source, _float_grey_to_u8, _has_alpha, _max_side_size, _resize,
+    DEFAULT_MAX_PIXELS, Source, _float_grey_to_u8, _has_alpha, _max_side_size, _resize,
     decode_guarded,
 )
 
 __all__ = ["ALPHA_FLATTENED", "ALPHA_KEPT", "DecodedImage", "PixelFormat", "composite_any", "decode_image_full", "eight_bit",
-           "encode_image_full", "network_input", "pack_pixels", "resized", "srgb_profile", "unpack_pixels"]
+           "network_input", "pack_pixels", "resized", "srgb_profile", "unpack_pixels"]
 
 ALPHA_KEPT, ALPHA_FLATTENED = "kept", "flattened"
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "F"})
@@ -304,126 +302,3 @@ def _resize_any(a: np.ndarray, width: int, height: int) -> np.ndarray:
         top = 65535 if a.dtype == np.uint16 else 255
         out.append(np.clip(np.rint(np.asarray(f)), 0, top).astype(a.dtype))
     return out[0] if a.ndim == 2 else np.ascontiguousarray(np.stack(out, axis=2))
-
-
-
-
-# --- encode ---------------------------------------------------------------------------------------
-
-
-def encode_image_full(image: np.ndarray, fmt: PixelFormat, out_format: str = "jpeg", quality: int = 90, *,
-                      background: tuple[int, int, int] = (255, 255, 255)) -> tuple[bytes, str]:
-    """Write a stylised image as the input was: ``(bytes, alpha)`` where alpha is ``kept``, ``flattened``
-    (jpeg: composited on ``background``) or ``""`` (the input had none).
-
-    ``image``: (H, W, 3) uint8, or float32 in 0..255 (a 16-bit input's output, not rounded to 8 bits),
-    or uint16. png and tiff keep 16 bits and alpha (``fmt.alpha`` is resized with Lanczos only when the output
-    has another size, e.g. a super-resolution network's); jpeg and webp are 8-bit formats. Grey inputs
-    give grey outputs (luma, ITU-R 601) except in webp, which has no grey mode. An input with an ICC
-    profile gives an output tagged sRGB (8-bit tiff too, 16-bit tiff is untagged); EXIF and XMP are
-    carried into jpeg, png and webp.
-    """
-    key = "jpeg" if out_format.lower() == "jpg" else out_format.lower()
-    if key not in FORMAT_EXTENSIONS:
-        raise ValueError(f"unsupported output format {out_format!r}; expected {sorted(FORMAT_EXTENSIONS)}")
-    if not (isinstance(quality, (int, np.integer)) and not isinstance(quality, bool) and 1 <= quality <= 100):
-        raise ValueError(f"quality must be an int in 1..100, got {quality!r}")
-    if image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape or image.dtype not in (np.uint8, np.uint16, np.float32):
-        raise ValueError(f"expected a non-empty (H, W, 3) uint8, uint16 or float32 image, got {image.dtype} {image.shape}")
-    # uint8 stays uint8 unless something must be computed (a flattening, luma, 16-bit output): the
-    # plain 8-bit case costs what encode_image does
-    colour = image if image.dtype == np.uint8 else _as_float(image)  # (H, W, 3) 0..255
-    h, w = colour.shape[:2]
-    alpha = fmt.alpha
-    if alpha is not None and alpha.shape != (h, w):
-        alpha = _resize_any(alpha, w, h)
-    top = 65535.0 if alpha is not None and alpha.dtype == np.uint16 else 255.0
-    sixteen = key in ("png", "tiff") and (fmt.bits == 16 or image.dtype != np.uint8)
-    state = "" if alpha is None else ALPHA_KEPT
-    if alpha is not None and key == "jpeg":
-        a = alpha.astype(np.float32)[:, :, None] / top
-        colour = colour.astype(np.float32) * a + np.asarray(background, dtype=np.float32) * (1 - a)
-        alpha, state = None, ALPHA_FLATTENED
-    grey = fmt.grey and key != "webp"
-    if grey:
-        colour = colour.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (H, W)
-    icc = srgb_icc() if fmt.profile else b""
-    if sixteen:
-        return _write16(key, colour.astype(np.float32, copy=False), alpha, fmt, icc), state
-    planes = [colour if colour.dtype == np.uint8 else _round(colour, 255, np.uint8)]
-    if alpha is not None:
-        planes.append(alpha if alpha.dtype == np.uint8 else _round(alpha.astype(np.float32) / 257, 255, np.uint8))
-    arr = planes[0] if len(planes) == 1 else np.dstack(planes)
-    pil = Image.fromarray(np.ascontiguousarray(arr), {(True, False): "L", (True, True): "LA", (False, False): "RGB",
-                                                      (False, True): "RGBA"}[(grey, alpha is not None)])
-    return _save(pil, key, quality, fmt, icc), state
-
-
-def _as_float(image: np.ndarray) -> np.ndarray:
-    if image.dtype == np.uint16:
-        return image.astype(np.float32) / 257.0
-    return image.astype(np.float32)
-
-
-def _round(a: np.ndarray, top: float, dtype: type) -> np.ndarray:
-    return np.clip(np.rint(a), 0, top).astype(dtype)
-
-
-def _save(pil: Image.Image, key: str, quality: int, fmt: PixelFormat, icc: bytes) -> bytes:
-    buf = io.BytesIO()
-    extra: dict = {}
-    if icc:
-        extra["icc_profile"] = icc
-    if key == "tiff":  # EXIF/XMP are not carried into TIFF (docs/formats.md)
-        pil.save(buf, format="TIFF", compression=TIFF_COMPRESSION, **extra)
-    elif key == "png":
-        if fmt.exif:
-            extra["exif"] = fmt.exif
-        if fmt.xmp:
-            info = PngImagePlugin.PngInfo()
-            info.add_itxt("XML:com.adobe.xmp", fmt.xmp.decode("utf-8", "replace"))
-            extra["pnginfo"] = info
-        pil.save(buf, format="PNG", **extra)
-    else:
-        if fmt.exif:
-            extra["exif"] = _EXIF_PREFIX + fmt.exif if key == "jpeg" else fmt.exif
-        if fmt.xmp:
-            extra["xmp"] = fmt.xmp
-        pil.save(buf, format=key.upper(), quality=int(quality), **extra)
-    return buf.getvalue()
-
-
-def _write16(key: str, colour: np.ndarray, alpha: np.ndarray | None, fmt: PixelFormat, icc: bytes) -> bytes:
-    """A 16-bit PNG (grey, grey+alpha, RGB or RGBA) with its iCCP/eXIf/iTXt chunks, or a 16-bit TIFF
-    (LZW, no ICC/EXIF/XMP tags). OpenCV writes the samples (Pillow cannot write 16-bit colour); the PNG
-    chunks are added here."""
-    import cv2  # lazy
-
-    sixteen = _round(colour * 257.0, 65535, np.uint16)
-    a16 = None if alpha is None else (alpha if alpha.dtype == np.uint16 else alpha.astype(np.uint16) * 257)
-    if sixteen.ndim == 2:
-        img = sixteen if a16 is None else np.dstack([sixteen, sixteen, sixteen, a16])  # cv2 has no grey+alpha PNG
-    else:
-        img = sixteen[:, :, ::-1] if a16 is None else np.dstack([sixteen[:, :, ::-1], a16])
-    ok, buf = cv2.imencode(".tif" if key == "tiff" else ".png", np.ascontiguousarray(img))
-    if not ok:
-        raise ValueError(f"OpenCV could not encode a 16-bit {key}")
-    if key == "tiff":
-        return buf.tobytes()
-    chunks = []
-    if icc:
-        chunks.append((b"iCCP", b"sRGB\x00\x00" + zlib.compress(icc)))
-    if fmt.exif:
-        chunks.append((b"eXIf", fmt.exif))
-    if fmt.xmp:
-        chunks.append((b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + fmt.xmp))
-    return _with_chunks(buf.tobytes(), chunks)
-
-
-def _with_chunks(png: bytes, chunks: list[tuple[bytes, bytes]]) -> bytes:
-    """``png`` with ``chunks`` inserted right after IHDR (iCCP must precede IDAT)."""
-    if not chunks:
-        return png
-    at = 8 + 12 + struct.unpack(">I", png[8:12])[0]  # signature + IHDR
-    made = b"".join(struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d)) for k, d in chunks)
-    return png[:at] + made + png[at:]

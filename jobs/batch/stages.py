@@ -13,7 +13,8 @@ import time
 import numpy as np
 
 # Pillow + NumPy only: these stages run in CPU task workers that must not pay for importing torch.
-from stylize_core.image_formats import PixelFormat, decode_image_full, encode_image_full, pack_pixels, unpack_pixels
+from stylize_core.image_encode import encode_image_full
+from stylize_core.image_formats import PixelFormat, decode_image_full, pack_pixels, unpack_pixels
 from stylize_core.image_io import FORMAT_EXTENSIONS, ImageDecodeError, allow_pixels, probe_size
 from stylize_core.masks import MaskError, check_size, decode_mask, fit_mask, region_weights
 

@@ -34,8 +34,9 @@ from stylize_core.enhance_eval import EVALUATION_KEYS, prepare
 from stylize_core.enhance_net import check_output_pixels
 from stylize_core.gatys_stylizer import GatysStylizer
 from stylize_core.host import retain_freed_memory
-from stylize_core.image_formats import (PixelFormat, composite_any, decode_image_full, eight_bit, encode_image_full, network_input,
+from stylize_core.image_formats import (PixelFormat, composite_any, decode_image_full, eight_bit, network_input,
                                          resized)
+from stylize_core.image_encode import encode_image_full
 from stylize_core.image_io import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, ImageDecodeError
 from stylize_core.stylizer import Stylizer, StyleResult
 

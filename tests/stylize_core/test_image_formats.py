@@ -14,9 +14,9 @@ from pixel_samples import (H, W, LINEAR_NAME, disc_alpha, grey16_png, grey_alpha
                            palette_rgba_png, photo, planar_rgb_tiff16, png16, rgb16, rgba_png, save, tiff16)
 
 from stylize_core import icc, image_formats
-from stylize_core.image_formats import (ALPHA_FLATTENED, ALPHA_KEPT, PixelFormat, _with_chunks, composite_any,
-                                        decode_image_full,
-                                        encode_image_full, network_input, resized)
+from stylize_core.image_encode import _with_chunks, encode_image_full
+from stylize_core.image_formats import (ALPHA_FLATTENED, ALPHA_KEPT, PixelFormat, composite_any, decode_image_full,
+                                        network_input, resized)
 from stylize_core.image_io import ImageDecodeError, decode_image, encode_image
 
 
