@@ -23,6 +23,7 @@ from torch import nn
 
 from .bucketing import network_side, pad_amounts
 from .enhance_net import output_scale
+from .loss_meter import LossMeter
 from .norm_stats import SharedStats, norm_layers
 from .poster_plan import PosterPlan
 from .tiling import axis_windows
@@ -56,26 +57,6 @@ def padded_input(pixels: np.ndarray, plan: PosterPlan) -> np.ndarray:
         return pixels
     mode = "reflect" if max(top, bottom) < plan.height and max(left, right) < plan.width else "edge"
     return np.pad(pixels, ((top, bottom), (left, right), (0, 0)), mode=mode)
-
-
-def _area_axis(a: np.ndarray, axis: int, size: int) -> np.ndarray:
-    """Adaptive average along ``axis`` to ``size`` (torch's ``mode="area"``: output i averages input
-    [floor(i n / size), ceil((i + 1) n / size))), in float64 through a cumulative sum."""
-    n = a.shape[axis]
-    i = np.arange(size)
-    lo, hi = (i * n) // size, -(-((i + 1) * n) // size)
-    cs = np.cumsum(a, axis=axis, dtype=np.float64)
-    cs = np.concatenate([np.zeros_like(cs.take([0], axis=axis)), cs], axis=axis)
-    shape = [1] * a.ndim
-    shape[axis] = size
-    return (cs.take(hi, axis=axis) - cs.take(lo, axis=axis)) / (hi - lo).reshape(shape)
-
-
-def area_thumbnail(padded: np.ndarray, size: tuple[int, int], band: int = 256) -> np.ndarray:
-    """(h, w, 3) float32: ``padded`` area-averaged to ``size`` as ``F.interpolate(mode="area")`` does,
-    columns first in bands of ``band`` rows (never the whole image in float), then rows."""
-    narrow = np.concatenate([_area_axis(padded[r : r + band], 1, size[1]) for r in range(0, padded.shape[0], band)])
-    return _area_axis(narrow, 0, size[0]).astype(np.float32)
 
 
 def _batch(pixels: np.ndarray, device: torch.device, memory_format: torch.memory_format) -> torch.Tensor:
@@ -124,3 +105,16 @@ def run_tile(net: nn.Module, tile: np.ndarray, stats: Stats, plan: PosterPlan, t
         y = finish(y, x)
     weight = (rw.weight[:, None] * cw.weight[None, :]).to(y.device)
     return (y[0] * weight).permute(1, 2, 0).contiguous().cpu().numpy()
+
+
+def measure_poster(meter: LossMeter, content: np.ndarray, output: np.ndarray, style: str, tv: float
+                   ) -> dict[str, float]:
+    """A poster's metrics, the columns every measured row has (``metrics_ms`` included): ``content`` and
+    ``output`` are the input's and the output's (h, w, 3) thumbnails at the meter's metric size, made
+    band by band with the resize the meter applies to a whole image
+    (:class:`~stylize_core.poster_plan.Thumbnail`, ``"bilinear"``), ``tv`` the full-size output's total
+    variation (:class:`~stylize_core.poster_plan.TotalVariation`), which replaces the thumbnail's."""
+    x, y = (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None] for a in (content, output))
+    measured = {name: float(values[0]) for name, values in meter.measure([x], [y], style).items()}
+    measured["tv_loss"] = float(tv)
+    return measured

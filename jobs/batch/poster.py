@@ -13,8 +13,10 @@ and its rows pass through the stream; the driver holds them back and hands them 
    output times its blend weights), in order and at most :data:`TILES_AHEAD_PER_ACTOR` per actor ahead of
    the tile it is reading (:class:`TileFeed`): the object store holds a few float tiles per style, not
    the whole image's (12 bytes a pixel plus the overlap: ~3.5 GB at 268 MP);
-3. the writer sums the tiles band by band (:func:`stylize_core.poster_plan.assemble`), encodes with the
-   input's pixel format (alpha, 16 bits, profile) and writes atomically, as the encode stage does;
+3. the writer sums the tiles band by band (:func:`stylize_core.poster_plan.assemble`), measures the
+   output when the poster is measured (its full-size total variation and its thumbnail at the metrics
+   size as the bands finish, then :meth:`PosterActor.measure` on an actor's loss network), encodes
+   with the input's pixel format (alpha, 16 bits, profile) and writes atomically, as the encode stage does;
 4. the rows of the poster's styles are answered here: ok, or an error with its reason.
 
 The actors restart after a crash and Ray retries only the calls they had not answered
@@ -37,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from stylize_core.image_encode import encode_image_full
-from stylize_core.poster_plan import PosterPlan, assemble
+from stylize_core.poster_plan import PosterPlan, Thumbnail, TotalVariation, assemble
 
 from jobs.batch.settings import JobSettings
 from jobs.batch.stages import output_key
@@ -73,6 +75,9 @@ class PosterWorker:
     def tile(self, *args: Any) -> Any:
         return self._impl.tile(*args)
 
+    def measure(self, *args: Any) -> Any:
+        return self._impl.measure(*args)
+
 
 @dataclass
 class Poster:
@@ -105,6 +110,24 @@ class PosterStats:
 
 class _TileFailed(RuntimeError):
     error_type = "stylize_error"
+
+
+class _MetricsFailed(RuntimeError):
+    error_type = "stylize_error"  # as a failed measure in a stream's stylize call
+
+
+class _OutputMetrics:
+    """What the writer measures of the output as its bands are finished (clamped, before rounding):
+    the full-size total variation and the thumbnail at the metrics size, and the time that took."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.tv, self.thumbnail, self.seconds = TotalVariation(), Thumbnail(size, "bilinear"), 0.0
+
+    def add(self, rows: np.ndarray) -> None:
+        start = time.perf_counter()
+        self.tv.add(rows)
+        self.thumbnail.add(rows)
+        self.seconds += time.perf_counter() - start
 
 
 class TileFeed:
@@ -159,8 +182,18 @@ def write_poster(settings: JobSettings, plan: PosterPlan, style: str, rel_path: 
             raise _TileFailed(f"tile {t} of {plan.tiles} failed: {_first_line(exc)}") from None
 
     feed = TileFeed(plan.tiles, TILES_AHEAD_PER_ACTOR * len(actors), submit, fetch)
+    metrics = _OutputMetrics(meta.metric_input.shape[:2]) if meta.metric_input is not None else None
+
+    def finish(rows: np.ndarray) -> np.ndarray:
+        rows = np.clip(rows, 0, 255)
+        if metrics is not None:
+            metrics.add(rows)
+        return np.rint(rows * scale).astype(dtype)
+
     try:
-        image = assemble(plan, feed, lambda rows: np.rint(np.clip(rows, 0, 255) * scale).astype(dtype))
+        image = assemble(plan, feed, finish)
+        measured = {"measured": False} if metrics is None else _measure(settings, style, prepared[0], metrics,
+                                                                     actor_of(0))
         uri = output_key(settings, rel_path, style)
         data, alpha = encode_image_full(image, meta.format, settings.format, settings.quality,
                                         background=background_rgb(settings.background))
@@ -169,7 +202,19 @@ def write_poster(settings: JobSettings, plan: PosterPlan, style: str, rel_path: 
     except Exception as exc:
         return {"error_type": getattr(exc, "error_type", "write_error"), "error": redact(f"{type(exc).__name__}: {exc}")}
     return {"output_uri": uri, "output_bytes": len(data), "alpha": alpha, "out_width": int(image.shape[1]),
-            "out_height": int(image.shape[0]), "encode_ms": (time.perf_counter() - start) * 1000, "tile_infos": infos}
+            "out_height": int(image.shape[0]), "encode_ms": (time.perf_counter() - start) * 1000, "tile_infos": infos,
+            **measured}
+
+
+def _measure(settings: JobSettings, style: str, meta: Any, metrics: _OutputMetrics, actor: Any) -> dict[str, Any]:
+    """The poster's metrics columns: ``actor``'s loss network on the input's and the output's
+    thumbnails, with the writer's full-size total variation; metrics_ms counts the writer's share too."""
+    try:
+        handle = ray_actors.call(actor, "measure", meta, style, metrics.thumbnail.result(), metrics.tv.value)
+        measured = ray_actors.result_or_restart(handle, actor, settings.stall_timeout)
+    except Exception as exc:
+        raise _MetricsFailed(f"measuring the poster failed: {_first_line(exc)}") from None
+    return {**measured, "measured": True, "metrics_ms": measured["metrics_ms"] + metrics.seconds * 1000}
 
 
 def _failed(row: dict[str, Any], error_type: str, error: str) -> dict[str, Any]:

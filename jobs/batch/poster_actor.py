@@ -1,5 +1,6 @@
 """The poster phase's actor (:mod:`jobs.batch.poster`): the stylize actor's stylizer, built the same
-way, answering a poster's plan, its decode and statistics (once per style), and its tiles."""
+way, answering a poster's plan, its decode and statistics (once per style), its tiles, and its
+metrics (the loss network on the input's and the output's thumbnails)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import torch
 from stylize_core.builder import SetupError
 from stylize_core.image_formats import PixelFormat, decode_image_full, network_input
 from stylize_core.image_io import ImageDecodeError, allow_pixels, decoded_size
-from stylize_core.poster import area_thumbnail, padded_input, plan_poster, record_stats, run_tile
-from stylize_core.poster_plan import PosterPlan
+from stylize_core.sampling import sampled
+from stylize_core.poster import measure_poster, padded_input, plan_poster, record_stats, run_tile
+from stylize_core.poster_plan import PosterPlan, metric_thumbnail_size, thumbnail
 from stylize_core.tile_budget import tile_side
 from stylize_core.tiled_forward import TiledForward
 from stylize_core.tiling import min_tile, thumbnail_size
@@ -32,12 +34,14 @@ from stylize_core.style_encoding import StyleEncodings
 @dataclass
 class PosterInput:
     """What the decoding call gives every tile and the writer (one small Ray object per poster): the
-    input's pixel format, each style's statistics, whether the pixels are float (a 16-bit input), or the
-    error that stopped it."""
+    input's pixel format, each style's statistics, whether the pixels are float (a 16-bit input), the
+    input's thumbnail at the metrics size when the poster is measured (metrics on and the input in
+    ``--metrics-sample``), or the error that stopped it."""
 
     format: PixelFormat = field(default_factory=PixelFormat)
     stats: dict[str, Any] = field(default_factory=dict)
     float_pixels: bool = False
+    metric_input: np.ndarray | None = None
     input_bytes: int = -1
     decode_ms: float = float("nan")
     error_type: str = ""
@@ -86,11 +90,15 @@ class PosterActor(StylizeActor):
             meta.input_bytes = len(data)
             decoded = decode_image_full(data, max_pixels=self.settings.max_pixels, max_side=self.settings.max_side)
             pixels = network_input(decoded.pixels, self.stylizer)  # a 16-bit input runs in float
+            meter = self.stylizer.meter
+            if meter is not None and sampled(uri, self.settings.metrics_sample):
+                size = metric_thumbnail_size(*pixels.shape[:2], meter.metric_size(*pixels.shape[:2]))
+                meta.metric_input = thumbnail(pixels, size, "bilinear")
             padded = padded_input(pixels, plan)
             del pixels
             for style in styles:
                 pixels = self._forward.thumbnail_pixels(style, plan.side)
-                thumb = area_thumbnail(padded, thumbnail_size(*plan.padded, pixels))
+                thumb = thumbnail(padded, thumbnail_size(*plan.padded, pixels))
                 meta.stats[style] = record_stats(self._net(style), thumb, self.stylizer.device, self.stylizer.memory_format)
             tiles: list[Any] = [plan.tile_of(padded, t) for t in range(plan.tiles)]
             meta.format, meta.float_pixels = decoded.format, padded.dtype == np.float32
@@ -115,3 +123,11 @@ class PosterActor(StylizeActor):
                            finish=self.stylizer.finish, memory_format=self.stylizer.memory_format)
         return out, {"t": t, "style": style, "actor": actor_id(), "pid": os.getpid(),
                      "ms": (time.perf_counter() - start) * 1000}
+
+    def measure(self, meta: PosterInput, style: str, output: np.ndarray, tv: float) -> dict[str, float]:
+        """The poster's losses for ``style`` from the output's thumbnail at the metrics size and its
+        full-size total variation (the writer's), against the input's thumbnail in ``meta``."""
+        self._ready()
+        if self.stylizer.meter is None or meta.metric_input is None:
+            raise ValueError("this poster is not measured")
+        return measure_poster(self.stylizer.meter, meta.metric_input, output, style, tv)

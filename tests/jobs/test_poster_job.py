@@ -1,6 +1,7 @@
 """One poster across the actor pool (--split-pixels) through the batch job on a local Ray: the output
-equals the in-actor tiled path's, tiles run on several actors, a killed or hung actor re-runs only its
-own unfinished tile, every (input, style) has exactly one metrics row, a corrupt poster is an error row."""
+and its losses equal the in-actor tiled path's, tiles run on several actors, a killed or hung actor
+re-runs only its own unfinished tile, every (input, style) has exactly one metrics row, a corrupt
+poster is an error row, a 16-bit RGBA poster keeps its alpha and its depth."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ DEMO = str(REPO / "stylize_core/assets/demo_mosaic.pth")
 # 256 x 320 = 81,920 pixels: above --split-pixels 40,000; tiles of 192 make a 2 x 3 grid
 COMMON = ["--style", f"demo={DEMO}", "--no-metrics", "--quiet", "--tile", "192", "--tile-stats", "thumbnail",
           "--format", "png", "--device", "cpu", "--actors", "2", "--contact-sheet", "0"]
+# The same, every input measured: a random VGG16 at 128 px, below the posters' 256 x 320, so that the
+# metrics' resize runs
+MEASURED = [a for a in COMMON if a != "--no-metrics"] + ["--metrics-sample", "1", "--metrics-size", "128", "--vgg-weights", "random:0"]
+LOSSES = ("content_loss", "style_loss", "tv_loss", "style_stat_distance")
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +43,20 @@ def photos(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(photos, tmp_path_factory) -> np.ndarray:
-    """The poster stylised in one actor call, tiled there with the same tiles and thumbnail statistics."""
+def measured_reference(photos, tmp_path_factory) -> tuple[np.ndarray, dict]:
+    """The poster stylised in one actor call, tiled there with the same tiles and thumbnail
+    statistics, and measured: (its output, its metrics row)."""
     src = tmp_path_factory.mktemp("poster_ref_in")
     (src / "poster.png").write_bytes((photos / "poster.png").read_bytes())
     out = tmp_path_factory.mktemp("poster_ref_out")
-    summary = stylize.run(stylize.parse_args(["--input", str(src), "--output", str(out), "--run-id", "ref", *COMMON]))
+    summary = stylize.run(stylize.parse_args(["--input", str(src), "--output", str(out), "--run-id", "ref", *MEASURED]))
     assert summary["counts"] == {"ok": 1} and summary["posters"] is None
-    return _read(out / "demo" / "poster.png")
+    return _read(out / "demo" / "poster.png"), _rows(out, "ref")["poster.png"]
+
+
+@pytest.fixture(scope="module")
+def reference(measured_reference) -> np.ndarray:
+    return measured_reference[0]
 
 
 def _read(path: Path) -> np.ndarray:
@@ -60,28 +71,64 @@ def _rows(out: Path, run_id: str) -> dict[str, dict]:
     return dict(zip(names, rows))
 
 
-def test_a_poster_runs_as_tiles_on_several_actors_and_equals_the_in_actor_tiling(photos, reference, tmp_path):
-    out = tmp_path / "out"
-    summary = stylize.run(stylize.parse_args(["--input", str(photos), "--output", str(out), "--run-id", "split",
-                                              "--split-pixels", "40000", *COMMON]))
+def _deep_rgba() -> tuple[np.ndarray, np.ndarray]:
+    """A 16-bit RGB photo with more than 8 bits' worth of levels, and a 16-bit alpha disc."""
+    rgb = data.astronaut()[100:356, 80:400].astype(np.uint16) * 257 + (np.arange(320, dtype=np.uint16) % 200)[None, :, None]
+    yy, xx = np.mgrid[0:256, 0:320]
+    alpha = np.clip((120 - np.hypot(yy - 128, xx - 160)) * 4000, 0, 65535).astype(np.uint16)
+    return rgb, alpha
+
+
+def test_posters_run_as_tiles_on_several_actors_and_equal_the_in_actor_tiling(photos, measured_reference, tmp_path):
+    """One run: two 8-bit posters (in flight together), a 16-bit RGBA one, a truncated one and a
+    small input that stays in the stream; every input measured."""
+    import cv2
+
+    from pixel_samples import png16  # tests/pixel_samples.py
+
+    reference, reference_row = measured_reference
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for p in photos.iterdir():
+        (src / p.name).write_bytes(p.read_bytes())
+    rgb, alpha = _deep_rgba()
+    (src / "deep.png").write_bytes(png16(rgb, alpha))
+    summary = stylize.run(stylize.parse_args(["--input", str(src), "--output", str(out), "--run-id", "split",
+                                              "--split-pixels", "40000", *MEASURED]))
     rows = _rows(out, "split")
-    assert set(rows) == {"poster.png", "poster2.png", "small.png", "broken.png"}
-    for name in ("poster.png", "poster2.png"):
+    assert set(rows) == {"poster.png", "poster2.png", "deep.png", "small.png", "broken.png"}
+    for name in ("poster.png", "poster2.png", "deep.png"):
         ok = rows[name]
         assert ok["status"] == "ok" and ok["tiles"] == 6 and (ok["width"], ok["height"]) == (320, 256)
         assert (ok["out_width"], ok["out_height"]) == (320, 256) and ok["output_bytes"] > 0 and ok["pixel_format"]
-    assert rows["small.png"]["status"] == "ok" and rows["small.png"]["tiles"] == 1
+        assert ok["measured"] is True and all(np.isfinite(ok[k]) and ok[k] > 0 for k in LOSSES), ok
+        assert ok["metrics_ms"] > 0
+    assert rows["small.png"]["status"] == "ok" and rows["small.png"]["tiles"] == 1 and rows["small.png"]["measured"]
     assert (rows["broken.png"]["status"], rows["broken.png"]["error_type"]) == ("error", "truncated")  # the decoder's reason
     posters = summary["posters"]
-    assert posters["inputs"] == 3 and posters["tiles"] == 12 and posters["actors"] == 2
-    assert posters["actors_used"] == 2 and sorted(posters["tiles_by_actor"].values()) == [6, 6]
+    assert posters["inputs"] == 4 and posters["tiles"] == 18 and posters["actors"] == 2
+    assert posters["actors_used"] == 2 and sorted(posters["tiles_by_actor"].values()) == [9, 9]
     got = _read(out / "demo" / "poster.png")
     assert got.shape == reference.shape and reference.std() > 20  # the demo network's output spans the range
     assert np.abs(got - reference).mean() <= 0.05 and np.abs(got - reference).max() <= 2
+    # The losses as the in-actor path measures them: content and style on thumbnails at --metrics-size
+    # (the writer's band-wise resize, the meter's on the whole image), total variation at full size
+    split_row = rows["poster.png"]
+    for k in LOSSES:  # measured 2026-12-07: equal to 1e-6 or better
+        assert split_row[k] == pytest.approx(reference_row[k], rel=1e-3), (k, split_row[k], reference_row[k])
     other = _read(out / "demo" / "poster2.png")
     assert other.std() > 20 and np.abs(other - got).mean() > 10  # its own image, not the first's
+    assert abs(rows["poster2.png"]["content_loss"] - split_row["content_loss"]) > 0.05 * split_row["content_loss"]
     assert not (out / "demo" / "broken.png").exists()
     assert not [p for p in out.rglob(".tmp*")]
+    deep = rows["deep.png"]
+    assert "16" in deep["pixel_format"] and deep["alpha"] == "kept", deep
+    got16 = cv2.imread(str(out / "demo" / "deep.png"), cv2.IMREAD_UNCHANGED)
+    assert got16.dtype == np.uint16 and got16.shape == (256, 320, 4)
+    assert np.array_equal(got16[:, :, 3], alpha)  # alpha exactly as it came
+    colour = got16[:, :, :3][alpha > 0]
+    assert len(np.unique(colour)) > 2 * len(np.unique(colour // 257))  # stylised in float, not through 8 bits
+    assert np.abs(colour.astype(np.float64) - rgb[:, :, ::-1][alpha > 0]).mean() / 257 > 10  # and stylised
 
 
 def crashing_poster_actor(log: str, marker: str, crash_tile: int, hang_tile: int = -1) -> type:
@@ -141,33 +188,9 @@ def test_a_killed_or_hung_actor_reruns_only_its_tile(photos, reference, tmp_path
         assert all(pid != events[at][2] for _, _, pid in events[at + 1:])
     rows = _rows(out, "crash")
     assert rows["poster.png"]["status"] == "ok" and summary["counts"] == {"ok": 1}
+    assert rows["poster.png"]["measured"] is False and rows["poster.png"]["content_loss"] is None  # --no-metrics
     assert np.abs(_read(out / "demo" / "poster.png") - reference).max() <= 2
     assert not [p for p in out.rglob(".tmp*")]
-
-
-def test_a_16_bit_rgba_poster_keeps_its_alpha_and_its_depth(tmp_path):
-    import cv2
-
-    from pixel_samples import png16  # tests/pixel_samples.py
-
-    rgb = data.astronaut()[100:356, 80:400].astype(np.uint16) * 257 + (np.arange(320, dtype=np.uint16) % 200)[None, :, None]
-    yy, xx = np.mgrid[0:256, 0:320]
-    alpha = np.clip((120 - np.hypot(yy - 128, xx - 160)) * 4000, 0, 65535).astype(np.uint16)
-    src = tmp_path / "in"
-    src.mkdir()
-    (src / "deep.png").write_bytes(png16(rgb, alpha))
-    out = tmp_path / "out"
-    summary = stylize.run(stylize.parse_args(["--input", str(src), "--output", str(out), "--run-id", "deep",
-                                              "--split-pixels", "40000", *COMMON]))
-    row = _rows(out, "deep")["deep.png"]
-    assert row["status"] == "ok" and "16" in row["pixel_format"] and row["alpha"] == "kept", row
-    assert summary["posters"]["inputs"] == 1
-    got = cv2.imread(str(out / "demo" / "deep.png"), cv2.IMREAD_UNCHANGED)
-    assert got.dtype == np.uint16 and got.shape == (256, 320, 4)
-    assert np.array_equal(got[:, :, 3], alpha)  # alpha exactly as it came
-    colour = got[:, :, :3][alpha > 0]
-    assert len(np.unique(colour)) > 2 * len(np.unique(colour // 257))  # stylised in float, not through 8 bits
-    assert np.abs(colour.astype(np.float64) - rgb[:, :, ::-1][alpha > 0]).mean() / 257 > 10  # and stylised
 
 
 def test_a_poster_whose_actor_cannot_restart_is_an_error_row(photos, tmp_path, monkeypatch):

@@ -14,8 +14,9 @@ from skimage import data
 from jobs.common.run_settings import demo_checkpoint
 from stylize_core.bucketing import pad_to
 from stylize_core.checkpoint import load_style_model
-from stylize_core.poster import area_thumbnail, padded_input, plan_poster, record_stats, run_tile
-from stylize_core.poster_plan import assemble
+from stylize_core.poster import padded_input, plan_poster, record_stats, run_tile
+from stylize_core.losses import tv_loss
+from stylize_core.poster_plan import Thumbnail, TotalVariation, assemble, metric_thumbnail_size, thumbnail
 from stylize_core.tiling import TiledNetwork, thumbnail_size
 
 CPU = torch.device("cpu")
@@ -26,14 +27,38 @@ def demo():
     return load_style_model(demo_checkpoint()).model.eval()
 
 
-def test_area_thumbnail_matches_torch_area_interpolation():
+def test_thumbnail_matches_torch_area_interpolation():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (301, 437, 3), dtype=np.uint8)
     for size in [(100, 150), (37, 211), (301, 437)]:
-        ours = area_thumbnail(image, size, band=64)
+        ours = thumbnail(image, size, band=64)
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
         ref = F.interpolate(x, size=size, mode="area")[0].permute(1, 2, 0).numpy()
         assert np.abs(ours - ref).max() < 1e-3
+
+
+def test_band_thumbnails_and_total_variation_equal_the_loss_meters_on_the_whole_image():
+    """The writer's metrics of a poster, made from bands of rows of odd heights, equal what the loss
+    meter computes on the whole float image: its antialiased bilinear resize, and tv_loss."""
+    rng = np.random.default_rng(1)
+    image = rng.random((503, 777, 3)) * 20 + np.linspace(0, 60, 777)[None, :, None]
+    image[[1, 97, 98, 400]] += 150  # steps where the bands meet: pairs a band-by-band sum could miss
+    image = image.astype(np.float32)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None]
+    bands = [image[a:b] for a, b in [(0, 1), (1, 97), (97, 98), (98, 400), (400, 503)]]
+    for size in [(128, 198), (503, 256), (40, 777), (17, 23)]:
+        thumb, tv = Thumbnail(size, "bilinear"), TotalVariation()
+        for band in bands:
+            thumb.add(band, chunk=50)
+            tv.add(band, chunk=50)
+        ref = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)[0].permute(1, 2, 0)
+        assert np.abs(thumb.result() - ref.numpy()).max() < 0.02  # of 0..255: float32 weights in torch
+        assert abs(tv.value - tv_loss(x).item()) < 1e-4 * tv.value
+    flat = TotalVariation()
+    flat.add(np.full((1, 5, 3), 7.0, np.float32))
+    assert flat.value == 0.0  # one row: no vertical pairs, as tv_loss
+    assert metric_thumbnail_size(300, 900, (256, 768)) == (256, 768)
+    assert metric_thumbnail_size(10, 900, (16, 1440)) == (10, 900)  # the meter scales tiny images up itself
 
 
 def test_plan_pads_like_the_stylizer_and_tiles_cover_the_padded_image():
@@ -52,7 +77,7 @@ def test_tiles_run_apart_equal_the_tiled_network(demo):
     plan = plan_poster(*image.shape[:2], 192)
     padded = padded_input(image, plan)
     size = thumbnail_size(*plan.padded, 200 * 200)  # a real thumbnail: statistics of a downscaled copy
-    stats = record_stats(demo, area_thumbnail(padded, size), CPU)
+    stats = record_stats(demo, thumbnail(padded, size), CPU)
     stats = pickle.loads(pickle.dumps(stats))  # as a Ray object would carry them
     calls = []
 
