@@ -85,10 +85,14 @@ def record_stats(net: nn.Module, thumbnail: np.ndarray, device: torch.device,
 
 @torch.inference_mode()
 def run_tile(net: nn.Module, tile: np.ndarray, stats: Stats, plan: PosterPlan, t: int, device: torch.device,
-             finish: Finish | None = None, memory_format: torch.memory_format = torch.contiguous_format
-             ) -> np.ndarray:
+             finish: Finish | None = None, memory_format: torch.memory_format = torch.contiguous_format,
+             mask: np.ndarray | None = None, unmasked: bool = False) -> np.ndarray:
     """Tile ``t``'s output ((length, length, 3) float32, 0..255 before clamping) times its blend weights.
-    ``tile``: its input (:meth:`PosterPlan.tile_of`); ``stats``: :func:`record_stats` of the same network."""
+    ``tile``: its input (:meth:`PosterPlan.tile_of`); ``stats``: :func:`record_stats` of the same network.
+    With ``mask`` ((length, length) weights in 0..1, cut as the input was), the output is composited
+    over the input (``x + (clamp(y) - x) * mask``, as :func:`stylize_core.masks.composite` does it: the
+    sums of such tiles are the composite of the sum); ``unmasked`` puts the network's own output first,
+    for the metrics: (length, length, 6)."""
     check_network(net)
     (r0, _), (c0, _) = plan.window(t)
     rows, cols = (axis_windows(n, plan.side) for n in plan.padded)
@@ -103,6 +107,10 @@ def run_tile(net: nn.Module, tile: np.ndarray, stats: Stats, plan: PosterPlan, t
     y = y.float()
     if finish is not None:
         y = finish(y, x)
+    if mask is not None:
+        m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).to(y.device)
+        composite = x + (y.clamp(0, 255) - x) * m
+        y = torch.cat([y, composite], dim=1) if unmasked else composite
     weight = (rw.weight[:, None] * cw.weight[None, :]).to(y.device)
     return (y[0] * weight).permute(1, 2, 0).contiguous().cpu().numpy()
 

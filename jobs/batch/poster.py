@@ -88,6 +88,7 @@ class Poster:
     rel_path: str
     height: int
     width: int
+    mask_uri: str = ""
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -185,10 +186,12 @@ def write_poster(settings: JobSettings, plan: PosterPlan, style: str, rel_path: 
     metrics = _OutputMetrics(meta.metric_input.shape[:2]) if meta.metric_input is not None else None
 
     def finish(rows: np.ndarray) -> np.ndarray:
+        """The output's pixels of float rows; a masked, measured poster's tiles carry the network's own
+        output first (the metrics are of it, as in the stream) and the composite after it."""
         rows = np.clip(rows, 0, 255)
         if metrics is not None:
-            metrics.add(rows)
-        return np.rint(rows * scale).astype(dtype)
+            metrics.add(rows[:, :, :3])
+        return np.rint(rows[:, :, -3:] * scale).astype(dtype)
 
     try:
         image = assemble(plan, feed, finish)
@@ -267,7 +270,7 @@ class PosterPhase:
             first, stall = self.actors[0], self.settings.stall_timeout
             plan = ray_actors.result_or_restart(ray_actors.call(first, "plan", poster.height, poster.width, styles),
                                                 first, stall)
-            inputs = ray_actors.call(first, "prepare", poster.uri, plan, styles, returns=1 + plan.tiles)
+            inputs = ray_actors.call(first, "prepare", poster.uri, plan, styles, poster.mask_uri, returns=1 + plan.tiles)
             meta = ray_actors.result_or_restart(inputs[0], first, stall)
         except Exception as exc:  # the actors are gone (restarts spent), the network cannot tile
             error_type, error = getattr(exc, "error_type", POSTER_ERROR), _first_line(exc)
@@ -308,6 +311,6 @@ def posters_of(rows: list[dict[str, Any]]) -> Iterator[Poster]:
     by_idx: dict[int, Poster] = {}
     for row in rows:
         poster = by_idx.setdefault(row["idx"], Poster(row["idx"], row["input_uri"], row["rel_path"], row["height"],
-                                                      row["width"]))
+                                                      row["width"], row.get("mask_uri") or ""))
         poster.rows.setdefault(row["style"], dict(row))  # idx stays: the driver counts rows by it
     yield from (by_idx[i] for i in sorted(by_idx))

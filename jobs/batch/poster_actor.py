@@ -16,6 +16,7 @@ import torch
 from stylize_core.builder import SetupError
 from stylize_core.image_formats import PixelFormat, decode_image_full, network_input
 from stylize_core.image_io import ImageDecodeError, allow_pixels, decoded_size
+from stylize_core.masks import MaskError
 from stylize_core.sampling import sampled
 from stylize_core.poster import measure_poster, padded_input, plan_poster, record_stats, run_tile
 from stylize_core.poster_plan import PosterPlan, metric_thumbnail_size, thumbnail
@@ -24,6 +25,7 @@ from stylize_core.tiled_forward import TiledForward
 from stylize_core.tiling import min_tile, thumbnail_size
 
 from jobs.batch.actor import StylizeActor
+from jobs.batch.stages import MASK_ERROR, MASK_ONE, read_mask
 from jobs.batch.settings import JobSettings
 from jobs.common.planning import ActorPlan
 from jobs.common.ray_actors import actor_id
@@ -36,12 +38,13 @@ class PosterInput:
     """What the decoding call gives every tile and the writer (one small Ray object per poster): the
     input's pixel format, each style's statistics, whether the pixels are float (a 16-bit input), the
     input's thumbnail at the metrics size when the poster is measured (metrics on and the input in
-    ``--metrics-sample``), or the error that stopped it."""
+    ``--metrics-sample``), whether it is masked, or the error that stopped it."""
 
     format: PixelFormat = field(default_factory=PixelFormat)
     stats: dict[str, Any] = field(default_factory=dict)
     float_pixels: bool = False
     metric_input: np.ndarray | None = None
+    masked: bool = False  # every tile object is (input, mask planes): composited tile by tile
     input_bytes: int = -1
     decode_ms: float = float("nan")
     error_type: str = ""
@@ -77,10 +80,12 @@ class PosterActor(StylizeActor):
             side = max(side, min_tile())
         return plan_poster(h, w, side)
 
-    def prepare(self, uri: str, plan: PosterPlan, styles: list[str]) -> list[Any]:
+    def prepare(self, uri: str, plan: PosterPlan, styles: list[str], mask_uri: str = "") -> list[Any]:
         """[PosterInput, tile 0's input, tile 1's, ...]: the input decoded once, padded and cut, and each
-        style's statistics from its thumbnail (as the in-actor tiling takes them). Never raises: an
-        input that cannot be read or decoded gives its error in the PosterInput and no tiles."""
+        style's statistics from its thumbnail (as the in-actor tiling takes them). With ``mask_uri``, the
+        mask is read and feathered as the read stage does it for the stream, padded and cut the same way:
+        each tile is then (its input, its mask planes). Never raises: an input that cannot be read or
+        decoded, or whose mask cannot be used, gives its error in the PosterInput and no tiles."""
         start = time.perf_counter()
         meta = PosterInput()
         try:
@@ -94,6 +99,9 @@ class PosterActor(StylizeActor):
             if meter is not None and sampled(uri, self.settings.metrics_sample):
                 size = metric_thumbnail_size(*pixels.shape[:2], meter.metric_size(*pixels.shape[:2]))
                 meta.metric_input = thumbnail(pixels, size, "bilinear")
+            planes = None
+            if mask_uri:  # (H, W, planes) uint16, MASK_ONE = 1
+                planes = np.moveaxis(read_mask(mask_uri, self.settings, decoded.size, pixels.shape[:2]), 0, -1)
             padded = padded_input(pixels, plan)
             del pixels
             for style in styles:
@@ -101,7 +109,12 @@ class PosterActor(StylizeActor):
                 thumb = thumbnail(padded, thumbnail_size(*plan.padded, pixels))
                 meta.stats[style] = record_stats(self._net(style), thumb, self.stylizer.device, self.stylizer.memory_format)
             tiles: list[Any] = [plan.tile_of(padded, t) for t in range(plan.tiles)]
-            meta.format, meta.float_pixels = decoded.format, padded.dtype == np.float32
+            if planes is not None:
+                padded_planes = padded_input(planes, plan)
+                tiles = [(tile, plan.tile_of(padded_planes, t)) for t, tile in enumerate(tiles)]
+            meta.format, meta.float_pixels, meta.masked = decoded.format, padded.dtype == np.float32, planes is not None
+        except MaskError as exc:
+            meta.error_type, meta.error, tiles = MASK_ERROR, str(exc), [None] * plan.tiles
         except ImageDecodeError as exc:
             meta.error_type, meta.error, tiles = exc.error_type, str(exc), [None] * plan.tiles
         except FileNotFoundError as exc:
@@ -113,14 +126,21 @@ class PosterActor(StylizeActor):
         meta.decode_ms = (time.perf_counter() - start) * 1000
         return [meta, *tiles]
 
-    def tile(self, meta: PosterInput, tile: np.ndarray, style: str, t: int, plan: PosterPlan
-             ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Tile ``t``'s output for ``style``, times its blend weights, and where and how long it ran."""
+    def tile(self, meta: PosterInput, tile: np.ndarray | tuple[np.ndarray, np.ndarray], style: str, t: int,
+             plan: PosterPlan) -> tuple[np.ndarray, dict[str, Any]]:
+        """Tile ``t``'s output for ``style``, times its blend weights, and where and how long it ran
+        (``tile``: its input, or its input and mask planes when ``meta.masked``)."""
         self._ready()
         start = time.perf_counter()
+        mask = None
+        if meta.masked:  # this style's plane: its label's in a label mask (as the stream's _masked picks it)
+            tile, planes = tile
+            k = self.settings.label_styles.index(style) if planes.shape[2] > 1 else 0
+            mask = planes[:, :, k].astype(np.float32) / MASK_ONE
         with self.stylizer._autocast():
             out = run_tile(self._net(style), tile, meta.stats[style], plan, t, self.stylizer.device,
-                           finish=self.stylizer.finish, memory_format=self.stylizer.memory_format)
+                           finish=self.stylizer.finish, memory_format=self.stylizer.memory_format, mask=mask,
+                           unmasked=meta.metric_input is not None)
         return out, {"t": t, "style": style, "actor": actor_id(), "pid": os.getpid(),
                      "ms": (time.perf_counter() - start) * 1000}
 

@@ -1,7 +1,8 @@
 """One poster across the actor pool (--split-pixels) through the batch job on a local Ray: the output
 and its losses equal the in-actor tiled path's, tiles run on several actors, a killed or hung actor
 re-runs only its own unfinished tile, every (input, style) has exactly one metrics row, a corrupt
-poster is an error row, a 16-bit RGBA poster keeps its alpha and its depth."""
+poster or a wrong-sized mask is an error row, a 16-bit RGBA poster keeps its alpha and its depth, a
+masked poster is composited tile by tile."""
 
 from __future__ import annotations
 
@@ -80,8 +81,9 @@ def _deep_rgba() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_posters_run_as_tiles_on_several_actors_and_equal_the_in_actor_tiling(photos, measured_reference, tmp_path):
-    """One run: two 8-bit posters (in flight together), a 16-bit RGBA one, a truncated one and a
-    small input that stays in the stream; every input measured."""
+    """One run (a manifest): two 8-bit posters (in flight together), a 16-bit RGBA one, a masked one,
+    one whose mask has the wrong size, a truncated one and a small input that stays in the stream;
+    every input measured."""
     import cv2
 
     from pixel_samples import png16  # tests/pixel_samples.py
@@ -93,11 +95,21 @@ def test_posters_run_as_tiles_on_several_actors_and_equal_the_in_actor_tiling(ph
         (src / p.name).write_bytes(p.read_bytes())
     rgb, alpha = _deep_rgba()
     (src / "deep.png").write_bytes(png16(rgb, alpha))
-    summary = stylize.run(stylize.parse_args(["--input", str(src), "--output", str(out), "--run-id", "split",
+    (src / "masked.png").write_bytes((photos / "poster.png").read_bytes())
+    (src / "badmask.png").write_bytes((photos / "poster2.png").read_bytes())
+    yy, xx = np.mgrid[0:256, 0:320]
+    disc = np.hypot(yy - 120, xx - 150) < 90  # white: styled; black: the input unchanged
+    Image.fromarray(np.where(disc, 255, 0).astype(np.uint8)).save(tmp_path / "disc.png")
+    Image.fromarray(np.zeros((100, 100), np.uint8)).save(tmp_path / "small_mask.png")
+    masks = {"masked.png": tmp_path / "disc.png", "badmask.png": tmp_path / "small_mask.png"}
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("uri,rel_path,mask_uri\n" + "".join(
+        f"{p},{p.name},{masks.get(p.name, '')}\n" for p in sorted(src.iterdir())))
+    summary = stylize.run(stylize.parse_args(["--input", str(manifest), "--output", str(out), "--run-id", "split",
                                               "--split-pixels", "40000", *MEASURED]))
     rows = _rows(out, "split")
-    assert set(rows) == {"poster.png", "poster2.png", "deep.png", "small.png", "broken.png"}
-    for name in ("poster.png", "poster2.png", "deep.png"):
+    assert set(rows) == {"poster.png", "poster2.png", "deep.png", "masked.png", "badmask.png", "small.png", "broken.png"}
+    for name in ("poster.png", "poster2.png", "deep.png", "masked.png"):
         ok = rows[name]
         assert ok["status"] == "ok" and ok["tiles"] == 6 and (ok["width"], ok["height"]) == (320, 256)
         assert (ok["out_width"], ok["out_height"]) == (320, 256) and ok["output_bytes"] > 0 and ok["pixel_format"]
@@ -105,9 +117,11 @@ def test_posters_run_as_tiles_on_several_actors_and_equal_the_in_actor_tiling(ph
         assert ok["metrics_ms"] > 0
     assert rows["small.png"]["status"] == "ok" and rows["small.png"]["tiles"] == 1 and rows["small.png"]["measured"]
     assert (rows["broken.png"]["status"], rows["broken.png"]["error_type"]) == ("error", "truncated")  # the decoder's reason
+    assert (rows["badmask.png"]["status"], rows["badmask.png"]["error_type"]) == ("error", "mask_error")
+    assert "100x100" in rows["badmask.png"]["error"] and not (out / "demo" / "badmask.png").exists()
     posters = summary["posters"]
-    assert posters["inputs"] == 4 and posters["tiles"] == 18 and posters["actors"] == 2
-    assert posters["actors_used"] == 2 and sorted(posters["tiles_by_actor"].values()) == [9, 9]
+    assert posters["inputs"] == 6 and posters["tiles"] == 24 and posters["actors"] == 2
+    assert posters["actors_used"] == 2 and sorted(posters["tiles_by_actor"].values()) == [12, 12]
     got = _read(out / "demo" / "poster.png")
     assert got.shape == reference.shape and reference.std() > 20  # the demo network's output spans the range
     assert np.abs(got - reference).mean() <= 0.05 and np.abs(got - reference).max() <= 2
@@ -116,6 +130,15 @@ def test_posters_run_as_tiles_on_several_actors_and_equal_the_in_actor_tiling(ph
     split_row = rows["poster.png"]
     for k in LOSSES:  # measured 2026-12-07: equal to 1e-6 or better
         assert split_row[k] == pytest.approx(reference_row[k], rel=1e-3), (k, split_row[k], reference_row[k])
+    # Masked: the styled output inside the disc, the input outside it; its losses are the network's own
+    # output's, as the stream's are
+    masked = _read(out / "demo" / "masked.png")
+    expected = np.where(disc[:, :, None], reference, _read(photos / "poster.png"))
+    assert np.abs(masked - expected).mean() <= 0.05 and np.abs(masked - expected).max() <= 2
+    assert np.abs(masked - reference)[~disc].mean() > 20  # the outside is not styled
+    for k in LOSSES:
+        assert rows["masked.png"][k] == pytest.approx(reference_row[k], rel=1e-3), k
+    assert rows["masked.png"]["mask_uri"].endswith("disc.png")
     other = _read(out / "demo" / "poster2.png")
     assert other.std() > 20 and np.abs(other - got).mean() > 10  # its own image, not the first's
     assert abs(rows["poster2.png"]["content_loss"] - split_row["content_loss"]) > 0.05 * split_row["content_loss"]
