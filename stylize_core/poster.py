@@ -26,7 +26,7 @@ from .enhance_net import output_scale
 from .loss_meter import LossMeter
 from .norm_stats import SharedStats, norm_layers
 from .poster_plan import PosterPlan
-from .tiling import axis_windows
+from .tiling import DEFAULT_MARGIN, axis_windows
 
 Stats = list[tuple[np.ndarray, np.ndarray]] | None  # SharedStats.export(); None: a network without norm layers
 # (y, x) -> y: the Stylizer's per-pixel finishing (preserve colour, strength) of output y of input x
@@ -39,24 +39,32 @@ class PosterUnsupported(ValueError):
     error_type = "poster_unsupported"
 
 
-def plan_poster(height: int, width: int, side: int) -> PosterPlan:
-    """The tiles of an image of this (decoded) size with tiles of at most ``side`` (a multiple of 4)."""
-    padded = network_side(height), network_side(width)
+# --tileable posters: the pixels of the image's opposite edges laid around it, at least this many on each
+# side. The tiles then see every output pixel's wrapped neighbourhood as a wrap-around tiling would; a
+# tile's own padding only reaches its first margin's pixels, and the edges are two margins away.
+WRAP_PAD = 2 * DEFAULT_MARGIN
+
+
+def plan_poster(height: int, width: int, side: int, wrap: bool = False) -> PosterPlan:
+    """The tiles of an image of this (decoded) size with tiles of at most ``side`` (a multiple of 4).
+    ``wrap`` (``--tileable``): padded by at least :data:`WRAP_PAD` with the opposite edges' pixels."""
+    extra = 2 * WRAP_PAD if wrap else 0
+    padded = network_side(height + extra), network_side(width + extra)
     (top, bottom), (left, right) = pad_amounts(height, padded[0]), pad_amounts(width, padded[1])
     rows, cols = (tuple((w.start, w.length) for w in axis_windows(n, side)) for n in padded)
-    return PosterPlan(height, width, (top, bottom, left, right), side, rows, cols)
+    return PosterPlan(height, width, (top, bottom, left, right), side, rows, cols, wrap)
 
 
 def padded_input(pixels: np.ndarray, plan: PosterPlan) -> np.ndarray:
-    """(H, W, 3) pixels padded as :func:`stylize_core.bucketing.pad_to` pads (reflection; edge
-    replication where reflection cannot reach)."""
+    """(H, W, C) pixels padded as :func:`stylize_core.bucketing.pad_to` pads (reflection; edge
+    replication where reflection cannot reach), or with a ``wrap`` plan by the opposite edges."""
     if pixels.shape[:2] != (plan.height, plan.width):
         raise ValueError(f"pixels are {pixels.shape[1]}x{pixels.shape[0]}, the plan {plan.width}x{plan.height}")
     top, bottom, left, right = plan.pads
     if not any(plan.pads):
         return pixels
     mode = "reflect" if max(top, bottom) < plan.height and max(left, right) < plan.width else "edge"
-    return np.pad(pixels, ((top, bottom), (left, right), (0, 0)), mode=mode)
+    return np.pad(pixels, ((top, bottom), (left, right), (0, 0)), mode="wrap" if plan.wrap else mode)
 
 
 def _batch(pixels: np.ndarray, device: torch.device, memory_format: torch.memory_format) -> torch.Tensor:

@@ -35,6 +35,7 @@ class PosterPlan:
     side: int
     rows: tuple[tuple[int, int], ...]
     cols: tuple[tuple[int, int], ...]
+    wrap: bool = False  # --tileable: padded with the image's own opposite edges (a torus), not reflected
 
     @property
     def tiles(self) -> int:

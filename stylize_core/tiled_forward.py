@@ -110,7 +110,7 @@ class TiledForward:
         return TiledNetwork(net, side, stats=stats, wrap=wrap, thumbnail_pixels=max(side * side, thumbnail),
                             cache_bytes=self._cache(style, side))
 
-    def _module(self, style: str) -> nn.Module:
+    def module(self, style: str) -> nn.Module:
         """The style's PyTorch network on the device; with ``tileable`` a circularly padded copy."""
         net = self.styles[style].model
         if not self._wraps(style):
@@ -132,7 +132,7 @@ class TiledForward:
         return (outs[0] if len(outs) == 1 else torch.cat(outs)), tiles
 
     def _one(self, style: str, x: torch.Tensor, pad: tuple[int, int, int, int]) -> tuple[torch.Tensor, int]:
-        net = self._module(style)
+        net = self.module(style)
         thumbnail = self.thumbnail_pixels(style)
         if self._wraps(style):
             x = crop(x, pad)  # (1, 3, h, w): the image itself, its period

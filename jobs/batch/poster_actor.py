@@ -78,7 +78,7 @@ class PosterActor(StylizeActor):
                 fits = tile_side(h, w, per_pixel=self._forward.per_pixel(style), budget=self._forward.budget)
                 side = min(side, fits) if fits else side
             side = max(side, min_tile())
-        return plan_poster(h, w, side)
+        return plan_poster(h, w, side, wrap=self.settings.tileable)
 
     def prepare(self, uri: str, plan: PosterPlan, styles: list[str], mask_uri: str = "") -> list[Any]:
         """[PosterInput, tile 0's input, tile 1's, ...]: the input decoded once, padded and cut, and each
@@ -103,11 +103,16 @@ class PosterActor(StylizeActor):
             if mask_uri:  # (H, W, planes) uint16, MASK_ONE = 1
                 planes = np.moveaxis(read_mask(mask_uri, self.settings, decoded.size, pixels.shape[:2]), 0, -1)
             padded = padded_input(pixels, plan)
+            # the statistics' thumbnail: of what the in-actor tiling sees, the padded image, or (tileable)
+            # one period of the torus, through the circularly padded network
+            whole = pixels if plan.wrap else padded
             del pixels
             for style in styles:
-                pixels = self._forward.thumbnail_pixels(style, plan.side)
-                thumb = thumbnail(padded, thumbnail_size(*plan.padded, pixels))
-                meta.stats[style] = record_stats(self._net(style), thumb, self.stylizer.device, self.stylizer.memory_format)
+                area = self._forward.thumbnail_pixels(style, plan.side)
+                thumb = thumbnail(whole, thumbnail_size(*whole.shape[:2], area))
+                meta.stats[style] = record_stats(self._forward.module(style), thumb, self.stylizer.device,
+                                                 self.stylizer.memory_format)
+            del whole
             tiles: list[Any] = [plan.tile_of(padded, t) for t in range(plan.tiles)]
             if planes is not None:
                 padded_planes = padded_input(planes, plan)

@@ -128,10 +128,10 @@ class JobSettings(RunSettings):
         if self.split_pixels < MIN_TILE_SIDE ** 2:
             raise ValueError(f"--split-pixels {self.split_pixels} is below one tile of {MIN_TILE_SIDE} x "
                              f"{MIN_TILE_SIDE} ({MIN_TILE_SIDE ** 2}); 0 turns posters off")
-        if self.tileable or self.method != "feedforward" or self.evaluate:
-            what = "--tileable" if self.tileable else "--evaluate" if self.evaluate else f"--method {self.method}"
+        if self.method != "feedforward" or self.evaluate:
+            what = "--evaluate" if self.evaluate else f"--method {self.method}"
             raise ValueError(f"--split-pixels does not combine with {what}: posters run the style networks' tiles "
-                             "with shared statistics, without wrap-around")
+                             "with shared statistics")
         return self
 
     @model_validator(mode="after")
