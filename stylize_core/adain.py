@@ -170,20 +170,25 @@ def mix_stats(parts: Sequence[tuple[StyleStats, float]]) -> StyleStats:
 
 
 def to_unit(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H, W) float 0..1 (torchvision's ToTensor)."""
+    """(H, W, 3) uint8 (or float32 in 0..255: a 16-bit input's) -> (1, 3, H, W) float 0..1
+    (torchvision's ToTensor)."""
     x = torch.from_numpy(np.ascontiguousarray(image)).to(device)
     return x.permute(2, 0, 1)[None].float().div_(255)
 
 
 class AdaINStylizer:
-    """Stylises (H, W, 3) uint8 images with AdaIN, behind :class:`~stylize_core.stylizer.Stylizer`'s
-    ``stylize_many(images, styles, measure=...)`` call.
+    """Stylises (H, W, 3) images with AdaIN, behind :class:`~stylize_core.stylizer.Stylizer`'s
+    ``stylize_many(images, styles, measure=...)`` call: uint8 images give uint8 outputs, float32 ones
+    in 0..255 (a 16-bit input's, :func:`~stylize_core.image_formats.network_input`) float32 outputs,
+    never rounded to 8 bits.
 
     ``styles``: name -> [(style image name, weight)], one pair for a plain style, several (weights
     summing to one) for an interpolation. Each style image is encoded once, here, and its mean/std
     kept (or its :class:`StyleStats` are given, computed once per run before); ``style_encodes`` counts those encoder passes, ``content_encodes`` the content ones (one
     per input image per call, shared by every style).
     """
+
+    accepts_float = True  # a 16-bit input stays float (image_formats.network_input)
 
     def __init__(
         self,
@@ -244,8 +249,8 @@ class AdaINStylizer:
                 raise KeyError(f"unknown style {style!r}; this AdaINStylizer has {self.style_names}")
         out: dict[str, list[StyleResult]] = {s: [] for s in styles}
         for n, image in enumerate(images):
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
-                raise ValueError(f"expected a non-empty (H, W, 3) uint8 image, got {image.dtype} {image.shape}")
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype not in (np.uint8, np.float32) or 0 in image.shape:
+                raise ValueError(f"expected a non-empty (H, W, 3) uint8 or float32 image, got {image.dtype} {image.shape}")
             start = time.perf_counter()
             content = to_unit(image, self.device)  # (1, 3, H, W)
             feat = self.encoder(content)  # (1, 512, ceil(H/8), ceil(W/8))
@@ -256,7 +261,7 @@ class AdaINStylizer:
                 y = self.forward(content, style, feat).mul(255).clamp_(0, 255)  # (1, 3, H, W) 0..255
                 ref = content * 255
                 y = finish(y, ref, keep_color=self.keep_color, strength=self.strength).clamp_(0, 255)
-                result = y.round().to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy()
+                result = (y if image.dtype == np.float32 else y.round().to(torch.uint8))[0].permute(1, 2, 0).cpu().numpy()
                 ms = shared_ms + (time.perf_counter() - began) * 1000
                 measured = self.meter is not None and (measure is None or bool(measure[n]))
                 losses = self.meter.measure(ref, y, style) if measured else {}

@@ -75,6 +75,13 @@ def test_cli_rgba_keeps_alpha_16_bit_stays_16_bit_and_jpeg_is_flattened(inputs, 
     styled8 = np.asarray(Image.open(tmp_path / "styled8.png")).astype(float)
     assert np.abs(deep[:, :, ::-1] / 257 - styled8).mean() < 3  # the same style as through 8 bits, finer
     assert np.abs(deep[:, :, ::-1] / 257 - rgb16() / 257).mean() > 20
+    # AdaIN (the shipped demo model) stylises it in float too
+    Image.fromarray(photo()).save(tmp_path / "style.png")
+    code, row = _run_cli(capsys, str(inputs / "deep.png"), "-o", str(tmp_path / "deep_adain.png"), "--method", "adain",
+                         "--style-image", str(tmp_path / "style.png"))
+    adain = _cv(tmp_path / "deep_adain.png")
+    assert code == 0 and row["pixel_format"] == "RGB;16" and adain.dtype == np.uint16 and adain.shape == (H, W, 3)
+    assert len(np.unique(adain)) > 4 * len(np.unique(adain // 257)) and adain.std() / 257 > 10
 
     (tmp_path / "deep.tif").write_bytes(tiff16(rgb16()))
     code, row = _run_cli(capsys, str(tmp_path / "deep.tif"), "-o", str(tmp_path / "styled.tiff"))

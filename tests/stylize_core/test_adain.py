@@ -159,6 +159,21 @@ def test_size_not_multiple_of_eight_is_cropped_back(nets, files, weights):
     assert np.abs(got.astype(int) - theirs[:37, :50].astype(int)).max() <= 1  # the top-left crop
 
 
+def test_a_16_bit_input_is_stylised_in_float(weights):
+    """A float32 input (a 16-bit file's samples / 257) comes back float32, between the 8-bit steps; the
+    same pixels as uint8 give that output rounded."""
+    content, style = _image(3, 64, 48), _image(4, 40, 56)
+    s = stylizer(weights, {"s": style})
+    eight = s.stylize([content], "s")[0].image
+    same = s.stylize([content.astype(np.float32)], "s")[0].image
+    assert same.dtype == np.float32 and eight.dtype == np.uint8 and eight.std() > 20
+    assert np.abs(same - eight).max() <= 0.5 + 1e-3  # uint8 values as float: the unrounded output
+    deep = content.astype(np.float32) + np.random.default_rng(0).random(content.shape, dtype=np.float32)
+    out = s.stylize([deep], "s")[0].image
+    assert out.dtype == np.float32 and len(np.unique(out)) > 4 * len(np.unique(np.rint(out)))
+    assert np.abs(out - eight).mean() < 3  # the same style, finer
+
+
 def test_alpha_zero_decodes_the_content(nets, files, weights):
     vgg, dec = nets
     content = _image(6, 32, 40)
