@@ -172,36 +172,27 @@ def test_local_cli_writes_and_prints_no_secret(urls, tmp_path):
 
 
 @SLOW
-@pytest.mark.usefixtures("ray_local")
-def test_catalog_writes_and_prints_no_secret(urls, tmp_path):
-    out = tmp_path / "out"
-    cfg = tmp_path / "nightly.yaml"
-    cfg.write_text(yaml.safe_dump({"source": urls["images"], "output": str(out), "styles": {"mosaic": urls["ckpt"]},
+@pytest.mark.usefixtures("ray_local")  # the session's Ray, started with the S3 server's environment
+def test_catalog_writes_and_prints_no_secret_and_names_inputs_by_their_redacted_uri(urls, tmp_path):
+    """A night (a real process) writes and prints no secret; the next night lists the same objects,
+    presigned anew: the ledger still knows them (no work), and it stores no secret."""
+    from jobs.catalog import ledger as L
+    from jobs.catalog import night
+
+    out, cfg, manifest = tmp_path / "out", tmp_path / "nightly.yaml", tmp_path / "tonight.csv"
+    cfg.write_text(yaml.safe_dump({"source": str(manifest), "output": str(out), "styles": {"mosaic": urls["ckpt"]},
                                    "style_images": {"mosaic": urls["style"]}, "vgg_weights": "random:0",
                                    "contact_sheet": 1, "metrics_size": 32, "max_side": 64}))
+    _manifest(manifest, [signed(urls["base"], n, SIG) for n in ("a.png", "b.png")])
     proc = _run("jobs.catalog", "--config", str(cfg), "--run-id", "n1", "--address", _session_address())
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "_runs" / "n1.json").read_text())["processed"] == 2
     assert sorted(p.name for p in (out / "mosaic").iterdir()) == ["a.jpg", "b.jpg"]
     assert _assert_clean(out, proc) >= 8  # ledger, history, report, provenance, metrics, summary, outputs
 
-
-@SLOW
-@pytest.mark.usefixtures("ray_local")  # the session's Ray, started with the S3 server's environment
-def test_catalog_names_inputs_by_their_redacted_uri(urls, tmp_path):
-    """The next night lists the same objects, presigned anew: the ledger still knows them (no work),
-    and it stores no secret."""
-    from jobs.catalog import ledger as L
-    from jobs.catalog import night
-
-    cfg, out, manifest = tmp_path / "nightly.yaml", tmp_path / "out", tmp_path / "tonight.csv"
-    cfg.write_text(yaml.safe_dump({"source": str(manifest), "output": str(out), "styles": {"mosaic": urls["ckpt"]},
-                                   "vgg_weights": "random:0", "contact_sheet": 0, "no_metrics": True, "quiet": True}))
-    runs = []
-    for i, sig in enumerate((SIG, SIG + "-presigned-anew")):
-        _manifest(manifest, [signed(urls["base"], n, sig) for n in ("a.png", "b.png")])
-        runs.append(night.run_night(night.parse_args(["--config", str(cfg), "--run-id", f"n{i}"])))
-    assert [(r["processed"], r["skipped"], r["deleted"]) for r in runs] == [(2, 0, 0), (0, 2, 0)]
+    _manifest(manifest, [signed(urls["base"], n, SIG + "-presigned-anew") for n in ("a.png", "b.png")])
+    again = night.run_night(night.parse_args(["--config", str(cfg), "--run-id", "n2", "--quiet"]))
+    assert (again["processed"], again["skipped"], again["deleted"]) == (0, 2, 0)
     ledger = L.read_ledger(str(out)).to_pylist()
     assert sorted(e["input_uri"].split("?")[0] for e in ledger) == [f"{urls['base']}/a.png", f"{urls['base']}/b.png"]
     assert all(e["input_uri"].endswith("X-Amz-Signature=***") for e in ledger)
