@@ -138,17 +138,32 @@ def eight_bit(pixels: np.ndarray) -> np.ndarray:
 
 def composite_any(image: np.ndarray, styled: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """:func:`stylize_core.masks.composite` for any pixels: uint8 twice gives uint8 as there; a 16-bit
-    input (uint16) or a float output gives float32 in 0..255, never rounded to 8 bits."""
+    input (uint16) or a float output gives float32 in 0..255, never rounded to 8 bits. An output that is
+    a whole number of times the input's size (a super-resolution network's) is composited over the
+    input upscaled with Lanczos (what ``--evaluate`` compares with), the weights (at the input's size)
+    upscaled bilinearly."""
     from .masks import MaskError, check_size, composite
 
+    check_size(weights, image.shape[0], image.shape[1])
+    scale = styled.shape[0] // image.shape[0]
+    if styled.shape[:2] != image.shape[:2]:
+        if scale < 2 or styled.shape[:2] != (image.shape[0] * scale, image.shape[1] * scale):
+            raise MaskError(f"the styled output is {styled.shape[1]}x{styled.shape[0]} but the input is "
+                            f"{image.shape[1]}x{image.shape[0]}: masks apply to outputs of the input's size or a "
+                            "whole multiple of it")
+        image, weights = _upscaled_under(image, weights, styled.shape[1], styled.shape[0])
     if image.dtype == np.uint8 and styled.dtype == np.uint8:
         return composite(image, styled, weights)
-    if image.shape != styled.shape:
-        raise MaskError(f"the styled output is {styled.shape[1]}x{styled.shape[0]} but the input is "
-                        f"{image.shape[1]}x{image.shape[0]}; masks apply to same-size outputs only")
-    check_size(weights, image.shape[0], image.shape[1])
     x = network_input(image).astype(np.float32)
     return x + (styled.astype(np.float32) - x) * np.asarray(weights, np.float32)[..., None]
+
+
+def _upscaled_under(image: np.ndarray, weights: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """The input (Lanczos) and the mask's weights (bilinear, kept in 0..1) at a larger output's size."""
+    import cv2  # lazy
+
+    w = cv2.resize(np.asarray(weights, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    return _resize_any(image, width, height), np.clip(w, 0.0, 1.0)
 
 
 def resized(decoded: DecodedImage, max_side: int | None) -> tuple[np.ndarray, PixelFormat]:

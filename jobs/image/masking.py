@@ -26,12 +26,14 @@ class CliMask:
     def read(cls, uri: str | None, mode: str, feather: float, opener: Callable[[str], bytes], *, scale: int,
              max_pixels: int, styles: int = 1) -> CliMask | None:
         """The decoded mask (None without --mask); MaskUnusable when it cannot be used. ``styles``: the
-        labels it may hold (1, or the number of --regions parts)."""
+        labels it may hold (1, or the number of --regions parts, which need same-size outputs). A
+        network that upscales by ``scale`` has its output composited over the input upscaled
+        (:func:`stylize_core.image_formats.composite_any`)."""
         if uri is None:
             return None
         what = f"mask {uri}"
-        if scale != 1:
-            raise MaskUnusable(f"{what}: masks apply to same-size outputs; this network upscales by {scale}")
+        if scale != 1 and styles > 1:
+            raise MaskUnusable(f"{what}: regions apply to same-size outputs; this network upscales by {scale}")
         try:
             decoded = decode_mask(opener(uri), mode, max_pixels=max_pixels)
             if mode == "labels":

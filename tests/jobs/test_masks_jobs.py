@@ -72,6 +72,23 @@ def test_cli_with_a_mask_keeps_the_black_half(photos, tmp_path, capsys):
     assert np.abs(soft[:, W // 2 - 2: W // 2 + 2] - image[:, W // 2 - 2: W // 2 + 2]).mean() > 3  # blended
 
 
+def test_cli_masks_a_super_resolution_output_over_the_upscaled_input(photos, tmp_path):
+    """x2 super-resolution (the shipped demo) with a mask at the input's size: where it is black the
+    output is the input upscaled with Lanczos (Pillow's, computed here), where white the network's."""
+    _left_black().save(tmp_path / "mask.png")
+    args = [str(photos / "face.png"), "--checkpoint", str(REPO / "stylize_core/assets/enhance_sr2.pth"), "--device",
+            "cpu", "-q", "--format", "png"]
+    assert main(parse_args([*args, "-o", str(tmp_path / "masked.png"), "--mask", str(tmp_path / "mask.png")])) == 0
+    assert main(parse_args([*args, "-o", str(tmp_path / "plain.png")])) == 0
+    masked, plain = _rgb(tmp_path / "masked.png"), _rgb(tmp_path / "plain.png")
+    with Image.open(photos / "face.png") as img:
+        lanczos = np.asarray(img.convert("RGB").resize((2 * W, 2 * H), Image.Resampling.LANCZOS)).astype(int)
+    assert masked.shape == plain.shape == (2 * H, 2 * W, 3)
+    assert np.abs(plain - lanczos)[:, W + 2:].mean() > 1  # the network's output is not the plain upscale
+    assert np.array_equal(masked[:, : W - 2], lanczos[:, : W - 2])  # black: the upscaled input
+    assert np.array_equal(masked[:, W + 2:], plain[:, W + 2:])  # white: the network's output
+
+
 def test_cli_bad_masks_exit_2_with_one_line(photos, tmp_path, capsys):
     out = str(tmp_path / "x.png")
     res = _cli(str(photos / "face.png"), "-o", out, "--device", "cpu", "--mask", str(tmp_path / "missing.png"))

@@ -18,6 +18,7 @@ from stylize_core.image_encode import _with_chunks, encode_image_full
 from stylize_core.image_formats import (ALPHA_FLATTENED, ALPHA_KEPT, PixelFormat, composite_any, decode_image_full,
                                         network_input, resized)
 from stylize_core.image_io import ImageDecodeError, decode_image, encode_image
+from stylize_core.masks import MaskError
 
 
 def _open(data: bytes) -> Image.Image:
@@ -250,6 +251,13 @@ def test_masks_and_larger_outputs_keep_16_bits_and_alpha():
     assert out.dtype == np.float32
     assert np.array_equal(out[:, : W // 2], network_input(x16)[:, : W // 2]) and (out[:, W // 2 :] == 100.5).all()
     assert composite_any(photo(), photo(), weights).dtype == np.uint8  # 8-bit stays the masks module's
+    sr = composite_any(x16, np.full((2 * H, 2 * W, 3), 100.5, np.float32), weights)  # a x2 network's output
+    assert sr.shape == (2 * H, 2 * W, 3) and sr.dtype == np.float32 and (sr[:, W + 1 :] == 100.5).all()
+    lanczos = np.stack([np.asarray(Image.fromarray(network_input(x16)[:, :, c], "F").resize(
+        (2 * W, 2 * H), Image.Resampling.LANCZOS)) for c in range(3)], axis=2)  # the input upscaled, in float
+    assert np.abs(sr[:, : W - 1] - lanczos[:, : W - 1]).max() < 0.01
+    with pytest.raises(MaskError, match="whole multiple"):
+        composite_any(photo(), np.zeros((2 * H + 1, 2 * W, 3), np.uint8), weights)
     data, rgba = rgba_png()
     d = decode_image_full(data)
     big = np.asarray(Image.fromarray(d.pixels).resize((2 * W, 2 * H)))  # a super-resolution network's output
