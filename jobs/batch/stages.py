@@ -76,11 +76,11 @@ def read_mask(uri: str, settings: JobSettings, size: tuple[int, int], shape: tup
 
 def poster_size(data: bytes, settings: JobSettings, mask_uri: str) -> tuple[int, int] | None:
     """The file's (height, width) when the input runs as a poster, else None: ``--split-pixels`` is on,
-    the input decodes (after ``--max-side``) to more pixels than that, and it is not masked in a run with
-    ``--regions`` styles (those render in one actor call; a plain mask is composited tile by tile). From
-    the header alone; a file the header guards refuse (a bomb over ``--max-pixels``, a corrupt header)
-    raises as a decode would."""
-    if not settings.split_pixels or (mask_uri and settings.regions):
+    the run has no ``--regions`` styles (those render in one actor call; a plain mask is composited tile
+    by tile) and the input decodes (after ``--max-side``) to more pixels than that. From the header
+    alone; a file the header guards refuse (a bomb over ``--max-pixels``, a corrupt header) raises as a
+    decode would."""
+    if not settings.split_pixels or settings.regions:
         return None
     full, decoded = probe_size(data, max_pixels=settings.max_pixels, max_side=settings.max_side)
     return full if decoded[0] * decoded[1] > settings.split_pixels else None

@@ -25,7 +25,7 @@ def _png(h: int, w: int, orientation: int = 1) -> bytes:
 def _read(tmp_path, files: dict[str, bytes], **kw) -> dict[str, dict]:
     for name, blob in files.items():
         (tmp_path / name).write_bytes(blob)
-    settings = JobSettings(input=str(tmp_path), output=str(tmp_path / "out"), styles={"s": "x.pth"}, **kw)
+    settings = JobSettings(input=str(tmp_path), output=str(tmp_path / "out"), **({"styles": {"s": "x.pth"}} | kw))
     names = sorted(files)
     out = read_decode({"uri": np.array([str(tmp_path / n) for n in names]), "rel_path": np.array(names),
                        "idx": np.arange(len(names))}, settings)
@@ -40,6 +40,13 @@ def test_inputs_above_the_split_are_left_undecoded_with_their_oriented_size(tmp_
     assert rows["turned.png"]["status"] == POSTER  # EXIF 6 turns it: 300 wide, 200 high
     assert (rows["turned.png"]["width"], rows["turned.png"]["height"]) == (300, 200)
     assert rows["small.png"]["status"] == "ok" and rows["small.png"]["image"].size
+
+
+def test_a_run_with_regions_styles_splits_no_input(tmp_path):
+    """Regions render in one actor call; a plain mask (tests/jobs/test_poster_job.py) does not stop a split."""
+    rows = _read(tmp_path, {"big.png": _png(200, 300)}, split_pixels=40_000, styles={"s": "x.pth", "t": "y.pth"},
+                 regions={"both": ["s", "t"]}, mask_mode="labels")
+    assert rows["big.png"]["status"] == "ok" and rows["big.png"]["image"].size
 
 
 def test_max_pixels_still_refuses_and_max_side_decides_first(tmp_path):
