@@ -98,9 +98,10 @@ def run_tile(net: nn.Module, tile: np.ndarray, stats: Stats, plan: PosterPlan, t
     """Tile ``t``'s output ((length, length, 3) float32, 0..255 before clamping) times its blend weights.
     ``tile``: its input (:meth:`PosterPlan.tile_of`); ``stats``: :func:`record_stats` of the same network.
     With ``mask`` ((length, length) weights in 0..1, cut as the input was), the output is composited
-    over the input (``x + (clamp(y) - x) * mask``, as :func:`stylize_core.masks.composite` does it: the
-    sums of such tiles are the composite of the sum); ``unmasked`` puts the network's own output first,
-    for the metrics: (length, length, 6)."""
+    over the input (``x + (clamp(y) - x) * mask``, as :func:`stylize_core.masks.composite` does it;
+    linear in the output, so the tiles' weighted sum is the composite of their sum, up to where a
+    tile's output left 0..255 inside an overlap); ``unmasked`` puts the network's own output first, for
+    the metrics: (length, length, 6)."""
     check_network(net)
     (r0, _), (c0, _) = plan.window(t)
     rows, cols = (axis_windows(n, plan.side) for n in plan.padded)

@@ -98,7 +98,7 @@ class PosterActor(StylizeActor):
             meter = self.stylizer.meter
             if meter is not None and sampled(uri, self.settings.metrics_sample):
                 size = metric_thumbnail_size(*pixels.shape[:2], meter.metric_size(*pixels.shape[:2]))
-                meta.metric_input = thumbnail(pixels, size, "bilinear")
+                meta.metric_input = thumbnail(pixels, size, "bilinear", band=64)
             planes = None
             if mask_uri:  # (H, W, planes) uint16, MASK_ONE = 1
                 planes = np.moveaxis(read_mask(mask_uri, self.settings, decoded.size, pixels.shape[:2]), 0, -1)
@@ -115,8 +115,8 @@ class PosterActor(StylizeActor):
             del whole
             tiles: list[Any] = [plan.tile_of(padded, t) for t in range(plan.tiles)]
             if planes is not None:
-                padded_planes = padded_input(planes, plan)
-                tiles = [(tile, plan.tile_of(padded_planes, t)) for t, tile in enumerate(tiles)]
+                planes = padded_input(planes, plan)
+                tiles = [(tile, plan.tile_of(planes, t)) for t, tile in enumerate(tiles)]
             meta.format, meta.float_pixels, meta.masked = decoded.format, padded.dtype == np.float32, planes is not None
         except MaskError as exc:
             meta.error_type, meta.error, tiles = MASK_ERROR, str(exc), [None] * plan.tiles
