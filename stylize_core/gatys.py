@@ -122,7 +122,7 @@ class GatysResult:
     the pyramid levels actually run (equal sizes are merged), ``step`` restarts at 0 per level.
     """
 
-    image: np.ndarray  # (H, W, 3) uint8, the content's size
+    image: np.ndarray  # (H, W, 3) uint8 (float32 0..255 for a float content), the content's size
     trace: list[dict] = field(default_factory=list)
     loss_model: str = ""
 
@@ -167,10 +167,13 @@ def _resize_long_side(images: torch.Tensor, long_side: int) -> torch.Tensor:
     return _resize(images, (max(1, round(h * scale)), max(1, round(w * scale))))
 
 
-def _check_image(name: str, image: np.ndarray) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+def _check_image(name: str, image: np.ndarray, floats: bool = False) -> np.ndarray:
+    """A writable copy of an (H, W, 3) uint8 image (or, with ``floats``, float32 in 0..255: a 16-bit input's)."""
+    kinds = (np.uint8, np.float32) if floats else (np.uint8,)
+    if not isinstance(image, np.ndarray) or image.dtype not in kinds or image.ndim != 3 or image.shape[2] != 3:
         got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise ValueError(f"{name} must be an (H, W, 3) uint8 RGB array, got {got}")
+        raise ValueError(f"{name} must be an (H, W, 3) {' or '.join(np.dtype(k).name for k in kinds)} RGB array, "
+                         f"got {got}")
     # A copy: Ray batches are read-only and torch.from_numpy warns on those.
     return np.array(image, copy=True)
 
@@ -226,7 +229,8 @@ def optimize_image(
     device: str | torch.device | None = None,
     callback: Callable[[dict], None] | None = None,
 ) -> GatysResult:
-    """Stylise ``content`` (H, W, 3) uint8 towards ``style`` (h, w, 3) uint8 by optimising its pixels.
+    """Stylise ``content`` (H, W, 3) uint8, or float32 in 0..255 (a 16-bit input's; the result is then
+    float32 too, not rounded to 8 bits), towards ``style`` (h, w, 3) uint8 by optimising its pixels.
 
     ``vgg`` is any module mapping (B, 3, H, W) 0..255 images to ``{layer: features}`` holding every
     layer of ``config.layers`` (a ValueError says which are missing). ``device`` defaults to the
@@ -236,7 +240,7 @@ def optimize_image(
     # the network's own defaults for empty layer lists (an extractor without `arch`: VGG's)
     config = (config or GatysConfig()).for_network(getattr(vgg, "arch", "vgg19"))
     config.validate()
-    content_np = _check_image("content", content)
+    content_np = _check_image("content", content, floats=True)
     style_np = _check_image("style", style)
     extract = _checked_extractor(vgg, config.layers)
 
@@ -290,5 +294,6 @@ def _run(
 
     if config.preserve_color:
         image = _preserve_color(image, content)
-    out = image[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()  # (H, W, 3)
+    out = image[0].permute(1, 2, 0).clamp(0, 255)  # (H, W, 3); a float content's result is not rounded
+    out = (out if content_np.dtype == np.float32 else out.round().to(torch.uint8)).cpu().numpy()
     return GatysResult(image=out, trace=trace, loss_model=loss_model)

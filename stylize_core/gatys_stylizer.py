@@ -18,8 +18,10 @@ class GatysStylizer:
     """Optimises each image towards a style image (slow; for small, high-value sets).
 
     ``meter`` (optional) measures the results exactly as the feed-forward path does, so metrics rows
-    from both methods are comparable.
+    from both methods are comparable. A float32 image (a 16-bit input's) gives a float32 result.
     """
+
+    accepts_float = True  # a 16-bit input stays float (image_formats.network_input)
 
     def __init__(
         self,
@@ -65,8 +67,9 @@ class GatysStylizer:
                 content = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
                 stylized = torch.from_numpy(out).permute(2, 0, 1)[None].float()
                 if self.strength != 1.0:
-                    stylized = blend(stylized, content, self.strength)
-                    out = stylized.round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()
+                    stylized = blend(stylized, content, self.strength).clamp(0, 255)
+                    out = stylized if out.dtype == np.float32 else stylized.round().to(torch.uint8)
+                    out = out[0].permute(1, 2, 0).numpy()
             elapsed = (time.perf_counter() - start) * 1000
             measured = self.meter is not None and (measure is None or bool(measure[n]))
             losses = self.meter.measure(content, stylized, style) if measured else {}

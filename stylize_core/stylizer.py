@@ -129,7 +129,7 @@ class Stylizer:
     the full-size output.
     """
 
-    accepts_float = True  # float32 inputs stay float (other methods' stylizers take uint8 only)
+    accepts_float = True  # float32 inputs stay float (image_formats.network_input)
 
     def __init__(
         self,

@@ -82,6 +82,13 @@ def test_cli_rgba_keeps_alpha_16_bit_stays_16_bit_and_jpeg_is_flattened(inputs, 
     adain = _cv(tmp_path / "deep_adain.png")
     assert code == 0 and row["pixel_format"] == "RGB;16" and adain.dtype == np.uint16 and adain.shape == (H, W, 3)
     assert len(np.unique(adain)) > 4 * len(np.unique(adain // 257)) and adain.std() / 257 > 10
+    # and Gatys optimisation (from the content, a few steps of a random VGG16)
+    code, row = _run_cli(capsys, str(inputs / "deep.png"), "-o", str(tmp_path / "deep_gatys.png"), "--optimize",
+                         "--style-image", str(tmp_path / "style.png"), "--steps", "2", "--levels", "1", "--vgg", "vgg16",
+                         "--vgg-weights", "random:0")
+    gatys = _cv(tmp_path / "deep_gatys.png")
+    assert code == 0 and row["method"] == "optimize" and gatys.dtype == np.uint16 and gatys.shape == (H, W, 3)
+    assert len(np.unique(gatys)) > 4 * len(np.unique(gatys // 257))
 
     (tmp_path / "deep.tif").write_bytes(tiff16(rgb16()))
     code, row = _run_cli(capsys, str(tmp_path / "deep.tif"), "-o", str(tmp_path / "styled.tiff"))

@@ -207,6 +207,18 @@ def test_content_only_from_content_is_a_fixed_point() -> None:
         assert all(e["total"] == 0.0 for e in result.trace)
 
 
+def test_a_float_content_is_optimised_and_returned_in_float() -> None:
+    """A 16-bit input's content (float32 between the 8-bit steps) comes back float32, not rounded: with
+    only the content loss, starting from the content, the result is the content itself."""
+    content = _image(16, 16, 13).astype(np.float32) + np.random.default_rng(0).random((16, 16, 3), dtype=np.float32)
+    cfg = GatysConfig(**STAND_IN, style_weight=0.0, tv_weight=0.0, steps=3)
+    result = optimize_image(content, _image(16, 16, 14), StandIn(), cfg)
+    assert result.image.dtype == np.float32 and np.abs(result.image - content).mean() < 0.05
+    assert np.abs(result.image - np.rint(content)).mean() > 0.2  # not its 8-bit rounding (0.25 apart on average)
+    styled = optimize_image(content, _image(16, 16, 14), StandIn(), GatysConfig(**STAND_IN, steps=3))
+    assert styled.image.dtype == np.float32 and np.abs(styled.image - np.rint(styled.image)).mean() > 0.1  # unrounded
+
+
 def test_lbfgs_is_insensitive_to_the_overall_loss_scale() -> None:
     """The L-BFGS objective is rescaled per level, so multiplying every weight changes little."""
     content, style = _image(16, 16, 15), _image(16, 16, 16)
@@ -237,8 +249,10 @@ def test_bad_inputs_and_config() -> None:
         GatysConfig(init="zeros")
     assert GatysConfig(optimizer="adam").learning_rate == 2.0
     assert GatysConfig().learning_rate == 1.0 and GatysConfig(lr=0.5).learning_rate == 0.5
-    with pytest.raises(ValueError, match="uint8"):
-        optimize_image(_image(16, 16, 0).astype(np.float32), _image(16, 16, 1), StandIn(), GatysConfig(**STAND_IN))
+    with pytest.raises(ValueError, match="uint8 or float32"):
+        optimize_image(_image(16, 16, 0).astype(np.float64), _image(16, 16, 1), StandIn(), GatysConfig(**STAND_IN))
+    with pytest.raises(ValueError, match="style must be an .H, W, 3. uint8 RGB"):
+        optimize_image(_image(16, 16, 0), _image(16, 16, 1).astype(np.float32), StandIn(), GatysConfig(**STAND_IN))
     readonly = _image(16, 16, 2)
     readonly.flags.writeable = False  # Ray batches are read-only
     result = optimize_image(readonly, _image(16, 16, 3), StandIn(), GatysConfig(**STAND_IN, steps=2))
