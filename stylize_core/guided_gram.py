@@ -31,7 +31,7 @@ from .gatys import (GatysConfig, GatysResult, _check_image, _checked_extractor, 
                     _resize, _resize_long_side, pyramid_sizes)
 from .gatys_level import Extractor, LevelPlan, StyleTerm, optimize_level
 from .losses import image_to_tensor, style_grams
-from .regions import as_planes, round_u8, to_grid
+from .regions import as_image, as_planes, to_grid
 
 
 def guided_gram(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -84,7 +84,7 @@ def optimize_regions(content: np.ndarray, styles: Sequence[np.ndarray], weights:
     config.validate()
     if config.init == "style":
         raise ValueError("init 'style' needs one style image; with regions use 'content' or 'noise'")
-    content_np = _check_image("content", content)
+    content_np = _check_image("content", content, floats=True)
     style_nps = [_check_image(f"style {k}", s) for k, s in enumerate(styles, start=1)]
     planes = as_planes(weights, len(styles))
     if tuple(planes.shape[1:]) != content_np.shape[:2]:
@@ -124,4 +124,5 @@ def optimize_regions(content: np.ndarray, styles: Sequence[np.ndarray], weights:
         if config.preserve_color:
             image = preserve_color(image, image_t)
         out = image_t + (image - image_t) * (1 - planes[0])[None, None]
-    return GatysResult(image=round_u8(out), trace=trace, loss_model=getattr(vgg, "loss_model", type(vgg).__name__))
+    return GatysResult(image=as_image(out, content_np), trace=trace,
+                       loss_model=getattr(vgg, "loss_model", type(vgg).__name__))

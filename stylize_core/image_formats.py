@@ -104,7 +104,7 @@ class DecodedImage:
 def network_input(pixels: np.ndarray, stylizer: object = None) -> np.ndarray:
     """What ``stylizer`` is given: uint8 as is; uint16 as float32 in 0..255 (steps of 1/257, not
     rounded) where the stylizer takes float (``accepts_float``: the feed-forward networks, style
-    prediction's included, AdaIN and Gatys optimisation), else rounded to uint8 (the regions stylizer)."""
+    prediction's included, AdaIN, Gatys optimisation and the regions renderer), else rounded to uint8."""
     if pixels.dtype != np.uint16:
         return pixels
     if stylizer is None or getattr(stylizer, "accepts_float", False):

@@ -18,8 +18,8 @@ the method allows:
   output, blended with the region weights as :func:`stylize_core.masks.composite_labels` blends them.
 
 Every kind composites label 0 over the input, so black is the input unchanged. A regions output's
-losses are not measured (NaN, ``measured`` False): each region has another style target. 16-bit
-inputs are rendered from their 8-bit rounding.
+losses are not measured (NaN, ``measured`` False): each region has another style target. A float32
+image (a 16-bit input's, ``accepts_float``) renders in float and comes back float32, never rounded.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from .color import blend
 from .gatys_stylizer import GatysStylizer
 from .guided_gram import optimize_regions
 from .region_identity import region_style_id
-from .regions import adain_regions, as_planes, composite_keep, round_u8, style_shares
+from .regions import adain_regions, as_image, as_planes, composite_keep, style_shares
 from .spatial_norm import NotOneNetwork, RegionNet
 from .stylizer import Stylizer, StyleResult
 from .transformer_net import SIZE_MULTIPLE
@@ -54,6 +54,8 @@ class RegionStyle:
 
 class RegionRenderer:
     """The regions styles of one built stylizer: ``render(image, weights, name)``."""
+
+    accepts_float = True  # a 16-bit input stays float (image_formats.network_input)
 
     def __init__(self, stylizer: object, regions: Mapping[str, Sequence[str]], model_ids: Mapping[str, str],
                  method: str, models: Mapping[str, StyleModel] | None = None) -> None:
@@ -88,8 +90,9 @@ class RegionRenderer:
         return {name: r.model_id for name, r in self.styles.items()}
 
     def render(self, image: np.ndarray, weights: np.ndarray, name: str) -> StyleResult:
-        """``image`` (H, W, 3) uint8 with style ``parts[k - 1]`` where plane k of ``weights`` ((K + 1, H, W)
-        region weights, plane 0 the input) is; ValueError when the planes do not fit."""
+        """``image`` (H, W, 3) uint8, or float32 in 0..255 (then so is the output), with style
+        ``parts[k - 1]`` where plane k of ``weights`` ((K + 1, H, W) region weights, plane 0 the input)
+        is; ValueError when the planes do not fit."""
         region = self.styles[name]
         start = time.perf_counter()
         planes = as_planes(weights, len(region.parts))
@@ -120,7 +123,7 @@ class RegionRenderer:
         mix, stat = (F.pad(t, (0, pw, 0, ph), mode="replicate") if ph or pw else t for t in (mix, stat))
         y = self._nets[name](xp, mix, stat)[..., :h, :w].clamp(0, 255)
         y = stylizer.finish(y, x).clamp(0, 255)
-        return round_u8(composite_keep(x, y, planes[0]))
+        return as_image(composite_keep(x, y, planes[0]), image)
 
     def _guided(self, image: np.ndarray, planes: torch.Tensor, parts: Sequence[str]) -> np.ndarray:
         gatys: GatysStylizer = self.stylizer  # type: ignore[assignment]
@@ -131,7 +134,7 @@ class RegionRenderer:
             return out
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
         y = blend(torch.from_numpy(out).permute(2, 0, 1)[None].float(), x, gatys.strength)
-        return round_u8(y)
+        return as_image(y, image)
 
     def _blend(self, image: np.ndarray, planes: torch.Tensor, parts: Sequence[str]) -> np.ndarray:
         unique = list(dict.fromkeys(parts))
@@ -144,4 +147,6 @@ class RegionRenderer:
                 raise ValueError(f"style {part!r}'s output is {styled.shape[1]}x{styled.shape[0]} but the input is "
                                  f"{image.shape[1]}x{image.shape[0]}; regions need same-size outputs")
             acc += styled.astype(np.float32) * p[k][..., None]
+        if image.dtype != np.uint8:
+            return np.clip(acc, 0, 255).astype(np.float32)
         return np.floor(np.clip(acc, 0, 255) + 0.5).astype(np.uint8)

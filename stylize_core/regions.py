@@ -120,10 +120,18 @@ def round_u8(y: torch.Tensor) -> np.ndarray:
     return torch.floor(y.clamp(0, 255) + 0.5).to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy()
 
 
+def as_image(y: torch.Tensor, like: np.ndarray) -> np.ndarray:
+    """(1, 3, H, W) 0..255 float -> (H, W, 3) in ``like``'s kind: :func:`round_u8` for a uint8 input,
+    float32 unrounded for a float one (a 16-bit input's)."""
+    if like.dtype == np.uint8:
+        return round_u8(y)
+    return y.clamp(0, 255)[0].permute(1, 2, 0).float().cpu().numpy()
+
+
 @torch.inference_mode()
 def adain_regions(stylizer: AdaINStylizer, image: np.ndarray, weights: np.ndarray | torch.Tensor,
                   styles: Sequence[str], *, as_float: bool = False) -> np.ndarray | torch.Tensor:
-    """One (H, W, 3) uint8 image with style ``styles[k - 1]`` (names of ``stylizer``'s styles or blends)
+    """One (H, W, 3) uint8 (or float32 0..255) image with style ``styles[k - 1]`` (names of ``stylizer``'s styles or blends)
     where region k's weight is, the input where plane 0's is: one encoder pass, per-region AdaIN, one
     decoder pass, the stylizer's alpha, colour preservation and strength, then plane 0 composited.
     ``as_float``: the (1, 3, H, W) 0..255 float before rounding (for tests)."""
@@ -141,4 +149,4 @@ def adain_regions(stylizer: AdaINStylizer, image: np.ndarray, weights: np.ndarra
     ref = content * 255
     y = finish(y, ref, keep_color=stylizer.keep_color, strength=stylizer.strength).clamp_(0, 255)
     y = composite_keep(ref, y, planes[0])
-    return y if as_float else round_u8(y)
+    return y if as_float else as_image(y, image)

@@ -157,7 +157,7 @@ class StylizeActor:
         """Row ``i`` in regions style ``name`` (stylize_core.region_stylizer), or the exception saying why not."""
         try:
             weights = region_planes(batch, i, name, len(self.settings.regions[name]))
-            return self.built.regions.render(eight_bit(_pixels(batch, i)), weights, name)
+            return self.built.regions.render(network_input(_pixels(batch, i), self.built.regions), weights, name)
         except Exception as exc:  # a MaskError is a mask_error row; anything else a stylize_error row
             if is_fatal_device_error(exc):
                 _exit_for_replacement(exc)

@@ -258,7 +258,7 @@ def _stylize(engine: Engine, images: list[np.ndarray], planes: Sequence[np.ndarr
         out: list[StyleResult | BaseException] = []
         for image, weights in zip(images, planes):
             try:
-                out.append(engine.regions.render(eight_bit(image), weights, REGIONS))
+                out.append(engine.regions.render(network_input(image, engine.regions), weights, REGIONS))
             except Exception as exc:  # noqa: BLE001 - reported per input, the run goes on
                 out.append(exc)
         return out

@@ -58,6 +58,15 @@ def _check_cores(out: np.ndarray, a: np.ndarray, b: np.ndarray, core: int = 16, 
         assert far > 15 and near < bound * far, (near, far)
 
 
+def _renders_in_float(built, name: str, content: np.ndarray, weights: np.ndarray, out: np.ndarray,
+                      rounded: float = 0.5) -> None:
+    """A float32 input (a 16-bit file's) renders in float and comes back float32: the same pixels as
+    uint8 gave ``out``, its rounding (``rounded``: 1 where the uint8 path rounds the parts' outputs too)."""
+    got = built.regions.render(content.astype(np.float32), weights, name).image
+    assert got.dtype == np.float32 and got.shape == out.shape
+    assert np.abs(got - out).max() <= rounded + 1e-3 and np.abs(got - np.rint(got)).mean() > 0.05  # unrounded
+
+
 def test_a_multi_style_checkpoints_selections_render_in_one_pass(files, content):
     built = build_stylizer(_spec(styles={"a": files["multi"], "b": files["multi"]}, mixes={"a": 0, "b": 1},
                                  regions={"ab": ("a", "b")}), _read)
@@ -69,6 +78,7 @@ def test_a_multi_style_checkpoints_selections_render_in_one_pass(files, content)
     a, b = plain["a"][0].image, plain["b"][0].image
     assert out.shape == content.shape and out.std() > 20
     _check_cores(out, a, b)
+    _renders_in_float(built, "ab", content, masks.label_weights(_labels(), 2), out)
     # label 0 is the input, bit for bit
     zero = built.regions.render(content, masks.label_weights(_labels(0, 1), 2), "ab").image
     assert np.array_equal(zero[:, : W // 2], content[:, : W // 2])
@@ -91,6 +101,7 @@ def test_networks_from_separate_checkpoints_are_blended(content):
     plain = built.stylizer.stylize_many([content], ["full", "slim"])
     expected = masks.composite_labels(content, [plain["full"][0].image, plain["slim"][0].image], labels, 6)
     assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1 and out.std() > 20
+    _renders_in_float(built, "both", content, masks.label_weights(labels, 2, px=6), out, rounded=1.0)
 
 
 def test_adain_regions_use_per_region_statistics(files, content):
@@ -101,6 +112,7 @@ def test_adain_regions_use_per_region_statistics(files, content):
     out = built.regions.render(content, masks.label_weights(_labels(), 2), "ab").image
     plain = built.stylizer.stylize_many([content], ["a", "b"])
     _check_cores(out, plain["a"][0].image, plain["b"][0].image, bound=0.6)
+    _renders_in_float(built, "ab", content, masks.label_weights(_labels(), 2), out)
 
 
 def test_predicted_styles_render_by_spatial_norm(files, content):
@@ -130,3 +142,4 @@ def test_gatys_regions_optimise_guided_grams(files, content):
     out = built.regions.render(content, masks.label_weights(_labels(0, 1), 2), "ab").image
     assert np.array_equal(out[:, : W // 2], content[:, : W // 2])  # label 0: the input
     assert np.abs(out[:, W // 2:].astype(int) - content[:, W // 2:]).mean() > 2  # label 1 optimised
+    _renders_in_float(built, "ab", content, masks.label_weights(_labels(0, 1), 2), out)
