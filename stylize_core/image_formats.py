@@ -32,9 +32,10 @@ from PIL import Image
 from .colour16 import read_colour16
 from .icc import is_srgb, profile_name, read_profile, srgb_profile, to_rgb, to_srgb, to_srgb16
 from .image_io import (
-    DEFAULT_MAX_PIXELS, Source, _float_grey_to_u8, _has_alpha, _max_side_size, _resize,
+    DEFAULT_MAX_PIXELS, Source, _float_grey_to_u8, _has_alpha,
     decode_guarded,
 )
+from .image_size import max_side_size, resize_lanczos
 
 __all__ = ["ALPHA_FLATTENED", "ALPHA_KEPT", "DecodedImage", "PixelFormat", "composite_any", "decode_image_full", "eight_bit",
            "network_input", "pack_pixels", "resized", "srgb_profile", "unpack_pixels"]
@@ -170,7 +171,7 @@ def resized(decoded: DecodedImage, max_side: int | None) -> tuple[np.ndarray, Pi
     """Pixels and format downscaled (Lanczos, alpha too) so the longer side is at most ``max_side``."""
     pixels, fmt = decoded.pixels, decoded.format
     h, w = pixels.shape[:2]
-    size = _max_side_size(w, h, max_side)
+    size = max_side_size(w, h, max_side)
     if size is None:
         return pixels, fmt
     alpha = None if fmt.alpha is None else _resize_any(fmt.alpha, *size)
@@ -309,7 +310,7 @@ def _xmp(img: Image.Image) -> bytes:
 def _resize_any(a: np.ndarray, width: int, height: int) -> np.ndarray:
     """Lanczos resize of (H, W, 3) or (H, W) uint8/uint16 to (height, width), per plane in float for uint16."""
     if a.dtype == np.uint8 and a.ndim == 3:
-        return _resize(a, width, height)
+        return resize_lanczos(a, width, height)
     planes = [a] if a.ndim == 2 else [a[:, :, c] for c in range(a.shape[2])]
     out = []
     for p in planes:

@@ -1,4 +1,4 @@
-"""Image bytes <-> RGB uint8 arrays: guarded decode, encode, and resize helpers.
+"""Image bytes <-> RGB uint8 arrays: guarded decode and encode (sizes and resizes: :mod:`stylize_core.image_size`).
 
 ``decode_image`` is the only way untrusted bytes become pixels in this project. It checks the
 pixel count from the header before any pixel data is decoded, refuses truncated files instead of
@@ -23,6 +23,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .colour16 import read_colour16
+from .image_size import (check_rgb_array, decoded_size, max_side_size, resize_lanczos, resize_max_side,
+                         resize_short_side)
 from .image_errors import (
     CorruptImageError,
     DecompressionBombError,
@@ -78,7 +80,7 @@ def decode_image_sized(
     from the header: the size of the file, whatever ``max_side`` made of its pixels."""
     rgb, full, target = decode_guarded(data, max_pixels, max_side, _rgb_of)
     if target is not None and rgb.shape[:2] != (target[1], target[0]):
-        rgb = _resize(rgb, *target)
+        rgb = resize_lanczos(rgb, *target)
     return rgb, full
 
 
@@ -133,7 +135,7 @@ def decode_guarded(
         rawmode = _rawmode(img)
         sample_bits = _sample_bits(img)
         # (w, h) as stored; the output size is the same under a 90-degree EXIF turn with w, h swapped.
-        target = _max_side_size(width, height, max_side)
+        target = max_side_size(width, height, max_side)
         try:
             if target is not None and img.format in ("JPEG", "MPO"):
                 # libjpeg decodes at 1/2, 1/4 or 1/8 scale, never below the requested size: the
@@ -197,18 +199,12 @@ def allow_pixels(max_pixels: int) -> None:
         Image.MAX_IMAGE_PIXELS = max_pixels
 
 
-def decoded_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
-    """The (height, width) an image of this (oriented) size decodes to under ``max_side``."""
-    target = _max_side_size(width, height, max_side)
-    return (height, width) if target is None else (target[1], target[0])
-
-
 def encode_image(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
     """Encode an (H, W, 3) uint8 RGB array as ``jpeg``, ``png``, ``webp`` or ``tiff`` bytes.
 
     ``quality`` (1..100) applies to jpeg and webp; png and tiff (deflate) are lossless and ignore it.
     """
-    _check_rgb_array(image)
+    check_rgb_array(image)
     key = fmt.lower()
     key = "jpeg" if key == "jpg" else key
     if key not in FORMAT_EXTENSIONS:
@@ -225,66 +221,6 @@ def encode_image(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> byt
     else:
         pil.save(buf, format=key.upper(), quality=int(quality))
     return buf.getvalue()
-
-
-def resize_max_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
-    """Downscale (never upscale) so max(H, W) <= max_side, keeping aspect; None/0 -> unchanged.
-
-    Uses Lanczos (``Image.Resampling.LANCZOS``). The input array is returned as is when no resize
-    is needed.
-    """
-    _check_rgb_array(image)
-    if not max_side:
-        return image
-    if max_side < 0:
-        raise ValueError(f"max_side must be positive, None or 0, got {max_side}")
-    height, width = image.shape[:2]
-    size = _max_side_size(width, height, max_side)
-    return image if size is None else _resize(image, *size)
-
-
-def _max_side_size(width: int, height: int, max_side: int | None) -> tuple[int, int] | None:
-    """(width, height) that :func:`resize_max_side` gives, or None when it leaves the image as is."""
-    longest = max(height, width)
-    if not max_side or longest <= max_side:
-        return None
-    scale = max_side / longest
-    # The long side lands exactly on max_side; the short side rounds but never vanishes.
-    new_w = max_side if width == longest else max(1, round(width * scale))
-    new_h = max_side if height == longest else max(1, round(height * scale))
-    return new_w, new_h
-
-
-def resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
-    """Resize (up or down) so min(H, W) == short_side, keeping aspect (Lanczos)."""
-    _check_rgb_array(image)
-    if short_side <= 0:
-        raise ValueError(f"short_side must be positive, got {short_side}")
-    height, width = image.shape[:2]
-    shortest = min(height, width)
-    if shortest == short_side:
-        return image
-    scale = short_side / shortest
-    new_w = short_side if width == shortest else max(1, round(width * scale))
-    new_h = short_side if height == shortest else max(1, round(height * scale))
-    return _resize(image, new_w, new_h)
-
-
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    pil = Image.fromarray(np.ascontiguousarray(image))
-    out = pil.resize((width, height), Image.Resampling.LANCZOS)
-    return np.array(out, dtype=np.uint8)  # (height, width, 3), writeable copy
-
-
-def _check_rgb_array(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"expected a numpy array, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected dtype uint8, got {image.dtype}")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected shape (H, W, 3), got {image.shape}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"image has a zero dimension: shape {image.shape}")
 
 
 # --- decode internals ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import checkpoint_bytes
-from .image_io import resize_max_side, resize_short_side
+from .image_size import resize_max_side, resize_short_side
 from .loss_network import build_loss_network, resolve_layers
 from .losses import content_loss, image_to_tensor, style_grams, style_loss, tv_loss
 from .transformer_net import NetConfig, TransformerNet

@@ -15,7 +15,8 @@ import torch
 
 from stylize_core.builder import SetupError
 from stylize_core.image_formats import PixelFormat, decode_image_full, network_input
-from stylize_core.image_io import ImageDecodeError, allow_pixels, decoded_size
+from stylize_core.image_io import ImageDecodeError, allow_pixels
+from stylize_core.image_size import decoded_size
 from stylize_core.masks import MaskError
 from stylize_core.sampling import sampled
 from stylize_core.poster import measure_poster, padded_input, plan_poster, record_stats, run_tile

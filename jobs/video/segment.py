@@ -65,7 +65,7 @@ def _sequence_frames(worker, task: dict, plan, metas: dict):
     for i in range(plan.warm_start, plan.end):
         rgb, meta = read_sequence_frame(read_bytes(task["frame_uris"][i], worker.opts))
         if s.max_side:
-            from stylize_core.image_io import resize_max_side
+            from stylize_core.image_size import resize_max_side
 
             rgb = resize_max_side(rgb, s.max_side)
             meta = meta if meta.alpha is None else type(meta)(meta.depth, None)  # alpha no longer fits
