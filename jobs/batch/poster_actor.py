@@ -96,13 +96,13 @@ class PosterActor(StylizeActor):
             meta.input_bytes = len(data)
             decoded = decode_image_full(data, max_pixels=self.settings.max_pixels, max_side=self.settings.max_side)
             pixels = network_input(decoded.pixels, self.stylizer)  # a 16-bit input runs in float
+            planes = None
+            if mask_uri:  # (H, W, planes) uint16, MASK_ONE = 1; first: a mask that cannot be used ends it here
+                planes = np.moveaxis(read_mask(mask_uri, self.settings, decoded.size, pixels.shape[:2]), 0, -1)
             meter = self.stylizer.meter
             if meter is not None and sampled(uri, self.settings.metrics_sample):
                 size = metric_thumbnail_size(*pixels.shape[:2], meter.metric_size(*pixels.shape[:2]))
                 meta.metric_input = thumbnail(pixels, size, "bilinear", band=64)
-            planes = None
-            if mask_uri:  # (H, W, planes) uint16, MASK_ONE = 1
-                planes = np.moveaxis(read_mask(mask_uri, self.settings, decoded.size, pixels.shape[:2]), 0, -1)
             padded = padded_input(pixels, plan)
             # the statistics' thumbnail: of what the in-actor tiling sees, the padded image, or (tileable)
             # one period of the torus, through the circularly padded network
