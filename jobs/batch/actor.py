@@ -28,7 +28,8 @@ from jobs.common import ray_runtime
 from jobs.common.planning import ActorPlan
 from jobs.common.stylizer_spec import run_stylizer_spec
 from jobs.batch.settings import JobSettings
-from jobs.batch.stages import EMPTY_IMAGE, MASK_ONE, POSTER, SETUP_ERROR, encode_write, read_decode
+from jobs.batch.stages import EMPTY_IMAGE, POSTER, SETUP_ERROR, encode_write, read_decode
+from jobs.common.masks import MASK_ONE
 from jobs.common.metrics_schema import READ, STYLIZE, StageRows, blank_rows, stage_keys
 from jobs.common.storage import read_bytes
 

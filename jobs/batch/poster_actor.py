@@ -26,7 +26,7 @@ from stylize_core.tiled_forward import TiledForward
 from stylize_core.tiling import min_tile, thumbnail_size
 
 from jobs.batch.actor import StylizeActor
-from jobs.batch.stages import MASK_ERROR, MASK_ONE, read_mask
+from jobs.common.masks import MASK_ERROR, MASK_ONE, read_mask
 from jobs.batch.settings import JobSettings
 from jobs.common.planning import ActorPlan
 from jobs.common.ray_actors import actor_id

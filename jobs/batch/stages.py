@@ -16,17 +16,16 @@ import numpy as np
 from stylize_core.image_encode import encode_image_full
 from stylize_core.image_formats import PixelFormat, decode_image_full, pack_pixels, unpack_pixels
 from stylize_core.image_io import FORMAT_EXTENSIONS, ImageDecodeError, allow_pixels, probe_size
-from stylize_core.masks import MaskError, check_size, decode_mask, fit_mask, region_weights
+from stylize_core.masks import MaskError
 
 from jobs.batch.settings import JobSettings
+from jobs.common.masks import MASK_ERROR, mask_uri_for, read_mask
 from jobs.common.metrics_schema import READ, WRITE, StageRows, stage_columns
 from jobs.common.run_settings import background_rgb
-from jobs.common.storage import UnsafePathError, exists, join_uri, output_uri, read_bytes, redact, write_bytes_atomic
+from jobs.common.storage import UnsafePathError, exists, output_uri, read_bytes, write_bytes_atomic
 
 EMPTY_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
 NO_MASK = np.zeros((0, 0, 0), dtype=np.uint16)
-MASK_ERROR = "mask_error"
-MASK_ONE = 65535  # mask weights travel as uint16: half the bytes of float32, steps of 1/65535 (0.004 grey levels)
 # status of an input the read stage leaves undecoded for the poster phase (jobs.batch.poster): its rows pass
 # through the actor untouched, and the driver writes them once the poster's tiles are joined
 POSTER = "poster"
@@ -36,42 +35,6 @@ SETUP_ERROR = "setup_error"
 
 def output_key(settings: JobSettings, rel_path: str, style: str) -> str:
     return output_uri(settings.output, style, rel_path, FORMAT_EXTENSIONS[settings.format])
-
-
-def mask_rel_path(rel_path: str) -> str:
-    """Where an input's mask is under ``--mask-prefix``: its relative path, extension replaced by ``.png``."""
-    stem = rel_path.rsplit(".", 1)[0] if "." in rel_path.rsplit("/", 1)[-1] else rel_path
-    return stem + ".png"
-
-
-def mask_uri_for(settings: JobSettings, rel_path: str, given: str = "") -> str:
-    """The input's mask: the manifest's ``mask_uri`` where given, else ``{--mask-prefix}/{rel_path minus its
-    extension}.png``; "" for none."""
-    if given or not settings.mask_prefix:
-        return given
-    return join_uri(settings.mask_prefix, mask_rel_path(rel_path))
-
-
-def read_mask(uri: str, settings: JobSettings, size: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
-    """The mask at ``uri`` checked against the input file's (height, width) ``size``, brought to the decoded
-    ``shape`` and feathered: (S, H, W) uint16 weights, S = 1 (alpha: every style alike) or one per label
-    1..S (labels: plane k-1 is style k's region; S is the number of styles, or of a ``--regions`` style's
-    parts when larger). MaskError naming the mask when it is missing, unreadable or wrong-sized."""
-    what = f"mask {redact(uri)}"
-    try:
-        mask = decode_mask(read_bytes(uri, settings.storage_options), settings.mask_mode, max_pixels=settings.max_pixels)
-        check_size(mask, *size)
-        mask = fit_mask(mask, *shape)
-        labels = settings.label_count
-        picks = range(1) if settings.mask_mode == "alpha" else range(labels)
-        weights = [region_weights(mask, settings.mask_mode, settings.mask_feather, k, labels) for k in picks]
-    except FileNotFoundError:
-        raise MaskError(f"{what}: not found") from None
-    except MaskError as exc:
-        raise MaskError(f"{what}: {exc}") from None
-    except Exception as exc:  # storage/network/permission
-        raise MaskError(f"{what}: cannot be read ({type(exc).__name__}: {exc})") from None
-    return np.stack([np.floor(w * MASK_ONE + 0.5).astype(np.uint16) for w in weights])
 
 
 def poster_size(data: bytes, settings: JobSettings, mask_uri: str) -> tuple[int, int] | None:

@@ -28,7 +28,7 @@ from stylize_core.file_errors import FileUnusable, unusable
 
 from jobs.batch import driver as batch
 from jobs.batch.settings import JobSettings
-from jobs.batch.stages import mask_rel_path
+from jobs.common.masks import mask_rel_path
 from jobs.catalog import ledger as L
 from jobs.catalog import quarantine as Q
 from jobs.catalog import report as catalog_report
