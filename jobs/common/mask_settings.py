@@ -1,6 +1,5 @@
 """The mask options, declared once for the programs that take them (the local CLI, the batch job and,
-through it, the nightly catalog). The video job takes none: a per-frame mask is not a still's mask.
-See docs/operations/masks.md."""
+through it, the nightly catalog, the video job). See docs/operations/masks.md."""
 
 from __future__ import annotations
 

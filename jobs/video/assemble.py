@@ -19,6 +19,7 @@ from stylize_core.video.join import SEGMENT_EXT, join_segments, output_container
 from stylize_core.video.process import ClipStats
 
 from jobs.common.storage import exists, get_file, join_uri, local_path, output_uri, read_bytes, remove
+from jobs.video.masks import clip_mask_uri
 from jobs.video.workdir import STAT_FIELDS, segment_uris, work_prefix
 
 STRIP_FRAMES = 4
@@ -69,6 +70,7 @@ def _base_row(worker, task: dict, style: str) -> dict:
         "fps": info.fps if info is not None else worker.settings.sequence_fps,
         "audio_streams": len(info.audio_streams) if info is not None else 0,
         "segments": len(task.get("plans") or []), "temporal": worker.settings.temporal, "device": worker.device_name,
+        "mask_uri": clip_mask_uri(worker.settings, task),
     }
 
 

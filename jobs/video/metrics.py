@@ -27,7 +27,7 @@ SCHEMA = pa.schema([
     ("content_loss", _F), ("style_loss", _F), ("content_loss_per_frame", _F), ("style_loss_per_frame", _F),
     ("style_stat_distance", _F), ("style_stat_ratio", _F),
     ("decode_ms", _F), ("flow_ms", _F), ("stylize_ms", _F), ("blend_ms", _F), ("encode_ms", _F), ("measure_ms", _F),
-    ("join_ms", _F), ("segment_wall_s", _F), ("device", _S),
+    ("join_ms", _F), ("segment_wall_s", _F), ("device", _S), ("mask_uri", _S),
 ])
 
 
@@ -45,7 +45,7 @@ def _value(v, typ: pa.DataType):
 def to_table(rows: list[dict]) -> pa.Table:
     table = pa.table({f.name: pa.array([_value(r.get(f.name), f.type) for r in rows], type=f.type) for f in SCHEMA},
                      schema=SCHEMA)
-    return redact_columns(redact_columns(table, ("input_uri", "output_uri"), redact_uri), ("error",))
+    return redact_columns(redact_columns(table, ("input_uri", "output_uri", "mask_uri"), redact_uri), ("error",))
 
 
 def metrics_prefix(output: str, run_id: str) -> str:

@@ -17,14 +17,17 @@ from stylize_core.video.process import stylize_clip
 from stylize_core.video.sequence import read_sequence_frame, write_sequence_frame
 
 from jobs.common.storage import output_uri, read_bytes, write_bytes_atomic
+from jobs.video.masks import ClipMasks
 from jobs.video.workdir import stats_to_json
 
 
-def _clip_kwargs(worker) -> dict:
+def _clip_kwargs(worker, task: dict, sizes: dict | None = None) -> dict:
+    """``stylize_clip``'s settings for ``task``'s segment; ``sizes``: a sequence's frame sizes as read."""
     s = worker.settings
-    return dict(warmup=0, temporal=s.temporal, weight=s.temporal_weight, batch_size=s.batch_size,
+    masks = ClipMasks(s, task, sizes).composites() if s.mask_prefix else None
+    return dict(warmup=task["plan"].warmup, temporal=s.temporal, weight=s.temporal_weight, batch_size=s.batch_size,
                 flow=DisFlow(s.flow_preset, s.flow_side), meter_side=s.measure_side or None,
-                losses=worker._loss_fns(), loss_every=s.loss_every)
+                losses=worker._loss_fns(), loss_every=s.loss_every, composite=masks)
 
 
 def _video_segment(worker, task: dict, uris: dict) -> dict:
@@ -38,9 +41,9 @@ def _video_segment(worker, task: dict, uris: dict) -> dict:
     local = {style: os.path.join(worker.tmp, f"seg-{os.getpid()}-{plan.index}-{style}.nut") for style in s.style_names}
     writers = {style: SegmentWriter(local[style], info, size, options, format="nut") for style in s.style_names}
     try:
-        kwargs = _clip_kwargs(worker) | {"warmup": plan.warmup}
         stats = stylize_clip(iter_frames(path, info, size, start, end), worker._stylize_fns(),
-                             {st: (lambda pts, out, w=w: w.write(out, int(pts))) for st, w in writers.items()}, **kwargs)
+                             {st: (lambda pts, out, w=w: w.write(out, int(pts))) for st, w in writers.items()},
+                             **_clip_kwargs(worker, task))
         for w in writers.values():
             w.close()
         for style, st in stats.items():
@@ -59,11 +62,12 @@ def _video_segment(worker, task: dict, uris: dict) -> dict:
                 os.unlink(p)
 
 
-def _sequence_frames(worker, task: dict, plan, metas: dict):
+def _sequence_frames(worker, task: dict, plan, metas: dict, sizes: dict):
     s = worker.settings
     shape = None
     for i in range(plan.warm_start, plan.end):
         rgb, meta = read_sequence_frame(read_bytes(task["frame_uris"][i], worker.opts))
+        sizes[i] = rgb.shape[:2]  # the file's size: a mask is checked against it, before --max-side
         if s.max_side:
             from stylize_core.image_size import resize_max_side
 
@@ -82,6 +86,7 @@ def _sequence_segment(worker, task: dict, uris: dict) -> dict:
     s = worker.settings
     seq, plan = task["sequence"], task["plan"]
     metas: dict = {}
+    sizes: dict = {}
 
     def sink(style):
         def write(i, out):
@@ -91,9 +96,8 @@ def _sequence_segment(worker, task: dict, uris: dict) -> dict:
             write_bytes_atomic(output_uri(s.output, style, rel, ext), data, worker.opts)
         return write
 
-    kwargs = _clip_kwargs(worker) | {"warmup": plan.warmup}
-    return stylize_clip(_sequence_frames(worker, task, plan, metas), worker._stylize_fns(),
-                        {st: sink(st) for st in s.style_names}, **kwargs)
+    return stylize_clip(_sequence_frames(worker, task, plan, metas, sizes), worker._stylize_fns(),
+                        {st: sink(st) for st in s.style_names}, **_clip_kwargs(worker, task, sizes))
 
 
 def run_segment(worker, task: dict, uris: dict) -> None:

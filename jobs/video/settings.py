@@ -12,6 +12,7 @@ from pydantic import model_validator
 
 from jobs.common import cli_settings
 from jobs.common.cli_settings import option
+from jobs.common.mask_settings import MaskMode, mask_feather_option, mask_mode_option
 from jobs.common.run_settings import DEFAULT_MAX_ERROR_RATE, GROUP_IO, RunSettings, default_run_id, demo_checkpoint
 
 DEMO_MAX_SIDE = 256  # the embedded demo clip is made at this size anyway
@@ -58,6 +59,19 @@ class VideoSettings(RunSettings):
     measure_side: int = option(320, "long side at which the warping error is measured; 0 turns the measure off",
                                group=_VIDEO, ge=0)
     loss_every: int = option(10, "measure losses on every Nth frame", group=_VIDEO, ge=1)
+    mask_prefix: str | None = option(
+        None, "masks for the inputs: video a/b.mp4 takes the still mask {URI}/a/b.png for every frame (a fixed "
+        "region: a logo, a caption band, a locked-off shot's background); an image sequence's frame a/f_0001.png "
+        "takes {URI}/a/f_0001.png, frame by frame (a matte exported as numbered frames). Applied after the temporal "
+        "blend. A missing, unreadable or wrong-sized mask makes that input's rows mask_error rows "
+        "(docs/operations/masks.md)", metavar="URI", group=_VIDEO, min_length=1)
+    mask_feather: float = mask_feather_option(_VIDEO)
+    mask_mode: MaskMode = mask_mode_option(_VIDEO)
+
+    @property
+    def label_count(self) -> int:
+        """The largest label a mask may hold: label k is the k-th style."""
+        return len(self.style_names)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> VideoSettings:

@@ -16,6 +16,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from stylize_core.masks import MaskError
 from stylize_core.style_encoding import StyleEncodings
 from stylize_core.video.errors import VideoError
 
@@ -111,12 +112,19 @@ class VideoWorker:
                 info = probe_video(path, max_pixels=s.max_pixels, max_duration_s=s.max_duration)
                 pts, keys, tb = info.frame_pts, info.keyframe_pts, info.time_base
                 out["info"] = info
+                if s.mask_prefix:  # a still mask that cannot be used ends the video here, before any segment
+                    from stylize_core.video.decode import output_size
+
+                    from jobs.video.masks import ClipMasks
+
+                    width, height = output_size(info, s.max_side)
+                    ClipMasks(s, out).planes(None, (height, width))
             out["plans"] = plan_segments(pts, keys, tb, s.segment_seconds, s.warmup_frames)
             # Joined by an earlier attempt of this run id: its rows are kept, no segment is redone.
             from jobs.video.assemble import finished_rows
 
             out["finished"] = finished_rows(self, task["rel_path"]) is not None
-        except VideoError as exc:
+        except (VideoError, MaskError) as exc:
             out.update(status="error", error_type=exc.error_type, error=str(exc))
         except FileNotFoundError as exc:
             out.update(status="error", error_type="not_found", error=f"input disappeared: {exc}")
@@ -158,7 +166,7 @@ class VideoWorker:
                 result["skipped"] = True
                 return result
             run_segment(self, task, uris)
-        except VideoError as exc:
+        except (VideoError, MaskError) as exc:
             result.update(status="error", error_type=exc.error_type, error=str(exc))
         except Exception as exc:
             result.update(status="error", error_type="segment_error", error=f"{type(exc).__name__}: {exc}")

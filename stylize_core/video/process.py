@@ -22,6 +22,8 @@ StylizeFn = Callable[[list[np.ndarray]], list[np.ndarray]]
 # -> per image (content, style) losses, or (content, style, style_stat_distance, style_stat_ratio)
 LossFn = Callable[[list[np.ndarray], list[np.ndarray]], list[tuple[float, ...]]]
 SinkFn = Callable[[object, np.ndarray], None]
+# (frame key, input frame, output frame) -> the frame to write: a mask composited over the input
+CompositeFn = Callable[[object, np.ndarray, np.ndarray], np.ndarray]
 
 TIMINGS = ("decode", "flow", "stylize", "blend", "encode", "measure")
 
@@ -108,8 +110,10 @@ class _ClipRun:
 
     def __init__(self, stylize: Mapping[str, StylizeFn], sinks: Mapping[str, SinkFn], *, warmup: int, temporal: str,
                  weight: float, flow: DisFlow | None, cuts: SceneCutDetector | None, meter_side: int | None,
-                 losses: Mapping[str, LossFn] | None, loss_every: int) -> None:
+                 losses: Mapping[str, LossFn] | None, loss_every: int,
+                 composite: Mapping[str, CompositeFn] | None = None) -> None:
         self.stylize, self.sinks, self.warmup, self.temporal = stylize, sinks, warmup, temporal
+        self.composite = composite or {}
         self.losses, self.loss_every = losses, loss_every
         self.styles = list(stylize)
         self.stats = {s: ClipStats() for s in self.styles}
@@ -157,13 +161,20 @@ class _ClipRun:
 
     def keep(self, s: str, i: int, key: object, rgb: np.ndarray, out: np.ndarray, per_frame: np.ndarray,
              cut: bool) -> None:
-        """A kept frame: sink it, measure it, and remember it as seam material."""
+        """A kept frame: sink it (composited over its input where a mask says so), measure it, and
+        remember it as seam material. What is measured and remembered is the blended stylisation
+        before the mask, as the image programs measure a masked input's network output."""
         st = self.stats[s]
         kept = i - self.warmup
         st.frames += 1
         st.cuts += int(cut)
+        written = out
+        if s in self.composite:
+            t0 = time.perf_counter()
+            written = self.composite[s](key, rgb, out)
+            st.ms["blend"] += (time.perf_counter() - t0) * 1000
         t0 = time.perf_counter()
-        self.sinks[s](key, out)
+        self.sinks[s](key, written)
         st.ms["encode"] += (time.perf_counter() - t0) * 1000
         t0 = time.perf_counter()
         self.measure(s, i, kept, rgb, out, per_frame)
@@ -213,6 +224,7 @@ def stylize_clip(
     meter_side: int | None = 320,
     losses: Mapping[str, LossFn] | None = None,
     loss_every: int = 10,
+    composite: Mapping[str, CompositeFn] | None = None,
 ) -> dict[str, ClipStats]:
     """Stylise a clip with every style; returns per-style :class:`ClipStats` of the kept frames.
 
@@ -220,12 +232,14 @@ def stylize_clip(
     temporal state (not sunk, not measured). ``temporal="none"`` writes the per-frame stylisation.
     E_warp is measured (Farneback, see :mod:`.warp_error`) on pairs of kept frames for the output and
     the per-frame stylisation; ``meter_side=None`` skips it. ``losses`` (optional) measure content and
-    style loss every ``loss_every``-th kept frame, for both.
+    style loss every ``loss_every``-th kept frame, for both. ``composite`` (optional, per style) makes
+    the frame each sink gets from its key, input and output (a mask over the input), after the
+    temporal blend; the blend's state, the measures and the seam frames stay the unmasked output.
     """
     if temporal not in ("flow", "none"):
         raise ValueError(f"temporal must be 'flow' or 'none', got {temporal!r}")
     run = _ClipRun(stylize, sinks, warmup=warmup, temporal=temporal, weight=weight, flow=flow, cuts=cuts,
-                   meter_side=meter_side, losses=losses, loss_every=loss_every)
+                   meter_side=meter_side, losses=losses, loss_every=loss_every, composite=composite)
     decode_ms = [0.0]
     source = _timed(frames, decode_ms)
     n = 0

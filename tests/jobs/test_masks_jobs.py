@@ -156,12 +156,75 @@ def test_manifest_mask_uri_and_label_planes_in_the_read_stage(photos, tmp_path):
     assert failed["error_type"][0] == "mask_error" and "values up to 2 but there are 1 style" in failed["error"][0]
 
 
-def test_masks_are_options_of_the_image_programs_only():
+def test_the_catalog_takes_the_batch_jobs_mask_options():
     from jobs.catalog.settings import CatalogSettings
-    from jobs.video.settings import VideoSettings
 
     assert {"mask_prefix", "mask_feather", "mask_mode"} <= set(CatalogSettings.model_fields)  # runs the batch job
-    assert not [f for f in VideoSettings.model_fields if "mask" in f]  # video: no masks
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_video_job_masks_sequences_frame_by_frame_and_videos_with_a_still_mask(tmp_path):
+    """A sequence with a label mask per frame whose borders move (two styles: label k the k-th style),
+    written losslessly: where a style's region is not, its frames are the input bit for bit. Videos:
+    one still mask for every frame; a missing and a wrong-sized mask are mask_error rows, no output."""
+    import cv2
+    from stylize_core.video import make_clip, pan_frames
+    from stylize_core.video.synthetic import sample_photo
+
+    from jobs.video import driver as video
+    from jobs.video.settings import parse_args as video_args
+
+    demo = str(REPO / "stylize_core/assets/demo_mosaic.pth")
+    fast = ["--segment-seconds", "0", "--warmup-frames", "0", "--vgg-weights", "random:0", "--no-metrics",
+            "--preset", "ultrafast", "--quiet", "--contact-sheet", "0", "--device", "cpu"]
+    frames = pan_frames(sample_photo("astronaut"), 5, (64, 48), seed=1)
+    (tmp_path / "seq/shot").mkdir(parents=True)
+    (tmp_path / "seqmasks/shot").mkdir(parents=True)
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"seq/shot/f_{i:04d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        labels = np.zeros((48, 64), np.uint8)
+        labels[:, 16 + i:40 + i], labels[:, 40 + i:] = 1, 2  # label 0 | 1 | 2, a column further each frame
+        Image.fromarray(labels).save(tmp_path / f"seqmasks/shot/f_{i:04d}.png")
+    summary = video.run(video_args(["--sequence", str(tmp_path / "seq"), "--output", str(tmp_path / "out"),
+                                    "--style", f"a={demo}", "--style", f"b={demo}", "--mask-prefix",
+                                    str(tmp_path / "seqmasks"), "--mask-mode", "labels", "--run-id", "s", *fast]))
+    assert summary["counts"] == {"ok": 2, "error": 0}
+    for i, f in enumerate(frames):
+        a, b = (cv2.cvtColor(cv2.imread(str(tmp_path / f"out/{s}/shot/f_{i:04d}.png")), cv2.COLOR_BGR2RGB).astype(int)
+                for s in ("a", "b"))
+        assert np.array_equal(a[:, :16 + i], f[:, :16 + i]) and np.array_equal(a[:, 40 + i:], f[:, 40 + i:])
+        assert np.array_equal(b[:, :40 + i], f[:, :40 + i])
+        assert np.abs(a[:, 16 + i:40 + i] - f[:, 16 + i:40 + i]).mean() > 20  # a's region styled
+        assert np.abs(b[:, 40 + i:] - f[:, 40 + i:]).mean() > 20
+    rows = pq.read_table(summary["metrics_file"]).to_pylist()
+    assert {r["mask_uri"] for r in rows} == {str(tmp_path / "seqmasks/shot/f_####.png")}
+
+    (tmp_path / "vid").mkdir()
+    (tmp_path / "vidmasks").mkdir()
+    for name in ("still", "missing", "wrong"):
+        make_clip(str(tmp_path / f"vid/{name}.mp4"), frames + frames[::-1], gop=5, audio_hz=None)
+    _left_black(48, 64).save(tmp_path / "vidmasks/still.png")
+    _left_black(48, 66).save(tmp_path / "vidmasks/wrong.png")
+    summary = video.run(video_args(["--input", str(tmp_path / "vid"), "--output", str(tmp_path / "vout"),
+                                    "--style", f"a={demo}", "--mask-prefix", str(tmp_path / "vidmasks"),
+                                    "--max-error-rate", "1", "--run-id", "v", *fast]))
+    rows = {r["rel_path"]: r for r in pq.read_table(summary["metrics_file"]).to_pylist()}
+    assert rows["still.mp4"]["status"] == "ok" and rows["still.mp4"]["mask_uri"].endswith("vidmasks/still.png")
+    assert (rows["missing.mp4"]["error_type"], rows["wrong.mp4"]["error_type"]) == ("mask_error", "mask_error")
+    assert "not found" in rows["missing.mp4"]["error"]
+    assert "the mask is 66x48 but the input is 64x48" in rows["wrong.mp4"]["error"]
+    assert sorted(os.listdir(tmp_path / "vout/a")) == ["still.mp4"]
+    source, styled = (np.stack([fr for _, fr in _decoded(tmp_path / d / "still.mp4")]).astype(int) for d in ("vid", "vout/a"))
+    assert np.abs(styled[:, :, :32] - source[:, :, :32]).mean() < 3  # black: the input (through H.264 once more)
+    assert np.abs(styled[:, :, 32:] - source[:, :, 32:]).mean() > 20  # white: styled
+
+
+def _decoded(path: Path):
+    from stylize_core.video import probe_video
+    from stylize_core.video.decode import iter_frames, output_size
+
+    info = probe_video(str(path))
+    return iter_frames(str(path), info, output_size(info, None))
 
 
 def test_mask_uri_is_redacted_like_input_uri_in_the_metrics_files(tmp_path):

@@ -67,6 +67,41 @@ def test_flow_blending_lowers_warping_error_and_keeps_the_frame_count(clip):
     assert flow.ewarp_out < 0.5 * flow.ewarp_per_frame
 
 
+def test_a_mask_is_composited_after_the_blend_and_leaves_state_and_measures_unmasked(clip):
+    """Masked frames: the input where the weight is 0, the blended output where it is 1, a blend in
+    between; the temporal state, E_warp and the seam frames are those of the run without a mask."""
+    from stylize_core.masks import composite
+
+    frames = clip[:12]
+    plain, outs = _run(frames, warmup=2)
+    weights = {}  # frame key -> its weights: the mask's edge moves a column a frame, as a matte would
+    for k in range(len(frames)):
+        w = np.zeros(frames[0].shape[:2], np.float32)
+        w[:, 30 + k:] = 1.0
+        w[:, 20 + k:30 + k] = 0.5
+        weights[k] = w
+    written, seen = [], []
+
+    def masked(key, rgb, out):
+        seen.append(key)
+        return composite(rgb, out, weights[key])
+
+    stats = stylize_clip(list(enumerate(frames)), {"s": flicker_stylize}, {"s": lambda k, o: written.append(o)},
+                         warmup=2, composite={"s": masked})["s"]
+    assert seen == list(range(2, 12))  # kept frames only, in order
+    spread = []
+    for k, (rgb, out, got) in enumerate(zip(frames[2:], outs, written), start=2):
+        assert np.array_equal(got[:, :20 + k], rgb[:, :20 + k])  # black: the input, bit for bit
+        assert np.array_equal(got[:, 30 + k:], out[:, 30 + k:])  # white: the blended output unmasked
+        grey = 25 + k  # weight 0.5: halfway
+        half = np.floor((rgb[:, grey].astype(np.float32) + out[:, grey]) / 2 + 0.5)
+        assert np.abs(got[:, grey].astype(np.float32) - half).max() <= 1
+        spread.append(np.abs(out.astype(np.float32) - rgb).mean())
+    assert min(spread) > 40  # the stand-in styles far from its input: the checks above can fail
+    assert stats.ewarp_out == plain.ewarp_out and stats.ewarp_per_frame == plain.ewarp_per_frame
+    assert np.array_equal(stats.first_out, plain.first_out) and np.array_equal(stats.last_out, plain.last_out)
+
+
 def test_scene_cut_is_detected_reported_and_resets_the_state():
     a = pan_frames(sample_photo("astronaut"), 10, (96, 64), noise=4.0, seed=1)
     b = pan_frames(sample_photo("coffee"), 10, (96, 64), noise=4.0, seed=2)
