@@ -202,6 +202,8 @@ class AdaINStylizer:
         preserve_color: bool = False,
         device: str = "auto",
         meter: LossMeter | None = None,
+        tile: int = 0,
+        max_memory: int = 0,
     ) -> None:
         if not styles:
             raise ValueError("an AdaINStylizer needs at least one style")
@@ -215,6 +217,7 @@ class AdaINStylizer:
         self.loss_model = meter.loss_model if meter is not None else ""
         self.style_encodes = 0
         self.content_encodes = 0
+        self.tile, self.max_memory = tile, max_memory  # stylize_core.adain_tiles: --tile, --max-memory
         with torch.inference_mode():  # statistics computed before (once per run) are taken as they are
             per_image = {name: image if isinstance(image, StyleStats) else self._style_stats(image)
                          for name, image in style_images.items()}
@@ -227,6 +230,32 @@ class AdaINStylizer:
     def _style_stats(self, image: np.ndarray) -> StyleStats:
         self.style_encodes += 1
         return StyleStats(*calc_mean_std(self.encoder(to_unit(image, self.device))))
+
+    def _target(self, style: str):
+        """(tile features, content mean, content std) -> the features to decode: AdaIN, then alpha."""
+        s = self.stats[style]
+
+        def target(feat: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+            return self.alpha * ((feat - mean) / std * s.std + s.mean) + (1 - self.alpha) * feat
+
+        return target
+
+    def _outputs(self, content: torch.Tensor, styles: list[str]) -> tuple[list[torch.Tensor], int]:
+        """Each style's (1, 3, H, W) 0..1 unclamped output of ``content``, and the tiles it ran as: one
+        pass, or tiles sharing the whole image's statistics when the image exceeds the activation
+        budget or ``tile`` (stylize_core.adain_tiles)."""
+        from .adain_tiles import TiledAdaIN, adain_bytes_per_pixel, adain_tile_side
+        from .tile_budget import activation_budget
+
+        h, w = content.shape[-2:]
+        budget = activation_budget(self.max_memory, self.device)
+        side = adain_tile_side(h, w, per_pixel=adain_bytes_per_pixel(self.encoder), budget=budget, forced=self.tile)
+        self.content_encodes += 1
+        if not side:
+            feat = self.encoder(content)  # (1, 512, ceil(H/8), ceil(W/8)), shared by every style
+            return [self.forward(content, style, feat) for style in styles], 1
+        tiled = TiledAdaIN(self.encoder, self.decoder, side, keep_bytes=budget)
+        return tiled(content, [self._target(style) for style in styles]), tiled.count(h, w)
 
     def forward(self, content: torch.Tensor, style: str, content_feat: torch.Tensor | None = None) -> torch.Tensor:
         """(1, 3, H, W) 0..1 content -> (1, 3, H, W) 0..1 (unclamped) output, cropped to the input size."""
@@ -253,19 +282,18 @@ class AdaINStylizer:
                 raise ValueError(f"expected a non-empty (H, W, 3) uint8 or float32 image, got {image.dtype} {image.shape}")
             start = time.perf_counter()
             content = to_unit(image, self.device)  # (1, 3, H, W)
-            feat = self.encoder(content)  # (1, 512, ceil(H/8), ceil(W/8))
-            self.content_encodes += 1
+            ys, tiles = self._outputs(content, styles)
             shared_ms = (time.perf_counter() - start) * 1000 / len(styles)
-            for style in styles:
+            for style, y in zip(styles, ys):
                 began = time.perf_counter()
-                y = self.forward(content, style, feat).mul(255).clamp_(0, 255)  # (1, 3, H, W) 0..255
+                y = y.mul(255).clamp_(0, 255)  # (1, 3, H, W) 0..255
                 ref = content * 255
                 y = finish(y, ref, keep_color=self.keep_color, strength=self.strength).clamp_(0, 255)
                 result = (y if image.dtype == np.float32 else y.round().to(torch.uint8))[0].permute(1, 2, 0).cpu().numpy()
                 ms = shared_ms + (time.perf_counter() - began) * 1000
                 measured = self.meter is not None and (measure is None or bool(measure[n]))
                 losses = self.meter.measure(ref, y, style) if measured else {}
-                out[style].append(StyleResult(image=result, stylize_ms=ms, measured=measured,
+                out[style].append(StyleResult(image=result, stylize_ms=ms, measured=measured, tiles=tiles,
                                               **{k: v[0] for k, v in losses.items()}))
         return out
 

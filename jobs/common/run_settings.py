@@ -29,6 +29,8 @@ BackendSpec = Literal["eager", "compile", "onnxruntime", "openvino", "eager:bf16
 # --encoder alone: pytorch-AdaIN's encoder needs its decoder (exit 2). Without both, the shipped demo is used.
 ADAIN_ENCODER_ALONE = ("--encoder needs --decoder: pass pytorch-AdaIN's --encoder vgg_normalised.pth --decoder "
                        "decoder.pth (github.com/naoto0804/pytorch-AdaIN, models/), or neither for the shipped demo model")
+ADAIN_TILEABLE = ("--tileable is for style networks (--checkpoint/--style, --method predict): AdaIN's encoder and "
+                  "decoder pad by reflection, so their output has seams where copies meet")
 STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -287,6 +289,8 @@ class RunSettings(BaseModel):
         if self.method == "adain":
             if self.encoder and not self.decoder:
                 raise ValueError(ADAIN_ENCODER_ALONE)
+            if self.tileable:
+                raise ValueError(ADAIN_TILEABLE)
             if not self.decoder:
                 self._resolve(decoder=demo_adain_checkpoint())
         elif not self.predictor:

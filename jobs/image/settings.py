@@ -14,7 +14,7 @@ from stylize_core.gatys import INITS, OPTIMIZERS
 from jobs.common import cli_settings
 from jobs.common.cli_settings import option, parse_selection, split_csv
 from jobs.common.mask_settings import MaskMode, mask_feather_option, mask_mode_option
-from jobs.common.run_settings import (ADAIN_ENCODER_ALONE, Background, BackendSpec, MemorySize, TileSide, TileStats,
+from jobs.common.run_settings import (ADAIN_ENCODER_ALONE, ADAIN_TILEABLE, Background, BackendSpec, MemorySize, TileSide, TileStats,
                                       background_option, demo_adain_checkpoint, max_memory_option, metrics_ratio_option,
                                       tile_option, tile_stats_option, tileable_option)
 from jobs.common.run_settings import demo_predictor_checkpoint
@@ -166,6 +166,8 @@ class ImageSettings(BaseModel):
         if self.method == "adain":
             if self.encoder and not self.decoder:
                 raise ValueError(ADAIN_ENCODER_ALONE)
+            if self.tileable:
+                raise ValueError(ADAIN_TILEABLE)
             if not self.decoder:  # the shipped demo model (a one-file checkpoint)
                 object.__setattr__(self, "decoder", demo_adain_checkpoint())
             if self.needs_style_image:

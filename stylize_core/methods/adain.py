@@ -81,7 +81,7 @@ def build(spec: StylizerSpec, opener: Opener, device: torch.device, checkpoints:
              for name, code in encodings.codes.items() if name in spec.style_images}
     stylizer = AdaINStylizer(weights.encoder, weights.decoder, stats, styles, alpha=spec.alpha,
                              strength=spec.strength, preserve_color=spec.preserve_color, device=str(device),
-                             meter=meter)
+                             meter=meter, tile=spec.tile, max_memory=spec.max_memory)
     stylizer.style_encodes = encodings.passes if spec.encodings is None else 0  # passes made here, for tests
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     backend = f"torch-eager {torch.__version__} fp32 {device}"  # what metrics rows record as having run

@@ -67,6 +67,30 @@ def test_cli_tileable_output_repeats_without_a_seam(photos, tmp_path):
     assert wrap_ratio(_read(out)) <= 1.6 < 2 * 1.6 < wrap_ratio(_read(plain)), (wrap_ratio(_read(out)), wrap_ratio(_read(plain)))
 
 
+def test_cli_tiles_adain_like_one_pass_and_refuses_tileable_adain(tmp_path, capsys):
+    """--method adain takes --tile (and the activation budget): the tiles share the whole image's
+    content statistics, so the output is the one pass's (sides multiples of 8: the same pooling grid)."""
+    Image.fromarray(data.astronaut()[40:400, 60:460]).save(tmp_path / "photo.png")  # 400 x 360
+    Image.fromarray(data.coffee()[::3, ::3]).save(tmp_path / "style.png")
+    base = [str(tmp_path / "photo.png"), "--method", "adain", "--style-image", str(tmp_path / "style.png"), "--json",
+            "--device", "cpu"]
+    assert main(parse_args([*base, "-o", str(tmp_path / "whole.png")])) == 0
+    assert main(parse_args([*base, "-o", str(tmp_path / "tiled.png"), "--tile", "320"])) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["tiles"] for r in rows] == [1, 4]
+    whole, tiled, photo = (_read(tmp_path / f"{n}.png") for n in ("whole", "tiled", "photo"))
+    assert np.abs(whole - photo).mean() > 20  # the demo styles: the comparison below can fail
+    assert np.abs(tiled - whole).max() <= 1
+    with pytest.raises(SystemExit) as refused:
+        parse_args([*base, "-o", str(tmp_path / "x.png"), "--tileable"])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--tileable is for style networks" in err[0]
+    with pytest.raises(SystemExit) as refused:  # the batch job (and through its settings the catalog, video)
+        stylize.parse_args(["--method", "adain", "--style-image", f"s={tmp_path / 'style.png'}", "--tileable"])
+    assert refused.value.code == 2 and "--tileable is for style networks" in capsys.readouterr().err
+
+
 def test_cli_refuses_a_tile_below_the_overlap(photos, tmp_path):
     bad = _cli(str(photos / "small.png"), "-o", str(tmp_path / "x.png"), "--tile", "100")
     assert bad.returncode == 2
