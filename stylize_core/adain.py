@@ -232,29 +232,37 @@ class AdaINStylizer:
         return StyleStats(*calc_mean_std(self.encoder(to_unit(image, self.device))))
 
     def _target(self, style: str):
-        """(tile features, content mean, content std) -> the features to decode: AdaIN, then alpha."""
+        """A tile's features and the whole image's (content mean, std) -> the features to decode:
+        AdaIN, then alpha (stylize_core.adain_tiles.Target)."""
         s = self.stats[style]
 
-        def target(feat: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        def target(feat: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor], rows: slice, cols: slice
+                   ) -> torch.Tensor:
+            mean, std = stats
             return self.alpha * ((feat - mean) / std * s.std + s.mean) + (1 - self.alpha) * feat
 
         return target
 
-    def _outputs(self, content: torch.Tensor, styles: list[str]) -> tuple[list[torch.Tensor], int]:
-        """Each style's (1, 3, H, W) 0..1 unclamped output of ``content``, and the tiles it ran as: one
-        pass, or tiles sharing the whole image's statistics when the image exceeds the activation
-        budget or ``tile`` (stylize_core.adain_tiles)."""
+    def tiler(self, height: int, width: int):
+        """A :class:`~stylize_core.adain_tiles.TiledAdaIN` when an image of this size exceeds the
+        activation budget or ``tile``, else None (one pass)."""
         from .adain_tiles import TiledAdaIN, adain_bytes_per_pixel, adain_tile_side
         from .tile_budget import activation_budget
 
-        h, w = content.shape[-2:]
         budget = activation_budget(self.max_memory, self.device)
-        side = adain_tile_side(h, w, per_pixel=adain_bytes_per_pixel(self.encoder), budget=budget, forced=self.tile)
+        side = adain_tile_side(height, width, per_pixel=adain_bytes_per_pixel(self.encoder), budget=budget,
+                               forced=self.tile)
+        return TiledAdaIN(self.encoder, self.decoder, side, keep_bytes=budget) if side else None
+
+    def _outputs(self, content: torch.Tensor, styles: list[str]) -> tuple[list[torch.Tensor], int]:
+        """Each style's (1, 3, H, W) 0..1 unclamped output of ``content``, and the tiles it ran as: one
+        pass, or tiles sharing the whole image's statistics (:meth:`tiler`)."""
+        h, w = content.shape[-2:]
+        tiled = self.tiler(h, w)
         self.content_encodes += 1
-        if not side:
+        if tiled is None:
             feat = self.encoder(content)  # (1, 512, ceil(H/8), ceil(W/8)), shared by every style
             return [self.forward(content, style, feat) for style in styles], 1
-        tiled = TiledAdaIN(self.encoder, self.decoder, side, keep_bytes=budget)
         return tiled(content, [self._target(style) for style in styles]), tiled.count(h, w)
 
     def forward(self, content: torch.Tensor, style: str, content_feat: torch.Tensor | None = None) -> torch.Tensor:

@@ -20,6 +20,9 @@ discards is :data:`MARGIN` = 64 px (the feed-forward networks' default is 32). T
 by reflection to a multiple of 8 before tiling and the output cropped back; untiled, the pooling's
 ``ceil_mode`` pads instead, so the last few rows and columns can differ from an untiled pass.
 
+:class:`ChannelStats` is plain AdaIN's statistic; a regions style passes its own accumulator
+(:class:`stylize_core.regions.RegionStats`: each region's weighted statistics) and tile targets.
+
 Memory: one tile's activations, the full-size input and output, and the tiles' relu4_1 features
 when they fit in the budget (else each tile is encoded again for the second step).
 :func:`adain_bytes_per_pixel` is the model of one pass's peak activation memory the tile side is
@@ -29,6 +32,7 @@ chosen with (:func:`~stylize_core.tile_budget.tile_side`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -67,9 +71,43 @@ def grid_windows(size: int, tile: int) -> list[Window]:
 
 
 def _owned(win: Window) -> slice:
-    """The window's owned part on the feature grid (1/8 of the pixels)."""
+    """The window's owned part on the feature grid (1/8 of the pixels), in tile coordinates."""
     lo, hi = win.own_lo - win.own_lo % GRID, win.own_hi - win.own_hi % GRID
     return slice(lo // GRID, hi // GRID)
+
+
+def _shift(part: slice, win: Window) -> slice:
+    """A slice of a tile's feature grid as a slice of the whole image's."""
+    return slice(part.start + win.start // GRID, part.stop + win.start // GRID)
+
+
+class ChannelStats:
+    """Plain AdaIN's content statistics: per channel, the mean and unbiased std (plus eps) of the whole
+    feature map, as :func:`~stylize_core.adain.calc_mean_std` computes them in one pass (float64 sums)."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | Any = 0.0
+        self.squares: torch.Tensor | Any = 0.0
+        self.n = 0
+
+    def add(self, core: torch.Tensor, rows: slice, cols: slice) -> None:
+        """``core``: (1, C, h, w) features a tile owns, at ``rows``/``cols`` of the whole feature grid."""
+        core = core.double()
+        self.total = self.total + core.sum(dim=(2, 3))
+        self.squares = self.squares + core.square().sum(dim=(2, 3))
+        self.n += core.shape[2] * core.shape[3]
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std), each (1, C, 1, 1) float32."""
+        mean = self.total / self.n
+        var = (self.squares - self.n * mean.square()) / max(1, self.n - 1)  # unbiased, as torch.var
+        c = mean.shape[1]
+        return mean.view(1, c, 1, 1).float(), (var.clamp_min(0) + EPS).sqrt().view(1, c, 1, 1).float()
+
+
+# (tile features, the accumulator's result, the tile's rows and columns of the whole feature grid)
+#   -> the features to decode
+Target = Callable[[torch.Tensor, Any, slice, slice], torch.Tensor]
 
 
 class TiledAdaIN:
@@ -89,21 +127,26 @@ class TiledAdaIN:
         """How many tiles an image of this size (padded to multiples of 8) runs in."""
         return len(grid_windows(_up8(height), self.tile)) * len(grid_windows(_up8(width), self.tile))
 
-    def __call__(self, content: torch.Tensor, targets: list[Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
-                                                                      torch.Tensor]]) -> list[torch.Tensor]:
-        """``content`` (1, 3, H, W) 0..1 -> one (1, 3, H, W) unclamped output per target. A target maps
-        (tile features, content mean, content std) to the features to decode (AdaIN and alpha)."""
+    def __call__(self, content: torch.Tensor, targets: list[Target], stats: Any = None) -> list[torch.Tensor]:
+        """``content`` (1, 3, H, W) 0..1 -> one (1, 3, H, W) unclamped output per target. ``stats``
+        accumulates the content statistics over the tiles' owned features (``add``, then ``result``;
+        default :class:`ChannelStats`); a target maps a tile's features, that result and the tile's
+        place on the feature grid to the features to decode (AdaIN and alpha)."""
         h, w = content.shape[-2:]
         x = _pad8(content)
         rows, cols = grid_windows(x.shape[-2], self.tile), grid_windows(x.shape[-1], self.tile)
         tiles = [(rw, cw) for rw in rows for cw in cols]
-        feats, mean, std = self._statistics(x, tiles)
+        stats = ChannelStats() if stats is None else stats
+        feats = self._statistics(x, tiles, stats)
+        result = stats.result()
         outs = []
         for target in targets:
             out = torch.zeros_like(x)
             for k, (rw, cw) in enumerate(tiles):
                 f = feats[k] if feats is not None else self._encode(x, rw, cw)
-                y = self.decoder(target(f, mean, std))
+                grid_rows = slice(rw.start // GRID, (rw.start + rw.length) // GRID)
+                grid_cols = slice(cw.start // GRID, (cw.start + cw.length) // GRID)
+                y = self.decoder(target(f, result, grid_rows, grid_cols))
                 weight = rw.weight.to(y)[:, None] * cw.weight.to(y)[None, :]
                 out[..., rw.start:rw.start + rw.length, cw.start:cw.start + cw.length] += y * weight
             outs.append(out[..., :h, :w])
@@ -113,28 +156,19 @@ class TiledAdaIN:
         self.encodes += 1
         return self.encoder(x[..., rw.start:rw.start + rw.length, cw.start:cw.start + cw.length])
 
-    def _statistics(self, x: torch.Tensor, tiles: list[tuple[Window, Window]]
-                    ) -> tuple[list[torch.Tensor] | None, torch.Tensor, torch.Tensor]:
-        """Every tile encoded once: the whole feature map's per-channel mean and std (each (1, C, 1, 1)),
-        and the tiles' features when they fit in ``keep_bytes``."""
+    def _statistics(self, x: torch.Tensor, tiles: list[tuple[Window, Window]], stats: Any) -> list[torch.Tensor] | None:
+        """Every tile encoded once, its owned features added to ``stats``; returns the tiles' features
+        when they fit in ``keep_bytes``."""
         kept: list[torch.Tensor] | None = []
-        total = squares = None
-        n = 0
         for rw, cw in tiles:
             f = self._encode(x, rw, cw)
-            core = f[..., _owned(rw), _owned(cw)].double()
-            s, q = core.sum(dim=(2, 3)), core.square().sum(dim=(2, 3))
-            total, squares = (s, q) if total is None else (total + s, squares + q)
-            n += core.shape[2] * core.shape[3]
+            rows, cols = _owned(rw), _owned(cw)
+            stats.add(f[..., rows, cols], _shift(rows, rw), _shift(cols, cw))
             if kept is not None:
                 kept.append(f)
                 if sum(t.numel() * t.element_size() for t in kept) > self.keep_bytes:
                     kept = None  # encode again in the second step rather than hold them all
-        mean = total / n
-        var = (squares - n * mean.square()) / max(1, n - 1)  # unbiased, as torch.var in calc_mean_std
-        std = (var.clamp_min(0) + EPS).sqrt()
-        c = mean.shape[1]
-        return kept, mean.view(1, c, 1, 1).float(), std.view(1, c, 1, 1).float()
+        return kept
 
 
 def _up8(v: int) -> int:

@@ -99,15 +99,18 @@ class RegionRenderer:
         if tuple(planes.shape[1:]) != image.shape[:2]:
             raise ValueError(f"region weights are {planes.shape[2]}x{planes.shape[1]} but the image is "
                              f"{image.shape[1]}x{image.shape[0]}")
+        tiles = 1
         if region.kind == "adain":
             out = adain_regions(self.stylizer, image, planes, region.parts)  # type: ignore[arg-type]
+            tiled = self.stylizer.tiler(*image.shape[:2])  # type: ignore[attr-defined]
+            tiles = tiled.count(*image.shape[:2]) if tiled is not None else 1
         elif region.kind == "spatial":
             out = self._spatial(image, planes, name)
         elif region.kind == "guided":
             out = self._guided(image, planes, region.parts)
         else:
             out = self._blend(image, planes, region.parts)
-        return StyleResult(image=out, stylize_ms=(time.perf_counter() - start) * 1000)
+        return StyleResult(image=out, stylize_ms=(time.perf_counter() - start) * 1000, tiles=tiles)
 
     @torch.inference_mode()
     def _spatial(self, image: np.ndarray, planes: torch.Tensor, name: str) -> np.ndarray:

@@ -94,13 +94,41 @@ def weighted_mean_std(feat: torch.Tensor, weights: torch.Tensor, eps: float = EP
     return mean[..., None, None], (var + eps).sqrt()[..., None, None], v1
 
 
-def regional_adain(feat: torch.Tensor, shares: torch.Tensor, styles: Sequence[StyleStats]) -> torch.Tensor:
+class RegionStats:
+    """:func:`weighted_mean_std` summed over tiles (stylize_core.adain_tiles: ``add`` each tile's owned
+    features, then ``result``): per region the weighted mean and bias-corrected std of the whole
+    feature map, from float64 sums of ``a``, ``a^2``, ``a f`` and ``a f^2``. ``shares``: (K, h, w) on
+    the whole image's feature grid."""
+
+    def __init__(self, shares: torch.Tensor) -> None:
+        self.shares = shares
+        self.sums: list = [0.0, 0.0, 0.0, 0.0]  # V1 (K,), V2 (K,), sum a f (K, C), sum a f^2 (K, C)
+
+    def add(self, core: torch.Tensor, rows: slice, cols: slice) -> None:
+        a = self.shares[:, rows, cols].flatten(1).double().to(core.device)  # (K, N)
+        f = core[0].flatten(1).double()  # (C, N)
+        for k, part in enumerate((a.sum(1), a.square().sum(1), a @ f.T, a @ f.square().T)):
+            self.sums[k] = self.sums[k] + part
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std), each (K, C, 1, 1) float32, as :func:`weighted_mean_std` gives them."""
+        v1, v2, s, q = self.sums
+        mean = s / v1.clamp_min(1e-12)[:, None]
+        var_sum = q - mean * s  # sum a (f - mu)^2
+        denom = (v1 - v2 / v1.clamp_min(1e-12)).clamp_min(1e-12)
+        var = torch.where(denom[:, None] > 1e-6, var_sum / denom[:, None], torch.zeros_like(var_sum)).clamp_min(0)
+        return mean.float()[..., None, None], (var + EPS).sqrt().float()[..., None, None]
+
+
+def regional_adain(feat: torch.Tensor, shares: torch.Tensor, styles: Sequence[StyleStats],
+                   stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """(1, C, h, w) content features, (K, h, w) style shares on their grid, K styles' statistics ->
     (1, C, h, w): each region normalised with its own content statistics and given its style's, then
-    combined with the shares; where the shares are all zero, the content features."""
+    combined with the shares; where the shares are all zero, the content features. ``stats``: the
+    regions' content (mean, std) when they come from the whole image (a tile's: :class:`RegionStats`)."""
     if shares.shape[0] != len(styles):
         raise ValueError(f"{shares.shape[0]} region planes for {len(styles)} style(s)")
-    mean, std, _ = weighted_mean_std(feat, shares)
+    mean, std = stats if stats is not None else weighted_mean_std(feat, shares)[:2]
     out = torch.zeros_like(feat[0])  # (C, h, w)
     for k, s in enumerate(styles):
         t = (feat[0] - mean[k]) / std[k] * s.std[0].to(feat) + s.mean[0].to(feat)  # (C, h, w)
@@ -140,12 +168,21 @@ def adain_regions(stylizer: AdaINStylizer, image: np.ndarray, weights: np.ndarra
     if tuple(planes.shape[1:]) != (h, w):
         raise ValueError(f"region weights are {planes.shape[2]}x{planes.shape[1]} but the image is {w}x{h}")
     content = to_unit(image, stylizer.device)  # (1, 3, H, W) 0..1
-    feat = stylizer.encoder(content)  # (1, C, ceil(H/8), ceil(W/8))
     stylizer.content_encodes += 1
-    shares = to_grid(style_shares(planes, "zero"), tuple(feat.shape[-2:]))
-    t = regional_adain(feat, shares, [stylizer.stats[s] for s in styles])
-    t = stylizer.alpha * t + (1 - stylizer.alpha) * feat
-    y = stylizer.decoder(t)[..., :h, :w].mul(255).clamp_(0, 255)  # (1, 3, H, W)
+    region_styles = [stylizer.stats[s] for s in styles]
+    shares = to_grid(style_shares(planes, "zero"), (-(-h // 8), -(-w // 8)))  # the relu4_1 grid (ceil_mode)
+    tiled = stylizer.tiler(h, w)
+    if tiled is None:
+        feat = stylizer.encoder(content)  # (1, C, ceil(H/8), ceil(W/8))
+        t = regional_adain(feat, shares, region_styles)
+        y = stylizer.decoder(stylizer.alpha * t + (1 - stylizer.alpha) * feat)[..., :h, :w]
+    else:  # tiles with each region's statistics over the whole image (stylize_core.adain_tiles)
+        def target(feat: torch.Tensor, stats, rows: slice, cols: slice) -> torch.Tensor:
+            t = regional_adain(feat, shares[:, rows, cols], region_styles, stats)
+            return stylizer.alpha * t + (1 - stylizer.alpha) * feat
+
+        y, = tiled(content, [target], RegionStats(shares))
+    y = y.mul(255).clamp_(0, 255)  # (1, 3, H, W)
     ref = content * 255
     y = finish(y, ref, keep_color=stylizer.keep_color, strength=stylizer.strength).clamp_(0, 255)
     y = composite_keep(ref, y, planes[0])

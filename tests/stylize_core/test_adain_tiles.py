@@ -74,3 +74,29 @@ def test_tile_side_from_the_budget_or_forced():
     with pytest.raises(ValueError, match=f"at least {smallest_tile()}"):
         adain_tile_side(500, 700, per_pixel=per_pixel, budget=1 << 40, forced=smallest_tile() - 8)
     assert all(w.start % 8 == 0 and w.length % 8 == 0 for w in grid_windows(1208, 400))
+
+
+def test_a_regions_style_tiles_with_each_regions_statistics_over_the_whole_image(weights):
+    """Per-region AdaIN (stylize_core.regions) in tiles: every region's weighted statistics summed over
+    the tiles, so the output is the one pass's; bands cross the tiles' seams."""
+    from stylize_core.masks import label_weights
+    from stylize_core.regions import adain_regions
+
+    photo = _photo(456, 336)
+    labels = np.zeros((336, 456), np.int32)
+    labels[:, 100:300], labels[:, 300:] = 1, 2  # 0 | 1 | 2 in vertical bands
+    planes = label_weights(labels, 2, px=6)
+    styles = {"a": data.coffee()[::4, ::4].copy(), "b": data.chelsea()[::4, ::4].copy()}
+
+    def render(**kw):
+        s = AdaINStylizer(weights.encoder, weights.decoder, styles, {k: [(k, 1.0)] for k in styles}, device="cpu",
+                          alpha=0.9, **kw)
+        return adain_regions(s, photo, planes, ["a", "b"]).astype(int), s
+
+    whole, _ = render()
+    tiled, s = render(tile=smallest_tile())
+    assert s.tiler(336, 456).count(336, 456) == 4
+    assert np.abs(whole[:, 110:290] - photo[:, 110:290]).mean() > 20  # the regions are styled
+    assert np.array_equal(whole[:, :90], photo[:, :90])  # label 0: the input
+    diff = np.abs(tiled - whole)
+    assert diff.max() <= 1 and diff.mean() < 0.01
