@@ -1,5 +1,6 @@
 """16-bit RGB(A) samples, which Pillow reduces to 8 bits (interleaved) or misreads (planar TIFF):
-read with OpenCV from the same bytes and checked against Pillow's 8-bit decode. Used by both
+read with OpenCV from the same bytes and checked against Pillow's 8-bit decode, or, for a TIFF
+stored plane by plane, with tifffile (:func:`stylize_core.tiff_io.read_planar`). Used by both
 :mod:`stylize_core.image_io` (8-bit decode) and :mod:`stylize_core.image_formats` (16 bits kept)."""
 
 from __future__ import annotations
@@ -18,12 +19,21 @@ def read_colour16(stored: Image.Image, data: bytes, orientation: int) -> tuple[n
     import cv2  # lazy: only 16-bit colour files need it
 
     tags = getattr(stored, "tag_v2", None)
-    if tags is not None and tags.get(284) == 2:
-        raise CorruptImageError("16-bit TIFF stored plane by plane (PlanarConfiguration 2) is not supported: "
-                                "Pillow and OpenCV both misread it without an error")
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     w, h = stored.size
     channels = 4 if stored.mode == "RGBA" else 3
+    if tags is not None and tags.get(284) == 2:  # plane by plane: Pillow and OpenCV misread it silently
+        from .tiff_io import read_planar
+
+        try:
+            planar = read_planar(data, h, w, channels)
+        except Exception as exc:  # tifffile's own errors: a file it cannot read either
+            raise CorruptImageError(f"16-bit TIFF stored plane by plane that cannot be read ({type(exc).__name__}: "
+                                    f"{exc})") from None
+        if planar.dtype != np.uint16:
+            raise CorruptImageError(f"16-bit TIFF stored plane by plane whose samples are {planar.dtype}")
+        alpha = np.ascontiguousarray(_orient(planar[:, :, 3], orientation)) if channels == 4 else None
+        return np.ascontiguousarray(_orient(planar[:, :, :3], orientation)), alpha
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.dtype != np.uint16 or arr.shape != (h, w, channels):
         got = "nothing" if arr is None else f"{arr.dtype} {arr.shape}"
         raise CorruptImageError(f"16-bit {stored.mode} {stored.format} whose samples cannot be read "

@@ -1,7 +1,8 @@
 """Writing a stylised image in its input's pixel format: alpha kept (or flattened for jpeg), 16 bits
 kept where the output format holds them, grey back to grey, sRGB-tagged when the input had a profile,
 EXIF/XMP carried. The policy is :mod:`stylize_core.image_formats`'s (and docs/formats.md); this module
-is its encoder: Pillow for 8-bit outputs, OpenCV for 16-bit ones, with the PNG chunks added here.
+is its encoder: Pillow for 8-bit PNG, JPEG and WebP, OpenCV for 16-bit PNG (its chunks added here),
+tifffile for 16-bit TIFF and TIFF with EXIF or XMP (:mod:`stylize_core.tiff_io`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from PIL import Image, PngImagePlugin
 from .icc import srgb_icc
 from .image_formats import _EXIF_PREFIX, ALPHA_FLATTENED, ALPHA_KEPT, PixelFormat, _resize_any
 from .image_io import FORMAT_EXTENSIONS, TIFF_COMPRESSION
+from .tiff_io import encode_tiff
 
 __all__ = ["encode_image_full"]
 
@@ -29,8 +31,8 @@ def encode_image_full(image: np.ndarray, fmt: PixelFormat, out_format: str = "jp
     or uint16. png and tiff keep 16 bits and alpha (``fmt.alpha`` is resized with Lanczos only when the output
     has another size, e.g. a super-resolution network's); jpeg and webp are 8-bit formats. Grey inputs
     give grey outputs (luma, ITU-R 601) except in webp, which has no grey mode. An input with an ICC
-    profile gives an output tagged sRGB (8-bit tiff too, 16-bit tiff is untagged); EXIF and XMP are
-    carried into jpeg, png and webp.
+    profile gives an output tagged sRGB; EXIF and XMP are carried into every format (tiff: the EXIF's
+    text tags, Exif and GPS IFDs, stylize_core.tiff_io).
     """
     key = "jpeg" if out_format.lower() == "jpg" else out_format.lower()
     if key not in FORMAT_EXTENSIONS:
@@ -57,12 +59,22 @@ def encode_image_full(image: np.ndarray, fmt: PixelFormat, out_format: str = "jp
     if grey:
         colour = colour.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (H, W)
     icc = srgb_icc() if fmt.profile else b""
+    if key == "tiff" and sixteen:
+        planes = [_round(colour.astype(np.float32, copy=False) * 257.0, 65535, np.uint16)]
+        if alpha is not None:
+            if grey:  # 16-bit grey + alpha: RGBA with R = G = B, as the png (Pillow cannot open an LA;16 TIFF)
+                planes[0] = np.repeat(planes[0][:, :, None], 3, axis=2)
+            planes.append(alpha if alpha.dtype == np.uint16 else alpha.astype(np.uint16) * 257)
+        arr = planes[0] if len(planes) == 1 else np.dstack(planes)
+        return encode_tiff(arr, alpha=alpha is not None, icc=icc, exif=fmt.exif, xmp=fmt.xmp), state
     if sixteen:
-        return _write16(key, colour.astype(np.float32, copy=False), alpha, fmt, icc), state
+        return _write16(colour.astype(np.float32, copy=False), alpha, fmt, icc), state
     planes = [colour if colour.dtype == np.uint8 else _round(colour, 255, np.uint8)]
     if alpha is not None:
         planes.append(alpha if alpha.dtype == np.uint8 else _round(alpha.astype(np.float32) / 257, 255, np.uint8))
     arr = planes[0] if len(planes) == 1 else np.dstack(planes)
+    if key == "tiff" and (fmt.exif or fmt.xmp):  # Pillow's TIFF writer drops the Exif IFD under compression
+        return encode_tiff(arr, alpha=alpha is not None, icc=icc, exif=fmt.exif, xmp=fmt.xmp), state
     pil = Image.fromarray(np.ascontiguousarray(arr), {(True, False): "L", (True, True): "LA", (False, False): "RGB",
                                                       (False, True): "RGBA"}[(grey, alpha is not None)])
     return _save(pil, key, quality, fmt, icc), state
@@ -83,7 +95,7 @@ def _save(pil: Image.Image, key: str, quality: int, fmt: PixelFormat, icc: bytes
     extra: dict = {}
     if icc:
         extra["icc_profile"] = icc
-    if key == "tiff":  # EXIF/XMP are not carried into TIFF (docs/formats.md)
+    if key == "tiff":  # without EXIF/XMP (stylize_core.tiff_io writes those): as image_io.encode_image does
         pil.save(buf, format="TIFF", compression=TIFF_COMPRESSION, **extra)
     elif key == "png":
         if fmt.exif:
@@ -102,10 +114,9 @@ def _save(pil: Image.Image, key: str, quality: int, fmt: PixelFormat, icc: bytes
     return buf.getvalue()
 
 
-def _write16(key: str, colour: np.ndarray, alpha: np.ndarray | None, fmt: PixelFormat, icc: bytes) -> bytes:
-    """A 16-bit PNG (grey, grey+alpha, RGB or RGBA) with its iCCP/eXIf/iTXt chunks, or a 16-bit TIFF
-    (LZW, no ICC/EXIF/XMP tags). OpenCV writes the samples (Pillow cannot write 16-bit colour); the PNG
-    chunks are added here."""
+def _write16(colour: np.ndarray, alpha: np.ndarray | None, fmt: PixelFormat, icc: bytes) -> bytes:
+    """A 16-bit PNG (grey, grey+alpha, RGB or RGBA) with its iCCP/eXIf/iTXt chunks. OpenCV writes the
+    samples (Pillow cannot write 16-bit colour); the chunks are added here."""
     import cv2  # lazy
 
     sixteen = _round(colour * 257.0, 65535, np.uint16)
@@ -114,11 +125,9 @@ def _write16(key: str, colour: np.ndarray, alpha: np.ndarray | None, fmt: PixelF
         img = sixteen if a16 is None else np.dstack([sixteen, sixteen, sixteen, a16])  # cv2 has no grey+alpha PNG
     else:
         img = sixteen[:, :, ::-1] if a16 is None else np.dstack([sixteen[:, :, ::-1], a16])
-    ok, buf = cv2.imencode(".tif" if key == "tiff" else ".png", np.ascontiguousarray(img))
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img))
     if not ok:
-        raise ValueError(f"OpenCV could not encode a 16-bit {key}")
-    if key == "tiff":
-        return buf.tobytes()
+        raise ValueError("OpenCV could not encode a 16-bit png")
     chunks = []
     if icc:
         chunks.append((b"iCCP", b"sRGB\x00\x00" + zlib.compress(icc)))

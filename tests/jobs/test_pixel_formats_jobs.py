@@ -133,12 +133,12 @@ def test_batch_job_keeps_each_pixel_format_and_accounts_for_bad_inputs(inputs, t
     assert fmt["wide.png"] == ("ok", "RGB", None) and rows["wide.png"]["color_profile"] == LINEAR_NAME
     assert rows["photo.jpg"]["color_profile"] is None
     assert (rows["broken16.png"]["status"], rows["broken16.png"]["error_type"]) == ("error", "truncated")
-    planar = rows["planar.tif"]  # Pillow and OpenCV both misread it: refused, not stylised from wrong pixels
-    assert (planar["status"], planar["error_type"]) == ("error", "corrupt") and "PlanarConfiguration 2" in planar["error"]
+    assert fmt["planar.tif"] == ("ok", "RGB;16", None)  # stored plane by plane: read with tifffile, kept 16-bit
     sprite = np.asarray(Image.open(out / "demo" / "sprite.png"))
     assert np.array_equal(sprite[:, :, 3], rgba_png()[1][:, :, 3])
     deep = _cv(out / "demo" / "deep.png")
     assert deep.dtype == np.uint16 and len(np.unique(deep)) > 4 * len(np.unique(deep // 257))
+    assert np.array_equal(_cv(out / "demo" / "planar.png"), deep)  # the same samples as deep.png, read right
     grey = Image.open(out / "demo" / "grey16.png")
     assert grey.mode.startswith("I") and np.asarray(grey).std() > 1000
     assert Image.open(out / "demo" / "palette.png").mode == "RGBA"
