@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .losses import STATS_EPS as EPS  # calc_mean_std's eps (stylize_core.adain.EPS)
-from .tile_budget import MIN_TILE
+from .tile_budget import tile_side
 from .tiling import DEFAULT_FEATHER, Window, axis_windows, min_tile
 
 GRID = 8  # the encoder's downsampling: tiles start and end on it
@@ -187,15 +187,8 @@ def _pad8(x: torch.Tensor) -> torch.Tensor:
 
 
 def adain_tile_side(height: int, width: int, *, per_pixel: int, budget: int, forced: int = 0) -> int:
-    """The tile side an image of this size runs AdaIN with, or 0 for one pass: ``forced`` (``--tile``)
-    tiles any image with a side above it, at that side rounded down to a multiple of 8; otherwise an
-    image whose modelled activations exceed ``budget`` runs in the largest tiles that fit it."""
-    if forced:
-        side = forced - forced % GRID
-        if side < smallest_tile():
-            raise ValueError(f"--tile {forced}: AdaIN tiles must be at least {smallest_tile()} pixels")
-        return side if max(height, width) > side else 0
-    if height * width * per_pixel <= budget:
-        return 0
-    side = int((budget / per_pixel) ** 0.5)
-    return max(max(smallest_tile(), MIN_TILE), side - side % GRID)
+    """The tile side an image of this size runs AdaIN with, or 0 for one pass: the style networks' rule
+    (:func:`~stylize_core.tile_budget.tile_side`) on the encoder's 8-pixel grid, tiles of at least
+    :func:`smallest_tile`."""
+    return tile_side(height, width, per_pixel=per_pixel, budget=budget, forced=forced, multiple=GRID,
+                     smallest=smallest_tile())

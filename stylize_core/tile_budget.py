@@ -87,20 +87,23 @@ def activation_budget(max_memory: int = 0, device: torch.device | None = None) -
     return CPU_DEFAULT_BUDGET
 
 
-def tile_side(height: int, width: int, *, per_pixel: int, budget: int, forced: int = 0) -> int:
+def tile_side(height: int, width: int, *, per_pixel: int, budget: int, forced: int = 0,
+              multiple: int = SIZE_MULTIPLE, smallest: int = 0) -> int:
     """The tile side an image of this size runs with, or 0 for one untiled pass.
 
     ``forced`` (``--tile``) tiles any image with a side above it, at that side rounded down to a
-    multiple of 4; otherwise the image is tiled when its activations exceed ``budget``, with the
-    largest tile whose activations fit (at least :data:`MIN_TILE`). A forced side below the
-    smallest tile the blending allows (:func:`~stylize_core.tiling.min_tile`) is an error.
+    ``multiple`` (4: the style networks' grid); otherwise the image is tiled when its activations
+    exceed ``budget``, with the largest tile whose activations fit (at least :data:`MIN_TILE` and
+    ``smallest``). A forced side below the smallest tile the blending allows (``smallest``, by default
+    :func:`~stylize_core.tiling.min_tile`) is an error.
     """
+    smallest = smallest or min_tile()
     if forced:
-        side = forced - forced % SIZE_MULTIPLE
-        if side < min_tile():
-            raise ValueError(f"--tile {forced}: tiles must be at least {min_tile()} pixels")
+        side = forced - forced % multiple
+        if side < smallest:
+            raise ValueError(f"--tile {forced}: tiles must be at least {smallest} pixels")
         return side if max(height, width) > side else 0
     if height * width * per_pixel <= budget:
         return 0
     side = int(math.sqrt(budget / per_pixel))
-    return max(MIN_TILE, side - side % SIZE_MULTIPLE)
+    return max(MIN_TILE, smallest, side - side % multiple)
