@@ -5,8 +5,8 @@ encoder and decoder (:mod:`stylize_core.adain`) have no normalisation layers, so
 edge a tile's features and decoded pixels are the whole image's; only that one statistic is global.
 :class:`TiledAdaIN` therefore computes it exactly, not from a thumbnail:
 
-1. every tile is encoded, and the features each tile owns (:meth:`Window.owned`, cut on the
-   encoder's 8-pixel grid so that neighbours' parts meet without a gap or an overlap) are summed per
+1. every tile is encoded, and the features each tile owns (its window's ``own_lo``..``own_hi``, cut
+   on the encoder's 8-pixel grid so that neighbours' parts meet without a gap or an overlap) are summed per
    channel: mean and unbiased variance over the whole feature map, as
    :func:`~stylize_core.adain.calc_mean_std` computes them on one pass (float64 sums);
 2. every tile's features are renormalised with those statistics and the style's, blended with
@@ -18,7 +18,8 @@ module's windows laid out in units of 2 pixels and placed at twice that scale. T
 receptive field at relu4_1 and the decoder's are each ~70 px across, so the margin a tile's edge
 discards is :data:`MARGIN` = 64 px (the feed-forward networks' default is 32). The image is padded
 by reflection to a multiple of 8 before tiling and the output cropped back; untiled, the pooling's
-``ceil_mode`` pads instead, so the last few rows and columns can differ from an untiled pass.
+``ceil_mode`` pads instead, so such an image's output differs from one pass: most within ~48 px of
+the bottom and right edges, slightly everywhere through the statistics (tests/stylize_core/test_adain_tiles.py).
 
 :class:`ChannelStats` is plain AdaIN's statistic; a regions style passes its own accumulator
 (:class:`stylize_core.regions.RegionStats`: each region's weighted statistics) and tile targets.
