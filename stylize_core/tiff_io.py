@@ -56,8 +56,9 @@ def _exif_parts(exif: bytes) -> tuple[list[tuple[int, str]], dict[int, TiffImage
         head = TiffImagePlugin.ImageFileDirectory_v2(exif[:8])
         fp.seek(head.next)
         head.load(fp)
-        text = [(tag, str(head[tag]).rstrip("\x00")) for tag in TEXT_TAGS
-                if tag in head and head.tagtype.get(tag) == _ASCII and str(head[tag]).strip("\x00 ")]
+        text = [(tag, str(head[tag]).rstrip("\x00")) for tag in TEXT_TAGS  # TIFF ASCII is 7-bit: others are left out
+                if tag in head and head.tagtype.get(tag) == _ASCII and str(head[tag]).strip("\x00 ")
+                and str(head[tag]).isascii()]
         subs = {}
         for pointer in (EXIF_IFD, GPS_IFD):
             if pointer not in head:

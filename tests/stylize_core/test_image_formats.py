@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -292,3 +293,14 @@ def test_srgb_is_judged_by_curves_and_colorants_not_by_name():
     flat = np.full((4, 4, 3), 128, np.uint8)
     decoded = decode_image_full(save(Image.fromarray(flat), "PNG", icc_profile=impostor))
     assert decoded.format.profile == "sRGB IEC61966-2.1" and abs(float(decoded.pixels.mean()) - 188) <= 2
+
+
+def test_a_tiff_output_is_written_whatever_the_exif_block_holds():
+    from stylize_core.tiff_io import encode_tiff
+
+    pixels = photo()
+    for exif in (b"II*\x00garbage", b"MM\x00*\x00\x00\x00\x08\xff\xff", b"not tiff"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about the corrupt block it is asked to parse
+            out = _open(encode_tiff(pixels, alpha=False, exif=exif))
+        assert np.array_equal(np.asarray(out), pixels) and not out.getexif().get_ifd(0x8769)
