@@ -26,7 +26,7 @@ from torch import nn
 from .color import finish
 from .loss_meter import LossMeter
 from .losses import STATS_EPS, channel_mean_std
-from .stylizer import StyleResult, resolve_device
+from .style_result import StyleResult, resolve_device
 
 EPS = STATS_EPS  # pytorch-AdaIN's calc_mean_std default (1e-5)
 ENCODER_MODULES = 31  # vgg[:31]: up to relu4_1

@@ -28,7 +28,8 @@ from .loss_meter import LossMeter, StyleTarget
 from .loss_network import LossNetwork, build_loss_network
 from .style_encoding import GramTarget, StyleEncodings
 from .style_mix import Selection
-from .stylizer import Stylizer, StylizerConfig, resolve_device
+from .style_result import resolve_device
+from .stylizer import Stylizer, StylizerConfig
 
 if TYPE_CHECKING:
     from .adain import AdaINStylizer

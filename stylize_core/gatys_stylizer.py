@@ -11,7 +11,7 @@ import torch
 from .color import blend
 from .gatys import GatysConfig, gatys_vgg, optimize_image
 from .loss_meter import LossMeter
-from .stylizer import StyleResult, resolve_device
+from .style_result import StyleResult, resolve_device
 
 
 class GatysStylizer:

@@ -40,7 +40,8 @@ from .guided_gram import optimize_regions
 from .region_identity import region_style_id
 from .regions import adain_regions, as_image, as_planes, composite_keep, style_shares
 from .spatial_norm import NotOneNetwork, RegionNet
-from .stylizer import Stylizer, StyleResult
+from .style_result import StyleResult
+from .stylizer import Stylizer
 from .transformer_net import SIZE_MULTIPLE
 
 

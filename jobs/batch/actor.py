@@ -22,7 +22,7 @@ from stylize_core.masks import MaskError
 from stylize_core.registry import build_stylizer
 from stylize_core.sampling import sampled
 from stylize_core.style_encoding import StyleEncodings
-from stylize_core.stylizer import resolve_device
+from stylize_core.style_result import resolve_device
 
 from jobs.common import ray_runtime
 from jobs.common.planning import ActorPlan

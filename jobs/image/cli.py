@@ -38,7 +38,8 @@ from stylize_core.image_formats import (PixelFormat, composite_any, decode_image
                                          resized)
 from stylize_core.image_encode import encode_image_full
 from stylize_core.image_io import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS, ImageDecodeError
-from stylize_core.stylizer import Stylizer, StyleResult
+from stylize_core.style_result import StyleResult
+from stylize_core.stylizer import Stylizer
 
 from jobs.common.checkpoints import one_line
 from jobs.common.cli_settings import parse_selection

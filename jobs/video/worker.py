@@ -45,7 +45,7 @@ class VideoWorker:
 
         from jobs.common.stylizer_spec import run_stylizer_spec
         from stylize_core.host import retain_freed_memory
-        from stylize_core.stylizer import resolve_device
+        from stylize_core.style_result import resolve_device
 
         self.settings = settings
         self.opts = settings.storage_options
