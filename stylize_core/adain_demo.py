@@ -253,14 +253,17 @@ def _stats_loss(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.T
 
 
 def train_decoder(steps: int, *, side: int = 64, batch: int = 4, lr: float = 1e-3, style_weight: float = 10.0,
-                  texture_weight: float = 10.0, edge_weight: float = 0.0, seed: int = 0, log_every: int = 50,
-                  time_limit: float | None = None, init: nn.Module | None = None
+                  texture_weight: float = 10.0, edge_weight: float = 0.0, colour_weight: float = 0.0, seed: int = 0,
+                  log_every: int = 50, time_limit: float | None = None, init: nn.Module | None = None
                   ) -> tuple[nn.Sequential, nn.Sequential, dict]:
     """The decoder trained against :func:`random_encoder` (seed :data:`ENCODER_SEED`, width :data:`WIDTH`);
     returns (encoder, decoder, recipe). Stops early at ``time_limit`` seconds (the recipe says where).
     ``init``: a decoder to continue from (a run cut short by its time limit). ``edge_weight``: a second
     content term, the texture network's luminance-edge layers (o0y3, o1y3) of the output against the
-    content photo's, which keeps the photo's edges that random relu4_1 features alone lose."""
+    content photo's, which keeps the photo's edges that random relu4_1 features alone lose.
+    ``colour_weight``: a style term on the pixels themselves, the per-channel mean and std of the
+    output's RGB against the style image's (0..1 units): the random encoder's 16 relu1_1 channels pin
+    the style's palette only loosely."""
     from .training_demo import demo_content_images
 
     torch.manual_seed(seed)
@@ -291,7 +294,8 @@ def train_decoder(steps: int, *, side: int = 64, batch: int = 4, lr: float = 1e-
         content_loss = F.mse_loss(o_feats[-1], t)
         style_loss = _stats_loss(o_feats, s_feats)
         texture_loss = _stats_loss(tex(out), s_tex)
-        loss = content_loss + style_weight * style_loss + texture_weight * texture_loss
+        colour_loss = _stats_loss([out], [s])
+        loss = content_loss + style_weight * style_loss + texture_weight * texture_loss + colour_weight * colour_loss
         if edge_weight:
             o_edges = edges(out * 255)
             loss = loss + edge_weight * sum(F.mse_loss(o_edges[k], c_edges[k]) for k in CONTENT_LAYERS)
@@ -301,11 +305,12 @@ def train_decoder(steps: int, *, side: int = 64, batch: int = 4, lr: float = 1e-
         done = step + 1
         if log_every and (done % log_every == 0 or done == 1):
             print(f"step {done}/{steps} content {content_loss.item():.4f} style {style_loss.item():.4f} "
-                  f"texture {texture_loss.item():.4f} {time.perf_counter() - start:.0f} s", flush=True)
+                  f"texture {texture_loss.item():.4f} colour {colour_loss.item():.4f} {time.perf_counter() - start:.0f} s", flush=True)
         if time_limit is not None and time.perf_counter() - start > time_limit:
             break
     recipe = {"steps": done, "side": side, "batch": batch, "lr": lr, "style_weight": style_weight,
-              "texture_weight": texture_weight, "edge_weight": edge_weight, "texture_loss_network": f"texture:{TRAIN_TEXTURE_SEED}",
+              "texture_weight": texture_weight, "edge_weight": edge_weight, "colour_weight": colour_weight,
+              "texture_loss_network": f"texture:{TRAIN_TEXTURE_SEED}",
               "seed": seed, "train_seconds": round(time.perf_counter() - start, 1)}
     return enc, dec.eval(), recipe
 
@@ -326,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--edge-weight", type=float, default=0.0, help="weight of the luminance-edge content term")
     p.add_argument("--style-weight", type=float, default=10.0, help="weight of the encoder's mean/std style term")
     p.add_argument("--texture-weight", type=float, default=10.0, help="weight of the texture network's mean/std term")
+    p.add_argument("--colour-weight", type=float, default=0.0,
+                   help="weight of the pixels' own mean/std term against the style image's")
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0, help="data order (use another when continuing with --init)")
@@ -342,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     enc, dec, recipe = train_decoder(args.steps, side=args.image_size, batch=args.batch_size, lr=args.lr,
                                      time_limit=args.time_limit, init=init, seed=args.seed,
                                      edge_weight=args.edge_weight, style_weight=args.style_weight,
-                                     texture_weight=args.texture_weight)
+                                     texture_weight=args.texture_weight, colour_weight=args.colour_weight)
     if before:
         recipe["continued"] = before  # the earlier runs this one continued, oldest first
     data = adain_checkpoint_bytes(None, dec.half(), {"demo": 1, "training": json.dumps(recipe)},

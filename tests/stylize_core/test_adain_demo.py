@@ -78,3 +78,35 @@ def test_the_demo_styles_a_photo_towards_a_style_it_never_saw(demo, pair):
         torch.nn.init.zeros_(p)
     for bad in (untrained, zeros):  # the bound is one a decoder that does not style fails
         assert _ratio(demo.encoder, bad, content, style) > RATIO_BOUND
+
+
+def test_the_colour_term_trains_the_decoder_towards_the_styles_pixel_statistics(monkeypatch):
+    """``--colour-weight`` (an experiment recorded in docs/methods/adain.md): the same step from the
+    same seed moves the decoder differently with the term, the step's gradient lowers the output's
+    pixel-statistics distance to the style, and the recipe records the weight."""
+    from stylize_core import training_demo
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    red = np.zeros((40, 40, 3), np.uint8)
+    red[..., 0] = rng.integers(150, 256, (40, 40))
+    monkeypatch.setattr(training_demo, "demo_content_images", lambda: [photo])
+    monkeypatch.setattr(adain_demo, "training_styles", lambda: {"red": red})
+
+    def trained(colour_weight: float):
+        return adain_demo.train_decoder(3, side=32, batch=2, lr=1e-3, log_every=0, colour_weight=colour_weight)
+
+    enc, plain, recipe0 = trained(0.0)
+    _, coloured, recipe = trained(1e4)
+    assert recipe0["colour_weight"] == 0.0 and recipe["colour_weight"] == 1e4
+    assert not torch.equal(plain[-1].weight, coloured[-1].weight)
+    crop = torch.from_numpy(photo[:32, :32]).permute(2, 0, 1)[None].float() / 255
+    target = adain.calc_mean_std(torch.from_numpy(red).permute(2, 0, 1)[None].float() / 255)
+    with torch.no_grad():
+        t = adain.adaptive_instance_normalization(enc(crop), *adain.calc_mean_std(enc(crop)))
+
+        def colour_distance(dec) -> float:
+            mean, std = adain.calc_mean_std(dec(t))
+            return float((mean - target[0]).abs().sum() + (std - target[1]).abs().sum())
+
+        assert colour_distance(coloured) < colour_distance(plain)
