@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -15,36 +18,82 @@ class ActorLostError(RuntimeError):
     that can hold it."""
 
 
+@dataclass
+class _Call:
+    method: str
+    args: tuple
+    refused_since: float | None = None  # when the call was first refused as unavailable
+    pauses: int = 0
+
+
+def _lost(exc: BaseException) -> ActorLostError:
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return ActorLostError(f"{type(exc).__name__}: {first}"[:300])
+
+
+# An actor the caller cannot reach yet is not a dead one: when its node is lost, calls to its old address
+# are refused (Ray raises ActorUnavailableError once its own retries are spent) until the cluster has
+# marked the node dead and restarted the actor elsewhere, which takes Ray's health checks some seconds.
+# Such a call is submitted again, after a pause, for this long before the actor counts as lost.
+UNAVAILABLE_GRACE_S = 120.0
+UNAVAILABLE_PAUSE_S = (0.5, 8.0)  # first pause, longest pause (doubling in between)
+
+
 class ActorTaskPool:
     """A fixed pool of actors taking method calls as they free up (the video job's segments and joins).
 
     Work is submitted while results come back, so a video's join can be queued as soon as its last
     segment finishes. A dead actor (its node lost, say) is restarted and its call retried by Ray
-    (``max_restarts``, ``max_task_retries``); once its restarts are spent, :meth:`next_unordered`
-    raises :class:`ActorLostError`.
+    (``max_restarts``, ``max_task_retries``); a call refused because its actor cannot be reached yet
+    (:data:`UNAVAILABLE_GRACE_S`) is submitted again; once the actor's restarts are spent, or it stays
+    unreachable past the grace, :meth:`next_unordered` raises :class:`ActorLostError`. The calls must
+    be safe to run twice (a refused call may have run), as Ray's own retries already require.
     """
 
     def __init__(self, actor_cls: type, actor_kwargs: dict[str, Any], *, actors: int, num_cpus: float,
                  num_gpus: float = 0.0, env: dict[str, str] | None = None, retries: int = 2) -> None:
-        from ray.util import ActorPool
-
         self._actors = start_actors(actor_cls, actors, actor_kwargs, num_cpus=num_cpus, num_gpus=num_gpus,
                                     retries=retries, env=env)
-        self._pool = ActorPool(self._actors)
+        self._idle = list(self._actors)
+        self._queued: collections.deque[_Call] = collections.deque()  # waiting for an idle actor
+        self._running: dict[Any, tuple[Any, _Call]] = {}  # result handle -> (actor, call)
         self._closes = callable(getattr(actor_cls, "close", None))
 
     def submit(self, method: str, *args: Any) -> None:
-        self._pool.submit(lambda actor, a: getattr(actor, method).remote(*a), args)
+        self._queued.append(_Call(method, args))
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self._idle and self._queued:
+            actor, pending = self._idle.pop(), self._queued.popleft()
+            self._running[getattr(actor, pending.method).remote(*pending.args)] = (actor, pending)
 
     def has_next(self) -> bool:
-        return self._pool.has_next()
+        return bool(self._running or self._queued)
 
     def next_unordered(self) -> Any:
-        try:
-            return self._pool.get_next_unordered()
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError) as exc:
-            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-            raise ActorLostError(f"{type(exc).__name__}: {first}"[:300]) from exc
+        """The next result to come back, in any order; raises what the call raised (a call's own
+        exception as Ray wraps it), or :class:`ActorLostError`."""
+        while True:
+            if not self._running:
+                raise StopIteration("no call submitted")
+            (done,), _ = ray.wait(list(self._running), num_returns=1)
+            actor, pending = self._running.pop(done)
+            self._idle.append(actor)
+            try:
+                return ray.get(done)
+            except ray.exceptions.ActorUnavailableError as exc:
+                if pending.refused_since is None:
+                    pending.refused_since = time.monotonic()
+                if time.monotonic() - pending.refused_since > UNAVAILABLE_GRACE_S:
+                    raise _lost(exc) from exc
+                pending.pauses += 1
+                time.sleep(min(UNAVAILABLE_PAUSE_S[0] * 2 ** (pending.pauses - 1), UNAVAILABLE_PAUSE_S[1]))
+                self._queued.appendleft(pending)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError) as exc:
+                raise _lost(exc) from exc
+            finally:
+                self._dispatch()
 
     def shutdown(self, close_timeout_s: float = 30.0) -> None:
         """Ask each actor to ``close()`` (when its class has one: its temporary files), then kill it.

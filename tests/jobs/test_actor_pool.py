@@ -76,3 +76,45 @@ def test_a_call_without_an_answer_restarts_its_actor_and_ends_once_restarts_are_
     with pytest.raises(ray_actors.CallStalled, match=r"^no answer for 1 s; its actor was killed for a restart 1 "):
         ray_actors.result_or_restart(ray_actors.call(actor, "answer", str(marker)), actor, 1.0)
     ray_actors.stop_actors([actor])
+
+
+def _refuser() -> type:
+    """An actor whose ``answer`` is refused as unreachable (what a caller sees from an actor on a lost
+    node until Ray has restarted it elsewhere) while its marker file holds a count above 0 (by value)."""
+
+    class Refuser:
+        def answer(self, marker: str, value: int) -> int:
+            import ray
+
+            left = int(open(marker).read())
+            if left:
+                with open(marker, "w") as f:
+                    f.write(str(left - 1))
+                raise ray.exceptions.ActorUnavailableError("connection refused (a test)", None)
+            return value
+
+    return Refuser
+
+
+def test_a_call_refused_as_unreachable_is_submitted_again_until_the_grace_runs_out(ray_local, tmp_path,
+                                                                                    monkeypatch):
+    from jobs.common import actor_pool
+
+    monkeypatch.setattr(actor_pool, "UNAVAILABLE_PAUSE_S", (0.05, 0.2))
+    marker = tmp_path / "refusals"
+    marker.write_text("3")
+    pool = ActorTaskPool(_refuser(), {}, actors=1, num_cpus=0.1)
+    pool.submit("answer", str(marker), 7)
+    pool.submit("answer", str(marker), 8)
+    got = []
+    while pool.has_next():
+        got.append(pool.next_unordered())
+    assert sorted(got) == [7, 8] and marker.read_text() == "0"  # three refusals, each call answered once
+
+    monkeypatch.setattr(actor_pool, "UNAVAILABLE_GRACE_S", 0.5)
+    marker.write_text("1000")  # unreachable for good: lost once the grace has passed, not before
+    pool.submit("answer", str(marker), 9)
+    with pytest.raises(actor_pool.ActorLostError, match="ActorUnavailableError"):
+        pool.next_unordered()
+    assert 1000 - int(marker.read_text()) >= 3  # it was asked again in the meantime
+    pool.shutdown()
