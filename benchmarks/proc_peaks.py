@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 
 
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
+def stat_fields() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/PID/stat after the command name: state, ppid, ...) of every process
+    now; one that ends while being read is left out."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -21,8 +23,13 @@ def _children() -> dict[int, list[int]]:
                 stat = f.read()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(int(entry))
+        yield int(entry), stat.rsplit(")", 1)[1].split()
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for pid, fields in stat_fields():
+        kids.setdefault(int(fields[1]), []).append(pid)
     return kids
 
 

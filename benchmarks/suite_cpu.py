@@ -27,6 +27,7 @@ import threading
 import time
 
 from machine import print_machine
+from proc_peaks import stat_fields
 
 README_TEST_COMMAND = [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadfile"]
 PERIOD_S = 0.25
@@ -59,18 +60,7 @@ def kind(pid: int) -> str | None:
 
 def cpu_seconds() -> dict[tuple[int, str], float]:
     """(pid, start time) -> CPU-s so far, for every process now."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        out[int(entry), fields[19]] = (int(fields[11]) + int(fields[12])) / HZ
-    return out
+    return {(pid, f[19]): (int(f[11]) + int(f[12])) / HZ for pid, f in stat_fields()}
 
 
 class Sampler(threading.Thread):
