@@ -55,7 +55,7 @@ _WIDTHS = (64, 128, 256, 512, 512)  # output channels of each block's convolutio
 def make_trunk(arch: str) -> nn.Sequential:
     """torchvision's ``vgg*.features`` (``make_layers(cfgs[...])`` without batch norm): the same modules
     in the same order, so state dicts load unchanged and a seeded build draws the same random weights,
-    without importing torchvision (seconds per actor start), which only the ImageNet weights need."""
+    without importing torchvision (seconds per actor start; the ImageNet weights file is named below)."""
     if arch not in _BLOCKS:
         raise ValueError(f"unknown VGG architecture {arch!r}; choose one of {sorted(_BLOCKS)}")
     modules: list[nn.Module] = []
@@ -68,17 +68,20 @@ def make_trunk(arch: str) -> nn.Sequential:
     return nn.Sequential(*modules)
 
 
-def _imagenet_weights(arch: str) -> "torchvision.models.WeightsEnum":  # noqa: F821
-    import torchvision  # lazy: importing torchvision costs seconds, and only VGG needs it
-
-    enum = torchvision.models.VGG16_Weights if arch == "vgg16" else torchvision.models.VGG19_Weights
-    return enum.IMAGENET1K_V1
+# torchvision's ImageNet weights files (``VGG16_Weights.IMAGENET1K_V1.url`` and VGG19's, torchvision
+# 0.29.1; tests/stylize_core/test_vgg_losses.py checks them against torchvision). Written here because
+# importing torchvision to look them up (torchvision.ops imports torch._dynamo) made each stylize
+# actor's start on the default path (metrics with ImageNet VGG16) 1.3-1.4 s longer
+# (benchmarks/bench_actor_start.py, docs/benchmarks.md).
+IMAGENET_WEIGHTS_URL = {
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "vgg19": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+}
 
 
 def imagenet_weights_path(arch: str) -> str:
     """Where torchvision's cache keeps (or would keep) the ImageNet weights file for ``arch``."""
-    url = _imagenet_weights(arch).url
-    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(IMAGENET_WEIGHTS_URL[arch]))
 
 
 def downloads_allowed() -> bool:
@@ -90,7 +93,7 @@ def downloads_allowed() -> bool:
 def _load_imagenet_state(arch: str, allow_download: bool) -> dict[str, torch.Tensor]:
     path = imagenet_weights_path(arch)
     if not os.path.exists(path):
-        url = _imagenet_weights(arch).url
+        url = IMAGENET_WEIGHTS_URL[arch]
         hint = (
             f"ImageNet {arch.upper()} weights are not in torchvision's cache: stage the file "
             f"{os.path.basename(url)} (from {url}) at {path} (set TORCH_HOME to choose the cache "

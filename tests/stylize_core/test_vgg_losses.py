@@ -97,6 +97,24 @@ def test_imagenet_missing_names_the_file_to_stage(tmp_path, monkeypatch):
     assert VGGFeatures("vgg16", ["relu1_1"], "imagenet", allow_download=False).loss_model == "vgg16/imagenet"
 
 
+def test_the_imagenet_files_are_torchvisions_and_looked_up_without_importing_it():
+    """The URLs written in stylize_core.vgg are torchvision's own; and a process that builds the
+    ImageNet VGG's path (every actor and CLI start on the default path) does not import torchvision."""
+    import subprocess
+    import sys
+
+    import torchvision
+
+    from stylize_core.vgg import IMAGENET_WEIGHTS_URL
+
+    assert IMAGENET_WEIGHTS_URL == {"vgg16": torchvision.models.VGG16_Weights.IMAGENET1K_V1.url,
+                                    "vgg19": torchvision.models.VGG19_Weights.IMAGENET1K_V1.url}
+    code = ("import sys\nfrom stylize_core.vgg import imagenet_weights_path\n"
+            "print(imagenet_weights_path('vgg19'))\nprint('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0].endswith("vgg19-dcbb9e9d.pth") and out[1] == "False"
+
+
 def test_imagenet_is_never_downloaded_unless_asked(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.delenv("STYLIZE_ALLOW_DOWNLOAD", raising=False)
