@@ -71,7 +71,7 @@ def make_trunk(arch: str) -> nn.Sequential:
 # torchvision's ImageNet weights files (``VGG16_Weights.IMAGENET1K_V1.url`` and VGG19's, torchvision
 # 0.29.1; tests/stylize_core/test_vgg_losses.py checks them against torchvision). Written here because
 # importing torchvision to look them up (torchvision.ops imports torch._dynamo) made each stylize
-# actor's start on the default path (metrics with ImageNet VGG16) 1.3-1.4 s longer
+# actor's start on the default path (metrics with ImageNet VGG16) about 1.3 s longer
 # (benchmarks/bench_actor_start.py, docs/benchmarks.md).
 IMAGENET_WEIGHTS_URL = {
     "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
