@@ -90,21 +90,24 @@ def recoloured(image: np.ndarray, style: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def ratios(made, styles, contents, levels) -> tuple[dict[str, float], list[str]]:
-    """Per style, the mean distance ratio over the contents."""
+def ratios(columns, styles, contents, levels) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Per column (name -> its outputs by (style, content)), per style, the mean distance ratio over the
+    contents; the styles' and contents' statistics are computed once for all columns."""
     def stats(image):
         return feature_stats(levels(adain.to_unit(image, torch.device("cpu"))))
 
     style_stats = {name: stats(image) for name, image in styles.items()}
     content_stats = {name: stats(image) for name, image in contents.items()}
-    per_style, problems = {}, []
-    for name in styles:
-        values = [float(stats_distance(stats(made[name, c]), style_stats[name])[0]
-                        / stats_distance(content_stats[c], style_stats[name])[0]) for c in contents]
-        if not all(math.isfinite(v) for v in values):
-            problems.append(f"{name}: non-finite ratio {values}")
-        per_style[name] = statistics.mean(values)
-    return per_style, problems
+    table, problems = {}, []
+    for column, made in columns.items():
+        per_style = table[column] = {}
+        for name in styles:
+            values = [float(stats_distance(stats(made[name, c]), style_stats[name])[0]
+                            / stats_distance(content_stats[c], style_stats[name])[0]) for c in contents]
+            if not all(math.isfinite(v) for v in values):
+                problems.append(f"{column} / {name}: non-finite ratio {values}")
+            per_style[name] = statistics.mean(values)
+    return table, problems
 
 
 def main(argv=None) -> int:
@@ -130,12 +133,13 @@ def main(argv=None) -> int:
     problems += bad
     photo_recoloured = {(s, c): recoloured(image, styles[s]) for s in styles for c, image in contents.items()}
     demo_recoloured = {key: recoloured(image, styles[key[0]]) for key, image in made.items()}
-    columns = ("demo", "untrained", "photo recoloured", "demo recoloured")
+    columns = {"demo": made, "untrained": made_untrained, "photo recoloured": photo_recoloured,
+               "demo recoloured": demo_recoloured}
     table = {}
     for label, levels in extractors.items():
-        for column, images in zip(columns, (made, made_untrained, photo_recoloured, demo_recoloured)):
-            table[label, column], bad = ratios(images, styles, contents, levels)
-            problems += bad
+        per_column, bad = ratios(columns, styles, contents, levels)
+        table |= {(label, column): per_style for column, per_style in per_column.items()}
+        problems += bad
     print(f"{'style':<18}" + "".join(f"{label + ' ' + column:>{len(label + column) + 3}}" for label, column in table))
     for name in [*styles, "mean"]:
         print(f"{name:<18}" + "".join(

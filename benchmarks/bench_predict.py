@@ -120,10 +120,9 @@ def evaluate(args) -> list[str]:
     print(f"{'style':<16}{header}")
     table = {}
     for e, levels in extractors.items():
-        for m, (outs, _) in made.items():
-            per_style, bad_ = bad.ratios(outs, styles, contents, levels)
-            problems += bad_
-            table[m, e] = per_style
+        per_model, bad_ = bad.ratios({m: outs for m, (outs, _) in made.items()}, styles, contents, levels)
+        problems += bad_
+        table |= {(m, e): per_style for m, per_style in per_model.items()}
     for name in styles:
         print(f"{name:<16}" + "".join(f"{table[m, e][name]:>34.3f}" for e in extractors for m in made))
     print(f"{'mean':<16}" + "".join(f"{statistics.mean(table[m, e].values()):>34.3f}" for e in extractors for m in made))
