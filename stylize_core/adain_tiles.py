@@ -161,13 +161,15 @@ class TiledAdaIN:
         """Every tile encoded once, its owned features added to ``stats``; returns the tiles' features
         when they fit in ``keep_bytes``."""
         kept: list[torch.Tensor] | None = []
+        held = 0  # bytes of the features in ``kept``
         for rw, cw in tiles:
             f = self._encode(x, rw, cw)
             rows, cols = _owned(rw), _owned(cw)
             stats.add(f[..., rows, cols], _shift(rows, rw), _shift(cols, cw))
             if kept is not None:
                 kept.append(f)
-                if sum(t.numel() * t.element_size() for t in kept) > self.keep_bytes:
+                held += f.numel() * f.element_size()
+                if held > self.keep_bytes:
                     kept = None  # encode again in the second step rather than hold them all
         return kept
 
