@@ -62,7 +62,7 @@ class StylizeActor:
     def __init__(self, settings: JobSettings, plan: ActorPlan, attempts: Any = None, fused: bool = False,
                  encodings: StyleEncodings | None = None) -> None:
         self.settings = settings
-        self.attempts = attempts  # the run's attempt ledger (jobs.common.ray_runtime.attempt_ledger)
+        self.attempts = attempts  # the run's attempt counts (jobs.common.ray_runtime.attempt_ledger)
         # fused: read/decode and encode/write inside this call, for pools of CPU actors. Without a GPU to
         # keep fed, separate decode and encode tasks only compete with the network for the same cores,
         # and each task worker Ray starts costs seconds of imports; one stage avoids both.

@@ -99,37 +99,37 @@ def _render(settings: JobSettings, staged: StagedManifest, plan: ActorPlan, fuse
         progress.update(counts.rows, counts.by_status["error"])
 
     if staged.rows:
-        attempts = ray_runtime.attempt_ledger()  # held for the whole stream, then released
-        parts, filesystem = arrow_paths(list(staged.parts), opts)
-        batches = ray_runtime.stylize_dataset(
-            parts,
-            staged.rows,
-            filesystem=filesystem,
-            read_fn=None if fused else functools.partial(read_decode, settings=settings),
-            read_batch_size=settings.read_batch_size,
-            actor=STYLIZE_ACTOR,
-            # Actors read the checkpoints themselves: megabytes of constructor arguments would go through
-            # the object store with every actor start. The style encodings (adain, predict) are made once
-            # for the run instead: Ray Data keeps the constructor's arguments in the object store, one copy.
-            actor_kwargs={"settings": settings, "plan": plan, "attempts": attempts, "fused": fused,
-                          "encodings": encodings},
-            actors=(plan.min_actors, plan.max_actors),
-            batch_size=plan.window,
-            gpus_per_actor=plan.gpus_per_actor,
-            cpus_per_actor=plan.cpus_per_actor,
-            write_fn=None if fused else functools.partial(encode_write, settings=settings),
-            actor_env=malloc_env(),
-        )
-        batches = _written_on_failure(stall_guarded(batches, settings.stall_timeout), settings, writer, counts, expected)
-        for batch in batches:
-            table = to_table(batch)
-            _raise_setup_error(table)
-            idx = np.asarray(batch["idx"].to_numpy())
-            deferred = pc.equal(table["status"], POSTER).to_numpy(zero_copy_only=False)
-            if deferred.any():
-                held += [{**row, "idx": int(i)} for row, i in zip(table.filter(pa.array(deferred)).to_pylist(), idx[deferred])]
-                table, idx = table.filter(pa.array(~deferred)), idx[~deferred]
-            take(table, idx)
+        with ray_runtime.attempt_ledger() as attempts:  # its counts removed when the stream ends
+            parts, filesystem = arrow_paths(list(staged.parts), opts)
+            batches = ray_runtime.stylize_dataset(
+                parts,
+                staged.rows,
+                filesystem=filesystem,
+                read_fn=None if fused else functools.partial(read_decode, settings=settings),
+                read_batch_size=settings.read_batch_size,
+                actor=STYLIZE_ACTOR,
+                # Actors read the checkpoints themselves: megabytes of constructor arguments would go through
+                # the object store with every actor start. The style encodings (adain, predict) are made once
+                # for the run instead: Ray Data keeps the constructor's arguments in the object store, one copy.
+                actor_kwargs={"settings": settings, "plan": plan, "attempts": attempts, "fused": fused,
+                              "encodings": encodings},
+                actors=(plan.min_actors, plan.max_actors),
+                batch_size=plan.window,
+                gpus_per_actor=plan.gpus_per_actor,
+                cpus_per_actor=plan.cpus_per_actor,
+                write_fn=None if fused else functools.partial(encode_write, settings=settings),
+                actor_env=malloc_env(),
+            )
+            batches = _written_on_failure(stall_guarded(batches, settings.stall_timeout), settings, writer, counts, expected)
+            for batch in batches:
+                table = to_table(batch)
+                _raise_setup_error(table)
+                idx = np.asarray(batch["idx"].to_numpy())
+                deferred = pc.equal(table["status"], POSTER).to_numpy(zero_copy_only=False)
+                if deferred.any():
+                    held += [{**row, "idx": int(i)} for row, i in zip(table.filter(pa.array(deferred)).to_pylist(), idx[deferred])]
+                    table, idx = table.filter(pa.array(~deferred)), idx[~deferred]
+                take(table, idx)
     posters = None
     if held:
         phase = poster.PosterPhase(settings, plan, encodings, env=malloc_env())

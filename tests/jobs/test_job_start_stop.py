@@ -86,3 +86,52 @@ def test_gpu_actors_have_the_checkpoints_checked_before_any_is_asked_for(tmp_pat
                         "--style", f"s={tmp_path / 'bad.pth'}", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "style 's':" in err and "Traceback" not in err
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_attempt_counts_live_in_the_gcs_per_run_and_go_with_the_run():
+    """The crash-loop guard's counts: per key and per run, counted from any process (an actor here),
+    removed by end and, for whatever is left, when the run's block ends, even by an exception."""
+    import ray
+    from ray.experimental.internal_kv import _internal_kv_list
+
+    @ray.remote(num_cpus=0)
+    def begin_twice(ledger, key):
+        return [ray_runtime.begin_attempt(ledger, key), ray_runtime.begin_attempt(ledger, key)]
+
+    def keys() -> list[bytes]:
+        return _internal_kv_list(b"", namespace=ray_runtime.ATTEMPTS_NAMESPACE)
+
+    with pytest.raises(RuntimeError, match="the stream failed"):
+        with ray_runtime.attempt_ledger() as one, ray_runtime.attempt_ledger() as other:
+            assert ray.get(begin_twice.remote(one, "batch-7")) == [1, 2]  # a retried batch: started twice
+            assert ray_runtime.begin_attempt(one, "batch-7") == 3
+            assert ray_runtime.begin_attempt(other, "batch-7") == 1  # another run's count of the same key
+            assert ray_runtime.begin_attempt(one, "batch-8") == 1
+            ray_runtime.end_attempt(one, "batch-8")
+            assert ray_runtime.begin_attempt(one, "batch-8") == 1  # finished: counted afresh
+            assert len(keys()) == 3
+            raise RuntimeError("the stream failed")
+    assert keys() == []
+
+
+def test_unreachable_attempt_counts_leave_the_guard_aside_with_one_warning(monkeypatch, caplog):
+    """No batch fails for want of a count: the store refusing is a first start, said once, not asked again."""
+    import ray.experimental.internal_kv as kv
+
+    asked = []
+
+    def refused(*args, **kwargs):
+        asked.append(args)
+        raise ConnectionError("GCS unreachable")
+
+    monkeypatch.setattr(kv, "_internal_kv_get", refused)
+    monkeypatch.setattr(kv, "_internal_kv_del", refused)
+    monkeypatch.setattr(ray_runtime, "_store_lost", False)
+    ledger = ray_runtime.AttemptLedger("run/")
+    with caplog.at_level("WARNING", logger=ray_runtime.__name__):
+        assert [ray_runtime.begin_attempt(ledger, "k") for _ in range(3)] == [1, 1, 1]
+        ray_runtime.end_attempt(ledger, "k")
+    assert len(asked) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "attempt counts unreachable (ConnectionError); this actor goes on without the crash-loop guard"]

@@ -353,6 +353,11 @@ def test_an_input_that_keeps_killing_actors_ends_as_its_own_error_row(tmp_path, 
     assert {k: r["status"] for k, r in rows.items()} == {"p0.png": "ok", "p1.png": "ok", "p2.png": "error",
                                                          "p3.png": "ok"}
     assert rows["p2.png"]["error_type"] == "stylize_error" and "killed the stylize actor" in rows["p2.png"]["error"]
+    from ray.experimental.internal_kv import _internal_kv_list
+
+    from jobs.common.ray_runtime import ATTEMPTS_NAMESPACE
+
+    assert _internal_kv_list(b"", namespace=ATTEMPTS_NAMESPACE) == []  # the run's counts went with it
 
 
 def test_metrics_sample_measures_the_same_inputs_for_every_style(local_inputs, tmp_path, checkpoints):
