@@ -143,11 +143,12 @@ def urls(served, tmp_path) -> dict[str, str]:
             "images": _manifest(tmp_path / "images.csv", [signed(base, "a.png"), signed(base, "b.png")])}
 
 
+@pytest.mark.usefixtures("ray_local")  # joined as a cluster's driver would: a Ray of its own costs ~10 CPU-s more
 def test_batch_job_writes_and_prints_no_secret(urls, tmp_path):
     out = tmp_path / "out"
     proc = _run("jobs.stylize", "--input", urls["images"], "--output", str(out), "--style", f"mosaic={urls['ckpt']}",
                 "--style-image", f"mosaic={urls['style']}", "--run-id", "s1", "--format", "png", "--contact-sheet", "2",
-                *FAST)
+                *FAST, "--address", _session_address())
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (out / "mosaic").iterdir()) == ["a.png", "b.png"]  # the URL path, not its query
     summary = json.loads((out / "_runs" / "s1.json").read_text())
@@ -235,12 +236,14 @@ def test_video_job_writes_and_prints_no_secret(urls, tmp_path):
 
 
 @pytest.mark.parametrize("program", ["jobs.stylize_image", pytest.param("jobs.stylize", marks=SLOW)])
-def test_a_refused_checkpoint_is_reported_redacted(served, tmp_path, program):
+def test_a_refused_checkpoint_is_reported_redacted(served, tmp_path, program, request):
     base, _ = served
     ckpt = signed(base, FORBIDDEN)
     if program == "jobs.stylize":
+        request.getfixturevalue("ray_local")
         images = _manifest(tmp_path / "images.csv", [signed(base, "a.png")])
-        proc = _run(program, "--input", images, "--output", str(tmp_path / "out"), "--style", f"m={ckpt}", *FAST)
+        proc = _run(program, "--input", images, "--output", str(tmp_path / "out"), "--style", f"m={ckpt}", *FAST,
+                    "--address", _session_address())
     else:
         proc = _run(program, signed(base, "a.png"), "--checkpoint", ckpt, "-o", str(tmp_path / "out") + "/")
     assert proc.returncode == 2, proc.stderr
