@@ -176,9 +176,15 @@ def write_poster(settings: JobSettings, plan: PosterPlan, style: str, rel_path: 
     def submit(t: int) -> tuple[Any, Any]:
         return ray_actors.call(actor_of(t), "tile", prepared[0], prepared[1 + t], style, t, plan, returns=2)
 
+    def resubmit(t: int) -> Any:
+        """Tile ``t`` asked again (its actor was unreachable): its new info handle replaces the refused one."""
+        output, feed.infos[t] = submit(t)
+        return output
+
     def fetch(t: int, handle: Any) -> np.ndarray:
         try:  # a tile that does not answer within --stall-timeout restarts its actor, which runs it again
-            return ray_actors.result_or_restart(handle, actor_of(t), settings.stall_timeout)
+            return ray_actors.result_or_restart(handle, actor_of(t), settings.stall_timeout,
+                                                resubmit=functools.partial(resubmit, t))
         except Exception as exc:
             raise _TileFailed(f"tile {t} of {plan.tiles} failed: {_first_line(exc)}") from None
 
@@ -213,8 +219,9 @@ def _measure(settings: JobSettings, style: str, meta: Any, metrics: _OutputMetri
     """The poster's metrics columns: ``actor``'s loss network on the input's and the output's
     thumbnails, with the writer's full-size total variation; metrics_ms counts the writer's share too."""
     try:
-        handle = ray_actors.call(actor, "measure", meta, style, metrics.thumbnail.result(), metrics.tv.value)
-        measured = ray_actors.result_or_restart(handle, actor, settings.stall_timeout)
+        args = (meta, style, metrics.thumbnail.result(), metrics.tv.value)
+        measured = ray_actors.result_or_restart(ray_actors.call(actor, "measure", *args), actor, settings.stall_timeout,
+                                                resubmit=lambda: ray_actors.call(actor, "measure", *args))
     except Exception as exc:
         raise _MetricsFailed(f"measuring the poster failed: {_first_line(exc)}") from None
     return {**measured, "measured": True, "metrics_ms": measured["metrics_ms"] + metrics.seconds * 1000}
@@ -268,10 +275,20 @@ class PosterPhase:
         styles = list(poster.rows)
         try:
             first, stall = self.actors[0], self.settings.stall_timeout
-            plan = ray_actors.result_or_restart(ray_actors.call(first, "plan", poster.height, poster.width, styles),
-                                                first, stall)
-            inputs = ray_actors.call(first, "prepare", poster.uri, plan, styles, poster.mask_uri, returns=1 + plan.tiles)
-            meta = ray_actors.result_or_restart(inputs[0], first, stall)
+
+            def ask_plan() -> Any:
+                return ray_actors.call(first, "plan", poster.height, poster.width, styles)
+
+            plan = ray_actors.result_or_restart(ask_plan(), first, stall, resubmit=ask_plan)
+
+            inputs: list[Any] = []
+
+            def prepare() -> Any:  # asked again, every handle is replaced: the writers get the answered ones
+                inputs[:] = ray_actors.call(first, "prepare", poster.uri, plan, styles, poster.mask_uri,
+                                            returns=1 + plan.tiles)
+                return inputs[0]
+
+            meta = ray_actors.result_or_restart(prepare(), first, stall, resubmit=prepare)
         except Exception as exc:  # the actors are gone (restarts spent), the network cannot tile
             error_type, error = getattr(exc, "error_type", POSTER_ERROR), _first_line(exc)
             return lambda: [_failed(row, error_type, error) for row in poster.rows.values()]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 
-from jobs.common.ray_actors import start_actors
+from jobs.common.ray_actors import Refusals, start_actors
 
 
 class ActorLostError(RuntimeError):
@@ -22,21 +21,12 @@ class ActorLostError(RuntimeError):
 class _Call:
     method: str
     args: tuple
-    refused_since: float | None = None  # when the call was first refused as unavailable
-    pauses: int = 0
+    refusals: Refusals = field(default_factory=Refusals)  # as unreachable (jobs.common.ray_actors)
 
 
 def _lost(exc: BaseException) -> ActorLostError:
     first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
     return ActorLostError(f"{type(exc).__name__}: {first}"[:300])
-
-
-# An actor the caller cannot reach yet is not a dead one: when its node is lost, calls to its old address
-# are refused (Ray raises ActorUnavailableError once its own retries are spent) until the cluster has
-# marked the node dead and restarted the actor elsewhere, which takes Ray's health checks some seconds.
-# Such a call is submitted again, after a pause, for this long before the actor counts as lost.
-UNAVAILABLE_GRACE_S = 120.0
-UNAVAILABLE_PAUSE_S = (0.5, 8.0)  # first pause, longest pause (doubling in between)
 
 
 class ActorTaskPool:
@@ -45,7 +35,7 @@ class ActorTaskPool:
     Work is submitted while results come back, so a video's join can be queued as soon as its last
     segment finishes. A dead actor (its node lost, say) is restarted and its call retried by Ray
     (``max_restarts``, ``max_task_retries``); a call refused because its actor cannot be reached yet
-    (:data:`UNAVAILABLE_GRACE_S`) is submitted again; once the actor's restarts are spent, or it stays
+    (:data:`jobs.common.ray_actors.UNAVAILABLE_GRACE_S`) is submitted again; once the actor's restarts are spent, or it stays
     unreachable past the grace, :meth:`next_unordered` raises :class:`ActorLostError`. The calls must
     be safe to run twice (a refused call may have run), as Ray's own retries already require.
     """
@@ -83,12 +73,8 @@ class ActorTaskPool:
             try:
                 return ray.get(done)
             except ray.exceptions.ActorUnavailableError as exc:
-                if pending.refused_since is None:
-                    pending.refused_since = time.monotonic()
-                if time.monotonic() - pending.refused_since > UNAVAILABLE_GRACE_S:
+                if not pending.refusals.pause():
                     raise _lost(exc) from exc
-                pending.pauses += 1
-                time.sleep(min(UNAVAILABLE_PAUSE_S[0] * 2 ** (pending.pauses - 1), UNAVAILABLE_PAUSE_S[1]))
                 self._queued.appendleft(pending)
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError) as exc:
                 raise _lost(exc) from exc

@@ -98,9 +98,9 @@ def _refuser() -> type:
 
 def test_a_call_refused_as_unreachable_is_submitted_again_until_the_grace_runs_out(ray_local, tmp_path,
                                                                                     monkeypatch):
-    from jobs.common import actor_pool
+    from jobs.common import actor_pool, ray_actors
 
-    monkeypatch.setattr(actor_pool, "UNAVAILABLE_PAUSE_S", (0.05, 0.2))
+    monkeypatch.setattr(ray_actors, "UNAVAILABLE_PAUSE_S", (0.05, 0.2))
     marker = tmp_path / "refusals"
     marker.write_text("3")
     pool = ActorTaskPool(_refuser(), {}, actors=1, num_cpus=0.1)
@@ -111,10 +111,40 @@ def test_a_call_refused_as_unreachable_is_submitted_again_until_the_grace_runs_o
         got.append(pool.next_unordered())
     assert sorted(got) == [7, 8] and marker.read_text() == "0"  # three refusals, each call answered once
 
-    monkeypatch.setattr(actor_pool, "UNAVAILABLE_GRACE_S", 0.5)
+    monkeypatch.setattr(ray_actors, "UNAVAILABLE_GRACE_S", 0.5)
     marker.write_text("1000")  # unreachable for good: lost once the grace has passed, not before
     pool.submit("answer", str(marker), 9)
     with pytest.raises(actor_pool.ActorLostError, match="ActorUnavailableError"):
         pool.next_unordered()
     assert 1000 - int(marker.read_text()) >= 3  # it was asked again in the meantime
     pool.shutdown()
+
+
+def test_a_plain_call_refused_as_unreachable_is_made_again_when_it_can_be(ray_local, tmp_path, monkeypatch):
+    """The posters' calls (ray_actors.result_or_restart): made again through ``resubmit`` while refused,
+    within the grace; without ``resubmit`` the refusal is the caller's, as before."""
+    from jobs.common import ray_actors
+
+    monkeypatch.setattr(ray_actors, "UNAVAILABLE_PAUSE_S", (0.05, 0.2))
+    marker = tmp_path / "refusals"
+    (actor,) = ray_actors.start_actors(_refuser(), 1, {}, num_cpus=0.1)
+    made = []
+
+    def resubmit():
+        made.append(1)
+        return ray_actors.call(actor, "answer", str(marker), 7)
+
+    marker.write_text("3")
+    assert ray_actors.result_or_restart(resubmit(), actor, 30.0, resubmit=resubmit) == 7
+    assert len(made) == 4 and marker.read_text() == "0"  # the first call and three more, each refused once
+
+    marker.write_text("1")
+    with pytest.raises(ray_actors.ray.exceptions.ActorUnavailableError):
+        ray_actors.result_or_restart(ray_actors.call(actor, "answer", str(marker), 8), actor, 30.0)
+
+    monkeypatch.setattr(ray_actors, "UNAVAILABLE_GRACE_S", 0.5)
+    marker.write_text("1000")  # unreachable for good: the refusal once the grace has passed
+    with pytest.raises(ray_actors.ray.exceptions.ActorUnavailableError):
+        ray_actors.result_or_restart(resubmit(), actor, 30.0, resubmit=resubmit)
+    assert 1000 - int(marker.read_text()) >= 3
+    ray_actors.stop_actors([actor])

@@ -154,20 +154,27 @@ def test_posters_run_as_tiles_on_several_actors_and_equal_the_in_actor_tiling(ph
     assert np.abs(colour.astype(np.float64) - rgb[:, :, ::-1][alpha > 0]).mean() / 257 > 10  # and stylised
 
 
-def crashing_poster_actor(log: str, marker: str, crash_tile: int, hang_tile: int = -1) -> type:
+def crashing_poster_actor(log: str, marker: str, crash_tile: int, hang_tile: int = -1, refuse_tile: int = -1) -> type:
     """PosterActor whose ``crash_tile`` kills its process once (the marker file), as a lost node would,
-    and whose ``hang_tile`` hangs once (``marker`` + ".hang"), as a stuck GPU kernel would; every tile
-    call logs its start and end (by value to the workers: defined inside a function)."""
+    whose ``hang_tile`` hangs once (``marker`` + ".hang"), as a stuck GPU kernel would, and whose
+    ``refuse_tile`` is refused once as unreachable (``marker`` + ".refused"), as calls to an actor on a
+    lost node are until Ray restarts it elsewhere; every tile call logs its start and end (by value to
+    the workers: defined inside a function)."""
     import time
 
     from jobs.batch.poster_actor import PosterActor
 
     def tile(self, meta, pixels, style, t, plan):
+        import ray
+
         with open(log, "a") as f:
             f.write(f"start {t} {os.getpid()}\n")
         if t == crash_tile and not os.path.exists(marker):
             open(marker, "w").close()
             os._exit(1)
+        if t == refuse_tile and not os.path.exists(marker + ".refused"):
+            open(marker + ".refused", "w").close()
+            raise ray.exceptions.ActorUnavailableError("connection refused (a test)", None)
         if t == hang_tile and not os.path.exists(marker + ".hang"):
             open(marker + ".hang", "w").close()
             time.sleep(3600)
@@ -179,14 +186,15 @@ def crashing_poster_actor(log: str, marker: str, crash_tile: int, hang_tile: int
     return type("CrashingPosterActor", (PosterActor,), {"tile": tile})
 
 
-def _run_with_a_crashing_tile(photos, tmp_path, monkeypatch, run_id: str, *extra: str, hang_tile: int = -1):
+def _run_with_a_crashing_tile(photos, tmp_path, monkeypatch, run_id: str, *extra: str, hang_tile: int = -1,
+                              refuse_tile: int = -1):
     """The poster through the job with tile 1's actor killed the first time it runs it (and
     ``hang_tile``'s hung the first time): (out, summary, the tiles' start/done log, the crash's marker)."""
     src = tmp_path / "in"
     src.mkdir()
     (src / "poster.png").write_bytes((photos / "poster.png").read_bytes())
     log, marker = tmp_path / "tiles.log", tmp_path / "crashed"
-    monkeypatch.setattr(poster, "POSTER_ACTOR", crashing_poster_actor(str(log), str(marker), 1, hang_tile))
+    monkeypatch.setattr(poster, "POSTER_ACTOR", crashing_poster_actor(str(log), str(marker), 1, hang_tile, refuse_tile))
     out = tmp_path / "out"
     summary = stylize.run(stylize.parse_args(["--input", str(src), "--output", str(out), "--run-id", run_id,
                                               "--split-pixels", "40000", *extra, *COMMON]))
@@ -195,17 +203,19 @@ def _run_with_a_crashing_tile(photos, tmp_path, monkeypatch, run_id: str, *extra
 
 def test_a_killed_or_hung_actor_reruns_only_its_tile(photos, reference, tmp_path, monkeypatch):
     """Tile 1's actor dies mid-tile; tile 4's (the other actor) hangs and gives no answer for
-    --stall-timeout, so its writer restarts it. Each re-runs only the tile it had not answered. The
-    timeout also covers the restart and the re-run (torch imported again): 15 s leaves room on a
-    loaded machine, where a second kill would spend the actor's last restart and start tile 4 thrice."""
+    --stall-timeout, so its writer restarts it; tile 3 is refused once as unreachable, so its writer
+    asks again. Each re-runs only the tile it had not answered. The timeout also covers the restart
+    and the re-run (torch imported again): 15 s leaves room on a loaded machine, where a second kill
+    would spend the actor's last restart and start tile 4 thrice."""
     out, summary, log, marker = _run_with_a_crashing_tile(photos, tmp_path, monkeypatch, "crash", "--stall-timeout",
-                                                          "15", hang_tile=4)
+                                                          "15", hang_tile=4, refuse_tile=3)
     assert marker.exists() and Path(f"{marker}.hang").exists()  # the actor did die, the other did hang
+    assert Path(f"{marker}.refused").exists()
     events = [line.split() for line in log.read_text().splitlines()]
     started = collections.Counter(int(t) for kind, t, _ in events if kind == "start")
     done = collections.Counter(int(t) for kind, t, _ in events if kind == "done")
     assert done == {t: 1 for t in range(6)}  # every tile finished once: none that had returned ran again
-    assert started == {**{t: 1 for t in range(6)}, 1: 2, 4: 2}  # only the killed and the hung tile started twice
+    assert started == {**{t: 1 for t in range(6)}, 1: 2, 3: 2, 4: 2}  # only the killed, refused and hung tiles twice
     for tile in ("1", "4"):  # the process that started it (first) did nothing more: it ended
         at = next(i for i, (kind, t, _) in enumerate(events) if kind == "start" and t == tile)
         assert all(pid != events[at][2] for _, _, pid in events[at + 1:])
