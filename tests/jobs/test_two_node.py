@@ -20,7 +20,6 @@ import ray
 import torch
 from PIL import Image
 from ray.cluster_utils import Cluster
-from ray.util.state import list_actors
 
 from jobs.batch import driver as stylize
 from jobs.common import planning
@@ -45,8 +44,7 @@ def two_nodes(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -
     monkeypatch.setenv("RAY_TMPDIR", temp)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": node_cpus, "include_dashboard": True, "dashboard_host": "127.0.0.1",
-        "dashboard_port": _free_port(), "dashboard_agent_listen_port": _free_port(),
+        "num_cpus": node_cpus, "include_dashboard": False, "dashboard_agent_listen_port": _free_port(),
     })
     try:
         cluster.add_node(num_cpus=node_cpus)
@@ -77,8 +75,10 @@ def _inputs(tmp_path, n: int = 8) -> list[str]:
 
 def _actor_nodes() -> set[str]:
     """Nodes that ran a stylize actor (an actor the pool asked for but never placed has no node)."""
-    actors = [a for a in list_actors(limit=1000, raise_on_missing_output=False) if "StylizeActor" in a.class_name]
-    return {a.node_id for a in actors if a.node_id}
+    from ray._private.state import actors  # the GCS's actor table: no dashboard needed, unlike ray.util.state
+
+    found = [a for a in actors().values() if "StylizeActor" in a["ActorClassName"]]
+    return {a["Address"]["NodeID"] for a in found if a["Address"]["NodeID"]}
 
 
 # 1-CPU nodes are planned one actor each reserving no CPU (test_plan_actors.py); Ray does not always
