@@ -34,10 +34,10 @@ class ActorTaskPool:
 
     Work is submitted while results come back, so a video's join can be queued as soon as its last
     segment finishes. A dead actor (its node lost, say) is restarted and its call retried by Ray
-    (``max_restarts``, ``max_task_retries``); a call refused because its actor cannot be reached yet
-    (:data:`jobs.common.ray_actors.UNAVAILABLE_GRACE_S`) is submitted again; once the actor's restarts are spent, or it stays
-    unreachable past the grace, :meth:`next_unordered` raises :class:`ActorLostError`. The calls must
-    be safe to run twice (a refused call may have run), as Ray's own retries already require.
+    (``max_restarts``, ``max_task_retries``); a call refused because its actor cannot be reached yet is
+    submitted again (:class:`jobs.common.ray_actors.Refusals`); once the actor's restarts are spent, or
+    it stays unreachable past the grace, :meth:`next_unordered` raises :class:`ActorLostError`. The
+    calls must be safe to run twice (a refused call may have run), as Ray's own retries already require.
     """
 
     def __init__(self, actor_cls: type, actor_kwargs: dict[str, Any], *, actors: int, num_cpus: float,
