@@ -189,7 +189,8 @@ def crashing_poster_actor(log: str, marker: str, crash_tile: int, hang_tile: int
 def _run_with_a_crashing_tile(photos, tmp_path, monkeypatch, run_id: str, *extra: str, hang_tile: int = -1,
                               refuse_tile: int = -1):
     """The poster through the job with tile 1's actor killed the first time it runs it (and
-    ``hang_tile``'s hung the first time): (out, summary, the tiles' start/done log, the crash's marker)."""
+    ``hang_tile``'s hung, ``refuse_tile``'s refused the first time): (out, summary, the tiles'
+    start/done log, the crash's marker)."""
     src = tmp_path / "in"
     src.mkdir()
     (src / "poster.png").write_bytes((photos / "poster.png").read_bytes())
