@@ -24,7 +24,7 @@ from stylize_core.sampling import sampled
 from stylize_core.style_encoding import StyleEncodings
 from stylize_core.style_result import resolve_device
 
-from jobs.common import ray_runtime
+from jobs.common.attempts import begin_attempt, end_attempt
 from jobs.common.planning import ActorPlan
 from jobs.common.stylizer_spec import run_stylizer_spec
 from jobs.batch.settings import JobSettings
@@ -62,7 +62,7 @@ class StylizeActor:
     def __init__(self, settings: JobSettings, plan: ActorPlan, attempts: Any = None, fused: bool = False,
                  encodings: StyleEncodings | None = None) -> None:
         self.settings = settings
-        self.attempts = attempts  # the run's attempt counts (jobs.common.ray_runtime.attempt_ledger)
+        self.attempts = attempts  # the run's attempt counts (jobs.common.attempts.attempt_ledger)
         # fused: read/decode and encode/write inside this call, for pools of CPU actors. Without a GPU to
         # keep fed, separate decode and encode tasks only compete with the network for the same cores,
         # and each task worker Ray starts costs seconds of imports; one stage avoids both.
@@ -127,11 +127,11 @@ class StylizeActor:
         return self._run_each(images, styles, measure)
 
     def _begin(self, key: str) -> int:
-        return ray_runtime.begin_attempt(self.attempts, key) if self.attempts is not None else 1
+        return begin_attempt(self.attempts, key) if self.attempts is not None else 1
 
     def _end(self, key: str) -> None:
         if self.attempts is not None:
-            ray_runtime.end_attempt(self.attempts, key)
+            end_attempt(self.attempts, key)
 
     def _setup_error_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One ``setup_error`` row per input x style, nothing read or stylised."""

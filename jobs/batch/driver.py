@@ -28,6 +28,7 @@ from jobs.batch import poster
 from jobs.batch.stages import POSTER, SETUP_ERROR, encode_write, read_decode
 from jobs.batch.staging import StagedManifest, stage_inputs, staging_prefix
 from jobs.common import ray_runtime
+from jobs.common.attempts import attempt_ledger
 from jobs.common.checkpoints import (check_style_blobs, input_unusable, read_style_blobs, start_style_encoding, stop,
                                      style_encodings)
 from jobs.common.metrics import MetricsWriter, PairLedger, RunCounts, to_table
@@ -35,6 +36,7 @@ from jobs.common.metrics_schema import SCHEMA
 from jobs.common.outcome import JobError, plain_output, run_main
 from jobs.common.planning import ActorPlan, plan_actors
 from jobs.common.progress import Progress
+from jobs.common.redaction import exception_line
 from jobs.common.storage import (InputFile, arrow_paths, join_uri, local_path, redact, redact_text, remove_prefix,
                                  remove_temp_files, write_bytes_atomic)
 from jobs.common.watchdog import stall_guarded
@@ -67,8 +69,7 @@ def _written_on_failure(batches: Iterator[pa.Table], settings: JobSettings, writ
         yield from batches
     except Exception as exc:
         writer.flush()
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-        cause = redact(f"{type(exc).__name__}: {first}"[:300])
+        cause = exception_line(exc)
         raise JobError(f"the Ray pipeline failed after {counts.rows} of {expected} rows ({cause}); the rows so far "
                        f"are in {redact(writer.prefix)}; rerun with --run-id {settings.run_id} to complete the run") from exc
 
@@ -99,7 +100,7 @@ def _render(settings: JobSettings, staged: StagedManifest, plan: ActorPlan, fuse
         progress.update(counts.rows, counts.by_status["error"])
 
     if staged.rows:
-        with ray_runtime.attempt_ledger() as attempts:  # its counts removed when the stream ends
+        with attempt_ledger() as attempts:  # its counts removed when the stream ends
             parts, filesystem = arrow_paths(list(staged.parts), opts)
             batches = ray_runtime.stylize_dataset(
                 parts,

@@ -46,6 +46,7 @@ from jobs.batch.stages import output_key
 from jobs.common import ray_actors, ray_runtime
 from jobs.common.planning import ActorPlan
 from jobs.common.run_settings import background_rgb
+from jobs.common.redaction import exception_line
 from jobs.common.storage import redact, write_bytes_atomic
 
 # The actor class, by name: the actors import it (and torch); the driver never does. Tests hand in a class.
@@ -166,7 +167,7 @@ def write_poster(settings: JobSettings, plan: PosterPlan, style: str, rel_path: 
     try:
         meta = ray_runtime.result(prepared[0])
     except Exception as exc:
-        return {"error_type": POSTER_ERROR, "error": _first_line(exc)}
+        return {"error_type": POSTER_ERROR, "error": exception_line(exc, 500)}
     scale = 257.0 if meta.float_pixels else 1.0  # a 16-bit input's output: uint16, as the encode stage gets it
     dtype = np.uint16 if meta.float_pixels else np.uint8
 
@@ -186,7 +187,7 @@ def write_poster(settings: JobSettings, plan: PosterPlan, style: str, rel_path: 
             return ray_actors.result_or_restart(handle, actor_of(t), settings.stall_timeout,
                                                 resubmit=functools.partial(resubmit, t))
         except Exception as exc:
-            raise _TileFailed(f"tile {t} of {plan.tiles} failed: {_first_line(exc)}") from None
+            raise _TileFailed(f"tile {t} of {plan.tiles} failed: {exception_line(exc, 500)}") from None
 
     feed = TileFeed(plan.tiles, TILES_AHEAD_PER_ACTOR * len(actors), submit, fetch)
     metrics = _OutputMetrics(meta.metric_input.shape[:2]) if meta.metric_input is not None else None
@@ -223,17 +224,12 @@ def _measure(settings: JobSettings, style: str, meta: Any, metrics: _OutputMetri
         measured = ray_actors.result_or_restart(ray_actors.call(actor, "measure", *args), actor, settings.stall_timeout,
                                                 resubmit=lambda: ray_actors.call(actor, "measure", *args))
     except Exception as exc:
-        raise _MetricsFailed(f"measuring the poster failed: {_first_line(exc)}") from None
+        raise _MetricsFailed(f"measuring the poster failed: {exception_line(exc, 500)}") from None
     return {**measured, "measured": True, "metrics_ms": measured["metrics_ms"] + metrics.seconds * 1000}
 
 
 def _failed(row: dict[str, Any], error_type: str, error: str) -> dict[str, Any]:
     return {**row, "status": "error", "error_type": error_type, "error": error}
-
-
-def _first_line(exc: BaseException) -> str:
-    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-    return redact(f"{type(exc).__name__}: {first}"[:500])
 
 
 class PosterPhase:
@@ -290,7 +286,7 @@ class PosterPhase:
 
             meta = ray_actors.result_or_restart(prepare(), first, stall, resubmit=prepare)
         except Exception as exc:  # the actors are gone (restarts spent), the network cannot tile
-            error_type, error = getattr(exc, "error_type", POSTER_ERROR), _first_line(exc)
+            error_type, error = getattr(exc, "error_type", POSTER_ERROR), exception_line(exc, 500)
             return lambda: [_failed(row, error_type, error) for row in poster.rows.values()]
         if meta.error:
             return lambda: [_failed(row, meta.error_type, meta.error) for row in poster.rows.values()]
@@ -310,7 +306,7 @@ class PosterPhase:
             try:
                 written = ray_actors.results(writers[style])
             except Exception as exc:  # the writer's process died
-                written = {"error_type": POSTER_ERROR, "error": _first_line(exc)}
+                written = {"error_type": POSTER_ERROR, "error": exception_line(exc, 500)}
             if "error" in written:
                 rows.append(_failed(row, written["error_type"], written["error"]))
                 continue

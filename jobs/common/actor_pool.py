@@ -10,6 +10,7 @@ from typing import Any
 import ray
 
 from jobs.common.ray_actors import Refusals, start_actors
+from jobs.common.redaction import exception_line
 
 
 class ActorLostError(RuntimeError):
@@ -25,8 +26,7 @@ class _Call:
 
 
 def _lost(exc: BaseException) -> ActorLostError:
-    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-    return ActorLostError(f"{type(exc).__name__}: {first}"[:300])
+    return ActorLostError(exception_line(exc))
 
 
 class ActorTaskPool:

@@ -103,3 +103,10 @@ def redact(obj: Any, keys: bool = True) -> Any:
     if isinstance(obj, (list, tuple, set, frozenset)):
         return type(obj)(redact(v, keys) for v in obj)
     return copy.deepcopy(obj)
+
+
+def exception_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first non-empty line of the message``, cut at ``limit`` characters and redacted: what an
+    error row or a one-line error may say of an exception (Ray's carry a traceback after the first line)."""
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return redact(f"{type(exc).__name__}: {first}"[:limit])

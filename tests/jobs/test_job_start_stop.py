@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.common import ray_runtime
+from jobs.common import attempts, ray_runtime
 from jobs.batch import driver as stylize
 from jobs.common import planning
 from jobs.common.run_settings import demo_checkpoint
@@ -97,20 +97,20 @@ def test_attempt_counts_live_in_the_gcs_per_run_and_go_with_the_run():
 
     @ray.remote(num_cpus=0)
     def begin_twice(ledger, key):
-        return [ray_runtime.begin_attempt(ledger, key), ray_runtime.begin_attempt(ledger, key)]
+        return [attempts.begin_attempt(ledger, key), attempts.begin_attempt(ledger, key)]
 
     def keys() -> list[bytes]:  # these two runs' (a driver killed in another test may have left its own)
-        return [k for k in _internal_kv_list(b"", namespace=ray_runtime.ATTEMPTS_NAMESPACE)
+        return [k for k in _internal_kv_list(b"", namespace=attempts.ATTEMPTS_NAMESPACE)
                 if k.startswith((one.prefix.encode(), other.prefix.encode()))]
 
     with pytest.raises(RuntimeError, match="the stream failed"):
-        with ray_runtime.attempt_ledger() as one, ray_runtime.attempt_ledger() as other:
+        with attempts.attempt_ledger() as one, attempts.attempt_ledger() as other:
             assert ray.get(begin_twice.remote(one, "batch-7")) == [1, 2]  # a retried batch: started twice
-            assert ray_runtime.begin_attempt(one, "batch-7") == 3
-            assert ray_runtime.begin_attempt(other, "batch-7") == 1  # another run's count of the same key
-            assert ray_runtime.begin_attempt(one, "batch-8") == 1
-            ray_runtime.end_attempt(one, "batch-8")
-            assert ray_runtime.begin_attempt(one, "batch-8") == 1  # finished: counted afresh
+            assert attempts.begin_attempt(one, "batch-7") == 3
+            assert attempts.begin_attempt(other, "batch-7") == 1  # another run's count of the same key
+            assert attempts.begin_attempt(one, "batch-8") == 1
+            attempts.end_attempt(one, "batch-8")
+            assert attempts.begin_attempt(one, "batch-8") == 1  # finished: counted afresh
             assert len(keys()) == 3
             raise RuntimeError("the stream failed")
     assert keys() == []
@@ -128,11 +128,11 @@ def test_unreachable_attempt_counts_leave_the_guard_aside_with_one_warning(monke
 
     monkeypatch.setattr(kv, "_internal_kv_get", refused)
     monkeypatch.setattr(kv, "_internal_kv_del", refused)
-    monkeypatch.setattr(ray_runtime, "_store_lost", False)
-    ledger = ray_runtime.AttemptLedger("run/")
-    with caplog.at_level("WARNING", logger=ray_runtime.__name__):
-        assert [ray_runtime.begin_attempt(ledger, "k") for _ in range(3)] == [1, 1, 1]
-        ray_runtime.end_attempt(ledger, "k")
+    monkeypatch.setattr(attempts, "_store_lost", False)
+    ledger = attempts.AttemptLedger("run/")
+    with caplog.at_level("WARNING", logger=attempts.__name__):
+        assert [attempts.begin_attempt(ledger, "k") for _ in range(3)] == [1, 1, 1]
+        attempts.end_attempt(ledger, "k")
     assert len(asked) == 1
     assert [r.getMessage() for r in caplog.records] == [
         "attempt counts unreachable (ConnectionError); this actor goes on without the crash-loop guard"]

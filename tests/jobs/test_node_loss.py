@@ -30,7 +30,7 @@ from PIL import Image
 from ray.cluster_utils import Cluster
 
 from jobs.batch import driver as stylize
-from jobs.common import ray_runtime
+from jobs.common import attempts, ray_runtime
 from stylize_core.checkpoint import save_style_model
 from stylize_core.transformer_net import TransformerNet
 
@@ -255,7 +255,7 @@ def test_video_actor_lost_for_good_stops_with_one_line_and_a_rerun_completes(ray
 @pytest.mark.slow  # two raylets, a node death: ~25 s on 2 shared cores
 def test_batch_job_survives_losing_a_worker_node(two_nodes, tmp_path):
     """The issue's case failed because the crash-loop guard, then an actor of the run's, sat on the
-    node that was lost. Its counts now live in the head's GCS (ray_runtime.attempt_ledger): the run
+    node that was lost. Its counts now live in the head's GCS (jobs.common.attempts): the run
     completes, and leaves no count behind."""
     from ray.experimental.internal_kv import _internal_kv_list
 
@@ -265,7 +265,7 @@ def test_batch_job_survives_losing_a_worker_node(two_nodes, tmp_path):
     removal.check_mid_run(time.time())
     assert summary["counts"] == {"ok": INPUTS} and summary["passed"]
     _check_batch_outputs(tmp_path / "out", "lost-node")
-    assert _internal_kv_list(b"", namespace=ray_runtime.ATTEMPTS_NAMESPACE) == []
+    assert _internal_kv_list(b"", namespace=attempts.ATTEMPTS_NAMESPACE) == []
 
 
 def test_video_job_reruns_the_lost_nodes_segments(two_nodes, tmp_path):
@@ -319,4 +319,4 @@ def test_catalog_night_commits_each_pair_once_when_a_node_is_lost(two_nodes, tmp
     _check_batch_outputs(out, "n1")
     from ray.experimental.internal_kv import _internal_kv_list
 
-    assert _internal_kv_list(b"", namespace=ray_runtime.ATTEMPTS_NAMESPACE) == []  # the guard's counts went with it
+    assert _internal_kv_list(b"", namespace=attempts.ATTEMPTS_NAMESPACE) == []  # the guard's counts went with it

@@ -82,3 +82,12 @@ def test_a_presigned_urls_query_names_no_file(tmp_path) -> None:
     manifest = tmp_path / "m.csv"
     manifest.write_text("uri\nhttps://u:pw@h/p/a.jpg?X-Amz-Signature=1\nhttps://h/p/sub/b.jpg?sig=2\n")
     assert [f.rel_path for f in read_manifest(str(manifest))] == ["a.jpg", "sub/b.jpg"]
+
+
+def test_an_exception_is_one_redacted_line_of_its_type_and_first_words() -> None:
+    from jobs.common.redaction import exception_line
+
+    exc = RuntimeError("\n  Task failed reading https://u:pw@h/a.png?X-Amz-Signature=abc  \nTraceback (most recent call last):\n")
+    assert exception_line(exc) == "RuntimeError: Task failed reading https://h/a.png?X-Amz-Signature=***"
+    assert exception_line(ValueError("x" * 400), 20) == "ValueError: " + "x" * 8  # 20 characters in all
+    assert exception_line(KeyError()) == "KeyError: "

@@ -334,7 +334,7 @@ def test_actor_that_cannot_load_its_weights_stops_the_run_with_exit_2(local_inpu
 def _attempt_keys() -> set[bytes]:
     from ray.experimental.internal_kv import _internal_kv_list
 
-    from jobs.common.ray_runtime import ATTEMPTS_NAMESPACE
+    from jobs.common.attempts import ATTEMPTS_NAMESPACE
 
     return set(_internal_kv_list(b"", namespace=ATTEMPTS_NAMESPACE))
 
