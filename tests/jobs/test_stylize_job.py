@@ -288,7 +288,10 @@ def test_actor_crash_is_retried_without_losing_or_duplicating_rows(local_inputs,
 
 
 def test_split_and_fused_stages_write_the_same_outputs_and_rows(local_inputs, tmp_path, checkpoints):
-    """Decoding/encoding in tasks beside the actors or inside them is a scheduling choice only."""
+    """Decoding/encoding in tasks beside the actors or inside them is a scheduling choice only. Both
+    runs measure a sample of the inputs (--metrics-sample 0.5), the same inputs for every style."""
+    from stylize_core.sampling import sampled
+
     volatile = {"decode_ms", "stylize_ms", "encode_ms", "metrics_ms", "output_uri", "run_id"}
     results = {}
     for stages in ("split", "fused"):
@@ -296,12 +299,14 @@ def test_split_and_fused_stages_write_the_same_outputs_and_rows(local_inputs, tm
         code = stylize.cli([
             "--input", str(local_inputs), "--output", str(out), "--style", f"mosaic={checkpoints['mosaic']}",
             "--style", f"ink={checkpoints['ink']}", "--vgg-weights", "random:0", "--quiet", "--run-id", stages,
-            "--format", "png", "--max-error-rate", "0.2", "--stages", stages,
+            "--format", "png", "--max-error-rate", "0.2", "--stages", stages, "--metrics-sample", "0.5",
         ])
         assert code == 0
         summary = json.loads((out / "_runs" / f"{stages}.json").read_text())
         assert summary["stages"] == stages
+        assert summary["images_per_forward_mean"] >= 1 and summary["images_per_forward_hist"]
         rows = sorted(_read_local_metrics(out, stages), key=lambda r: (r["input_uri"], r["style"]))
+        _check_sample(rows, sampled)
         files = {p.relative_to(out).as_posix(): p.read_bytes() for d in ("mosaic", "ink") for p in (out / d).rglob("*")
                  if p.is_file()}
         results[stages] = ([{k: v for k, v in r.items() if k not in volatile} for r in rows], files)
@@ -316,6 +321,23 @@ def test_split_and_fused_stages_write_the_same_outputs_and_rows(local_inputs, tm
                 assert b[k] == pytest.approx(a[k], rel=1e-4), (k, a, b)
             else:
                 assert a[k] == b[k], (k, a, b)
+
+
+def _check_sample(rows: list[dict], sampled) -> None:
+    """--metrics-sample 0.5 over 8 good inputs x 2 styles: the sampled inputs measured for every style."""
+    rows = [r for r in rows if r["status"] == "ok"]
+    assert len(rows) == 16
+    for r in rows:
+        assert r["measured"] == sampled(r["input_uri"], 0.5)
+        assert (r["content_loss"] is not None) == r["measured"] and (r["metrics_ms"] is not None) == r["measured"]
+        assert r["tv_loss"] is None or r["measured"]
+        assert r["forward_images"] >= 1 and r["backend"].startswith("torch-eager ") and r["backend"].endswith(" fp32 cpu")
+        assert r["arch"] == "width=1.0,blocks=5,depthwise=False,num_styles=1"
+    by_input = {}
+    for r in rows:
+        by_input.setdefault(r["input_uri"], set()).add(r["measured"])
+    assert all(len(v) == 1 for v in by_input.values())  # every style measured the same inputs
+    assert {r["measured"] for r in rows} == {True, False}  # a sample: some inputs measured, some not
 
 
 def test_actor_that_cannot_load_its_weights_stops_the_run_with_exit_2(local_inputs, tmp_path, checkpoints, capsys):
@@ -363,27 +385,3 @@ def test_an_input_that_keeps_killing_actors_ends_as_its_own_error_row(tmp_path, 
                                                          "p3.png": "ok"}
     assert rows["p2.png"]["error_type"] == "stylize_error" and "killed the stylize actor" in rows["p2.png"]["error"]
     assert _attempt_keys() == before  # the run's counts went with it (a killed driver's elsewhere may stay)
-
-
-def test_metrics_sample_measures_the_same_inputs_for_every_style(local_inputs, tmp_path, checkpoints):
-    from stylize_core.sampling import sampled
-
-    out = tmp_path / "out"
-    summary = stylize.run(stylize.parse_args([
-        "--input", str(local_inputs), "--output", str(out), "--style", f"mosaic={checkpoints['mosaic']}",
-        "--style", f"ink={checkpoints['ink']}", "--vgg-weights", "random:0", "--quiet", "--run-id", "sample",
-        "--metrics-sample", "0.5", "--max-error-rate", "0.2", "--batch-size", "4",
-    ]))
-    rows = [r for r in _read_local_metrics(out, "sample") if r["status"] == "ok"]
-    assert len(rows) == 16
-    for r in rows:
-        assert r["measured"] == sampled(r["input_uri"], 0.5)
-        assert (r["content_loss"] is not None) == r["measured"] and (r["metrics_ms"] is not None) == r["measured"]
-        assert r["tv_loss"] is None or r["measured"]
-        assert r["forward_images"] >= 1 and r["backend"].startswith("torch-eager ") and r["backend"].endswith(" fp32 cpu")
-        assert r["arch"] == "width=1.0,blocks=5,depthwise=False,num_styles=1"
-    by_input = {}
-    for r in rows:
-        by_input.setdefault(r["input_uri"], set()).add(r["measured"])
-    assert all(len(v) == 1 for v in by_input.values())  # every style measured the same inputs
-    assert summary["images_per_forward_mean"] >= 1 and summary["images_per_forward_hist"]

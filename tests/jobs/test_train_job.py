@@ -136,79 +136,86 @@ def _crash_at_step(step_at: int) -> Callable[[dict], None]:
     return loop
 
 
-def test_two_workers_crash_resume_and_exports(ray_local: None, tmp_path, monkeypatch) -> None:
-    content = tmp_path / "content"
-    content.mkdir()
+def test_two_workers_crash_resume_and_exports_on_s3(ray_local: None, s3_client, s3_bucket: str, monkeypatch) -> None:
+    """Content, style image, checkpoints and exports on S3, as on a cluster: a fit of two workers
+    crashes, and the same command resumes from its last checkpoint there."""
     for i in range(7):
-        (content / f"img{i}.png").write_bytes(_png(i))
-    (content / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 4)
-    (tmp_path / "wave.png").write_bytes(_png(99, (64, 64)))
-    out = tmp_path / "out"
-    argv = ["--content", str(content), "--style-image", str(tmp_path / "wave.png"), "--output", str(out),
-            "--steps", "6", "--epochs", "100", "--batch-size", "1", "--workers", "2",
+        s3_client.put_object(Bucket=s3_bucket, Key=f"coco/img{i}.png", Body=_png(i))
+    s3_client.put_object(Bucket=s3_bucket, Key="coco/broken.jpg", Body=b"\xff\xd8\xff\xe0 not really a jpeg" * 4)
+    s3_client.put_object(Bucket=s3_bucket, Key="styles/wave.png", Body=_png(99, (64, 64)))
+    out = f"s3://{s3_bucket}/models/wave"
+    argv = ["--content", f"s3://{s3_bucket}/coco/", "--style-image", f"s3://{s3_bucket}/styles/wave.png",
+            "--output", out, "--steps", "6", "--epochs", "100", "--batch-size", "1", "--workers", "2",
             "--checkpoint-every", "2", *FAST]  # no --cpus-per-worker: the plan leaves a CPU for data loading
+
+    def keys() -> set[str]:
+        return {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="models/").get("Contents", [])}
 
     # 7 good images over 2 workers: 3 per worker and epoch. Crash right after step 5.
     with monkeypatch.context() as m:
         m.setattr(train, "train_worker_loop", _crash_at_step(5))
         assert train.main(train_settings.parse_args(argv)) == 1
-    assert (out / "train" / "checkpoint_00000004" / train.STATE_FILE).exists()
-    assert not (out / "final").exists()
+    assert f"models/wave/train/checkpoint_00000004/{train.STATE_FILE}" in keys()
+    assert not [k for k in keys() if k.startswith("models/wave/final/")]
 
     assert train.main(train_settings.parse_args(argv)) == 0  # the same command resumes
-    summary = json.loads((out / "train_summary.json").read_text())
+    for name in ("final/style.pth", "final/style.onnx", "final/style_examples.pth", "loss_history.csv",
+                 "loss_history.png", "train_summary.json"):
+        assert f"models/wave/{name}" in keys()
+    summary = json.loads(read_bytes(f"{out}/train_summary.json"))
     assert summary["steps"] == 6 and summary["resumed_from_step"] == 4 and summary["steps_this_run"] == 2
     assert summary["content_images"] == 8 and summary["skipped_files"] == 1
     assert summary["skipped"][0]["uri"].endswith("broken.jpg") and summary["skipped"][0]["error_type"]
     assert summary["onnx_max_abs_diff"] < 1e-2
 
-    rows = list(csv.DictReader((out / "loss_history.csv").open()))
+    rows = list(csv.DictReader(io.StringIO(read_bytes(f"{out}/loss_history.csv").decode())))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]  # continuous across the crash
     assert all(int(r["images"]) == 2 for r in rows) and all(np.isfinite(float(r["total"])) for r in rows)
-    assert (out / "loss_history.png").read_bytes().startswith(b"\x89PNG")
+    assert read_bytes(f"{out}/loss_history.png").startswith(b"\x89PNG")
 
-    loaded = load_style_model(str(out / "final" / "style.pth"))
+    loaded = load_style_model("style.pth", data=read_bytes(f"{out}/final/style.pth"))
     meta = loaded.metadata
     assert meta["steps"] == 6 and meta["style"] == "wave" and meta["loss_model"] == "vgg16/random:0"
     assert meta["training_config"]["image_size"] == 32 and meta["skipped_files"] == 1
     assert loaded.style_image is not None and loaded.style_image.shape == (64, 64, 3)
 
-    bare = torch.load(out / "final" / "style_examples.pth", weights_only=True)
+    bare = torch.load(io.BytesIO(read_bytes(f"{out}/final/style_examples.pth")), weights_only=True)
     examples_net = TransformerNet()
     examples_net.load_state_dict(bare, strict=True)  # pytorch/examples' layout, strictly
     for key, value in loaded.model.state_dict().items():
         torch.testing.assert_close(bare[key], value)
-    _onnx_matches((out / "final" / "style.onnx").read_bytes(), examples_net.eval())
+    _onnx_matches(read_bytes(f"{out}/final/style.onnx"), examples_net.eval())
 
 
-def test_s3_multi_style_slim_network(ray_local: None, s3_client, s3_bucket: str, tmp_path) -> None:
-    for i in range(4):
-        s3_client.put_object(Bucket=s3_bucket, Key=f"coco/{i}.png", Body=_png(i))
-    s3_client.put_object(Bucket=s3_bucket, Key="styles/mosaic.png", Body=_png(7, (48, 48)))
-    s3_client.put_object(Bucket=s3_bucket, Key="styles/wave.png", Body=_png(8, (40, 56)))
-    out = f"s3://{s3_bucket}/models/mosaic"
-    argv = ["--content", f"s3://{s3_bucket}/coco/", "--style-image", f"s3://{s3_bucket}/styles/mosaic.png",
-            "--style-image", f"s3://{s3_bucket}/styles/wave.png", "--width", "0.25", "--blocks", "2",
-            "--output", out, "--steps", "2", "--epochs", "10", "--batch-size", "2", "--workers", "1",
-            "--checkpoint-every", "2", *FAST]
-    assert train.main(train_settings.parse_args(argv)) == 0
-    keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="models/")["Contents"]}
-    assert f"models/mosaic/train/checkpoint_00000002/{train.STATE_FILE}" in keys
-    for name in ("final/style.pth", "final/style.onnx", "loss_history.csv", "loss_history.png", "train_summary.json"):
-        assert f"models/mosaic/{name}" in keys
-    assert "models/mosaic/final/style_examples.pth" not in keys  # pytorch/examples has no such network
-    loaded = load_style_model("style.pth", data=read_bytes(f"{out}/final/style.pth"))
-    assert loaded.metadata["steps"] == 2 and loaded.style_names == ("mosaic", "wave")
+def test_a_multi_style_slim_network_exports_its_own_files_only(tmp_path) -> None:
+    """The driver's export of what a fit of two style images and a slim network ends with (a trainer's
+    state after one step, as a checkpoint holds it; the Ray Train path is the one above, and
+    multi-style training is in tests/stylize_core/test_training.py): no pytorch/examples file (it has
+    no such network), both style images in the checkpoint, an ONNX file whose style weights select a style."""
+    from stylize_core.training import StyleTrainer
+
+    styles = [np.asarray(Image.open(io.BytesIO(_png(7, (48, 48))))), np.asarray(Image.open(io.BytesIO(_png(8, (40, 56)))))]
+    args = train_settings.parse_args(["--content", "/c", "--output", str(tmp_path), "--style-image", "/s/mosaic.png",
+                                      "--style-image", "/s/wave.png", "--width", "0.25", "--blocks", "2",
+                                      "--steps", "1", "--batch-size", "2", *FAST])
+    config = train.train_config_from_args(args)
+    trainer = StyleTrainer(config, styles, device="cpu", autocast_dtype=None)
+    trainer.step(torch.rand(2, 3, 32, 32) * 255)
+    exported = train.export_final(trainer.state_dict(), styles, str(tmp_path), None, extra={"content_images": 2})
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "final/style.onnx", "final/style.pth", "loss_history.csv", "loss_history.png"]
+    assert exported["onnx_max_abs_diff"] < 1e-2
+    loaded = load_style_model(str(tmp_path / "final" / "style.pth"))
+    assert loaded.metadata["steps"] == 1 and loaded.style_names == ("mosaic", "wave")
     assert loaded.arch.width == 0.25 and loaded.arch.blocks == 2 and loaded.arch.num_styles == 2
     assert [im.shape for im in loaded.style_images] == [(48, 48, 3), (40, 56, 3)]
-    summary = json.loads(read_bytes(f"{out}/train_summary.json"))
-    assert summary["skipped_files"] == 0 and summary["content_images"] == 4 and summary["arch"]["num_styles"] == 2
-    assert summary["onnx_max_abs_diff"] < 1e-2
 
     ort = pytest.importorskip("onnxruntime")
-    session = ort.InferenceSession(read_bytes(f"{out}/final/style.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(tmp_path / "final" / "style.onnx"), providers=["CPUExecutionProvider"])
     x = torch.rand(1, 3, 32, 32) * 255
     out_wave = session.run(None, {"input": x.numpy(), "style_weights": np.array([0.0, 1.0], np.float32)})[0]
     with torch.no_grad():
         ref = loaded.select("wave").model(x).numpy()
-    assert np.abs(out_wave - ref).max() < 1e-2
+        other = loaded.select("mosaic").model(x).numpy()
+    # After one step the styles' outputs differ by about 0.01 (measured 0.013), ONNX and eager by 4e-6
+    assert np.abs(out_wave - ref).max() < np.abs(ref - other).max() / 100  # the weights select that style
