@@ -18,6 +18,13 @@ from typing import Any
 
 import pytest
 
+# Two xdist processes, each with its own local Ray, share the 2 cores: more busy threads than cores.
+# torch's OpenMP threads (libgomp) spin at every barrier before they sleep, burning what the other
+# process needs; with PASSIVE they sleep at once. The suite took 544 s instead of 618 s (2026-12-08,
+# docs/design.md). Set before torch loads libgomp, and so inherited by this process's Ray workers and
+# by every program a test starts; a value already set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 TEST_REGION = "us-east-1"
 # The discard port: nothing listens there, so a stray S3 call fails fast, locally.
 _DEAD_ENDPOINT = "http://127.0.0.1:9"
