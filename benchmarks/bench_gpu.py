@@ -13,7 +13,7 @@
     histogram), GPU utilisation (busy time from CUDA events / wall time), CPU cores used (process
     CPU time / wall time) and the pipeline/model-only ratio, per image and per pixel (the mixed
     set has fewer pixels per image than 512x512). ``--metrics`` adds the per-image losses (VGG16
-    with random weights, which needs torchvision) and prints their share of stylize time.
+    with random weights) and prints their share of stylize time.
 
 Needs only torch, numpy and Pillow (it imports stylize_core, never Ray or scikit-image), so it runs
 on a bare GPU machine. Without CUDA and without ``--device cpu`` it prints one line and exits 0.
@@ -119,13 +119,9 @@ def loss_network(args):
     """VGG16 with random weights for ``--metrics`` (the cost does not depend on the weights), or None."""
     if not args.metrics:
         return None
-    try:
-        from stylize_core.vgg import VGGFeatures
+    from stylize_core.vgg import VGGFeatures
 
-        return VGGFeatures("vgg16", ("relu1_2", "relu2_2", "relu3_3", "relu4_3"), "random:0")
-    except ImportError as exc:  # torchvision builds VGG's layers; a bare machine may lack it
-        print(f"  metrics skipped: {exc}")
-        return None
+    return VGGFeatures("vgg16", ("relu1_2", "relu2_2", "relu3_3", "relu4_3"), "random:0")
 
 
 def pipeline(args, device: torch.device, channels_last: bool, files: list[bytes]) -> dict:

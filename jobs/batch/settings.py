@@ -27,7 +27,7 @@ RegionMap = Annotated[dict[str, list[str]], BeforeValidator(_regions)]
 class JobSettings(RunSettings):
     """The batch job's settings: flags and YAML validated alike; picklable, passed to Ray workers.
 
-    With no ``input``, the embedded demo: scikit-image's sample photos, the demo style network,
+    With no ``input``, the embedded demo: scikit-image's sample photos, both demo style networks,
     ``random:0`` VGG weights, 512 px max side and a 5 % error budget (unless given).
     """
 
@@ -166,8 +166,8 @@ class JobSettings(RunSettings):
 DESCRIPTION = (
     "Stylise every image under an input URI with one or more styles on a Ray cluster, writing images to "
     "{output}/{style}/{relative path} and per-image metrics as Parquet to {output}/_metrics/run_id={run_id}/. "
-    "With no --input, runs the embedded demo: the sample photographs shipped with scikit-image, the demo style "
-    "network, local Ray, output ./out.\n\nexit status: 0 error rate within --max-error-rate; 1 above it; 2 the "
+    "With no --input, runs the embedded demo: the sample photographs shipped with scikit-image, both demo style "
+    "networks (full-size and slim), local Ray, output ./out.\n\nexit status: 0 error rate within --max-error-rate; 1 above it; 2 the "
     "job could not run (one line on stderr says why)."
 )
 

@@ -144,7 +144,8 @@ class RunSettings(BaseModel):
 
     output: str = option(DEFAULT_OUTPUT, "output prefix URI", group=GROUP_IO, min_length=1)
     styles: StyleMap = option({}, "a style network checkpoint (this project's or pytorch/examples' .pth); repeat for "
-                              "several styles. In YAML: `style: {name: uri}`. Default: demo=<shipped demo checkpoint>",
+                              "several styles. In YAML: `style: {name: uri}`. Default: demo=<shipped demo network> "
+                              "and demo_slim=<its slim twin>",
                               flag="--style", metavar="NAME=CHECKPOINT_URI", group=GROUP_IO)
     style_images: StyleMap = option({}, "style image for NAME: the target of --method optimize, a style of --method "
                                     "adain, and the style-loss target for checkpoints that do not carry their style "

@@ -186,7 +186,7 @@ def _cases(d: str, http: str) -> dict[str, tuple[list[str], str, str | None, boo
 WHOLE_PROCESS = ("stylize_image/checkpoint missing", "train/style image missing")
 # Not the __main__ modules the cells run; with what the programs import lazily (train: VGG, Ray Train).
 PRELOAD = ["torch", "jobs.batch.driver", "jobs.image.cli", "jobs.catalog.night", "jobs.video.driver",
-           "jobs.train.program", "ray.train.torch", "stylize_core.builder", "torchvision.models.vgg"]
+           "jobs.train.program", "ray.train.torch", "stylize_core.builder"]
 
 
 @pytest.fixture(scope="module")
