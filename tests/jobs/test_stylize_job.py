@@ -290,8 +290,6 @@ def test_actor_crash_is_retried_without_losing_or_duplicating_rows(local_inputs,
 def test_split_and_fused_stages_write_the_same_outputs_and_rows(local_inputs, tmp_path, checkpoints):
     """Decoding/encoding in tasks beside the actors or inside them is a scheduling choice only. Both
     runs measure a sample of the inputs (--metrics-sample 0.5), the same inputs for every style."""
-    from stylize_core.sampling import sampled
-
     volatile = {"decode_ms", "stylize_ms", "encode_ms", "metrics_ms", "output_uri", "run_id"}
     results = {}
     for stages in ("split", "fused"):
@@ -306,7 +304,7 @@ def test_split_and_fused_stages_write_the_same_outputs_and_rows(local_inputs, tm
         assert summary["stages"] == stages
         assert summary["images_per_forward_mean"] >= 1 and summary["images_per_forward_hist"]
         rows = sorted(_read_local_metrics(out, stages), key=lambda r: (r["input_uri"], r["style"]))
-        _check_sample(rows, sampled)
+        _check_sample(rows)
         files = {p.relative_to(out).as_posix(): p.read_bytes() for d in ("mosaic", "ink") for p in (out / d).rglob("*")
                  if p.is_file()}
         results[stages] = ([{k: v for k, v in r.items() if k not in volatile} for r in rows], files)
@@ -323,8 +321,10 @@ def test_split_and_fused_stages_write_the_same_outputs_and_rows(local_inputs, tm
                 assert a[k] == b[k], (k, a, b)
 
 
-def _check_sample(rows: list[dict], sampled) -> None:
+def _check_sample(rows: list[dict]) -> None:
     """--metrics-sample 0.5 over 8 good inputs x 2 styles: the sampled inputs measured for every style."""
+    from stylize_core.sampling import sampled
+
     rows = [r for r in rows if r["status"] == "ok"]
     assert len(rows) == 16
     for r in rows:
