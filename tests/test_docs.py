@@ -166,3 +166,22 @@ def test_batch_job_example_compiles_and_its_imports_exist() -> None:
             for alias in node.names:
                 submodule = hasattr(module, "__path__") and importlib.util.find_spec(f"{node.module}.{alias.name}")
                 assert hasattr(module, alias.name) or submodule, f"{node.module}.{alias.name} does not exist"
+
+
+def test_readmes_console_scripts_are_installed_and_run() -> None:
+    """README's console scripts: each is installed (the package's entry points) and names a callable
+    ``entry``; one runs from the environment's bin directory as a user would type it."""
+    from importlib.metadata import entry_points
+
+    text = (ROOT / "README.md").read_text()
+    named = re.search(r"Console scripts are installed for the main\nones: (.*)\.", text).group(1)
+    names = re.findall(r"`([a-z-]+)`", named)
+    assert names == ["stylize", "stylize-image", "stylize-catalog", "stylize-video", "stylize-train"]
+    installed = {ep.name: ep for ep in entry_points(group="console_scripts") if ep.name in names}
+    assert sorted(installed) == sorted(names)
+    for ep in installed.values():
+        assert ep.value.startswith("jobs.") and ep.value.endswith(".__main__:entry"), ep.value
+        assert callable(ep.load())
+    script = Path(sys.executable).parent / "stylize-image"
+    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--checkpoint" in proc.stdout, proc.stderr[-2000:]
