@@ -221,8 +221,11 @@ def _measure(settings: JobSettings, style: str, meta: Any, metrics: _OutputMetri
     thumbnails, with the writer's full-size total variation; metrics_ms counts the writer's share too."""
     try:
         args = (meta, style, metrics.thumbnail.result(), metrics.tv.value)
-        measured = ray_actors.result_or_restart(ray_actors.call(actor, "measure", *args), actor, settings.stall_timeout,
-                                                resubmit=lambda: ray_actors.call(actor, "measure", *args))
+
+        def ask() -> Any:
+            return ray_actors.call(actor, "measure", *args)
+
+        measured = ray_actors.result_or_restart(ask(), actor, settings.stall_timeout, resubmit=ask)
     except Exception as exc:
         raise _MetricsFailed(f"measuring the poster failed: {exception_line(exc, 500)}") from None
     return {**measured, "measured": True, "metrics_ms": measured["metrics_ms"] + metrics.seconds * 1000}

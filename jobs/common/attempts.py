@@ -91,7 +91,7 @@ def begin_attempt(ledger: AttemptLedger, key: str) -> int:
         return started
 
     ok, started = _ask_store(count)
-    return int(started) if ok else 1
+    return started if ok else 1
 
 
 def end_attempt(ledger: AttemptLedger, key: str) -> None:
