@@ -337,7 +337,8 @@ def _check_sample(rows: list[dict]) -> None:
     for r in rows:
         by_input.setdefault(r["input_uri"], set()).add(r["measured"])
     assert all(len(v) == 1 for v in by_input.values())  # every style measured the same inputs
-    assert {r["measured"] for r in rows} == {True, False}  # a sample: some inputs measured, some not
+    # Which inputs are sampled depends on their URIs, here under a random temporary path: all 8 measured,
+    # or none, happens (CI saw it once), so the share is checked on fixed URIs in tests/stylize_core/test_sampling.py.
 
 
 def test_actor_that_cannot_load_its_weights_stops_the_run_with_exit_2(local_inputs, tmp_path, checkpoints, capsys):
